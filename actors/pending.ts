@@ -1,0 +1,117 @@
+/**
+ * Building and merging {@link FlushBatch}es: the deltas a worker accumulates between flushes.
+ *
+ * @module
+ */
+import type { CountDelta, FlushBatch } from "../db/flush_batch.ts";
+import { type Flag, LEVEL_RANK, mergeFlag } from "../rules/mod.ts";
+
+/** A batch with nothing in it. */
+export function emptyBatch(): FlushBatch {
+  return {
+    rawEvents: [],
+    counters: new Map(),
+    contents: new Map(),
+    contentRegions: new Map(),
+    regions: new Map(),
+    regionErrorCodes: new Map(),
+    regionPlatforms: new Map(),
+    devices: new Map(),
+    flags: new Map(),
+    risks: new Map(),
+    optOuts: [],
+    checkpoints: new Map(),
+  };
+}
+
+/** True when flushing the batch would write nothing. */
+export function isEmptyBatch(b: FlushBatch): boolean {
+  return b.rawEvents.length === 0 && b.counters.size === 0 && b.flags.size === 0 &&
+    b.checkpoints.size === 0 && b.optOuts.length === 0 && b.devices.size === 0;
+}
+
+/** Adds `n` to a named counter. */
+export function addCounter(map: Map<string, number>, key: string, n: number): void {
+  map.set(key, (map.get(key) ?? 0) + n);
+}
+
+/** Adds a delta to the counters of one key. */
+export function addCounts<T extends CountDelta>(
+  map: Map<string, T>,
+  key: string,
+  delta: CountDelta,
+  init: () => T,
+): void {
+  let row = map.get(key);
+  if (row === undefined) {
+    row = init();
+    map.set(key, row);
+  }
+  row.events += delta.events;
+  row.plays += delta.plays;
+  row.errors += delta.errors;
+  row.watchTimeMs += delta.watchTimeMs;
+}
+
+/** A zeroed delta. */
+export function zeroCounts(): CountDelta {
+  return { events: 0, plays: 0, errors: 0, watchTimeMs: 0 };
+}
+
+/** Records a flag and the risk level it implies for its entity. */
+export function addFlag(b: FlushBatch, flag: Flag): void {
+  const existing = b.flags.get(flag.flagKey);
+  b.flags.set(flag.flagKey, existing === undefined ? flag : mergeFlag(existing, flag));
+  const riskKey = `${flag.entityType}:${flag.entityId}`;
+  const risk = b.risks.get(riskKey);
+  if (risk === undefined) {
+    b.risks.set(riskKey, {
+      entityType: flag.entityType,
+      entityId: flag.entityId,
+      level: flag.level,
+      flagCount: 1,
+    });
+  } else {
+    risk.flagCount += 1;
+    if (LEVEL_RANK[flag.level] > LEVEL_RANK[risk.level]) risk.level = flag.level;
+  }
+}
+
+/** Raises a checkpoint to `position` (checkpoints only move forward). */
+export function advanceCheckpoint(b: FlushBatch, family: string, shard: number, position: number) {
+  const key = `${family}:${shard}`;
+  if ((b.checkpoints.get(key) ?? -1) < position) b.checkpoints.set(key, position);
+}
+
+/**
+ * Folds the newer batch `from` into the older batch `into` (used to put back a batch whose flush
+ * failed, so nothing is lost and nothing is counted twice: the failed transaction wrote nothing).
+ */
+export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
+  into.rawEvents.push(...from.rawEvents);
+  for (const [k, n] of from.counters) addCounter(into.counters, k, n);
+  for (const [k, d] of from.contents) addCounts(into.contents, k, d, zeroCounts);
+  for (const [k, d] of from.contentRegions) addCounts(into.contentRegions, k, d, zeroCounts);
+  for (const [k, d] of from.regions) {
+    addCounts(into.regions, k, d, () => ({ ...zeroCounts(), isEu: d.isEu }));
+  }
+  for (const [k, n] of from.regionErrorCodes) addCounter(into.regionErrorCodes, k, n);
+  for (const [k, n] of from.regionPlatforms) addCounter(into.regionPlatforms, k, n);
+  for (const [k, d] of from.devices) addCounts(into.devices, k, d, zeroCounts);
+  for (const flag of from.flags.values()) {
+    const existing = into.flags.get(flag.flagKey);
+    into.flags.set(flag.flagKey, existing === undefined ? flag : mergeFlag(existing, flag));
+  }
+  for (const [k, r] of from.risks) {
+    const risk = into.risks.get(k);
+    if (risk === undefined) into.risks.set(k, { ...r });
+    else {
+      risk.flagCount += r.flagCount;
+      if (LEVEL_RANK[r.level] > LEVEL_RANK[risk.level]) risk.level = r.level;
+    }
+  }
+  into.optOuts.push(...from.optOuts);
+  for (const [k, p] of from.checkpoints) {
+    if ((into.checkpoints.get(k) ?? -1) < p) into.checkpoints.set(k, p);
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Messages between the region (main thread) and shard workers. Everything is plain data: numbers for
+ * times, no class instances, no Dates, so structured cloning is cheap and lossless.
+ *
+ * @module
+ */
+import type { FlushBatch } from "../db/flush_batch.ts";
+import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
+import type { QualityEvent } from "./quality_family.ts";
+
+/** What a worker needs to start. */
+export interface WorkerInit {
+  workerIndex: number;
+  shardCount: number;
+  dedupeIdsPerShard: number;
+  maxSegmentMs: number;
+  maxIdleMs: number;
+  allowedLatenessMs: number;
+  thresholds: RuleThresholds;
+  /** PostgreSQL URL: the worker flushes itself. Absent: it sends batches to the main thread (PGlite). */
+  databaseUrl: string | undefined;
+  /** Opt-outs on record for users whose shards this worker hosts. */
+  optOuts: Array<[string, OptOut]>;
+}
+
+/** Main thread to worker. */
+export type ToWorker =
+  | { type: "init"; init: WorkerInit }
+  | {
+    type: "events";
+    batchId: number;
+    nowMs: number;
+    watermarkMs: number;
+    user: TelemetryEvent[];
+    content: QualityEvent[];
+    device: QualityEvent[];
+  }
+  | { type: "tick"; nowMs: number; watermarkMs: number }
+  | { type: "flush"; requestId: number }
+  | { type: "opt_out"; userId: string; optOut: OptOut }
+  | { type: "db_done"; requestId: number; error: string | null }
+  | { type: "stop" };
+
+/** Health a worker reports with every acknowledgement. */
+export interface WorkerStatus {
+  pendingEvents: number;
+  entities: number;
+  isFlushFailing: boolean;
+  lastFlushError: string | null;
+}
+
+/** Worker to main thread. */
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "ack"; batchId: number; status: WorkerStatus }
+  | {
+    type: "flushed";
+    requestId: number | null;
+    error: string | null;
+    flushedEvents: number;
+    status: WorkerStatus;
+  }
+  | { type: "db_write"; requestId: number; batch: FlushBatch }
+  | { type: "log"; level: "debug" | "info" | "warn" | "error"; message: string }
+  | { type: "stopped" };

@@ -1,0 +1,150 @@
+/**
+ * The content and device side of the actor system: per-entity tumbling windows of events and errors,
+ * and the quality rule over them. One instance per family (`content`, `device`) in each worker.
+ *
+ * @module
+ */
+import type { FlushBatch } from "../db/flush_batch.ts";
+import { contentQualityRule, type RuleThresholds, type TelemetryEvent } from "../rules/mod.ts";
+import { addFlag, advanceCheckpoint } from "./pending.ts";
+import { RecentIds } from "./recent_ids.ts";
+import { shardOf } from "./shard_of.ts";
+
+/** The fields of an event the quality side needs; a smaller message than the whole event. */
+export type QualityEvent = Pick<
+  TelemetryEvent,
+  | "eventId"
+  | "userId"
+  | "deviceId"
+  | "contentId"
+  | "type"
+  | "atMs"
+  | "region"
+  | "isEu"
+  | "errorCode"
+  | "isLate"
+  | "position"
+>;
+
+/** Settings of a quality family. */
+export interface QualityFamilyOptions {
+  family: "content" | "device";
+  shardCount: number;
+  dedupeIdsPerShard: number;
+  thresholds: RuleThresholds;
+  onRuleError: (rule: string, event: QualityEvent, error: unknown) => void;
+}
+
+interface WindowCounts {
+  eventCount: number;
+  errorCount: number;
+  errorsByCode: Record<string, number>;
+  sampleEventIds: string[];
+}
+
+interface QualityEntity {
+  lastTouchedMs: number;
+  windows: Map<number, WindowCounts>;
+}
+
+/** Error event ids kept per window as evidence. */
+const SAMPLE_IDS = 10;
+
+/** In-memory state of the content (or device) shards hosted by one worker. */
+export class QualityFamily {
+  #o: QualityFamilyOptions;
+  #entities = new Map<string, QualityEntity>();
+  #recent = new Map<number, RecentIds>();
+
+  constructor(options: QualityFamilyOptions) {
+    this.#o = options;
+  }
+
+  /** Number of entities currently held in memory. */
+  get entityCount(): number {
+    return this.#entities.size;
+  }
+
+  /** Adds one event to its entity's window and runs the quality rule on it. */
+  apply(event: QualityEvent, nowMs: number, out: FlushBatch): void {
+    const key = this.#o.family === "content" ? event.contentId : event.deviceId;
+    const shard = shardOf(key, this.#o.shardCount);
+    advanceCheckpoint(out, this.#o.family, shard, event.position);
+    if (!this.#recentIds(shard).add(event.eventId, event.atMs) || event.isLate) return;
+    const entity = this.#entity(key, nowMs);
+    const windowMs = this.#o.thresholds.qualityWindowMs;
+    const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
+    let counts = entity.windows.get(windowStartMs);
+    if (counts === undefined) {
+      counts = { eventCount: 0, errorCount: 0, errorsByCode: {}, sampleEventIds: [] };
+      entity.windows.set(windowStartMs, counts);
+    }
+    counts.eventCount++;
+    if (event.type === "ERROR") {
+      counts.errorCount++;
+      const code = event.errorCode ?? "UNKNOWN";
+      counts.errorsByCode[code] = (counts.errorsByCode[code] ?? 0) + 1;
+      if (counts.sampleEventIds.length < SAMPLE_IDS) counts.sampleEventIds.push(event.eventId);
+    }
+    try {
+      const flag = contentQualityRule(event, {
+        entityType: this.#o.family,
+        entityId: key,
+        windowStartMs,
+        windowEndMs: windowStartMs + windowMs,
+        eventCount: counts.eventCount,
+        errorCount: counts.errorCount,
+        errorsByCode: counts.errorsByCode,
+        sampleEventIds: counts.sampleEventIds,
+      }, this.#o.thresholds);
+      if (flag !== null) addFlag(out, flag);
+    } catch (error) {
+      this.#o.onRuleError("content_quality", event, error);
+    }
+  }
+
+  /**
+   * Drops windows that ended before the horizon (no on-time event can reach them any more) and
+   * duplicate-detection ids older than it.
+   */
+  prune(horizonMs: number): void {
+    for (const ids of this.#recent.values()) ids.prune(horizonMs);
+    const windowMs = this.#o.thresholds.qualityWindowMs;
+    for (const entity of this.#entities.values()) {
+      for (const startMs of entity.windows.keys()) {
+        if (startMs + windowMs < horizonMs) entity.windows.delete(startMs);
+      }
+    }
+  }
+
+  /** Evicts entities untouched since `idleSinceMs` (wall clock); returns how many. */
+  passivate(idleSinceMs: number): number {
+    let evicted = 0;
+    for (const [key, entity] of this.#entities) {
+      if (entity.lastTouchedMs < idleSinceMs) {
+        this.#entities.delete(key);
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+
+  #recentIds(shard: number): RecentIds {
+    let ids = this.#recent.get(shard);
+    if (ids === undefined) {
+      ids = new RecentIds(this.#o.dedupeIdsPerShard);
+      this.#recent.set(shard, ids);
+    }
+    return ids;
+  }
+
+  #entity(key: string, nowMs: number): QualityEntity {
+    let entity = this.#entities.get(key);
+    if (entity === undefined) {
+      entity = { lastTouchedMs: nowMs, windows: new Map() };
+      this.#entities.set(key, entity);
+    }
+    entity.lastTouchedMs = nowMs;
+    return entity;
+  }
+}

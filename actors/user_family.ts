@@ -1,0 +1,226 @@
+/**
+ * The user side of the actor system: for every user shard a worker hosts, duplicate detection, play
+ * sessions and watch time, additive aggregates, and the consent, retention and account-sharing rules.
+ *
+ * @module
+ */
+import type { FlushBatch } from "../db/flush_batch.ts";
+import { KEY_SEP } from "../db/flush_batch.ts";
+import {
+  accountSharingRule,
+  type Flag,
+  type OptOut,
+  privacyRule,
+  retentionRule,
+  type RuleThresholds,
+  type TelemetryEvent,
+} from "../rules/mod.ts";
+import { addCounter, addCounts, addFlag, advanceCheckpoint, zeroCounts } from "./pending.ts";
+import { RecentIds } from "./recent_ids.ts";
+import { shardOf } from "./shard_of.ts";
+import { LastSeen } from "./last_seen.ts";
+
+/** Settings of the user family. */
+export interface UserFamilyOptions {
+  shardCount: number;
+  dedupeIdsPerShard: number;
+  maxSegmentMs: number;
+  thresholds: RuleThresholds;
+  /** Called when a rule throws: the rule is skipped for that event and processing goes on. */
+  onRuleError: (rule: string, event: TelemetryEvent, error: unknown) => void;
+}
+
+interface UserEntity {
+  lastTouchedMs: number;
+  /** Running playback segments by `device + KEY_SEP + content`: event time the segment started. */
+  playingSinceMs: Map<string, number>;
+  regions: LastSeen;
+  ipHashes: LastSeen;
+}
+
+/** Most distinct regions or networks remembered per user; beyond it the stalest is forgotten. */
+const MAX_DISTINCT_PER_USER = 64;
+
+/** In-memory state of the user shards hosted by one worker. */
+export class UserFamily {
+  #o: UserFamilyOptions;
+  #entities = new Map<string, UserEntity>();
+  #recent = new Map<number, RecentIds>();
+  /** Opt-outs are kept for every user on record (bounded by requests, not by users). */
+  #optOuts = new Map<string, OptOut>();
+
+  constructor(options: UserFamilyOptions) {
+    this.#o = options;
+  }
+
+  /** Number of users currently held in memory. */
+  get entityCount(): number {
+    return this.#entities.size;
+  }
+
+  /** Records a privacy request for a user; the earliest request of a type wins. */
+  recordOptOut(userId: string, optOut: OptOut): void {
+    const existing = this.#optOuts.get(userId);
+    if (existing === undefined || existing.sinceMs > optOut.sinceMs) {
+      this.#optOuts.set(userId, optOut);
+    }
+  }
+
+  /** Applies one event to its user's entity, writing deltas and flags into `out`. */
+  apply(event: TelemetryEvent, nowMs: number, out: FlushBatch): void {
+    const shard = shardOf(event.userId, this.#o.shardCount);
+    advanceCheckpoint(out, "user", shard, event.position);
+    const isFirstSighting = this.#recentIds(shard).add(event.eventId, event.atMs);
+    if (!isFirstSighting) {
+      addCounter(out.counters, "duplicate_events", 1);
+      return;
+    }
+    out.rawEvents.push(toRawRow(event));
+    // Per-event rules run for late events too: a consent violation is one however late it arrives.
+    const optOut = this.#optOuts.get(event.userId);
+    this.#runRule("privacy", event, out, () => privacyRule(event));
+    this.#runRule("retention", event, out, () => retentionRule(event, optOut));
+    if (event.doNotTrack && optOut === undefined) {
+      const dnt: OptOut = { type: "do_not_track", sinceMs: event.atMs, source: "event" };
+      this.#optOuts.set(event.userId, dnt);
+      out.optOuts.push({ userId: event.userId, type: "do_not_track", sinceMs: event.atMs });
+    }
+    if (event.isLate) {
+      addCounter(out.counters, "late_events", 1);
+      return;
+    }
+    const entity = this.#entity(event.userId, nowMs);
+    const watchTimeMs = this.#advanceSession(entity, event);
+    this.#aggregate(event, watchTimeMs, out);
+    entity.regions.see(event.region, event.atMs, event.eventId);
+    entity.ipHashes.see(event.ipHash, event.atMs, event.eventId);
+    const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
+    this.#runRule("account_sharing", event, out, () =>
+      accountSharingRule(event, {
+        windowStartMs: sinceMs,
+        windowEndMs: event.atMs,
+        regions: entity.regions.keysSince(sinceMs),
+        ipHashCount: entity.ipHashes.countSince(sinceMs),
+        sampleEventIds: entity.regions.eventIdsSince(sinceMs),
+      }, this.#o.thresholds));
+  }
+
+  /** Forgets duplicate-detection ids older than the horizon (event time). */
+  prune(horizonMs: number): void {
+    for (const ids of this.#recent.values()) ids.prune(horizonMs);
+  }
+
+  /**
+   * Evicts users untouched since `idleSinceMs` (wall clock). Their deltas already sit in the pending
+   * batch, so nothing is lost; an open playback segment is dropped (its end was never seen).
+   */
+  passivate(idleSinceMs: number): number {
+    let evicted = 0;
+    for (const [userId, entity] of this.#entities) {
+      if (entity.lastTouchedMs < idleSinceMs) {
+        this.#entities.delete(userId);
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+
+  #recentIds(shard: number): RecentIds {
+    let ids = this.#recent.get(shard);
+    if (ids === undefined) {
+      ids = new RecentIds(this.#o.dedupeIdsPerShard);
+      this.#recent.set(shard, ids);
+    }
+    return ids;
+  }
+
+  #entity(userId: string, nowMs: number): UserEntity {
+    let entity = this.#entities.get(userId);
+    if (entity === undefined) {
+      entity = {
+        lastTouchedMs: nowMs,
+        playingSinceMs: new Map(),
+        regions: new LastSeen(MAX_DISTINCT_PER_USER),
+        ipHashes: new LastSeen(MAX_DISTINCT_PER_USER),
+      };
+      this.#entities.set(userId, entity);
+    }
+    entity.lastTouchedMs = nowMs;
+    return entity;
+  }
+
+  /**
+   * PLAY starts (or restarts) a segment; PAUSE, STOP and ERROR end it. A segment's watch time is its
+   * event-time length capped at `maxSegmentMs`; a negative length (events out of order) counts zero.
+   */
+  #advanceSession(entity: UserEntity, event: TelemetryEvent): number {
+    if (event.type === "SEEK") return 0;
+    const key = event.deviceId + KEY_SEP + event.contentId;
+    const startMs = entity.playingSinceMs.get(key);
+    let watchTimeMs = 0;
+    if (startMs !== undefined) {
+      watchTimeMs = Math.min(Math.max(0, event.atMs - startMs), this.#o.maxSegmentMs);
+      entity.playingSinceMs.delete(key);
+    }
+    if (event.type === "PLAY") entity.playingSinceMs.set(key, event.atMs);
+    return watchTimeMs;
+  }
+
+  #aggregate(event: TelemetryEvent, watchTimeMs: number, out: FlushBatch): void {
+    const delta = {
+      events: 1,
+      plays: event.type === "PLAY" ? 1 : 0,
+      errors: event.type === "ERROR" ? 1 : 0,
+      watchTimeMs,
+    };
+    addCounter(out.counters, `events:${event.type}`, 1);
+    if (watchTimeMs > 0) addCounter(out.counters, "watch_time_ms", watchTimeMs);
+    addCounts(out.contents, event.contentId, delta, zeroCounts);
+    addCounts(out.contentRegions, event.contentId + KEY_SEP + event.region, delta, zeroCounts);
+    addCounts(out.regions, event.region, delta, () => ({ ...zeroCounts(), isEu: event.isEu }));
+    addCounts(out.devices, event.deviceId, delta, zeroCounts);
+    if (event.errorCode !== null) {
+      addCounter(out.regionErrorCodes, event.region + KEY_SEP + event.errorCode, 1);
+    }
+    addCounter(out.regionPlatforms, event.region + KEY_SEP + platformOf(event), 1);
+  }
+
+  #runRule(rule: string, event: TelemetryEvent, out: FlushBatch, run: () => Flag | null): void {
+    try {
+      const flag = run();
+      if (flag !== null) addFlag(out, flag);
+    } catch (error) {
+      this.#o.onRuleError(rule, event, error);
+    }
+  }
+}
+
+/** The TV platform an event reports in `extra_metadata.platform`, or `unknown`. */
+export function platformOf(event: TelemetryEvent): string {
+  const platform = event.metadata["platform"];
+  return typeof platform === "string" && platform.length > 0 && platform.length <= 32
+    ? platform.toLowerCase()
+    : "unknown";
+}
+
+function toRawRow(event: TelemetryEvent): FlushBatch["rawEvents"][number] {
+  return {
+    position: event.position,
+    eventId: event.eventId,
+    userId: event.userId,
+    deviceId: event.deviceId,
+    contentId: event.contentId,
+    type: event.type,
+    atMs: event.atMs,
+    receivedAtMs: event.receivedAtMs,
+    region: event.region,
+    isEu: event.isEu,
+    hasConsent: event.hasConsent,
+    ipHash: event.ipHash,
+    ipPrefix: event.ipPrefix,
+    errorCode: event.errorCode,
+    doNotTrack: event.doNotTrack,
+    isLate: event.isLate,
+    metadata: event.metadata,
+  };
+}

@@ -1,0 +1,152 @@
+/**
+ * Configuration: the only reader of `Deno.env`. Raw environment strings are parsed with zod into one
+ * resolved {@link Config} with every default applied, so the rest of the code never sees `undefined`.
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { RuleThresholds } from "./rules/types.ts";
+
+/** The queue backend that carries accepted events to the actors. */
+export type QueueKind = "memory";
+
+/** Fully resolved server configuration (all defaults applied). */
+export interface Config {
+  port: number;
+  hostname: string;
+  /** PostgreSQL connection string; `undefined` means embedded PGlite under {@link Config.dataDir}. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  queue: QueueKind;
+  workers: number;
+  shards: number;
+  flushIntervalMs: number;
+  /** How long the region buffers events for one worker before posting them. */
+  batchDelayMs: number;
+  /** Batches posted to one worker and not yet acknowledged before ingest answers 503. */
+  maxInFlightBatches: number;
+  /** Events held by workers but not yet flushed before ingest answers 503. */
+  maxPendingEvents: number;
+  ingestTokens: string[];
+  readTokens: string[];
+  /** HMAC key for IP addresses; `isIpHashSecretGenerated` tells whether it was made up at start. */
+  ipHashSecret: string;
+  isIpHashSecretGenerated: boolean;
+  allowedLatenessMs: number;
+  maxFutureSkewMs: number;
+  maxIdleMs: number;
+  /** Upper bound of remembered event ids per family, for duplicate detection. */
+  dedupeMaxIds: number;
+  maxSegmentMs: number;
+  maxBodyBytes: number;
+  maxBatchEvents: number;
+  thresholds: RuleThresholds;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const ratio = z.coerce.number().min(0).max(1);
+const list = z.string().transform((s) =>
+  s.split(",").map((t) => t.trim()).filter((t) => t.length > 0)
+);
+
+/** Schema of the environment variables the server reads, with their defaults. */
+export const ENV_SCHEMA = z.object({
+  PORT: intFrom(0, 65535).default(8000),
+  HOSTNAME: z.string().min(1).default("0.0.0.0"),
+  DATABASE_URL: z.string().url().optional(),
+  DATA_DIR: z.string().min(1).default("./data"),
+  QUEUE: z.enum(["memory"]).default("memory"),
+  WORKERS: intFrom(1, 64).optional(),
+  SHARDS: intFrom(1, 4096).default(64),
+  FLUSH_INTERVAL_MS: intFrom(10, 600_000).default(1000),
+  BATCH_DELAY_MS: intFrom(0, 1000).default(3),
+  MAX_IN_FLIGHT_BATCHES: intFrom(1, 100_000).default(256),
+  MAX_PENDING_EVENTS: intFrom(1000, 100_000_000).default(500_000),
+  INGEST_TOKENS: list.default([]),
+  READ_TOKENS: list.default([]),
+  IP_HASH_SECRET: z.string().min(16, "IP_HASH_SECRET must be at least 16 characters").optional(),
+  ALLOWED_LATENESS_MS: intFrom(0, 86_400_000).default(600_000),
+  MAX_FUTURE_SKEW_MS: intFrom(0, 86_400_000).default(300_000),
+  MAX_IDLE_MS: intFrom(1000, 86_400_000).default(300_000),
+  DEDUPE_MAX_IDS: intFrom(1000, 100_000_000).default(1_000_000),
+  MAX_SEGMENT_MS: intFrom(1000, 86_400_000).default(14_400_000),
+  MAX_BODY_BYTES: intFrom(1024, 16_777_216).default(1_048_576),
+  MAX_BATCH_EVENTS: intFrom(1, 10_000).default(500),
+  SHARING_WINDOW_MS: intFrom(60_000, 7 * 86_400_000).default(3_600_000),
+  SHARING_MAX_REGIONS: intFrom(1, 1000).default(2),
+  SHARING_HIGH_REGIONS: intFrom(1, 1000).default(4),
+  SHARING_MAX_IPS: intFrom(1, 1000).default(3),
+  SHARING_HIGH_IPS: intFrom(1, 1000).default(6),
+  QUALITY_WINDOW_MS: intFrom(10_000, 86_400_000).default(300_000),
+  QUALITY_MIN_EVENTS: intFrom(1, 1_000_000).default(20),
+  QUALITY_MAX_ERROR_RATE: ratio.default(0.2),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+/** Raw environment input as read from `Deno.env`. */
+export type RawEnv = Record<string, string | undefined>;
+
+/** Parses raw environment strings into a resolved config; throws with every problem listed. */
+export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency): Config {
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([key, value]) => key in ENV_SCHEMA.shape && value !== ""),
+  );
+  const parsed = ENV_SCHEMA.safeParse(cleaned);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new Error(`Cannot start: invalid configuration: ${detail}`);
+  }
+  const e = parsed.data;
+  if (e.SHARING_HIGH_REGIONS < e.SHARING_MAX_REGIONS || e.SHARING_HIGH_IPS < e.SHARING_MAX_IPS) {
+    throw new Error(
+      "Cannot start: invalid configuration: SHARING_HIGH_* must be at least SHARING_MAX_*",
+    );
+  }
+  const isIpHashSecretGenerated = e.IP_HASH_SECRET === undefined;
+  return {
+    port: e.PORT,
+    hostname: e.HOSTNAME,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.DATA_DIR,
+    queue: e.QUEUE,
+    workers: e.WORKERS ?? Math.max(1, cores),
+    shards: e.SHARDS,
+    flushIntervalMs: e.FLUSH_INTERVAL_MS,
+    batchDelayMs: e.BATCH_DELAY_MS,
+    maxInFlightBatches: e.MAX_IN_FLIGHT_BATCHES,
+    maxPendingEvents: e.MAX_PENDING_EVENTS,
+    ingestTokens: e.INGEST_TOKENS,
+    readTokens: e.READ_TOKENS,
+    ipHashSecret: e.IP_HASH_SECRET ?? randomSecret(),
+    isIpHashSecretGenerated,
+    allowedLatenessMs: e.ALLOWED_LATENESS_MS,
+    maxFutureSkewMs: e.MAX_FUTURE_SKEW_MS,
+    maxIdleMs: e.MAX_IDLE_MS,
+    dedupeMaxIds: e.DEDUPE_MAX_IDS,
+    maxSegmentMs: e.MAX_SEGMENT_MS,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    maxBatchEvents: e.MAX_BATCH_EVENTS,
+    thresholds: {
+      sharingWindowMs: e.SHARING_WINDOW_MS,
+      sharingMaxRegions: e.SHARING_MAX_REGIONS,
+      sharingHighRegions: e.SHARING_HIGH_REGIONS,
+      sharingMaxIps: e.SHARING_MAX_IPS,
+      sharingHighIps: e.SHARING_HIGH_IPS,
+      qualityWindowMs: e.QUALITY_WINDOW_MS,
+      qualityMinEvents: e.QUALITY_MIN_EVENTS,
+      qualityMaxErrorRate: e.QUALITY_MAX_ERROR_RATE,
+    },
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+/** Reads the process environment (needs `--allow-env`) and resolves it. */
+export function loadConfig(): Config {
+  return parseConfig(Deno.env.toObject());
+}
+
+function randomSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,229 @@
+/**
+ * Writing a {@link FlushBatch}: one transaction of bulk `unnest` statements (one parameter per column,
+ * never one statement per row), additive upserts (`x = x + excluded.x`) and forward-only checkpoints.
+ * A batch is either wholly committed or not at all, which is what makes retrying it safe.
+ *
+ * @module
+ */
+import { type Kysely, type RawBuilder, sql, type Transaction } from "kysely";
+import { KEY_SEP } from "./flush_batch.ts";
+import type { CountDelta, FlushBatch } from "./flush_batch.ts";
+import type { Database } from "./schema.ts";
+import { LEVEL_RANK } from "../rules/mod.ts";
+
+/** Writes every part of the batch in one transaction. */
+export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await insertRawEvents(trx, batch.rawEvents);
+    await upsertCounters(trx, batch.counters);
+    await upsertCounts(trx, "content_stats", ["content_id"], byKey(batch.contents));
+    await upsertCounts(
+      trx,
+      "content_region_stats",
+      ["content_id", "region"],
+      byKey(batch.contentRegions),
+    );
+    await upsertRegions(trx, batch.regions);
+    await upsertPairCounter(
+      trx,
+      "region_error_codes",
+      "error_code",
+      "errors",
+      batch.regionErrorCodes,
+    );
+    await upsertPairCounter(trx, "region_platforms", "platform", "events", batch.regionPlatforms);
+    await upsertCounts(trx, "device_stats", ["device_id"], byKey(batch.devices));
+    await upsertFlags(trx, batch);
+    await upsertRisks(trx, batch);
+    await insertOptOuts(trx, batch);
+    await advanceCheckpoints(trx, batch.checkpoints);
+  });
+}
+
+type Trx = Transaction<Database>;
+
+function byKey(map: Map<string, CountDelta>): Array<[string[], CountDelta]> {
+  // Sorted keys: concurrent flushes of several workers then lock rows in one order (no deadlocks).
+  return [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map((
+    [key, delta],
+  ) => [key.split(KEY_SEP), delta]);
+}
+
+function sorted<T>(entries: Iterable<[string, T]>): Array<[string, T]> {
+  return [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+async function insertRawEvents(trx: Trx, rows: FlushBatch["rawEvents"]): Promise<void> {
+  if (rows.length === 0) return;
+  const col = <T>(pick: (r: FlushBatch["rawEvents"][number]) => T) => rows.map(pick);
+  await sql`
+    insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
+      occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
+      do_not_track, is_late, extra_metadata)
+    select e.event_id, e.position, e.user_id, e.device_id, e.content_id, e.event_type,
+      to_timestamp(e.at_ms / 1000.0), to_timestamp(e.received_ms / 1000.0), e.region, e.is_eu,
+      e.has_consent, e.ip_hash, e.ip_prefix, e.error_code, e.do_not_track, e.is_late,
+      e.extra_metadata::jsonb
+    from unnest(${col((r) => r.eventId)}::text[], ${col((r) => r.position)}::bigint[],
+      ${col((r) => r.userId)}::text[], ${col((r) => r.deviceId)}::text[],
+      ${col((r) => r.contentId)}::text[], ${col((r) => r.type)}::text[],
+      ${col((r) => r.atMs)}::float8[], ${col((r) => r.receivedAtMs)}::float8[],
+      ${col((r) => r.region)}::text[], ${col((r) => r.isEu)}::boolean[],
+      ${col((r) => r.hasConsent)}::boolean[], ${col((r) => r.ipHash)}::text[],
+      ${col((r) => r.ipPrefix)}::text[], ${col((r) => r.errorCode)}::text[],
+      ${col((r) => r.doNotTrack)}::boolean[], ${col((r) => r.isLate)}::boolean[],
+      ${col((r) => JSON.stringify(r.metadata))}::text[])
+      as e(event_id, position, user_id, device_id, content_id, event_type, at_ms, received_ms,
+        region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, is_late,
+        extra_metadata)
+    on conflict (event_id) do nothing`.execute(trx);
+}
+
+async function upsertCounters(trx: Trx, counters: Map<string, number>): Promise<void> {
+  if (counters.size === 0) return;
+  const rows = sorted(counters.entries());
+  await sql`
+    insert into stat_counters (name, value)
+    select * from unnest(${rows.map(([k]) => k)}::text[], ${rows.map(([, v]) => v)}::bigint[])
+    on conflict (name) do update set value = stat_counters.value + excluded.value`.execute(trx);
+}
+
+async function upsertCounts(
+  trx: Trx,
+  table: "content_stats" | "content_region_stats" | "device_stats",
+  keyColumns: string[],
+  rows: Array<[string[], CountDelta]>,
+): Promise<void> {
+  if (rows.length === 0) return;
+  const keyArrays = keyColumns.map((_, i) => sql`${rows.map(([k]) => k[i])}::text[]`);
+  await sql`
+    insert into ${sql.table(table)} (${sql.join(keyColumns.map((c) => sql.ref(c)))},
+      events, plays, errors, watch_time_ms)
+    select * from unnest(${sql.join(keyArrays)}, ${countArrays(rows.map(([, d]) => d))})
+    on conflict (${sql.join(keyColumns.map((c) => sql.ref(c)))}) do update set
+      ${additive(table)}`.execute(trx);
+}
+
+function countArrays(deltas: CountDelta[]): RawBuilder<unknown> {
+  return sql.join([
+    sql`${deltas.map((d) => d.events)}::bigint[]`,
+    sql`${deltas.map((d) => d.plays)}::bigint[]`,
+    sql`${deltas.map((d) => d.errors)}::bigint[]`,
+    sql`${deltas.map((d) => d.watchTimeMs)}::bigint[]`,
+  ]);
+}
+
+function additive(table: string): RawBuilder<unknown> {
+  return sql.join(
+    ["events", "plays", "errors", "watch_time_ms"].map((c) =>
+      sql`${sql.ref(c)} = ${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`
+    ),
+  );
+}
+
+async function upsertRegions(trx: Trx, regions: FlushBatch["regions"]): Promise<void> {
+  if (regions.size === 0) return;
+  const rows = sorted(regions.entries());
+  await sql`
+    insert into region_stats (region, is_eu, events, plays, errors, watch_time_ms)
+    select * from unnest(${rows.map(([k]) => k)}::text[], ${rows.map(([, d]) => d.isEu)}::boolean[],
+      ${countArrays(rows.map(([, d]) => d))})
+    on conflict (region) do update set is_eu = excluded.is_eu, ${additive("region_stats")}`
+    .execute(trx);
+}
+
+async function upsertPairCounter(
+  trx: Trx,
+  table: "region_error_codes" | "region_platforms",
+  secondColumn: "error_code" | "platform",
+  valueColumn: "errors" | "events",
+  counts: Map<string, number>,
+): Promise<void> {
+  if (counts.size === 0) return;
+  const rows = sorted(counts.entries()).map(([k, n]) => [...k.split(KEY_SEP), n] as const);
+  await sql`
+    insert into ${sql.table(table)} (region, ${sql.ref(secondColumn)}, ${sql.ref(valueColumn)})
+    select * from unnest(${rows.map((r) => r[0])}::text[], ${rows.map((r) => r[1])}::text[],
+      ${rows.map((r) => r[2])}::bigint[])
+    on conflict (region, ${sql.ref(secondColumn)}) do update set
+      ${sql.ref(valueColumn)} = ${sql.ref(`${table}.${valueColumn}`)} + excluded.${
+    sql.ref(valueColumn)
+  }`.execute(trx);
+}
+
+async function upsertFlags(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.flags.size === 0) return;
+  const flags = sorted(batch.flags.entries()).map(([, f]) => f);
+  const col = <T>(pick: (f: typeof flags[number]) => T) => flags.map(pick);
+  // A flag seen again adds its events; a higher level replaces level, reason and evidence.
+  await sql`
+    insert into risk_flags (flag_key, rule, rule_version, level, level_rank, entity_type, entity_id,
+      event_id, user_id, region, is_eu, occurred_at, reason, evidence, flagged_events)
+    select f.flag_key, f.rule, f.rule_version, f.level, f.level_rank, f.entity_type, f.entity_id,
+      f.event_id, f.user_id, f.region, f.is_eu, to_timestamp(f.at_ms / 1000.0), f.reason,
+      f.evidence::jsonb, f.flagged_events
+    from unnest(${col((f) => f.flagKey)}::text[], ${col((f) => f.rule)}::text[],
+      ${col((f) => f.ruleVersion)}::int[], ${col((f) => f.level)}::text[],
+      ${col((f) => LEVEL_RANK[f.level])}::smallint[], ${col((f) => f.entityType)}::text[],
+      ${col((f) => f.entityId)}::text[], ${col((f) => f.eventId)}::text[],
+      ${col((f) => f.userId)}::text[], ${col((f) => f.region)}::text[],
+      ${col((f) => f.isEu)}::boolean[], ${col((f) => f.atMs)}::float8[],
+      ${col((f) => f.reason)}::text[], ${col((f) => JSON.stringify(f.evidence))}::text[],
+      ${col((f) => f.flaggedEventCount)}::bigint[])
+      as f(flag_key, rule, rule_version, level, level_rank, entity_type, entity_id, event_id,
+        user_id, region, is_eu, at_ms, reason, evidence, flagged_events)
+    on conflict (flag_key) do update set
+      flagged_events = risk_flags.flagged_events + excluded.flagged_events,
+      level = case when excluded.level_rank > risk_flags.level_rank
+        then excluded.level else risk_flags.level end,
+      reason = case when excluded.level_rank > risk_flags.level_rank
+        then excluded.reason else risk_flags.reason end,
+      evidence = case when excluded.level_rank > risk_flags.level_rank
+        then excluded.evidence else risk_flags.evidence end,
+      level_rank = greatest(risk_flags.level_rank, excluded.level_rank),
+      updated_at = now()`.execute(trx);
+}
+
+async function upsertRisks(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.risks.size === 0) return;
+  const risks = sorted(batch.risks.entries()).map(([, r]) => r);
+  await sql`
+    insert into entity_risk (entity_type, entity_id, level, level_rank, flag_count)
+    select * from unnest(${risks.map((r) => r.entityType)}::text[],
+      ${risks.map((r) => r.entityId)}::text[], ${risks.map((r) => r.level)}::text[],
+      ${risks.map((r) => LEVEL_RANK[r.level])}::smallint[], ${
+    risks.map((r) => r.flagCount)
+  }::bigint[])
+    on conflict (entity_type, entity_id) do update set
+      level = case when excluded.level_rank > entity_risk.level_rank
+        then excluded.level else entity_risk.level end,
+      level_rank = greatest(entity_risk.level_rank, excluded.level_rank),
+      flag_count = entity_risk.flag_count + excluded.flag_count,
+      updated_at = now()`.execute(trx);
+}
+
+async function insertOptOuts(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.optOuts.length === 0) return;
+  const rows = batch.optOuts;
+  await sql`
+    insert into privacy_requests (user_id, request_type, source, requested_at)
+    select u, t, 'event', to_timestamp(at_ms / 1000.0)
+    from unnest(${rows.map((r) => r.userId)}::text[], ${rows.map((r) => r.type)}::text[],
+      ${rows.map((r) => r.sinceMs)}::float8[]) as o(u, t, at_ms)
+    on conflict (user_id, request_type) do nothing`.execute(trx);
+}
+
+async function advanceCheckpoints(trx: Trx, checkpoints: Map<string, number>): Promise<void> {
+  if (checkpoints.size === 0) return;
+  const rows = sorted(checkpoints.entries()).map(([key, position]) => {
+    const [family, shard] = key.split(":");
+    return { family, shard: Number(shard), position };
+  });
+  await sql`
+    insert into shard_checkpoints (family, shard, position)
+    select * from unnest(${rows.map((r) => r.family)}::text[], ${rows.map((r) => r.shard)}::int[],
+      ${rows.map((r) => r.position)}::bigint[])
+    on conflict (family, shard) do update set
+      position = greatest(shard_checkpoints.position, excluded.position), updated_at = now()`
+    .execute(trx);
+}

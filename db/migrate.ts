@@ -1,0 +1,30 @@
+/**
+ * Runs the migrations in `db/migrations/` in order, on PGlite or PostgreSQL alike.
+ *
+ * @module
+ */
+import type { Kysely } from "kysely";
+import { type Migration, Migrator } from "kysely/migration";
+import * as initial from "./migrations/2026_11_23_0001_initial.ts";
+
+/** Every migration by its sortable name; add new ones here. */
+const MIGRATIONS: Record<string, Migration> = {
+  "2026_11_23_0001_initial": initial,
+};
+
+/** Brings the schema up to date; throws with the failing migration's name on error. */
+export async function migrateToLatest<T>(db: Kysely<T>): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: () => Promise.resolve(MIGRATIONS) },
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  const failed = results?.find((r) => r.status === "Error");
+  if (error !== undefined) {
+    throw new Error(
+      `Cannot migrate database: migration "${failed?.migrationName ?? "unknown"}" failed`,
+      { cause: error },
+    );
+  }
+  return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+}

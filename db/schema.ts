@@ -1,0 +1,105 @@
+/**
+ * Kysely table types: the one place the database's shape is written down for the type checker.
+ * Counters are `bigint` columns; drivers return them as strings (pg) or numbers (PGlite), so every
+ * read normalises with `Number()`.
+ *
+ * @module
+ */
+import type { ColumnType } from "kysely";
+
+type BigCount = ColumnType<number | string, number, number>;
+type Timestamp = ColumnType<Date | string, string, string>;
+
+/** Every table of the pipeline. */
+export interface Database {
+  raw_events: RawEventsTable;
+  stat_counters: { name: string; value: BigCount };
+  content_stats: CountsTable & { content_id: string };
+  content_region_stats: CountsTable & { content_id: string; region: string };
+  region_stats: CountsTable & { region: string; is_eu: boolean };
+  region_error_codes: { region: string; error_code: string; errors: BigCount };
+  region_platforms: { region: string; platform: string; events: BigCount };
+  device_stats: CountsTable & { device_id: string };
+  risk_flags: RiskFlagsTable;
+  entity_risk: EntityRiskTable;
+  privacy_requests: PrivacyRequestsTable;
+  shard_checkpoints: ShardCheckpointsTable;
+}
+
+/** Additive counters shared by the aggregate tables. */
+export interface CountsTable {
+  events: BigCount;
+  plays: BigCount;
+  errors: BigCount;
+  watch_time_ms: BigCount;
+}
+
+/** Accepted events; the IP only as keyed hash and truncated prefix. */
+export interface RawEventsTable {
+  event_id: string;
+  position: BigCount;
+  user_id: string;
+  device_id: string;
+  content_id: string;
+  event_type: string;
+  occurred_at: Timestamp;
+  received_at: Timestamp;
+  region: string;
+  is_eu: boolean;
+  has_consent: boolean;
+  ip_hash: string;
+  ip_prefix: string;
+  error_code: string | null;
+  do_not_track: boolean;
+  is_late: boolean;
+  extra_metadata: unknown;
+}
+
+/** Risk flags with their evidence, one row per flag key. */
+export interface RiskFlagsTable {
+  id: ColumnType<number | string, never, never>;
+  flag_key: string;
+  rule: string;
+  rule_version: number;
+  level: string;
+  level_rank: number;
+  entity_type: string;
+  entity_id: string;
+  event_id: string;
+  user_id: string;
+  region: string;
+  is_eu: boolean;
+  occurred_at: Timestamp;
+  reason: string;
+  evidence: unknown;
+  flagged_events: BigCount;
+  raised_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** Highest risk level reached by each user, content or device. */
+export interface EntityRiskTable {
+  entity_type: string;
+  entity_id: string;
+  level: string;
+  level_rank: number;
+  flag_count: BigCount;
+  updated_at: Timestamp;
+}
+
+/** Do-not-track and deletion requests on record. */
+export interface PrivacyRequestsTable {
+  user_id: string;
+  request_type: string;
+  source: string;
+  requested_at: Timestamp;
+}
+
+/** Last log position each shard applied and flushed, and the owner epoch that wrote it. */
+export interface ShardCheckpointsTable {
+  family: string;
+  shard: number;
+  position: BigCount;
+  epoch: BigCount;
+  updated_at: Timestamp;
+}

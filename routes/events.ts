@@ -1,0 +1,164 @@
+/**
+ * Ingest: `POST /events` (one event) and `POST /events/batch` (JSON array or NDJSON). Validates at the
+ * boundary, answers 202 only once the log has accepted the events, and 503 under backpressure.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { Context } from "hono";
+import type { EventLog } from "../actors/event_log.ts";
+import type { IncomingEvent } from "../actors/region.ts";
+import { type Issue, validateEvent, type ValidationContext } from "./event_schema.ts";
+import type { IpAnonymizer } from "./ip_anonymizer.ts";
+
+/** What the ingest routes need. */
+export interface EventsDeps {
+  log: EventLog;
+  anonymizer: IpAnonymizer;
+  maxBodyBytes: number;
+  maxBatchEvents: number;
+  maxFutureSkewMs: number;
+  now?: () => number;
+}
+
+/** A batch item that failed validation. */
+interface Rejected {
+  index: number;
+  issues: Issue[];
+}
+
+/** The ingest sub-app. */
+export function eventsRoutes(deps: EventsDeps): Hono {
+  const app = new Hono();
+  const now = deps.now ?? Date.now;
+  const context = (): ValidationContext => ({
+    nowMs: now(),
+    maxFutureSkewMs: deps.maxFutureSkewMs,
+    anonymizer: deps.anonymizer,
+  });
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: (c) =>
+        c.json({ error: `Body too large: the limit is ${deps.maxBodyBytes} bytes` }, 413),
+    }),
+  );
+
+  app.post("/", async (c) => {
+    const refused = refuse(c, deps.log);
+    if (refused !== null) return refused;
+    if (!isMediaType(c, ["application/json"])) return unsupported(c, "application/json");
+    const decoded = await decodeJson(c);
+    if (!decoded.ok) return c.json({ error: decoded.error, issues: [] }, 400);
+    const result = validateEvent(decoded.value, context());
+    if (!result.ok) {
+      return c.json({ error: "Invalid event: see issues", issues: result.issues }, 422);
+    }
+    await deps.log.append([result.event]);
+    return c.json({ accepted: 1, event_id: result.event.eventId }, 202);
+  });
+
+  app.post("/batch", async (c) => {
+    const refused = refuse(c, deps.log);
+    if (refused !== null) return refused;
+    const isNdjson = isMediaType(c, ["application/x-ndjson", "application/ndjson"]);
+    if (!isNdjson && !isMediaType(c, ["application/json"])) {
+      return unsupported(c, "application/json or application/x-ndjson");
+    }
+    const items = isNdjson ? await decodeNdjson(c) : await decodeJsonArray(c);
+    if (!items.ok) return c.json({ error: items.error, issues: [] }, 400);
+    if (items.values.length === 0) {
+      return c.json({ error: "Empty batch: send at least one event", issues: [] }, 422);
+    }
+    if (items.values.length > deps.maxBatchEvents) {
+      return c.json({
+        error:
+          `Batch too large: at most ${deps.maxBatchEvents} events, received ${items.values.length}`,
+        issues: [],
+      }, 413);
+    }
+    const ctx = context();
+    const accepted: IncomingEvent[] = [];
+    const rejected: Rejected[] = [];
+    items.values.forEach((value, index) => {
+      if (value instanceof LineError) {
+        rejected.push({ index, issues: [{ path: "(root)", message: value.message }] });
+        return;
+      }
+      const result = validateEvent(value, ctx);
+      if (result.ok) accepted.push(result.event);
+      else rejected.push({ index, issues: result.issues });
+    });
+    if (accepted.length === 0) {
+      return c.json({ error: "Invalid batch: no event was valid", issues: [], rejected }, 422);
+    }
+    await deps.log.append(accepted);
+    return c.json({ accepted: accepted.length, rejected }, 202);
+  });
+
+  return app;
+}
+
+function refuse(c: Context, log: EventLog): Response | null {
+  const refusal = log.refusal();
+  if (refusal === null) return null;
+  const messages = {
+    draining: "Service shutting down: retry against another instance",
+    busy: "Service busy: retry after the indicated delay",
+    degraded: "Service degraded: the database is unavailable and buffers are full",
+  };
+  c.header("Retry-After", refusal === "draining" ? "5" : "1");
+  return c.json({ error: messages[refusal] }, 503);
+}
+
+function isMediaType(c: Context, accepted: string[]): boolean {
+  const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+  return accepted.includes(type);
+}
+
+function unsupported(c: Context, expected: string): Response {
+  return c.json({ error: `Unsupported content type: send ${expected}` }, 415);
+}
+
+type Decoded = { ok: true; value: unknown } | { ok: false; error: string };
+
+async function decodeJson(c: Context): Promise<Decoded> {
+  const text = await c.req.text();
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch (error) {
+    return { ok: false, error: `Malformed JSON: ${(error as Error).message}` };
+  }
+}
+
+/** An NDJSON line that is not valid JSON; rejected on its own, the rest of the batch goes on. */
+class LineError {
+  constructor(readonly message: string) {}
+}
+
+type DecodedItems = { ok: true; values: unknown[] } | { ok: false; error: string };
+
+async function decodeJsonArray(c: Context): Promise<DecodedItems> {
+  const decoded = await decodeJson(c);
+  if (!decoded.ok) return decoded;
+  if (!Array.isArray(decoded.value)) {
+    return { ok: false, error: "Malformed batch: expected a JSON array of events" };
+  }
+  return { ok: true, values: decoded.value };
+}
+
+async function decodeNdjson(c: Context): Promise<DecodedItems> {
+  const lines = (await c.req.text()).split("\n").filter((line) => line.trim() !== "");
+  return {
+    ok: true,
+    values: lines.map((line, i) => {
+      try {
+        return JSON.parse(line);
+      } catch (error) {
+        return new LineError(`Malformed JSON on line ${i + 1}: ${(error as Error).message}`);
+      }
+    }),
+  };
+}

@@ -1,0 +1,62 @@
+/**
+ * Turning an IP address into what may be stored: a keyed hash (for equality checks in rules) and a
+ * truncated network prefix (for coarse analysis). The raw address is personal data and goes no further.
+ *
+ * @module
+ */
+import { createHmac } from "node:crypto";
+
+/** The stored stand-ins of one IP address. */
+export interface AnonymizedIp {
+  /** HMAC-SHA256 of the normalised address, hex. */
+  hash: string;
+  /** `/24` for IPv4, `/48` for IPv6. */
+  prefix: string;
+}
+
+/** Hashes and truncates IP addresses with a secret key. */
+export class IpAnonymizer {
+  #secret: string;
+
+  constructor(secret: string) {
+    if (secret.length < 16) {
+      throw new Error("Cannot hash IP addresses: the secret must be at least 16 characters");
+    }
+    this.#secret = secret;
+  }
+
+  /** Anonymises a valid IPv4 or IPv6 address (validated by the caller). */
+  anonymize(ip: string): AnonymizedIp {
+    const v4 = ipv4Of(ip);
+    const normalised = v4 ?? expandIpv6(ip).join(":");
+    const hash = createHmac("sha256", this.#secret).update(normalised).digest("hex");
+    if (v4 !== null) {
+      const [a, b, c] = v4.split(".");
+      return { hash, prefix: `${a}.${b}.${c}.0/24` };
+    }
+    const groups = expandIpv6(ip).slice(0, 3).map((g) => g.replace(/^0+(?=.)/, ""));
+    return { hash, prefix: `${groups.join(":")}::/48` };
+  }
+}
+
+/** The IPv4 address of a dotted quad or an IPv4-mapped IPv6 address, else null. */
+function ipv4Of(ip: string): string | null {
+  const mapped = /^(?:::ffff:)?(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
+  return mapped === null ? null : mapped[1];
+}
+
+/** The eight 4-digit hex groups of an IPv6 address (handles `::` and an embedded IPv4 tail). */
+export function expandIpv6(ip: string): string[] {
+  let text = ip.toLowerCase().split("%")[0];
+  const tail = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (tail !== null) {
+    const [a, b, c, d] = tail.slice(1).map(Number);
+    text = text.slice(0, tail.index) +
+      `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, rest] = text.split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = rest === undefined || rest === "" ? [] : rest.split(":");
+  const missing = rest === undefined ? 0 : 8 - left.length - right.length;
+  return [...left, ...Array(missing).fill("0"), ...right].map((g) => g.padStart(4, "0"));
+}

@@ -1,0 +1,47 @@
+/**
+ * `POST /privacy/requests`: records a do-not-track or deletion request and tells the user's actor, so
+ * every later event from that user is flagged by the retention rule.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { Kysely } from "kysely";
+import { z } from "zod";
+import type { Region } from "../actors/region.ts";
+import { insertPrivacyRequest } from "../db/queries.ts";
+import type { Database } from "../db/schema.ts";
+
+const REQUEST = z.strictObject({
+  user_id: z.string().min(1).max(128),
+  type: z.enum(["do_not_track", "deletion"]),
+});
+
+/** The privacy sub-app. */
+export function privacyRoutes(db: Kysely<Database>, region: Region, now = Date.now): Hono {
+  const app = new Hono();
+  app.post("/requests", async (c) => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch (error) {
+      return c.json({ error: `Malformed JSON: ${(error as Error).message}`, issues: [] }, 400);
+    }
+    const parsed = REQUEST.safeParse(body);
+    if (!parsed.success) {
+      return c.json({
+        error: "Invalid privacy request: see issues",
+        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+      }, 422);
+    }
+    const { user_id: userId, type } = parsed.data;
+    const requestedAtMs = now();
+    // Durable first, then in memory: a restart reloads it from the table.
+    const isNew = await insertPrivacyRequest(db, userId, type, requestedAtMs);
+    region.recordOptOut(userId, { type, sinceMs: requestedAtMs, source: "api" });
+    return c.json(
+      { user_id: userId, type, status: isNew ? "recorded" : "already_recorded" },
+      isNew ? 201 : 200,
+    );
+  });
+  return app;
+}

@@ -1,0 +1,71 @@
+/**
+ * Content and device quality rule: too many playback errors for one title or one device in a window.
+ *
+ * @module
+ */
+import type { TelemetryEvent } from "./event.ts";
+import { type Flag, type RuleThresholds, windowOf } from "./types.ts";
+
+/** Version stored with each flag; bump when the rule's meaning changes. */
+export const CONTENT_QUALITY_RULE_VERSION = 1;
+
+/** Counts of one content or device in one tumbling window, after the current event was added. */
+export interface QualityFacts {
+  entityType: "content" | "device";
+  entityId: string;
+  windowStartMs: number;
+  windowEndMs: number;
+  eventCount: number;
+  errorCount: number;
+  errorsByCode: Readonly<Record<string, number>>;
+  /** A few of the window's error event ids. */
+  sampleEventIds: readonly string[];
+}
+
+/**
+ * Flags the entity when its window has at least the minimum sample and an error rate strictly above
+ * the threshold (HIGH). One flag per entity and window.
+ */
+export function contentQualityRule(
+  event: Pick<TelemetryEvent, "eventId" | "userId" | "region" | "isEu" | "atMs">,
+  facts: QualityFacts,
+  t: RuleThresholds,
+): Flag | null {
+  if (facts.eventCount < t.qualityMinEvents) return null;
+  const errorRate = facts.errorCount / facts.eventCount;
+  if (errorRate <= t.qualityMaxErrorRate) return null;
+  const percent = (errorRate * 100).toFixed(1);
+  return {
+    flagKey: `content_quality:${facts.entityType}:${facts.entityId}:${facts.windowStartMs}`,
+    rule: "content_quality",
+    ruleVersion: CONTENT_QUALITY_RULE_VERSION,
+    level: "HIGH",
+    entityType: facts.entityType,
+    entityId: facts.entityId,
+    eventId: event.eventId,
+    userId: event.userId,
+    region: event.region,
+    isEu: event.isEu,
+    atMs: event.atMs,
+    reason: `${facts.entityType === "content" ? "Content" : "Device"} "${facts.entityId}" had ` +
+      `${facts.errorCount} errors in ${facts.eventCount} events (${percent}%) in one window`,
+    evidence: {
+      rule: "content_quality",
+      rule_version: CONTENT_QUALITY_RULE_VERSION,
+      thresholds: {
+        window_ms: t.qualityWindowMs,
+        min_events: t.qualityMinEvents,
+        max_error_rate: t.qualityMaxErrorRate,
+      },
+      window: windowOf(facts.windowStartMs, facts.windowEndMs),
+      observed: {
+        events: facts.eventCount,
+        errors: facts.errorCount,
+        error_rate: errorRate,
+        errors_by_code: { ...facts.errorsByCode },
+      },
+      event_ids: [...facts.sampleEventIds],
+    },
+    flaggedEventCount: 1,
+  };
+}

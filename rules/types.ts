@@ -1,0 +1,93 @@
+/**
+ * Vocabulary shared by every rule: flags, levels, evidence and thresholds.
+ *
+ * @module
+ */
+
+/** Identifier of a compliance rule. */
+export type RuleId = "privacy" | "retention" | "account_sharing" | "content_quality";
+
+/** Every rule id, in the order reports list them. */
+export const RULE_IDS: readonly RuleId[] = [
+  "privacy",
+  "retention",
+  "account_sharing",
+  "content_quality",
+];
+
+/** Risk level of a flag, ordered LOW < MEDIUM < HIGH. */
+export type Level = "LOW" | "MEDIUM" | "HIGH";
+
+/** Numeric rank of each level, so the higher of two levels can be kept. */
+export const LEVEL_RANK: Readonly<Record<Level, number>> = { LOW: 1, MEDIUM: 2, HIGH: 3 };
+
+/** Kind of entity a flag is about. */
+export type EntityType = "user" | "content" | "device";
+
+/** Why a flag was raised, in enough detail for a compliance reviewer; stored and served as JSON. */
+export interface Evidence {
+  rule: RuleId;
+  rule_version: number;
+  thresholds: Record<string, number>;
+  /** Event-time bounds `[start, end)` as ISO-8601 strings, or null for per-event rules. */
+  window: { start: string; end: string } | null;
+  observed: Record<string, unknown>;
+  event_ids: string[];
+}
+
+/**
+ * A risk signal. `flagKey` identifies it: per-event rules key by event id, windowed rules by entity
+ * and window, so re-raising the same flag updates it instead of duplicating it.
+ */
+export interface Flag {
+  flagKey: string;
+  rule: RuleId;
+  ruleVersion: number;
+  level: Level;
+  entityType: EntityType;
+  entityId: string;
+  /** The event that raised (or last escalated) the flag. */
+  eventId: string;
+  userId: string;
+  region: string;
+  isEu: boolean;
+  /** Event time of the triggering event. */
+  atMs: number;
+  reason: string;
+  evidence: Evidence;
+  /** Events this flag covers (1 for per-event rules; events seen while over threshold otherwise). */
+  flaggedEventCount: number;
+}
+
+/** Configurable thresholds of the windowed rules. */
+export interface RuleThresholds {
+  sharingWindowMs: number;
+  /** More distinct regions than this in the sliding window is MEDIUM. */
+  sharingMaxRegions: number;
+  /** More distinct regions than this is HIGH. */
+  sharingHighRegions: number;
+  sharingMaxIps: number;
+  sharingHighIps: number;
+  /** Tumbling window length of the quality rule. */
+  qualityWindowMs: number;
+  qualityMinEvents: number;
+  /** Error rate strictly above this raises a flag. */
+  qualityMaxErrorRate: number;
+}
+
+/** The defaults documented in the README. */
+export const DEFAULT_THRESHOLDS: Readonly<RuleThresholds> = {
+  sharingWindowMs: 3_600_000,
+  sharingMaxRegions: 2,
+  sharingHighRegions: 4,
+  sharingMaxIps: 3,
+  sharingHighIps: 6,
+  qualityWindowMs: 300_000,
+  qualityMinEvents: 20,
+  qualityMaxErrorRate: 0.2,
+};
+
+/** An event-time window as stored in evidence. */
+export function windowOf(startMs: number, endMs: number): { start: string; end: string } {
+  return { start: new Date(startMs).toISOString(), end: new Date(endMs).toISOString() };
+}
