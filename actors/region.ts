@@ -153,6 +153,8 @@ export class Region {
 
   /** Sends a privacy request to the worker that owns the user. */
   recordOptOut(userId: string, optOut: OptOut): void {
+    // Post buffered events first: events accepted before the request must not be flagged by it.
+    this.#postAll();
     this.#post(this.#slotFor(userId), { type: "opt_out", userId, optOut });
   }
 

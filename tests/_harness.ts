@@ -1,0 +1,88 @@
+/**
+ * Starting a real pipeline (real Workers, real PGlite or PostgreSQL) for tests, and talking to it
+ * through `app.request()` with no server.
+ *
+ * @module
+ */
+// @ts-types="@types/pg"
+import pg from "pg";
+import type { Config } from "../config.ts";
+import { createLogger } from "../log.ts";
+import { type Pipeline, startPipeline } from "../main.ts";
+import { testConfig, type WireEvent } from "./fixtures.ts";
+
+/** PostgreSQL URL for the database tests, or undefined to skip them. */
+export const TEST_DATABASE_URL = Deno.env.get("TEST_DATABASE_URL") || undefined;
+
+/** A started pipeline plus request helpers. */
+export interface Harness {
+  pipeline: Pipeline;
+  config: Config;
+  post(path: string, body: unknown, headers?: Record<string, string>): Promise<Response>;
+  get(path: string, headers?: Record<string, string>): Promise<Response>;
+  /** Sends wire events as one JSON batch and asserts nothing was rejected. */
+  send(events: WireEvent[]): Promise<void>;
+  /** Flushes every worker and fails the test if a flush failed. */
+  flush(): Promise<void>;
+  json<T = Record<string, unknown>>(path: string): Promise<T>;
+}
+
+/** Starts a pipeline with the test config plus overrides. Call `pipeline.stop()` when done. */
+export async function startHarness(overrides: Partial<Config> = {}): Promise<Harness> {
+  const config = testConfig(overrides);
+  const pipeline = await startPipeline(config, createLogger("error"));
+  const request = async (path: string, init: RequestInit): Promise<Response> =>
+    await pipeline.app.request(`http://test${path}`, init);
+  const harness: Harness = {
+    pipeline,
+    config,
+    post: (path, body, headers = {}) =>
+      request(path, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      }),
+    get: (path, headers = {}) => request(path, { headers }),
+    send: async (events) => {
+      for (let i = 0; i < events.length; i += 500) {
+        const res = await harness.post("/events/batch", events.slice(i, i + 500));
+        const body = await res.json();
+        if (res.status !== 202 || body.rejected.length > 0) {
+          throw new Error(`Batch not fully accepted: ${res.status} ${JSON.stringify(body)}`);
+        }
+      }
+    },
+    flush: async () => {
+      const errors = await pipeline.region.flush();
+      if (errors.length > 0) throw new Error(`Flush failed: ${errors.join("; ")}`);
+    },
+    json: async (path) => {
+      const res = await harness.get(path);
+      if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
+      return await res.json();
+    },
+  };
+  return harness;
+}
+
+/**
+ * Runs `fn` with the URL of a fresh, empty PostgreSQL database created on the test server, and drops
+ * the database afterwards, so test runs never see each other's rows.
+ */
+export async function withFreshPostgres(
+  serverUrl: string,
+  fn: (url: string) => Promise<void>,
+): Promise<void> {
+  const name = `ott_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+    const url = new URL(serverUrl);
+    url.pathname = `/${name}`;
+    await fn(url.toString());
+  } finally {
+    await admin.query(`drop database if exists ${name} with (force)`);
+    await admin.end();
+  }
+}

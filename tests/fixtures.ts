@@ -1,0 +1,85 @@
+/**
+ * Deterministic builders for tests: events (internal and wire format) and a resolved test config.
+ *
+ * @module
+ */
+import { type Config, parseConfig } from "../config.ts";
+import type { TelemetryEvent } from "../rules/mod.ts";
+
+/** A fixed point in time all fixtures are relative to (aligned to a 5-minute window). */
+export const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
+
+/** An internal event with deterministic defaults. */
+export function makeEvent(overrides: Partial<TelemetryEvent> = {}): TelemetryEvent {
+  return {
+    eventId: "e-1",
+    userId: "user-1",
+    deviceId: "device-1",
+    contentId: "content-1",
+    type: "PLAY",
+    atMs: T0,
+    region: "DE",
+    isEu: true,
+    hasConsent: true,
+    ipHash: "hash-1",
+    ipPrefix: "10.0.0.0/24",
+    errorCode: null,
+    doNotTrack: false,
+    metadata: { platform: "tizen" },
+    receivedAtMs: T0,
+    isLate: false,
+    position: 1,
+    ...overrides,
+  };
+}
+
+/** An event as a TV sends it over HTTP. */
+export interface WireEvent {
+  event_id: string;
+  user_id: string;
+  device_id: string;
+  content_id: string;
+  event_type: string;
+  timestamp: string;
+  region: string;
+  is_eu: boolean;
+  has_consent: boolean;
+  ip_address: string;
+  error_code: string | null;
+  extra_metadata?: Record<string, unknown>;
+  do_not_track?: boolean;
+}
+
+/** A wire-format event with deterministic defaults; `atMs` sets the timestamp. */
+export function makeWireEvent(
+  overrides: Partial<WireEvent> & { atMs?: number } = {},
+): WireEvent {
+  const { atMs, ...rest } = overrides;
+  return {
+    event_id: "e-1",
+    user_id: "user-1",
+    device_id: "device-1",
+    content_id: "content-1",
+    event_type: "PLAY",
+    timestamp: new Date(atMs ?? T0).toISOString(),
+    region: "DE",
+    is_eu: true,
+    has_consent: true,
+    ip_address: "10.0.0.1",
+    error_code: null,
+    extra_metadata: { platform: "tizen" },
+    ...rest,
+  };
+}
+
+/** A resolved config for tests: in-memory PGlite, 2 workers, 8 shards, quiet logs. */
+export function testConfig(overrides: Partial<Config> = {}): Config {
+  return {
+    ...parseConfig({ IP_HASH_SECRET: "test-secret-0123456789", LOG_LEVEL: "error" }, 2),
+    dataDir: "memory://",
+    workers: 2,
+    shards: 8,
+    batchDelayMs: 1,
+    ...overrides,
+  };
+}

@@ -1,0 +1,30 @@
+import type { Config } from "../config.ts";
+import { startHarness, TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
+import { everyRuleFires, exactAggregates, paginatesFlags, type Start } from "./_scenarios.ts";
+
+const ignore = TEST_DATABASE_URL === undefined;
+
+function onFreshDatabase(scenario: (start: Start) => Promise<void>): () => Promise<void> {
+  return () =>
+    withFreshPostgres(
+      TEST_DATABASE_URL!,
+      (databaseUrl) =>
+        scenario((overrides: Partial<Config> = {}) => startHarness({ databaseUrl, ...overrides })),
+    );
+}
+
+Deno.test({
+  name: "[postgres] a known event set gives exact aggregates",
+  ignore,
+  fn: onFreshDatabase(exactAggregates),
+});
+Deno.test({
+  name: "[postgres] every compliance rule fires with evidence",
+  ignore,
+  fn: onFreshDatabase(everyRuleFires),
+});
+Deno.test({
+  name: "[postgres] /compliance/events pages through every flag once",
+  ignore,
+  fn: onFreshDatabase(paginatesFlags),
+});
