@@ -1,0 +1,202 @@
+import assert from "node:assert/strict";
+import { startHarness } from "./_harness.ts";
+import { recentBase } from "./_scenarios.ts";
+import { makeWireEvent } from "./fixtures.ts";
+
+Deno.test("[http] ingest validates input and answers with clear 4xx reasons", async (t) => {
+  const h = await startHarness();
+  const t0 = recentBase();
+  try {
+    await t.step("POST /events accepts one event with 202 and its id", async () => {
+      const res = await h.post("/events", makeWireEvent({ event_id: "ok-1", atMs: t0 }));
+      assert.equal(res.status, 202);
+      assert.deepEqual(await res.json(), { accepted: 1, event_id: "ok-1" });
+    });
+
+    await t.step("POST /events rejects malformed JSON with 400", async () => {
+      const res = await h.post("/events", '{"event_id": ');
+      assert.equal(res.status, 400);
+      assert.match((await res.json()).error, /^Malformed JSON/);
+    });
+
+    await t.step("POST /events rejects a wrong content type with 415", async () => {
+      const res = await h.post("/events", "x", { "content-type": "text/plain" });
+      assert.equal(res.status, 415);
+    });
+
+    await t.step("POST /events rejects schema violations with 422 and every issue", async () => {
+      const bad = {
+        ...makeWireEvent({ atMs: t0 }),
+        event_type: "JUMP",
+        is_eu: "yes",
+        ip_address: "999.1.1.1",
+        region: "Germany",
+        surprise: 1,
+      };
+      const res = await h.post("/events", bad);
+      assert.equal(res.status, 422);
+      const paths = (await res.json()).issues.map((i: { path: string }) => i.path).sort();
+      for (const p of ["event_type", "ip_address", "is_eu", "region"]) assert.ok(paths.includes(p));
+      assert.ok(paths.some((p: string) => p === "" || p === "(root)"), "unknown key reported");
+    });
+
+    await t.step("POST /events requires error_code on ERROR events", async () => {
+      const res = await h.post(
+        "/events",
+        makeWireEvent({ event_type: "ERROR", error_code: null, atMs: t0 }),
+      );
+      assert.equal(res.status, 422);
+      assert.equal((await res.json()).issues[0].path, "error_code");
+    });
+
+    await t.step(
+      "POST /events rejects timestamps without a zone or far in the future",
+      async () => {
+        const noZone = { ...makeWireEvent(), timestamp: "2026-11-23T10:00:00" };
+        assert.equal((await h.post("/events", noZone)).status, 422);
+        const future = makeWireEvent({ atMs: Date.now() + 3_600_000 });
+        const res = await h.post("/events", future);
+        assert.equal(res.status, 422);
+        assert.match((await res.json()).issues[0].message, /in the future/);
+      },
+    );
+
+    await t.step("POST /events rejects a body over the limit with 413", async () => {
+      const huge = makeWireEvent({ atMs: t0, extra_metadata: { blob: "x".repeat(2_000_000) } });
+      assert.equal((await h.post("/events", huge)).status, 413);
+    });
+
+    await t.step("POST /events/batch keeps valid items and reports rejected ones", async () => {
+      const res = await h.post("/events/batch", [
+        makeWireEvent({ event_id: "b-1", atMs: t0 }),
+        { event_id: "b-2" },
+        makeWireEvent({ event_id: "b-3", atMs: t0 }),
+      ]);
+      assert.equal(res.status, 202);
+      const body = await res.json();
+      assert.equal(body.accepted, 2);
+      assert.deepEqual(body.rejected.map((r: { index: number }) => r.index), [1]);
+      assert.ok(body.rejected[0].issues.length > 0);
+    });
+
+    await t.step("POST /events/batch takes NDJSON and rejects a broken line alone", async () => {
+      const lines = [
+        JSON.stringify(makeWireEvent({ event_id: "n-1", atMs: t0 })),
+        "{not json",
+        JSON.stringify(makeWireEvent({ event_id: "n-2", atMs: t0 })),
+      ].join("\n");
+      const res = await h.post("/events/batch", lines, { "content-type": "application/x-ndjson" });
+      assert.equal(res.status, 202);
+      const body = await res.json();
+      assert.equal(body.accepted, 2);
+      assert.equal(body.rejected[0].index, 1);
+      assert.match(body.rejected[0].issues[0].message, /line 2/);
+    });
+
+    await t.step("POST /events/batch rejects more than 500 events with 413", async () => {
+      const many = Array.from({ length: 501 }, (_, i) => makeWireEvent({ event_id: `m${i}` }));
+      assert.equal((await h.post("/events/batch", many)).status, 413);
+    });
+
+    await t.step(
+      "POST /events/batch answers 422 when nothing is valid, 400 for a non-array",
+      async () => {
+        assert.equal((await h.post("/events/batch", [{}, { a: 1 }])).status, 422);
+        assert.equal((await h.post("/events/batch", [])).status, 422);
+        assert.equal((await h.post("/events/batch", { events: [] })).status, 400);
+      },
+    );
+
+    await t.step("accepted events are counted, rejected ones are not", async () => {
+      await h.flush();
+      const summary = await h.json("/stats/summary");
+      assert.equal(summary.total_events, 5);
+    });
+
+    await t.step("raw IP addresses are never stored", async () => {
+      const rows = await h.pipeline.db.selectFrom("raw_events").select(["ip_hash", "ip_prefix"])
+        .execute();
+      assert.equal(rows.length, 5);
+      for (const row of rows) {
+        assert.equal(row.ip_prefix, "10.0.0.0/24");
+        assert.doesNotMatch(row.ip_hash, /10\.0\.0\.1/);
+      }
+    });
+
+    await t.step("unknown paths answer 404 in JSON", async () => {
+      const res = await h.get("/nope");
+      assert.equal(res.status, 404);
+      assert.match((await res.json()).error, /Not found/);
+    });
+
+    await t.step("POST /privacy/requests validates its body", async () => {
+      assert.equal((await h.post("/privacy/requests", "{")).status, 400);
+      assert.equal(
+        (await h.post("/privacy/requests", { user_id: "u", type: "forget" })).status,
+        422,
+      );
+    });
+
+    await t.step("/healthz and /readyz report a healthy pipeline", async () => {
+      assert.equal((await h.get("/healthz")).status, 200);
+      const ready = await h.get("/readyz");
+      assert.equal(ready.status, 200);
+      assert.equal((await ready.json()).status, "ready");
+    });
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+Deno.test("[http] bearer auth separates ingest and read roles", async () => {
+  const h = await startHarness({ ingestTokens: ["tv-token"], readTokens: ["analyst-token"] });
+  try {
+    const event = makeWireEvent({ atMs: recentBase() });
+    assert.equal((await h.post("/events", event)).status, 401);
+    assert.equal((await h.post("/events", event, { authorization: "Bearer nope" })).status, 401);
+    assert.equal(
+      (await h.post("/events", event, { authorization: "Bearer analyst-token" })).status,
+      403,
+    );
+    assert.equal(
+      (await h.post("/events", event, { authorization: "Bearer tv-token" })).status,
+      202,
+    );
+    assert.equal((await h.get("/stats/summary")).status, 401);
+    assert.equal((await h.get("/stats/summary", { authorization: "Bearer tv-token" })).status, 403);
+    assert.equal(
+      (await h.get("/compliance/summary", { authorization: "Bearer analyst-token" })).status,
+      200,
+    );
+    assert.equal((await h.get("/healthz")).status, 200);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+Deno.test("[http] ingest answers 503 with Retry-After when workers hold too many unflushed events", async () => {
+  const h = await startHarness({ maxPendingEvents: 20, workers: 1 });
+  try {
+    const t0 = recentBase();
+    const batch = Array.from(
+      { length: 25 },
+      (_, i) => makeWireEvent({ event_id: `bp${i}`, atMs: t0 }),
+    );
+    assert.equal((await h.post("/events/batch", batch)).status, 202);
+    // Wait for the worker's acknowledgement, which reports its pending events.
+    const deadline = Date.now() + 5_000;
+    while (h.pipeline.region.health().workers[0].pendingEvents < 25 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const refused = await h.post("/events", makeWireEvent({ event_id: "bp-x", atMs: t0 }));
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get("retry-after"), "1");
+    await h.flush();
+    assert.equal(
+      (await h.post("/events", makeWireEvent({ event_id: "bp-y", atMs: t0 }))).status,
+      202,
+    );
+  } finally {
+    await h.pipeline.stop();
+  }
+});
