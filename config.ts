@@ -8,7 +8,7 @@ import { z } from "zod";
 import type { RuleThresholds } from "./rules/types.ts";
 
 /** The queue backend that carries accepted events to the actors. */
-export type QueueKind = "memory";
+export type QueueKind = "memory" | "postgres";
 
 /** Fully resolved server configuration (all defaults applied). */
 export interface Config {
@@ -56,7 +56,7 @@ export const ENV_SCHEMA = z.object({
   HOSTNAME: z.string().min(1).default("0.0.0.0"),
   DATABASE_URL: z.string().url().optional(),
   DATA_DIR: z.string().min(1).default("./data"),
-  QUEUE: z.enum(["memory"]).default("memory"),
+  QUEUE: z.enum(["memory", "postgres"]).default("memory"),
   WORKERS: intFrom(1, 64).optional(),
   SHARDS: intFrom(1, 4096).default(64),
   FLUSH_INTERVAL_MS: intFrom(10, 600_000).default(1000),

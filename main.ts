@@ -14,6 +14,14 @@ import { openDatabase } from "./db/client.ts";
 import { writeFlush } from "./db/flush.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { loadOptOuts, nextLogPosition } from "./db/queries.ts";
+import {
+  acquireShards,
+  appendToLog,
+  lastLogPosition,
+  readLog,
+  syncLogSequence,
+} from "./db/log_store.ts";
+import { PostgresLog } from "./actors/postgres_log.ts";
 import type { Database } from "./db/schema.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createApp } from "./routes/app.ts";
@@ -45,15 +53,29 @@ export async function startPipeline(config: Config, logger: Logger): Promise<Pip
   try {
     const applied = await migrateToLatest(db);
     if (applied.length > 0) logger.info("Applied migrations", { applied });
+    const isLogDurable = config.queue === "postgres";
+    if (isLogDurable) await syncLogSequence(db);
     const [optOuts, firstPosition] = await Promise.all([loadOptOuts(db), nextLogPosition(db)]);
     const region = await Region.start({
       ...config,
       writeBatch: (batch) => writeFlush(db, batch),
       firstPosition,
       optOuts,
+      isLogDurable,
+      shardStore: {
+        acquire: (keys) => acquireShards(db, keys),
+        readLog: (after, through, limit) => readLog(db, after, through, limit),
+        lastPosition: () => lastLogPosition(db),
+      },
       logger,
     });
-    const log = new MemoryLog(region);
+    const log: EventLog = isLogDurable
+      ? new PostgresLog(region, {
+        append: (rows) => appendToLog(db, rows),
+        maxQueuedEvents: config.maxPendingEvents,
+        logger,
+      })
+      : new MemoryLog(region);
     const app = createApp({
       db,
       region,
@@ -75,6 +97,7 @@ export async function startPipeline(config: Config, logger: Logger): Promise<Pip
       stop: async () => {
         if (isStopped) return;
         isStopped = true;
+        if (log instanceof PostgresLog) await log.idle();
         const errors = await region.drain();
         if (errors.length > 0) {
           logger.error("Drain could not flush everything; unflushed events are lost", { errors });

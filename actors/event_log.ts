@@ -16,6 +16,11 @@ export interface EventLog {
   append(events: IncomingEvent[]): Promise<void>;
 }
 
+/** An append that could not be made durable; the route answers 503 and the client retries. */
+export class AppendError extends Error {
+  override name = "AppendError";
+}
+
 /**
  * The memory backend: events are handed straight to the region. A graceful stop loses nothing; a
  * crash loses what was not flushed yet.

@@ -21,6 +21,7 @@ export function emptyBatch(): FlushBatch {
     risks: new Map(),
     optOuts: [],
     checkpoints: new Map(),
+    epochs: new Map(),
   };
 }
 
@@ -114,4 +115,5 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
   for (const [k, p] of from.checkpoints) {
     if ((into.checkpoints.get(k) ?? -1) < p) into.checkpoints.set(k, p);
   }
+  for (const [k, e] of from.epochs) into.epochs.set(k, e);
 }

@@ -21,6 +21,19 @@ export interface WorkerInit {
   databaseUrl: string | undefined;
   /** Opt-outs on record for users whose shards this worker hosts. */
   optOuts: Array<[string, OptOut]>;
+  /** The log stores raw events itself (durable backends), so flushes must not write them. */
+  isLogDurable: boolean;
+  /**
+   * Per `family:shard` this worker owns: the checkpoint (events at or below it only rebuild state)
+   * and the ownership epoch every flush must still hold.
+   */
+  shards: Array<[string, ShardLease]>;
+}
+
+/** A shard's committed position and the epoch of its current owner. */
+export interface ShardLease {
+  position: number;
+  epoch: number;
 }
 
 /** Main thread to worker. */

@@ -6,7 +6,7 @@
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
 import { contentQualityRule, type RuleThresholds, type TelemetryEvent } from "../rules/mod.ts";
-import { addFlag, advanceCheckpoint } from "./pending.ts";
+import { addFlag, advanceCheckpoint, emptyBatch, isEmptyBatch } from "./pending.ts";
 import { RecentIds } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
 
@@ -33,6 +33,8 @@ export interface QualityFamilyOptions {
   dedupeIdsPerShard: number;
   thresholds: RuleThresholds;
   onRuleError: (rule: string, event: QualityEvent, error: unknown) => void;
+  /** Checkpoint per shard: events at or below it only rebuild state (see UserFamily). */
+  appliedThrough?: ReadonlyMap<number, number>;
 }
 
 interface WindowCounts {
@@ -55,6 +57,7 @@ export class QualityFamily {
   #o: QualityFamilyOptions;
   #entities = new Map<string, QualityEntity>();
   #recent = new Map<number, RecentIds>();
+  #scratch = emptyBatch();
 
   constructor(options: QualityFamilyOptions) {
     this.#o = options;
@@ -66,9 +69,11 @@ export class QualityFamily {
   }
 
   /** Adds one event to its entity's window and runs the quality rule on it. */
-  apply(event: QualityEvent, nowMs: number, out: FlushBatch): void {
+  apply(event: QualityEvent, nowMs: number, batch: FlushBatch): void {
     const key = this.#o.family === "content" ? event.contentId : event.deviceId;
     const shard = shardOf(key, this.#o.shardCount);
+    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? 0);
+    const out = isReplayed ? this.#scratch : batch;
     advanceCheckpoint(out, this.#o.family, shard, event.position);
     if (!this.#recentIds(shard).add(event.eventId, event.atMs) || event.isLate) return;
     const entity = this.#entity(key, nowMs);
@@ -101,6 +106,11 @@ export class QualityFamily {
     } catch (error) {
       this.#o.onRuleError("content_quality", event, error);
     }
+  }
+
+  /** Drops what replayed events produced: it was committed before the restart. */
+  discardScratch(): void {
+    if (!isEmptyBatch(this.#scratch)) this.#scratch = emptyBatch();
   }
 
   /**

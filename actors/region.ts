@@ -1,19 +1,30 @@
 /**
- * The region: the main-thread router from key to shard to worker. It stamps each event with its log
- * position and lateness, batches events per worker, tracks batches in flight for backpressure, drives
- * time into workers with ticks, writes flushes for workers when the database is PGlite, and drains.
+ * The region: the main-thread router from key to shard to worker. It decides lateness once per event,
+ * batches events per worker, tracks batches in flight for backpressure, drives time into workers with
+ * ticks, writes flushes for workers when the database is PGlite, replays the durable log into workers
+ * that start or restart, and drains.
  *
  * @module
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
 import type { Logger } from "../log.ts";
 import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
-import type { FromWorker, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
+import type { FromWorker, ShardLease, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
 import type { QualityEvent } from "./quality_family.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 
 /** An event as the ingest route hands it over: not yet positioned in the log. */
 export type IncomingEvent = Omit<TelemetryEvent, "position" | "isLate">;
+
+/** Shard ownership and log reading, backed by the database. */
+export interface ShardStore {
+  /** Takes ownership of `family:shard` keys: raises their epochs, returns checkpoints and epochs. */
+  acquire(keys: string[]): Promise<Map<string, ShardLease>>;
+  /** Log entries with `after < position <= through`, in position order, at most `limit`. */
+  readLog(after: number, through: number, limit: number): Promise<TelemetryEvent[]>;
+  /** Highest position in the log. */
+  lastPosition(): Promise<number>;
+}
 
 /** Settings of the region. */
 export interface RegionOptions {
@@ -32,15 +43,20 @@ export interface RegionOptions {
   databaseUrl: string | undefined;
   /** Writes a worker's batch when workers cannot reach the database themselves (PGlite). */
   writeBatch: (batch: FlushBatch) => Promise<void>;
-  /** First log position to hand out (one past the highest checkpoint on record). */
+  /** First log position to hand out when the region positions events itself (memory log). */
   firstPosition: number;
   /** Opt-outs on record, dealt to the workers owning each user. */
   optOuts: Array<[string, OptOut]>;
+  shardStore: ShardStore;
+  /** Durable log: raw events are already stored, and workers are rebuilt from the log. */
+  isLogDurable: boolean;
+  /** Module of the shard worker (tests substitute a wrapper that can crash). */
+  workerUrl?: URL;
   logger: Logger;
 }
 
 /** Why the region refuses new events right now. */
-export type Refusal = "draining" | "busy" | "degraded";
+export type Refusal = "draining" | "busy" | "degraded" | "recovering";
 
 interface WorkerSlot {
   index: number;
@@ -51,45 +67,61 @@ interface WorkerSlot {
   inFlight: number;
   status: WorkerStatus;
   isAlive: boolean;
+  /** While true, live events wait in the buffers: the log is being replayed into the worker. */
+  isRecovering: boolean;
   /** Flush requests this worker has not answered yet. */
   flushRequests: Set<number>;
+  onReady: () => void;
+  onStopped: () => void;
 }
 
 /** Health of the actor system, for `/readyz`. */
 export interface RegionHealth {
   isDraining: boolean;
-  workers: Array<{ index: number; isAlive: boolean; inFlight: number } & WorkerStatus>;
+  workers: Array<
+    { index: number; isAlive: boolean; isRecovering: boolean; inFlight: number } & WorkerStatus
+  >;
   watermarkMs: number;
-  lostWorkers: number;
+  restartedWorkers: number;
 }
+
+const REPLAY_PAGE = 5_000;
+const FAMILIES = ["user", "content", "device"] as const;
 
 /** Routes events to shard workers and owns their lifecycle. */
 export class Region {
   #o: RegionOptions;
   #slots: WorkerSlot[] = [];
   #nextPosition: number;
+  /** Highest position handed to workers; a replay reads the log up to here. */
+  #lastDispatchedPosition = 0;
   #watermarkMs = 0;
   #nextBatchId = 1;
   #nextRequestId = 1;
   #postTimer: ReturnType<typeof setTimeout> | null = null;
   #isDraining = false;
-  #lostWorkers = 0;
+  #restartedWorkers = 0;
   #flushWaiters = new Map<number, (error: string | null) => void>();
   #writeChain: Promise<void> = Promise.resolve();
-  #readyWaiters: Array<() => void> = [];
-  #stopWaiters: Array<() => void> = [];
 
   private constructor(options: RegionOptions) {
     this.#o = options;
     this.#nextPosition = options.firstPosition;
   }
 
-  /** Spawns the workers and resolves once every one is ready. */
+  /** Spawns the workers, replays the durable log into them, and resolves once all are ready. */
   static async start(options: RegionOptions): Promise<Region> {
     const region = new Region(options);
-    await Promise.all(
-      Array.from({ length: options.workers }, (_, index) => region.#spawn(index)),
-    );
+    const indexes = Array.from({ length: options.workers }, (_, i) => i);
+    if (options.isLogDurable) {
+      region.#lastDispatchedPosition = await options.shardStore.lastPosition();
+    }
+    try {
+      await region.#startWorkers(indexes, region.#lastDispatchedPosition);
+    } catch (error) {
+      await region.close();
+      throw error;
+    }
     return region;
   }
 
@@ -105,6 +137,7 @@ export class Region {
     for (const slot of this.#slots) {
       if (slot.inFlight >= this.#o.maxInFlightBatches) return "busy";
       if (slot.status.pendingEvents + slot.user.length >= perWorkerPending) {
+        if (slot.isRecovering) return "recovering";
         return slot.status.isFlushFailing ? "degraded" : "busy";
       }
     }
@@ -112,34 +145,37 @@ export class Region {
   }
 
   /**
-   * Positions the events in the log, marks late ones and queues them for their workers. Synchronous:
-   * when it returns, the events are the region's responsibility.
+   * Advances the watermark over the events and tells which are late. Lateness is decided once, here,
+   * so the user, content and device sides agree, and a durable log stores the decision.
+   */
+  markLateness(events: ReadonlyArray<{ atMs: number }>): boolean[] {
+    return events.map((event) => {
+      if (event.atMs > this.#watermarkMs) this.#watermarkMs = event.atMs;
+      return event.atMs < this.#watermarkMs - this.#o.allowedLatenessMs;
+    });
+  }
+
+  /**
+   * Memory log: positions the events, marks late ones and queues them for their workers.
+   * Synchronous: when it returns, the events are the region's responsibility.
    */
   route(events: IncomingEvent[]): void {
+    const late = this.markLateness(events);
+    this.dispatch(
+      events.map((e, i) => ({ ...e, position: this.#nextPosition++, isLate: late[i] })),
+    );
+  }
+
+  /** Queues positioned events for their workers, in position order. */
+  dispatch(events: TelemetryEvent[]): void {
     if (this.#isDraining) {
       throw new Error(`Cannot route ${events.length} events: the region is draining`);
     }
-    for (const incoming of events) {
-      if (incoming.atMs > this.#watermarkMs) this.#watermarkMs = incoming.atMs;
-      const event: TelemetryEvent = {
-        ...incoming,
-        position: this.#nextPosition++,
-        // Lateness is decided once, here, so the user, content and device sides agree on it.
-        isLate: incoming.atMs < this.#watermarkMs - this.#o.allowedLatenessMs,
-      };
-      const quality: QualityEvent = {
-        eventId: event.eventId,
-        userId: event.userId,
-        deviceId: event.deviceId,
-        contentId: event.contentId,
-        type: event.type,
-        atMs: event.atMs,
-        region: event.region,
-        isEu: event.isEu,
-        errorCode: event.errorCode,
-        isLate: event.isLate,
-        position: event.position,
-      };
+    for (const event of events) {
+      if (event.position > this.#lastDispatchedPosition) {
+        this.#lastDispatchedPosition = event.position;
+      }
+      const quality = toQualityEvent(event);
       this.#slotFor(event.userId).user.push(event);
       this.#slotFor(event.contentId).content.push(quality);
       this.#slotFor(event.deviceId).device.push(quality);
@@ -155,14 +191,18 @@ export class Region {
   recordOptOut(userId: string, optOut: OptOut): void {
     // Post buffered events first: events accepted before the request must not be flagged by it.
     this.#postAll();
-    this.#post(this.#slotFor(userId), { type: "opt_out", userId, optOut });
+    this.#slotFor(userId).worker.postMessage(
+      { type: "opt_out", userId, optOut } satisfies ToWorker,
+    );
   }
 
   /** Lets wall-clock time into the workers: prune, passivate, and flush if due. */
   tick(nowMs: number): void {
     this.#postAll();
     for (const slot of this.#slots) {
-      this.#post(slot, { type: "tick", nowMs, watermarkMs: this.#watermarkMs });
+      if (!slot.isAlive) continue;
+      const message: ToWorker = { type: "tick", nowMs, watermarkMs: this.#watermarkMs };
+      slot.worker.postMessage(message);
     }
   }
 
@@ -178,7 +218,7 @@ export class Region {
         return new Promise<string | null>((resolve) => {
           this.#flushWaiters.set(requestId, resolve);
           slot.flushRequests.add(requestId);
-          this.#post(slot, { type: "flush", requestId });
+          slot.worker.postMessage({ type: "flush", requestId } satisfies ToWorker);
         });
       }),
     );
@@ -213,10 +253,11 @@ export class Region {
     return {
       isDraining: this.#isDraining,
       watermarkMs: this.#watermarkMs,
-      lostWorkers: this.#lostWorkers,
+      restartedWorkers: this.#restartedWorkers,
       workers: this.#slots.map((s) => ({
         index: s.index,
         isAlive: s.isAlive,
+        isRecovering: s.isRecovering,
         inFlight: s.inFlight,
         ...s.status,
       })),
@@ -224,29 +265,97 @@ export class Region {
   }
 
   #slotFor(key: string): WorkerSlot {
-    return this.#slots[workerOfShard(shardOf(key, this.#o.shards), this.#slots.length)];
+    return this.#slots[this.#workerOf(key)];
   }
 
-  #spawn(index: number): Promise<void> {
-    const worker = new Worker(new URL("./shard_worker.ts", import.meta.url), { type: "module" });
+  #workerOf(key: string): number {
+    return workerOfShard(shardOf(key, this.#o.shards), this.#o.workers);
+  }
+
+  /** Spawns workers owning fresh leases, replays the log into them, then releases live events. */
+  async #startWorkers(indexes: number[], through: number): Promise<void> {
+    const owned = new Set(indexes);
+    const keys: string[] = [];
+    for (let shard = 0; shard < this.#o.shards; shard++) {
+      if (!owned.has(workerOfShard(shard, this.#o.workers))) continue;
+      for (const family of FAMILIES) keys.push(`${family}:${shard}`);
+    }
+    const leases = await this.#o.shardStore.acquire(keys);
+    await Promise.all(indexes.map((index) => this.#spawn(index, leases)));
+    if (this.#o.isLogDurable) await this.#replay(indexes, leases, through);
+    for (const index of indexes) this.#slots[index].isRecovering = false;
+    this.#postAll();
+  }
+
+  /** Posts every logged event after the lowest checkpoint of these workers' shards, up to `through`. */
+  async #replay(indexes: number[], leases: Map<string, ShardLease>, through: number) {
+    const owned = new Set(indexes);
+    let after = through;
+    for (const lease of leases.values()) after = Math.min(after, lease.position);
+    let replayed = 0;
+    while (after < through) {
+      const events = await this.#o.shardStore.readLog(after, through, REPLAY_PAGE);
+      if (events.length === 0) break;
+      this.markLateness(events.filter((e) => !e.isLate));
+      const batches = new Map(
+        indexes.map((i) => [i, {
+          user: [] as TelemetryEvent[],
+          content: [] as QualityEvent[],
+          device: [] as QualityEvent[],
+        }]),
+      );
+      for (const event of events) {
+        const quality = toQualityEvent(event);
+        const byUser = this.#workerOf(event.userId);
+        const byContent = this.#workerOf(event.contentId);
+        const byDevice = this.#workerOf(event.deviceId);
+        if (owned.has(byUser)) batches.get(byUser)!.user.push(event);
+        if (owned.has(byContent)) batches.get(byContent)!.content.push(quality);
+        if (owned.has(byDevice)) batches.get(byDevice)!.device.push(quality);
+      }
+      for (const [index, batch] of batches) this.#postEvents(this.#slots[index], batch);
+      replayed += events.length;
+      after = events[events.length - 1].position;
+    }
+    if (replayed > 0) {
+      this.#o.logger.info(`Replayed ${replayed} logged events into workers ${indexes.join(", ")}`, {
+        through,
+      });
+    }
+  }
+
+  #spawn(index: number, leases: Map<string, ShardLease>): Promise<void> {
+    const url = this.#o.workerUrl ?? new URL("./shard_worker.ts", import.meta.url);
+    const worker = new Worker(url, { type: "module" });
+    let onReady!: () => void;
+    let onFailed!: (error: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => {
+      onReady = resolve;
+      onFailed = reject;
+    });
     const slot: WorkerSlot = {
       index,
       worker,
-      user: [],
-      content: [],
-      device: [],
+      user: this.#slots[index]?.user ?? [],
+      content: this.#slots[index]?.content ?? [],
+      device: this.#slots[index]?.device ?? [],
       inFlight: 0,
       status: { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null },
       isAlive: true,
+      isRecovering: true,
       flushRequests: new Set(),
+      onReady,
+      onStopped: () => {},
     };
     this.#slots[index] = slot;
-    const ready = new Promise<void>((resolve) => this.#readyWaiters.push(resolve));
     worker.onmessage = (e: MessageEvent<FromWorker>) => this.#onMessage(slot, e.data);
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
+      onFailed(new Error(`Worker ${index} failed to start: ${e.message}`));
       this.#onWorkerDeath(slot, e.message);
     };
+    const isOwned = (key: string) =>
+      workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers) === index;
     const init: WorkerInit = {
       workerIndex: index,
       shardCount: this.#o.shards,
@@ -256,7 +365,9 @@ export class Region {
       allowedLatenessMs: this.#o.allowedLatenessMs,
       thresholds: this.#o.thresholds,
       databaseUrl: this.#o.databaseUrl,
-      optOuts: this.#o.optOuts.filter(([userId]) => this.#slotFor(userId) === slot),
+      isLogDurable: this.#o.isLogDurable,
+      shards: [...leases.entries()].filter(([key]) => isOwned(key)),
+      optOuts: this.#o.optOuts.filter(([userId]) => this.#workerOf(userId) === index),
     };
     worker.postMessage({ type: "init", init } satisfies ToWorker);
     return ready;
@@ -265,7 +376,7 @@ export class Region {
   #onMessage(slot: WorkerSlot, message: FromWorker): void {
     switch (message.type) {
       case "ready":
-        this.#readyWaiters.shift()?.();
+        slot.onReady();
         return;
       case "ack":
         slot.inFlight = Math.max(0, slot.inFlight - 1);
@@ -282,7 +393,7 @@ export class Region {
         this.#o.logger.log(message.level, message.message);
         return;
       case "stopped":
-        this.#stopWaiters.shift()?.();
+        slot.onStopped();
         return;
     }
   }
@@ -303,19 +414,34 @@ export class Region {
   #onWorkerDeath(slot: WorkerSlot, reason: string): void {
     if (!slot.isAlive) return;
     slot.isAlive = false;
-    this.#lostWorkers++;
-    const lost = slot.status.pendingEvents + slot.user.length;
-    this.#o.logger.error(
-      `Worker ${slot.index} died; restarting it. Up to ${lost} unflushed events on its shards are ` +
-        `lost with the memory queue`,
-      { reason },
-    );
     slot.worker.terminate();
     for (const requestId of slot.flushRequests) {
       this.#settleFlush(slot, requestId, `worker ${slot.index} died: ${reason}`);
     }
     if (this.#isDraining) return;
-    this.#spawn(slot.index).catch((error) =>
+    this.#restartedWorkers++;
+    // Live events dispatched from now on wait in the buffers until the replay is done. With a
+    // durable log, buffered events are dropped: they are in the log and the replay posts them.
+    slot.isRecovering = true;
+    if (this.#o.isLogDurable) {
+      slot.user = [];
+      slot.content = [];
+      slot.device = [];
+    }
+    const through = this.#lastDispatchedPosition;
+    if (!this.#o.isLogDurable) {
+      this.#o.logger.error(
+        `Worker ${slot.index} died; restarting it. Up to ${slot.status.pendingEvents} unflushed ` +
+          `events of its shards are lost (memory queue)`,
+        { reason },
+      );
+    } else {
+      this.#o.logger.error(
+        `Worker ${slot.index} died; restarting it and replaying its shards from the log`,
+        { reason },
+      );
+    }
+    this.#startWorkers([slot.index], through).catch((error) =>
       this.#o.logger.error(`Cannot restart worker ${slot.index}`, { error: String(error) })
     );
   }
@@ -331,27 +457,30 @@ export class Region {
       clearTimeout(this.#postTimer);
       this.#postTimer = null;
     }
-    const nowMs = Date.now();
     for (const slot of this.#slots) {
+      if (slot.isRecovering || !slot.isAlive) continue;
       if (slot.user.length === 0 && slot.content.length === 0 && slot.device.length === 0) continue;
-      const message: ToWorker = {
-        type: "events",
-        batchId: this.#nextBatchId++,
-        nowMs,
-        watermarkMs: this.#watermarkMs,
-        user: slot.user,
-        content: slot.content,
-        device: slot.device,
-      };
+      this.#postEvents(slot, slot);
       slot.user = [];
       slot.content = [];
       slot.device = [];
-      slot.inFlight++;
-      this.#post(slot, message);
     }
   }
 
-  #post(slot: WorkerSlot, message: ToWorker): void {
+  #postEvents(
+    slot: WorkerSlot,
+    events: { user: TelemetryEvent[]; content: QualityEvent[]; device: QualityEvent[] },
+  ): void {
+    const message: ToWorker = {
+      type: "events",
+      batchId: this.#nextBatchId++,
+      nowMs: Date.now(),
+      watermarkMs: this.#watermarkMs,
+      user: events.user,
+      content: events.content,
+      device: events.device,
+    };
+    slot.inFlight++;
     slot.worker.postMessage(message);
   }
 
@@ -361,7 +490,7 @@ export class Region {
     await this.#writeChain;
     const alive = this.#slots.filter((s) => s.isAlive);
     const stopped = Promise.all(
-      alive.map(() => new Promise<void>((resolve) => this.#stopWaiters.push(resolve))),
+      alive.map((slot) => new Promise<void>((resolve) => (slot.onStopped = resolve))),
     );
     for (const slot of alive) slot.worker.postMessage({ type: "stop" } satisfies ToWorker);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -373,4 +502,20 @@ export class Region {
       slot.worker.terminate();
     }
   }
+}
+
+function toQualityEvent(event: TelemetryEvent): QualityEvent {
+  return {
+    eventId: event.eventId,
+    userId: event.userId,
+    deviceId: event.deviceId,
+    contentId: event.contentId,
+    type: event.type,
+    atMs: event.atMs,
+    region: event.region,
+    isEu: event.isEu,
+    errorCode: event.errorCode,
+    isLate: event.isLate,
+    position: event.position,
+  };
 }

@@ -33,6 +33,7 @@ export class ShardHost {
   #backoffMs = 0;
   #nextAttemptMs = 0;
   #lastFlushError: string | null = null;
+  #epochs = new Map<string, number>();
 
   constructor(init: WorkerInit, send: (message: FromWorker) => void, sink: FlushSink) {
     this.#init = init;
@@ -47,9 +48,29 @@ export class ShardHost {
       thresholds: init.thresholds,
       onRuleError,
     };
-    this.#users = new UserFamily({ ...common, maxSegmentMs: init.maxSegmentMs });
-    this.#contents = new QualityFamily({ ...common, family: "content" });
-    this.#devices = new QualityFamily({ ...common, family: "device" });
+    const through = (family: string) =>
+      new Map(
+        init.shards.filter(([key]) => key.startsWith(`${family}:`)).map((
+          [key, lease],
+        ) => [Number(key.slice(family.length + 1)), lease.position]),
+      );
+    for (const [key, lease] of init.shards) this.#epochs.set(key, lease.epoch);
+    this.#users = new UserFamily({
+      ...common,
+      maxSegmentMs: init.maxSegmentMs,
+      isLogDurable: init.isLogDurable,
+      appliedThrough: through("user"),
+    });
+    this.#contents = new QualityFamily({
+      ...common,
+      family: "content",
+      appliedThrough: through("content"),
+    });
+    this.#devices = new QualityFamily({
+      ...common,
+      family: "device",
+      appliedThrough: through("device"),
+    });
     for (const [userId, optOut] of init.optOuts) this.#users.recordOptOut(userId, optOut);
   }
 
@@ -64,6 +85,9 @@ export class ShardHost {
         for (const event of message.device) {
           this.#devices.apply(event, message.nowMs, this.#pending);
         }
+        this.#users.discardScratch();
+        this.#contents.discardScratch();
+        this.#devices.discardScratch();
         this.#pendingEvents += message.user.length;
         this.#send({ type: "ack", batchId: message.batchId, status: this.status() });
         return;
@@ -127,6 +151,13 @@ export class ShardHost {
     this.#inFlightEvents = events;
     this.#isFlushing = true;
     try {
+      for (const key of batch.checkpoints.keys()) {
+        const epoch = this.#epochs.get(key);
+        if (epoch === undefined) {
+          throw new Error(`Cannot flush shard "${key}": this worker does not own it`);
+        }
+        batch.epochs.set(key, epoch);
+      }
       await this.#sink(batch);
       this.#backoffMs = 0;
       this.#nextAttemptMs = 0;

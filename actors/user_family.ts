@@ -15,7 +15,15 @@ import {
   type RuleThresholds,
   type TelemetryEvent,
 } from "../rules/mod.ts";
-import { addCounter, addCounts, addFlag, advanceCheckpoint, zeroCounts } from "./pending.ts";
+import {
+  addCounter,
+  addCounts,
+  addFlag,
+  advanceCheckpoint,
+  emptyBatch,
+  isEmptyBatch,
+  zeroCounts,
+} from "./pending.ts";
 import { RecentIds } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
 import { LastSeen } from "./last_seen.ts";
@@ -28,6 +36,13 @@ export interface UserFamilyOptions {
   thresholds: RuleThresholds;
   /** Called when a rule throws: the rule is skipped for that event and processing goes on. */
   onRuleError: (rule: string, event: TelemetryEvent, error: unknown) => void;
+  /** The log stores raw events itself, so they are not part of the flush. */
+  isLogDurable?: boolean;
+  /**
+   * Checkpoint per shard: events at or below it were flushed before a restart and are replayed only
+   * to rebuild state, into a scratch batch that is never written.
+   */
+  appliedThrough?: ReadonlyMap<number, number>;
 }
 
 interface UserEntity {
@@ -48,6 +63,7 @@ export class UserFamily {
   #recent = new Map<number, RecentIds>();
   /** Opt-outs are kept for every user on record (bounded by requests, not by users). */
   #optOuts = new Map<string, OptOut>();
+  #scratch = emptyBatch();
 
   constructor(options: UserFamilyOptions) {
     this.#o = options;
@@ -67,15 +83,17 @@ export class UserFamily {
   }
 
   /** Applies one event to its user's entity, writing deltas and flags into `out`. */
-  apply(event: TelemetryEvent, nowMs: number, out: FlushBatch): void {
+  apply(event: TelemetryEvent, nowMs: number, batch: FlushBatch): void {
     const shard = shardOf(event.userId, this.#o.shardCount);
+    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? 0);
+    const out = isReplayed ? this.#scratch : batch;
     advanceCheckpoint(out, "user", shard, event.position);
     const isFirstSighting = this.#recentIds(shard).add(event.eventId, event.atMs);
     if (!isFirstSighting) {
       addCounter(out.counters, "duplicate_events", 1);
       return;
     }
-    out.rawEvents.push(toRawRow(event));
+    if (!this.#o.isLogDurable) out.rawEvents.push(toRawRow(event));
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
     const optOut = this.#optOuts.get(event.userId);
     this.#runRule("privacy", event, out, () => privacyRule(event));
@@ -103,6 +121,11 @@ export class UserFamily {
         ipHashCount: entity.ipHashes.countSince(sinceMs),
         sampleEventIds: entity.regions.eventIdsSince(sinceMs),
       }, this.#o.thresholds));
+  }
+
+  /** Drops what replayed events produced: it was committed before the restart. */
+  discardScratch(): void {
+    if (!isEmptyBatch(this.#scratch)) this.#scratch = emptyBatch();
   }
 
   /** Forgets duplicate-detection ids older than the horizon (event time). */

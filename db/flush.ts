@@ -9,12 +9,13 @@ import { type Kysely, type RawBuilder, sql, type Transaction } from "kysely";
 import { KEY_SEP } from "./flush_batch.ts";
 import type { CountDelta, FlushBatch } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
+import { insertRawEvents } from "./log_store.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
 
 /** Writes every part of the batch in one transaction. */
 export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promise<void> {
   await db.transaction().execute(async (trx) => {
-    await insertRawEvents(trx, batch.rawEvents);
+    if (batch.rawEvents.length > 0) await insertRawEvents(trx, batch.rawEvents);
     await upsertCounters(trx, batch.counters);
     await upsertCounts(trx, "content_stats", ["content_id"], byKey(batch.contents));
     await upsertCounts(
@@ -36,7 +37,7 @@ export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promi
     await upsertFlags(trx, batch);
     await upsertRisks(trx, batch);
     await insertOptOuts(trx, batch);
-    await advanceCheckpoints(trx, batch.checkpoints);
+    await advanceCheckpoints(trx, batch);
   });
 }
 
@@ -51,32 +52,6 @@ function byKey(map: Map<string, CountDelta>): Array<[string[], CountDelta]> {
 
 function sorted<T>(entries: Iterable<[string, T]>): Array<[string, T]> {
   return [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-async function insertRawEvents(trx: Trx, rows: FlushBatch["rawEvents"]): Promise<void> {
-  if (rows.length === 0) return;
-  const col = <T>(pick: (r: FlushBatch["rawEvents"][number]) => T) => rows.map(pick);
-  await sql`
-    insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
-      occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
-      do_not_track, is_late, extra_metadata)
-    select e.event_id, e.position, e.user_id, e.device_id, e.content_id, e.event_type,
-      to_timestamp(e.at_ms / 1000.0), to_timestamp(e.received_ms / 1000.0), e.region, e.is_eu,
-      e.has_consent, e.ip_hash, e.ip_prefix, e.error_code, e.do_not_track, e.is_late,
-      e.extra_metadata::jsonb
-    from unnest(${col((r) => r.eventId)}::text[], ${col((r) => r.position)}::bigint[],
-      ${col((r) => r.userId)}::text[], ${col((r) => r.deviceId)}::text[],
-      ${col((r) => r.contentId)}::text[], ${col((r) => r.type)}::text[],
-      ${col((r) => r.atMs)}::float8[], ${col((r) => r.receivedAtMs)}::float8[],
-      ${col((r) => r.region)}::text[], ${col((r) => r.isEu)}::boolean[],
-      ${col((r) => r.hasConsent)}::boolean[], ${col((r) => r.ipHash)}::text[],
-      ${col((r) => r.ipPrefix)}::text[], ${col((r) => r.errorCode)}::text[],
-      ${col((r) => r.doNotTrack)}::boolean[], ${col((r) => r.isLate)}::boolean[],
-      ${col((r) => JSON.stringify(r.metadata))}::text[])
-      as e(event_id, position, user_id, device_id, content_id, event_type, at_ms, received_ms,
-        region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, is_late,
-        extra_metadata)
-    on conflict (event_id) do nothing`.execute(trx);
 }
 
 async function upsertCounters(trx: Trx, counters: Map<string, number>): Promise<void> {
@@ -213,17 +188,30 @@ async function insertOptOuts(trx: Trx, batch: FlushBatch): Promise<void> {
     on conflict (user_id, request_type) do nothing`.execute(trx);
 }
 
-async function advanceCheckpoints(trx: Trx, checkpoints: Map<string, number>): Promise<void> {
-  if (checkpoints.size === 0) return;
-  const rows = sorted(checkpoints.entries()).map(([key, position]) => {
+async function advanceCheckpoints(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.checkpoints.size === 0) return;
+  const rows = sorted(batch.checkpoints.entries()).map(([key, position]) => {
     const [family, shard] = key.split(":");
-    return { family, shard: Number(shard), position };
+    return { key, family, shard: Number(shard), position, epoch: batch.epochs.get(key) ?? -1 };
   });
-  await sql`
-    insert into shard_checkpoints (family, shard, position)
-    select * from unnest(${rows.map((r) => r.family)}::text[], ${rows.map((r) => r.shard)}::int[],
-      ${rows.map((r) => r.position)}::bigint[])
-    on conflict (family, shard) do update set
-      position = greatest(shard_checkpoints.position, excluded.position), updated_at = now()`
-    .execute(trx);
+  // Fencing: only the current owner (same epoch) may move a checkpoint. A stale owner (a worker
+  // declared dead, a paused node) updates fewer rows and its whole transaction rolls back.
+  const result = await sql<{ family: string }>`
+    update shard_checkpoints c set position = greatest(c.position, u.position), updated_at = now()
+    from unnest(${rows.map((r) => r.family)}::text[], ${rows.map((r) => r.shard)}::int[],
+      ${rows.map((r) => r.position)}::bigint[], ${rows.map((r) => r.epoch)}::bigint[])
+      as u(family, shard, position, epoch)
+    where c.family = u.family and c.shard = u.shard and c.epoch = u.epoch
+    returning c.family`.execute(trx);
+  if (result.rows.length !== rows.length) {
+    throw new FencedError(
+      `Cannot commit flush: ${rows.length - result.rows.length} of ${rows.length} shards ` +
+        `are owned by a newer epoch`,
+    );
+  }
+}
+
+/** A flush was rejected because another owner took over one of its shards. */
+export class FencedError extends Error {
+  override name = "FencedError";
 }

@@ -69,6 +69,8 @@ export interface FlushBatch {
   optOuts: OptOutRow[];
   /** Keyed by `family + ":" + shard`; the highest log position applied. */
   checkpoints: Map<string, number>;
+  /** Keyed like `checkpoints`: the owner epoch the flush must still hold (fencing). */
+  epochs: Map<string, number>;
 }
 
 /** Separator of composite map keys; cannot occur in validated ids. */

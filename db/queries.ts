@@ -220,11 +220,12 @@ export async function loadOptOuts(db: Db): Promise<Array<[string, OptOut]>> {
   return [...byUser.entries()];
 }
 
-/** One past the highest log position any shard has committed (where a memory log starts). */
+/** One past the highest log position stored or checkpointed (where a memory log starts). */
 export async function nextLogPosition(db: Db): Promise<number> {
-  const row = await db.selectFrom("shard_checkpoints")
-    .select((eb) => eb.fn.max("position").as("max")).executeTakeFirst();
-  return num(row?.max) + 1;
+  const result = await sql<{ max: string | number | null }>`select greatest(
+    (select max(position) from shard_checkpoints), (select max(position) from raw_events)) as max`
+    .execute(db);
+  return num(result.rows[0]?.max) + 1;
 }
 
 /** Throws unless the database answers a trivial query. */

@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Context } from "hono";
-import type { EventLog } from "../actors/event_log.ts";
+import { AppendError, type EventLog } from "../actors/event_log.ts";
 import type { IncomingEvent } from "../actors/region.ts";
 import { type Issue, validateEvent, type ValidationContext } from "./event_schema.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
@@ -56,7 +56,8 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     if (!result.ok) {
       return c.json({ error: "Invalid event: see issues", issues: result.issues }, 422);
     }
-    await deps.log.append([result.event]);
+    const failed = await appendOr503(c, deps.log, [result.event]);
+    if (failed !== null) return failed;
     return c.json({ accepted: 1, event_id: result.event.eventId }, 202);
   });
 
@@ -94,7 +95,8 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     if (accepted.length === 0) {
       return c.json({ error: "Invalid batch: no event was valid", issues: [], rejected }, 422);
     }
-    await deps.log.append(accepted);
+    const failed = await appendOr503(c, deps.log, accepted);
+    if (failed !== null) return failed;
     return c.json({ accepted: accepted.length, rejected }, 202);
   });
 
@@ -108,9 +110,26 @@ function refuse(c: Context, log: EventLog): Response | null {
     draining: "Service shutting down: retry against another instance",
     busy: "Service busy: retry after the indicated delay",
     degraded: "Service degraded: the database is unavailable and buffers are full",
+    recovering: "Service recovering: replaying the log after a worker restart",
   };
   c.header("Retry-After", refusal === "draining" ? "5" : "1");
   return c.json({ error: messages[refusal] }, 503);
+}
+
+/** Appends, or answers 503 when the log could not make the events durable (nothing was acknowledged). */
+async function appendOr503(
+  c: Context,
+  log: EventLog,
+  events: IncomingEvent[],
+): Promise<Response | null> {
+  try {
+    await log.append(events);
+    return null;
+  } catch (error) {
+    if (!(error instanceof AppendError)) throw error;
+    c.header("Retry-After", "1");
+    return c.json({ error: `${error.message}: retry later` }, 503);
+  }
 }
 
 function isMediaType(c: Context, accepted: string[]): boolean {

@@ -4,27 +4,35 @@ import { everyRuleFires, exactAggregates, paginatesFlags, type Start } from "./_
 
 const ignore = TEST_DATABASE_URL === undefined;
 
-function onFreshDatabase(scenario: (start: Start) => Promise<void>): () => Promise<void> {
+function onFreshDatabase(
+  scenario: (start: Start) => Promise<void>,
+  queue: Config["queue"],
+): () => Promise<void> {
   return () =>
     withFreshPostgres(
       TEST_DATABASE_URL!,
       (databaseUrl) =>
-        scenario((overrides: Partial<Config> = {}) => startHarness({ databaseUrl, ...overrides })),
+        scenario((overrides: Partial<Config> = {}) =>
+          startHarness({ databaseUrl, queue, ...overrides })
+        ),
     );
 }
 
-Deno.test({
-  name: "[postgres] a known event set gives exact aggregates",
-  ignore,
-  fn: onFreshDatabase(exactAggregates),
-});
-Deno.test({
-  name: "[postgres] every compliance rule fires with evidence",
-  ignore,
-  fn: onFreshDatabase(everyRuleFires),
-});
+for (const queue of ["memory", "postgres"] as const) {
+  Deno.test({
+    name: `[postgres] a known event set gives exact aggregates (QUEUE=${queue})`,
+    ignore,
+    fn: onFreshDatabase(exactAggregates, queue),
+  });
+  Deno.test({
+    name: `[postgres] every compliance rule fires with evidence (QUEUE=${queue})`,
+    ignore,
+    fn: onFreshDatabase(everyRuleFires, queue),
+  });
+}
+
 Deno.test({
   name: "[postgres] /compliance/events pages through every flag once",
   ignore,
-  fn: onFreshDatabase(paginatesFlags),
+  fn: onFreshDatabase(paginatesFlags, "memory"),
 });

@@ -1,0 +1,128 @@
+/**
+ * The postgres log backend: `raw_events` is the log. Appends are group-committed (requests arriving
+ * while a write runs share the next transaction) and serialised, so log positions become visible in
+ * commit order. An event is acknowledged only after its transaction committed.
+ *
+ * @module
+ */
+import type { AppendResult, LogRow } from "../db/log_store.ts";
+import type { Logger } from "../log.ts";
+import type { TelemetryEvent } from "../rules/mod.ts";
+import { AppendError, type EventLog } from "./event_log.ts";
+import type { IncomingEvent, Refusal, Region } from "./region.ts";
+
+/** Settings of the postgres log. */
+export interface PostgresLogOptions {
+  /** Commits rows in one transaction; returns the positions of the new ones. */
+  append: (rows: LogRow[]) => Promise<AppendResult>;
+  /** Events waiting for a commit before appends are refused with 503. */
+  maxQueuedEvents: number;
+  /** Most events in one append transaction. */
+  maxGroupEvents?: number;
+  logger: Logger;
+}
+
+interface Waiting {
+  events: IncomingEvent[];
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/** Durable single-node log on PostgreSQL (or PGlite). */
+export class PostgresLog implements EventLog {
+  readonly kind = "postgres";
+  #region: Region;
+  #o: PostgresLogOptions;
+  #queue: Waiting[] = [];
+  #queuedEvents = 0;
+  #writer: Promise<void> | null = null;
+  #isFailing = false;
+  #lastFailureLogMs = 0;
+
+  constructor(region: Region, options: PostgresLogOptions) {
+    this.#region = region;
+    this.#o = options;
+  }
+
+  refusal(): Refusal | null {
+    const refusal = this.#region.refusal();
+    if (refusal !== null) return refusal;
+    if (this.#queuedEvents >= this.#o.maxQueuedEvents) return this.#isFailing ? "degraded" : "busy";
+    return null;
+  }
+
+  append(events: IncomingEvent[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ events, resolve, reject });
+      this.#queuedEvents += events.length;
+      this.#writer ??= this.#drainQueue().finally(() => (this.#writer = null));
+    });
+  }
+
+  /** Resolves once everything appended so far is committed or failed. */
+  async idle(): Promise<void> {
+    while (this.#writer !== null) await this.#writer;
+  }
+
+  async #drainQueue(): Promise<void> {
+    // Let requests that arrive in the same tick join the first group.
+    await Promise.resolve();
+    const maxGroup = this.#o.maxGroupEvents ?? 5_000;
+    while (this.#queue.length > 0) {
+      const group: Waiting[] = [];
+      let size = 0;
+      while (
+        this.#queue.length > 0 && (size === 0 || size + this.#queue[0].events.length <= maxGroup)
+      ) {
+        const next = this.#queue.shift()!;
+        group.push(next);
+        size += next.events.length;
+      }
+      this.#queuedEvents -= size;
+      await this.#commit(group);
+    }
+  }
+
+  async #commit(group: Waiting[]): Promise<void> {
+    const incoming = group.flatMap((w) => w.events);
+    const late = this.#region.markLateness(incoming);
+    const rows = incoming.map((e, i) => ({ ...e, isLate: late[i] }));
+    let result: AppendResult;
+    try {
+      result = await this.#o.append(rows);
+    } catch (cause) {
+      this.#isFailing = true;
+      const now = Date.now();
+      if (now - this.#lastFailureLogMs > 1_000) {
+        this.#lastFailureLogMs = now;
+        this.#o.logger.warn(`Cannot append ${rows.length} events to the log: answering 503`, {
+          error: cause instanceof Error ? cause.message : String(cause),
+        });
+      }
+      const error = new AppendError("Cannot store events: the database is unavailable", { cause });
+      for (const w of group) w.reject(error);
+      return;
+    }
+    this.#isFailing = false;
+    const positioned: TelemetryEvent[] = [];
+    const seen = new Set<string>();
+    for (const row of rows) {
+      const position = result.positions.get(row.eventId);
+      // Absent: a duplicate of an event already in the log. Seen: repeated inside this group.
+      if (position === undefined || seen.has(row.eventId)) continue;
+      seen.add(row.eventId);
+      positioned.push({ ...row, position });
+    }
+    positioned.sort((a, b) => a.position - b.position);
+    try {
+      this.#region.dispatch(positioned);
+    } catch (error) {
+      // Committed but not dispatched (draining): the next start replays them from the log.
+      this.#o.logger.info("Logged events left for replay at next start", {
+        events: positioned.length,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
+    for (const w of group) w.resolve();
+  }
+}

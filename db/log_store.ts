@@ -1,0 +1,159 @@
+/**
+ * `raw_events` as the durable log: appending with database-assigned positions (duplicates skipped by
+ * the unique `event_id`), reading it back in position order for replay, and loading checkpoints.
+ *
+ * @module
+ */
+import { type Kysely, sql } from "kysely";
+import type { RawEventRow } from "./flush_batch.ts";
+import type { Database } from "./schema.ts";
+import type { EventType, TelemetryEvent } from "../rules/mod.ts";
+
+type Db = Kysely<Database>;
+
+/** An event to append; the database assigns its position. */
+export type LogRow = Omit<RawEventRow, "position">;
+
+/** What an append committed. */
+export interface AppendResult {
+  /** Position of every newly stored event by id; ids absent here were duplicates. */
+  positions: Map<string, number>;
+  duplicates: number;
+}
+
+/**
+ * Inserts raw events, with positions when given (memory log) or from the sequence (durable log).
+ * Events whose id is already stored are skipped. Returns the inserted ids and positions.
+ */
+export async function insertRawEvents(
+  db: Db,
+  rows: ReadonlyArray<LogRow & { position?: number }>,
+): Promise<Array<{ event_id: string; position: string | number }>> {
+  const col = <T>(pick: (r: LogRow & { position?: number }) => T) => rows.map(pick);
+  const hasPositions = rows.length > 0 && rows[0].position !== undefined;
+  const positions = hasPositions ? col((r) => r.position ?? null) : rows.map(() => null);
+  const result = await sql<{ event_id: string; position: string | number }>`
+    insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
+      occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
+      do_not_track, is_late, extra_metadata)
+    select e.event_id, coalesce(e.position, nextval('raw_events_position_seq')), e.user_id,
+      e.device_id, e.content_id, e.event_type, to_timestamp(e.at_ms / 1000.0),
+      to_timestamp(e.received_ms / 1000.0), e.region, e.is_eu, e.has_consent, e.ip_hash,
+      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.extra_metadata::jsonb
+    from unnest(${col((r) => r.eventId)}::text[], ${positions}::bigint[],
+      ${col((r) => r.userId)}::text[], ${col((r) => r.deviceId)}::text[],
+      ${col((r) => r.contentId)}::text[], ${col((r) => r.type)}::text[],
+      ${col((r) => r.atMs)}::float8[], ${col((r) => r.receivedAtMs)}::float8[],
+      ${col((r) => r.region)}::text[], ${col((r) => r.isEu)}::boolean[],
+      ${col((r) => r.hasConsent)}::boolean[], ${col((r) => r.ipHash)}::text[],
+      ${col((r) => r.ipPrefix)}::text[], ${col((r) => r.errorCode)}::text[],
+      ${col((r) => r.doNotTrack)}::boolean[], ${col((r) => r.isLate)}::boolean[],
+      ${col((r) => JSON.stringify(r.metadata))}::text[])
+      with ordinality as e(event_id, position, user_id, device_id, content_id, event_type, at_ms,
+        received_ms, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track,
+        is_late, extra_metadata, ord)
+    order by e.ord
+    on conflict (event_id) do nothing
+    returning event_id, position`.execute(db);
+  return result.rows;
+}
+
+/**
+ * Appends events to the log in one transaction and counts the duplicates it skipped in the same
+ * transaction, so the duplicate counter is exact whatever happens afterwards.
+ */
+export async function appendToLog(db: Db, rows: LogRow[]): Promise<AppendResult> {
+  return await db.transaction().execute(async (trx) => {
+    const inserted = await insertRawEvents(trx, rows);
+    const positions = new Map(inserted.map((r) => [r.event_id, Number(r.position)]));
+    const duplicates = rows.length - positions.size;
+    if (duplicates > 0) {
+      await sql`insert into stat_counters (name, value) values ('duplicate_events', ${duplicates})
+        on conflict (name) do update set value = stat_counters.value + excluded.value`
+        .execute(trx);
+    }
+    return { positions, duplicates };
+  });
+}
+
+/** Log entries with `afterPosition < position <= throughPosition`, in position order. */
+export async function readLog(
+  db: Db,
+  afterPosition: number,
+  throughPosition: number,
+  limit: number,
+): Promise<TelemetryEvent[]> {
+  const rows = await db.selectFrom("raw_events").selectAll()
+    .where("position", ">", afterPosition).where("position", "<=", throughPosition)
+    .orderBy("position").limit(limit).execute();
+  return rows.map((r) => ({
+    eventId: r.event_id,
+    userId: r.user_id,
+    deviceId: r.device_id,
+    contentId: r.content_id,
+    type: r.event_type as EventType,
+    atMs: new Date(r.occurred_at).getTime(),
+    region: r.region,
+    isEu: r.is_eu,
+    hasConsent: r.has_consent,
+    ipHash: r.ip_hash,
+    ipPrefix: r.ip_prefix,
+    errorCode: r.error_code,
+    doNotTrack: r.do_not_track,
+    metadata:
+      (typeof r.extra_metadata === "string"
+        ? JSON.parse(r.extra_metadata)
+        : r.extra_metadata) as Record<string, unknown>,
+    receivedAtMs: new Date(r.received_at).getTime(),
+    isLate: r.is_late,
+    position: Number(r.position),
+  }));
+}
+
+/** Highest position in the log (0 when empty). */
+export async function lastLogPosition(db: Db): Promise<number> {
+  const row = await db.selectFrom("raw_events").select((eb) => eb.fn.max("position").as("max"))
+    .executeTakeFirst();
+  return Number(row?.max ?? 0);
+}
+
+/** A shard's committed position and its owner's epoch. */
+export interface ShardLeaseRow {
+  position: number;
+  epoch: number;
+}
+
+/**
+ * Takes ownership of shards (`family:shard` keys): creates missing checkpoint rows and raises every
+ * epoch by one, so flushes of any previous owner are fenced off. Waits for a previous owner's open
+ * flush to commit or roll back (row locks), so the positions returned are final.
+ */
+export async function acquireShards(db: Db, keys: string[]): Promise<Map<string, ShardLeaseRow>> {
+  if (keys.length === 0) return new Map();
+  const sortedKeys = [...keys].sort();
+  const families = sortedKeys.map((k) => k.slice(0, k.indexOf(":")));
+  const shards = sortedKeys.map((k) => Number(k.slice(k.indexOf(":") + 1)));
+  const result = await sql<{ family: string; shard: number; position: string; epoch: string }>`
+    insert into shard_checkpoints (family, shard, position, epoch)
+    select f, s, 0, 1 from unnest(${families}::text[], ${shards}::int[]) as k(f, s)
+    on conflict (family, shard) do update set epoch = shard_checkpoints.epoch + 1,
+      updated_at = now()
+    returning family, shard, position, epoch`.execute(db);
+  return new Map(
+    result.rows.map((r) => [
+      `${r.family}:${r.shard}`,
+      { position: Number(r.position), epoch: Number(r.epoch) },
+    ]),
+  );
+}
+
+/**
+ * Moves the position sequence past every stored or checkpointed position, so a durable log started
+ * on a database a memory log wrote never hands out a position twice.
+ */
+export async function syncLogSequence(db: Db): Promise<void> {
+  await sql`select setval('raw_events_position_seq', greatest(
+    (select coalesce(max(position), 0) from raw_events),
+    (select coalesce(max(position), 0) from shard_checkpoints),
+    (select last_value from raw_events_position_seq), 1))`.execute(db);
+}
