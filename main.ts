@@ -40,8 +40,18 @@ export interface Pipeline {
   stop(): Promise<void>;
 }
 
+/** Options of {@link startPipeline} that are not configuration. */
+export interface PipelineOptions {
+  /** Module of the shard worker; tests substitute a wrapper that can crash. */
+  workerUrl?: URL;
+}
+
 /** Opens and migrates the database, starts the workers and builds the app. */
-export async function startPipeline(config: Config, logger: Logger): Promise<Pipeline> {
+export async function startPipeline(
+  config: Config,
+  logger: Logger,
+  options: PipelineOptions = {},
+): Promise<Pipeline> {
   const opened = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
@@ -62,6 +72,7 @@ export async function startPipeline(config: Config, logger: Logger): Promise<Pip
       firstPosition,
       optOuts,
       isLogDurable,
+      workerUrl: options.workerUrl,
       shardStore: {
         acquire: (keys) => acquireShards(db, keys),
         readLog: (after, through, limit) => readLog(db, after, through, limit),

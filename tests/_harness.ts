@@ -8,7 +8,7 @@
 import pg from "pg";
 import type { Config } from "../config.ts";
 import { createLogger } from "../log.ts";
-import { type Pipeline, startPipeline } from "../main.ts";
+import { type Pipeline, type PipelineOptions, startPipeline } from "../main.ts";
 import { testConfig, type WireEvent } from "./fixtures.ts";
 
 /** PostgreSQL URL for the database tests, or undefined to skip them. */
@@ -28,9 +28,12 @@ export interface Harness {
 }
 
 /** Starts a pipeline with the test config plus overrides. Call `pipeline.stop()` when done. */
-export async function startHarness(overrides: Partial<Config> = {}): Promise<Harness> {
+export async function startHarness(
+  overrides: Partial<Config> = {},
+  options: PipelineOptions = {},
+): Promise<Harness> {
   const config = testConfig(overrides);
-  const pipeline = await startPipeline(config, createLogger("error"));
+  const pipeline = await startPipeline(config, createLogger("error"), options);
   const request = async (path: string, init: RequestInit): Promise<Response> =>
     await pipeline.app.request(`http://test${path}`, init);
   const harness: Harness = {

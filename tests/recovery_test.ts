@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { startHarness } from "./_harness.ts";
+import { recentBase } from "./_scenarios.ts";
+import { makeWireEvent } from "./fixtures.ts";
+
+const crashingWorker = new URL("./_crashing_worker.ts", import.meta.url);
+
+async function until(what: string, check: () => Promise<boolean> | boolean, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+Deno.test("[recovery] a worker that dies is restarted and its shards replayed from the log", async () => {
+  const marker = await Deno.makeTempFile({ prefix: "ott-crash-" });
+  Deno.env.set("CRASH_MARKER", marker);
+  const h = await startHarness({ queue: "postgres", workers: 2 }, { workerUrl: crashingWorker });
+  try {
+    const t0 = recentBase();
+    const wave = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) =>
+        makeWireEvent({
+          event_id: `w${from + i}`,
+          user_id: `viewer${(from + i) % 50}`,
+          content_id: `title${(from + i) % 7}`,
+          atMs: t0 + from + i,
+        }));
+    await h.send(wave(0, 300));
+    await h.flush();
+    // Unflushed events in the dying worker's memory must come back from the log.
+    await h.send(wave(300, 300));
+    await h.send([makeWireEvent({ event_id: "crash-worker", user_id: "viewer0", atMs: t0 + 600 })]);
+    await until("the worker restart", () => h.pipeline.region.health().restartedWorkers === 1);
+    await until("recovery", () => h.pipeline.region.health().workers.every((w) => !w.isRecovering));
+    await h.send(wave(601, 100));
+    await h.flush();
+    const summary = await h.json("/stats/summary");
+    assert.equal(summary.total_events, 701);
+    const titles = await h.pipeline.db.selectFrom("content_stats")
+      .select((eb) => eb.fn.sum("events").as("events")).executeTakeFirst();
+    assert.equal(Number(titles?.events), 701);
+  } finally {
+    await h.pipeline.stop();
+    Deno.env.delete("CRASH_MARKER");
+    await Deno.remove(marker).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
+});
+
+Deno.test("[recovery] an event sent again after a restart is counted once (QUEUE=postgres)", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "ott-dup-" });
+  try {
+    const t0 = recentBase();
+    const event = makeWireEvent({ event_id: "retry-me", atMs: t0 });
+    const first = await startHarness({ dataDir, queue: "postgres" });
+    await first.send([event, event]);
+    await first.pipeline.stop();
+    const second = await startHarness({ dataDir, queue: "postgres" });
+    try {
+      await second.send([event]);
+      await second.flush();
+      const summary = await second.json("/stats/summary");
+      assert.equal(summary.total_events, 1);
+      assert.equal(summary.duplicate_events, 2);
+    } finally {
+      await second.pipeline.stop();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
