@@ -28,7 +28,7 @@ export interface OpenOptions {
   dataDir: string;
   /** Connections in the pg pool. */
   poolSize?: number;
-  /** Told about errors of idle pooled connections (e.g. a server restart); the next query retries. */
+  /** Told about connection errors outside a query (e.g. a server restart); the next query retries. */
   onIdleError?: (error: Error) => void;
 }
 
@@ -41,8 +41,12 @@ export async function openDatabase(options: OpenOptions): Promise<OpenDatabase> 
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
     });
-    // An idle client's error (server restart) must not crash the process; the next query reports it.
-    pool.on("error", (error: Error) => options.onIdleError?.(error));
+    // A connection's error (server restart, network cut) must not crash the thread: pg emits it as an
+    // 'error' event, which is fatal without a listener, both on idle clients (the pool's "error") and
+    // on clients checked out between queries. The query in progress, if any, rejects on its own.
+    const report = (error: Error) => options.onIdleError?.(error);
+    pool.on("error", report);
+    pool.on("connect", (client) => client.on("error", report));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, kind: "postgres", location: redactUrl(options.databaseUrl) };
   }
