@@ -89,8 +89,13 @@ export type RawEnv = Record<string, string | undefined>;
 
 /** Parses raw environment strings into a resolved config; throws with every problem listed. */
 export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency): Config {
+  // Blank values count as unset, so `PORT=" "` means the default rather than port 0.
   const cleaned = Object.fromEntries(
-    Object.entries(env).filter(([key, value]) => key in ENV_SCHEMA.shape && value !== ""),
+    Object.entries(env)
+      .filter(([key, value]) =>
+        key in ENV_SCHEMA.shape && value !== undefined && value.trim() !== ""
+      )
+      .map(([key, value]) => [key, value!.trim()]),
   );
   const parsed = ENV_SCHEMA.safeParse(cleaned);
   if (!parsed.success) {

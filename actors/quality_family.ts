@@ -72,7 +72,7 @@ export class QualityFamily {
   apply(event: QualityEvent, nowMs: number, batch: FlushBatch): void {
     const key = this.#o.family === "content" ? event.contentId : event.deviceId;
     const shard = shardOf(key, this.#o.shardCount);
-    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? 0);
+    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? -1);
     const out = isReplayed ? this.#scratch : batch;
     advanceCheckpoint(out, this.#o.family, shard, event.position);
     if (!this.#recentIds(shard).add(event.eventId, event.atMs) || event.isLate) return;
@@ -127,11 +127,14 @@ export class QualityFamily {
     }
   }
 
-  /** Evicts entities untouched since `idleSinceMs` (wall clock); returns how many. */
+  /**
+   * Evicts entities untouched since `idleSinceMs` (wall clock) with no window left open (call after
+   * {@link prune}); returns how many.
+   */
   passivate(idleSinceMs: number): number {
     let evicted = 0;
     for (const [key, entity] of this.#entities) {
-      if (entity.lastTouchedMs < idleSinceMs) {
+      if (entity.lastTouchedMs < idleSinceMs && entity.windows.size === 0) {
         this.#entities.delete(key);
         evicted++;
       }

@@ -127,7 +127,8 @@ export class ShardHost {
     this.#contents.prune(horizonMs);
     this.#devices.prune(horizonMs);
     const idleSinceMs = nowMs - this.#init.maxIdleMs;
-    const evicted = this.#users.passivate(idleSinceMs) + this.#contents.passivate(idleSinceMs) +
+    const evicted = this.#users.passivate(idleSinceMs, watermarkMs) +
+      this.#contents.passivate(idleSinceMs) +
       this.#devices.passivate(idleSinceMs);
     if (evicted > 0) this.#log("debug", `Passivated ${evicted} idle entities`);
   }

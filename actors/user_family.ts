@@ -74,7 +74,7 @@ export class UserFamily {
     return this.#entities.size;
   }
 
-  /** Records a privacy request for a user; the earliest request of a type wins. */
+  /** Records a privacy request for a user; the earliest request on record is the one reported. */
   recordOptOut(userId: string, optOut: OptOut): void {
     const existing = this.#optOuts.get(userId);
     if (existing === undefined || existing.sinceMs > optOut.sinceMs) {
@@ -85,7 +85,7 @@ export class UserFamily {
   /** Applies one event to its user's entity, writing deltas and flags into `out`. */
   apply(event: TelemetryEvent, nowMs: number, batch: FlushBatch): void {
     const shard = shardOf(event.userId, this.#o.shardCount);
-    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? 0);
+    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? -1);
     const out = isReplayed ? this.#scratch : batch;
     advanceCheckpoint(out, "user", shard, event.position);
     const isFirstSighting = this.#recentIds(shard).add(event.eventId, event.atMs);
@@ -134,16 +134,26 @@ export class UserFamily {
   }
 
   /**
-   * Evicts users untouched since `idleSinceMs` (wall clock). Their deltas already sit in the pending
-   * batch, so nothing is lost; an open playback segment is dropped (its end was never seen).
+   * Evicts users untouched since `idleSinceMs` (wall clock) whose state no longer matters at the
+   * watermark: no region or network seen within the sharing window and no playback segment started
+   * within `maxSegmentMs`. Their deltas already sit in the pending batch, so nothing is lost. Memory is
+   * thus bounded by the users active within those windows, not by every user ever seen.
    */
-  passivate(idleSinceMs: number): number {
+  passivate(idleSinceMs: number, watermarkMs: number): number {
+    const sightingsSinceMs = watermarkMs - this.#o.thresholds.sharingWindowMs;
+    const segmentsSinceMs = watermarkMs - this.#o.maxSegmentMs;
     let evicted = 0;
     for (const [userId, entity] of this.#entities) {
-      if (entity.lastTouchedMs < idleSinceMs) {
-        this.#entities.delete(userId);
-        evicted++;
+      if (entity.lastTouchedMs >= idleSinceMs) continue;
+      if (entity.regions.countSince(sightingsSinceMs) > 0) continue;
+      if (entity.ipHashes.countSince(sightingsSinceMs) > 0) continue;
+      let isPlaying = false;
+      for (const startMs of entity.playingSinceMs.values()) {
+        if (startMs >= segmentsSinceMs) isPlaying = true;
       }
+      if (isPlaying) continue;
+      this.#entities.delete(userId);
+      evicted++;
     }
     return evicted;
   }

@@ -29,7 +29,10 @@ export interface Evidence {
   rule: RuleId;
   rule_version: number;
   thresholds: Record<string, number>;
-  /** Event-time bounds `[start, end)` as ISO-8601 strings, or null for per-event rules. */
+  /**
+   * Event-time bounds as ISO-8601 strings: `[start, end)` for tumbling windows, `[start, end]` for the
+   * sliding window ending at the triggering event; null for per-event rules.
+   */
   window: { start: string; end: string } | null;
   observed: Record<string, unknown>;
   event_ids: string[];

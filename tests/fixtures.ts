@@ -4,7 +4,7 @@
  * @module
  */
 import { type Config, parseConfig } from "../config.ts";
-import type { TelemetryEvent } from "../rules/mod.ts";
+import type { Flag, TelemetryEvent } from "../rules/mod.ts";
 
 /** A fixed point in time all fixtures are relative to (aligned to a 5-minute window). */
 export const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -80,6 +80,44 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     workers: 2,
     shards: 8,
     batchDelayMs: 1,
+    ...overrides,
+  };
+}
+
+/** Freezes a value and everything reachable from it, so a test can prove code never mutates it. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/** An account-sharing flag with deterministic defaults, for merge tests. */
+export function makeFlag(overrides: Partial<Flag> = {}): Flag {
+  const eventId = overrides.eventId ?? "e-1";
+  return {
+    flagKey: "account_sharing:user-1:" + T0,
+    rule: "account_sharing",
+    ruleVersion: 1,
+    level: "MEDIUM",
+    entityType: "user",
+    entityId: "user-1",
+    eventId,
+    userId: "user-1",
+    region: "DE",
+    isEu: true,
+    atMs: T0,
+    reason: `Flag raised by "${eventId}"`,
+    evidence: {
+      rule: "account_sharing",
+      rule_version: 1,
+      thresholds: { max_regions: 2 },
+      window: null,
+      observed: { raised_by: eventId },
+      event_ids: [eventId],
+    },
+    flaggedEventCount: 1,
     ...overrides,
   };
 }
