@@ -30,6 +30,12 @@ export interface WorkerInit {
   shards: Array<[string, ShardLease]>;
 }
 
+/** A retried event the log recognised; counted by the owner of the user's shard. */
+export interface DuplicateMark {
+  userId: string;
+  position: number;
+}
+
 /** A shard's committed position and the epoch of its current owner. */
 export interface ShardLease {
   position: number;
@@ -47,11 +53,15 @@ export type ToWorker =
     user: TelemetryEvent[];
     content: QualityEvent[];
     device: QualityEvent[];
+    /** Retries the log recognised (redis log): counted as duplicates, in log order. */
+    duplicates?: DuplicateMark[];
   }
   | { type: "tick"; nowMs: number; watermarkMs: number }
+  | { type: "adopt"; shards: Array<[string, ShardLease]> }
+  | { type: "release"; requestId: number; keys: string[] }
   | { type: "flush"; requestId: number }
   | { type: "opt_out"; userId: string; optOut: OptOut }
-  | { type: "db_done"; requestId: number; error: string | null }
+  | { type: "db_done"; requestId: number; error: string | null; isFenced: boolean }
   | { type: "stop" };
 
 /** Health a worker reports with every acknowledgement. */
@@ -75,4 +85,6 @@ export type FromWorker =
   }
   | { type: "db_write"; requestId: number; batch: FlushBatch }
   | { type: "log"; level: "debug" | "info" | "warn" | "error"; message: string }
+  | { type: "released"; requestId: number; error: string | null }
+  | { type: "reset"; keys: string[]; reason: string }
   | { type: "stopped" };

@@ -33,8 +33,8 @@ export interface QualityFamilyOptions {
   dedupeIdsPerShard: number;
   thresholds: RuleThresholds;
   onRuleError: (rule: string, event: QualityEvent, error: unknown) => void;
-  /** Checkpoint per shard: events at or below it only rebuild state (see UserFamily). */
-  appliedThrough?: ReadonlyMap<number, number>;
+  /** Owned shards and their checkpoints (see UserFamily); undefined: every shard. */
+  owned?: ReadonlyMap<number, number>;
 }
 
 interface WindowCounts {
@@ -72,8 +72,9 @@ export class QualityFamily {
   apply(event: QualityEvent, nowMs: number, batch: FlushBatch): void {
     const key = this.#o.family === "content" ? event.contentId : event.deviceId;
     const shard = shardOf(key, this.#o.shardCount);
-    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? -1);
-    const out = isReplayed ? this.#scratch : batch;
+    const through = this.#o.owned === undefined ? -1 : this.#o.owned.get(shard);
+    if (through === undefined) return;
+    const out = event.position <= through ? this.#scratch : batch;
     advanceCheckpoint(out, this.#o.family, shard, event.position);
     if (!this.#recentIds(shard).add(event.eventId, event.atMs) || event.isLate) return;
     const entity = this.#entity(key, nowMs);
@@ -105,6 +106,14 @@ export class QualityFamily {
       if (flag !== null) addFlag(out, flag);
     } catch (error) {
       this.#o.onRuleError("content_quality", event, error);
+    }
+  }
+
+  /** Forgets every entity and remembered id of a shard this worker no longer owns. */
+  dropShard(shard: number): void {
+    this.#recent.delete(shard);
+    for (const key of this.#entities.keys()) {
+      if (shardOf(key, this.#o.shardCount) === shard) this.#entities.delete(key);
     }
   }
 

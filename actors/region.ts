@@ -9,7 +9,14 @@
 import type { FlushBatch } from "../db/flush_batch.ts";
 import type { Logger } from "../log.ts";
 import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
-import type { FromWorker, ShardLease, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
+import type {
+  DuplicateMark,
+  FromWorker,
+  ShardLease,
+  ToWorker,
+  WorkerInit,
+  WorkerStatus,
+} from "./protocol.ts";
 import type { QualityEvent } from "./quality_family.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 
@@ -52,6 +59,11 @@ export interface RegionOptions {
   isLogDurable: boolean;
   /** Module of the shard worker (tests substitute a wrapper that can crash). */
   workerUrl?: URL;
+  /**
+   * Set when shards are owned cluster-wide (redis log): workers start with no shards, the cluster
+   * adopts and releases them, and is told when a worker lost its shards (reset or restart).
+   */
+  cluster?: { onShardsLost(keys: string[]): void };
   logger: Logger;
 }
 
@@ -64,6 +76,7 @@ interface WorkerSlot {
   user: TelemetryEvent[];
   content: QualityEvent[];
   device: QualityEvent[];
+  duplicates: DuplicateMark[];
   inFlight: number;
   status: WorkerStatus;
   isAlive: boolean;
@@ -71,6 +84,8 @@ interface WorkerSlot {
   isRecovering: boolean;
   /** Flush requests this worker has not answered yet. */
   flushRequests: Set<number>;
+  /** Shards (`family:shard`) adopted by this worker under cluster ownership. */
+  ownedKeys: Set<string>;
   onReady: () => void;
   onStopped: () => void;
 }
@@ -102,6 +117,7 @@ export class Region {
   #isDraining = false;
   #restartedWorkers = 0;
   #flushWaiters = new Map<number, (error: string | null) => void>();
+  #releaseWaiters = new Map<number, (error: string | null) => void>();
   #writeChain: Promise<void> = Promise.resolve();
 
   private constructor(options: RegionOptions) {
@@ -180,6 +196,10 @@ export class Region {
       this.#slotFor(event.contentId).content.push(quality);
       this.#slotFor(event.deviceId).device.push(quality);
     }
+    this.#schedulePost();
+  }
+
+  #schedulePost(): void {
     const limit = this.#o.maxBatchEvents ?? 500;
     if (this.#slots.some((s) => s.user.length + s.content.length >= limit)) this.#postAll();
     else if (this.#postTimer === null) {
@@ -280,7 +300,10 @@ export class Region {
       if (!owned.has(workerOfShard(shard, this.#o.workers))) continue;
       for (const family of FAMILIES) keys.push(`${family}:${shard}`);
     }
-    const leases = await this.#o.shardStore.acquire(keys);
+    // Under cluster ownership workers start empty; the cluster adopts shards as it wins leases.
+    const leases = this.#o.cluster === undefined
+      ? await this.#o.shardStore.acquire(keys)
+      : new Map<string, ShardLease>();
     await Promise.all(indexes.map((index) => this.#spawn(index, leases)));
     if (this.#o.isLogDurable) await this.#replay(indexes, leases, through);
     for (const index of indexes) this.#slots[index].isRecovering = false;
@@ -339,11 +362,13 @@ export class Region {
       user: this.#slots[index]?.user ?? [],
       content: this.#slots[index]?.content ?? [],
       device: this.#slots[index]?.device ?? [],
+      duplicates: this.#slots[index]?.duplicates ?? [],
       inFlight: 0,
       status: { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null },
       isAlive: true,
       isRecovering: true,
       flushRequests: new Set(),
+      ownedKeys: new Set(),
       onReady,
       onStopped: () => {},
     };
@@ -395,19 +420,105 @@ export class Region {
       case "stopped":
         slot.onStopped();
         return;
+      case "released":
+        this.#releaseWaiters.get(message.requestId)?.(message.error);
+        this.#releaseWaiters.delete(message.requestId);
+        return;
+      case "reset":
+        this.#onWorkerReset(slot, message.keys, message.reason);
+        return;
     }
+  }
+
+  /** Gives workers the shards the cluster won, with their checkpoints and epochs. */
+  adoptShards(leases: Map<string, ShardLease>): void {
+    const byWorker = new Map<number, Array<[string, ShardLease]>>();
+    for (const [key, lease] of leases) {
+      const index = workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers);
+      byWorker.set(index, [...(byWorker.get(index) ?? []), [key, lease]]);
+    }
+    for (const [index, shards] of byWorker) {
+      const slot = this.#slots[index];
+      for (const [key] of shards) slot.ownedKeys.add(key);
+      slot.worker.postMessage({ type: "adopt", shards } satisfies ToWorker);
+    }
+  }
+
+  /**
+   * Flushes and forgets shards the cluster hands to another node; resolves with the errors of
+   * workers that could not commit first (they reset, and the new owner replays from the checkpoint).
+   */
+  async releaseShards(keys: string[]): Promise<string[]> {
+    this.#postAll();
+    const byWorker = new Map<number, string[]>();
+    for (const key of keys) {
+      const index = workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers);
+      byWorker.set(index, [...(byWorker.get(index) ?? []), key]);
+    }
+    const results = await Promise.all([...byWorker].map(([index, workerKeys]) => {
+      const slot = this.#slots[index];
+      for (const key of workerKeys) slot.ownedKeys.delete(key);
+      if (!slot.isAlive) return Promise.resolve(null);
+      const requestId = this.#nextRequestId++;
+      return new Promise<string | null>((resolve) => {
+        this.#releaseWaiters.set(requestId, resolve);
+        slot.worker.postMessage(
+          { type: "release", requestId, keys: workerKeys } satisfies ToWorker,
+        );
+      });
+    }));
+    return results.filter((e): e is string => e !== null);
+  }
+
+  /** Queues events read from one family's stream for the workers owning their shards. */
+  dispatchFamily(
+    family: "user" | "content" | "device",
+    events: TelemetryEvent[],
+    duplicates: DuplicateMark[] = [],
+  ): void {
+    for (const event of events) {
+      const key = family === "user"
+        ? event.userId
+        : family === "content"
+        ? event.contentId
+        : event.deviceId;
+      const slot = this.#slotFor(key);
+      if (family === "user") slot.user.push(event);
+      else slot[family].push(toQualityEvent(event));
+    }
+    for (const mark of duplicates) this.#slotFor(mark.userId).duplicates.push(mark);
+    this.#schedulePost();
+  }
+
+  #onWorkerReset(slot: WorkerSlot, keys: string[], reason: string): void {
+    if (this.#o.cluster !== undefined) {
+      for (const key of keys) slot.ownedKeys.delete(key);
+      this.#o.cluster.onShardsLost(keys);
+      return;
+    }
+    // Single-node backends own every shard: a fence means another process took them over.
+    this.#o.logger.error(
+      `Worker ${slot.index} was fenced off its shards: is a second server using this database? ` +
+        `Use QUEUE=redis to run several nodes`,
+      { reason },
+    );
+    this.#onWorkerDeath(slot, `fenced: ${reason}`);
   }
 
   /** PGlite has one owner (this thread): worker flushes are written here, one after another. */
   #writeForWorker(slot: WorkerSlot, requestId: number, batch: FlushBatch): void {
     this.#writeChain = this.#writeChain.then(async () => {
       let error: string | null = null;
+      let isFenced = false;
       try {
         await this.#o.writeBatch(batch);
       } catch (e) {
         error = e instanceof Error ? e.message : String(e);
+        isFenced = e instanceof Error && e.name === "FencedError";
       }
-      if (slot.isAlive) slot.worker.postMessage({ type: "db_done", requestId, error });
+      if (slot.isAlive) {
+        slot.worker.postMessage({ type: "db_done", requestId, error, isFenced } satisfies ToWorker);
+      }
     });
   }
 
@@ -429,6 +540,25 @@ export class Region {
       slot.device = [];
     }
     const through = this.#lastDispatchedPosition;
+    if (this.#o.cluster !== undefined) {
+      this.#o.logger.error(
+        `Worker ${slot.index} died; restarting it, the cluster re-acquires its shards`,
+        {
+          reason,
+        },
+      );
+      const lost = [...slot.ownedKeys];
+      slot.duplicates = [];
+      slot.user = [];
+      slot.content = [];
+      slot.device = [];
+      this.#startWorkers([slot.index], through).then(
+        () => this.#o.cluster?.onShardsLost(lost),
+        (error) =>
+          this.#o.logger.error(`Cannot restart worker ${slot.index}`, { error: String(error) }),
+      );
+      return;
+    }
     if (!this.#o.isLogDurable) {
       this.#o.logger.error(
         `Worker ${slot.index} died; restarting it. Up to ${slot.status.pendingEvents} unflushed ` +
@@ -459,17 +589,26 @@ export class Region {
     }
     for (const slot of this.#slots) {
       if (slot.isRecovering || !slot.isAlive) continue;
-      if (slot.user.length === 0 && slot.content.length === 0 && slot.device.length === 0) continue;
+      if (
+        slot.user.length === 0 && slot.content.length === 0 && slot.device.length === 0 &&
+        slot.duplicates.length === 0
+      ) continue;
       this.#postEvents(slot, slot);
       slot.user = [];
       slot.content = [];
       slot.device = [];
+      slot.duplicates = [];
     }
   }
 
   #postEvents(
     slot: WorkerSlot,
-    events: { user: TelemetryEvent[]; content: QualityEvent[]; device: QualityEvent[] },
+    events: {
+      user: TelemetryEvent[];
+      content: QualityEvent[];
+      device: QualityEvent[];
+      duplicates?: DuplicateMark[];
+    },
   ): void {
     const message: ToWorker = {
       type: "events",
@@ -479,6 +618,7 @@ export class Region {
       user: events.user,
       content: events.content,
       device: events.device,
+      duplicates: events.duplicates,
     };
     slot.inFlight++;
     slot.worker.postMessage(message);

@@ -7,7 +7,7 @@
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
 import { emptyBatch, isEmptyBatch, mergeBatch } from "./pending.ts";
-import type { FromWorker, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
+import type { FromWorker, ShardLease, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
 import { QualityFamily } from "./quality_family.ts";
 import { UserFamily } from "./user_family.ts";
 
@@ -34,11 +34,23 @@ export class ShardHost {
   #nextAttemptMs = 0;
   #lastFlushError: string | null = null;
   #epochs = new Map<string, number>();
+  #owned = {
+    user: new Map<number, number>(),
+    content: new Map<number, number>(),
+    device: new Map<number, number>(),
+  };
 
   constructor(init: WorkerInit, send: (message: FromWorker) => void, sink: FlushSink) {
     this.#init = init;
     this.#send = send;
     this.#sink = sink;
+    [this.#users, this.#contents, this.#devices] = this.#createFamilies();
+    this.#adopt(init.shards);
+    for (const [userId, optOut] of init.optOuts) this.#users.recordOptOut(userId, optOut);
+  }
+
+  #createFamilies(): [UserFamily, QualityFamily, QualityFamily] {
+    const init = this.#init;
     const onRuleError = (rule: string, event: { eventId: string }, error: unknown) => {
       this.#log("error", `Rule "${rule}" failed on event "${event.eventId}": ${describe(error)}`);
     };
@@ -48,30 +60,59 @@ export class ShardHost {
       thresholds: init.thresholds,
       onRuleError,
     };
-    const through = (family: string) =>
-      new Map(
-        init.shards.filter(([key]) => key.startsWith(`${family}:`)).map((
-          [key, lease],
-        ) => [Number(key.slice(family.length + 1)), lease.position]),
-      );
-    for (const [key, lease] of init.shards) this.#epochs.set(key, lease.epoch);
-    this.#users = new UserFamily({
-      ...common,
-      maxSegmentMs: init.maxSegmentMs,
-      isLogDurable: init.isLogDurable,
-      appliedThrough: through("user"),
-    });
-    this.#contents = new QualityFamily({
-      ...common,
-      family: "content",
-      appliedThrough: through("content"),
-    });
-    this.#devices = new QualityFamily({
-      ...common,
-      family: "device",
-      appliedThrough: through("device"),
-    });
-    for (const [userId, optOut] of init.optOuts) this.#users.recordOptOut(userId, optOut);
+    return [
+      new UserFamily({
+        ...common,
+        maxSegmentMs: init.maxSegmentMs,
+        isLogDurable: init.isLogDurable,
+        owned: this.#owned.user,
+      }),
+      new QualityFamily({ ...common, family: "content", owned: this.#owned.content }),
+      new QualityFamily({ ...common, family: "device", owned: this.#owned.device }),
+    ];
+  }
+
+  /** Takes shards (`family:shard` keys) with their checkpoints and owner epochs. */
+  #adopt(shards: Array<[string, ShardLease]>): void {
+    for (const [key, lease] of shards) {
+      const [family, shard] = splitKey(key);
+      this.#owned[family].set(shard, lease.position);
+      this.#epochs.set(key, lease.epoch);
+    }
+  }
+
+  /** Forgets shards: no more events, flushes or state for them here. */
+  #drop(keys: string[]): void {
+    for (const key of keys) {
+      const [family, shard] = splitKey(key);
+      this.#owned[family].delete(shard);
+      this.#epochs.delete(key);
+      const owner = family === "user"
+        ? this.#users
+        : family === "content"
+        ? this.#contents
+        : this.#devices;
+      owner.dropShard(shard);
+    }
+  }
+
+  /**
+   * After a fenced flush: another owner took one of this worker's shards, and pending deltas cannot
+   * be split by shard, so everything is dropped and the region re-acquires what is still ours (the
+   * log replays it from the committed checkpoints).
+   */
+  #reset(reason: string): void {
+    const keys = [...this.#epochs.keys()];
+    for (const family of ["user", "content", "device"] as const) this.#owned[family].clear();
+    this.#epochs.clear();
+    this.#pending = emptyBatch();
+    this.#pendingEvents = 0;
+    this.#backoffMs = 0;
+    this.#nextAttemptMs = 0;
+    this.#lastFlushError = null;
+    [this.#users, this.#contents, this.#devices] = this.#createFamilies();
+    this.#log("warn", `Dropped all shards and unflushed deltas: ${reason}`);
+    this.#send({ type: "reset", keys, reason });
   }
 
   /** Handles one message from the region; resolves when any flush it started has finished. */
@@ -84,6 +125,9 @@ export class ShardHost {
         }
         for (const event of message.device) {
           this.#devices.apply(event, message.nowMs, this.#pending);
+        }
+        for (const mark of message.duplicates ?? []) {
+          this.#users.applyDuplicate(mark.userId, mark.position, this.#pending);
         }
         this.#users.discardScratch();
         this.#contents.discardScratch();
@@ -104,6 +148,18 @@ export class ShardHost {
       case "opt_out":
         this.#users.recordOptOut(message.userId, message.optOut);
         return;
+      case "adopt":
+        this.#adopt(message.shards);
+        return;
+      case "release": {
+        // Commit what the shards have pending before letting go; if that fails, start over.
+        await this.#enqueueFlush(null, this.#nextAttemptMs);
+        const error = this.#lastFlushError;
+        if (error === null) this.#drop(message.keys);
+        else this.#reset(`Cannot release shards ${message.keys.join(", ")}: ${error}`);
+        this.#send({ type: "released", requestId: message.requestId, error });
+        return;
+      }
       case "init":
       case "db_done":
       case "stop":
@@ -166,6 +222,12 @@ export class ShardHost {
       this.#inFlightEvents = 0;
       this.#reportFlush(requestId, null, events);
     } catch (error) {
+      if (error instanceof Error && error.name === "FencedError") {
+        this.#inFlightEvents = 0;
+        this.#reset(describe(error));
+        this.#reportFlush(requestId, describe(error), 0);
+        return;
+      }
       // The transaction rolled back: put the deltas back in front of anything newer and retry later.
       const newer = this.#pending;
       this.#pending = batch;
@@ -197,4 +259,9 @@ export class ShardHost {
 /** A short description of a thrown value for logs and status. */
 export function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+function splitKey(key: string): ["user" | "content" | "device", number] {
+  const colon = key.indexOf(":");
+  return [key.slice(0, colon) as "user" | "content" | "device", Number(key.slice(colon + 1))];
 }

@@ -63,8 +63,9 @@ async function handle(message: ToWorker): Promise<void> {
   // Events are applied synchronously; only flushes wait, and they run in the background so a slow
   // database never blocks intake (ShardHost chains flushes so only one runs at a time).
   const work = host.handle(message);
-  if (message.type === "events" || message.type === "opt_out") await work;
-  else {
+  if (message.type === "events" || message.type === "opt_out" || message.type === "adopt") {
+    await work;
+  } else {
     work.catch((error) =>
       send({ type: "log", level: "error", message: `Flush failed: ${describe(error)}` })
     );
@@ -78,7 +79,11 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
     const waiter = awaitingMain.get(message.requestId);
     awaitingMain.delete(message.requestId);
     if (message.error === null) waiter?.resolve();
-    else waiter?.reject(new Error(message.error));
+    else {
+      const error = new Error(message.error);
+      if (message.isFenced) error.name = "FencedError";
+      waiter?.reject(error);
+    }
     return;
   }
   mailbox = mailbox.then(() => handle(message)).catch((error) =>

@@ -39,10 +39,11 @@ export interface UserFamilyOptions {
   /** The log stores raw events itself, so they are not part of the flush. */
   isLogDurable?: boolean;
   /**
-   * Checkpoint per shard: events at or below it were flushed before a restart and are replayed only
-   * to rebuild state, into a scratch batch that is never written.
+   * The shards this family owns, with their checkpoints: events at or below a checkpoint were flushed
+   * before a restart and are replayed only to rebuild state, into a scratch batch that is never
+   * written. Events of shards absent from the map are ignored. Undefined: every shard, no checkpoint.
    */
-  appliedThrough?: ReadonlyMap<number, number>;
+  owned?: ReadonlyMap<number, number>;
 }
 
 interface UserEntity {
@@ -85,8 +86,9 @@ export class UserFamily {
   /** Applies one event to its user's entity, writing deltas and flags into `out`. */
   apply(event: TelemetryEvent, nowMs: number, batch: FlushBatch): void {
     const shard = shardOf(event.userId, this.#o.shardCount);
-    const isReplayed = event.position <= (this.#o.appliedThrough?.get(shard) ?? -1);
-    const out = isReplayed ? this.#scratch : batch;
+    const through = this.#o.owned === undefined ? -1 : this.#o.owned.get(shard);
+    if (through === undefined) return;
+    const out = event.position <= through ? this.#scratch : batch;
     advanceCheckpoint(out, "user", shard, event.position);
     const isFirstSighting = this.#recentIds(shard).add(event.eventId, event.atMs);
     if (!isFirstSighting) {
@@ -121,6 +123,26 @@ export class UserFamily {
         ipHashCount: entity.ipHashes.countSince(sinceMs),
         sampleEventIds: entity.regions.eventIdsSince(sinceMs),
       }, this.#o.thresholds));
+  }
+
+  /**
+   * Counts a duplicate the log recognised (the redis log marks retries instead of appending them).
+   */
+  applyDuplicate(userId: string, position: number, batch: FlushBatch): void {
+    const shard = shardOf(userId, this.#o.shardCount);
+    const through = this.#o.owned === undefined ? -1 : this.#o.owned.get(shard);
+    if (through === undefined) return;
+    const out = position <= through ? this.#scratch : batch;
+    advanceCheckpoint(out, "user", shard, position);
+    addCounter(out.counters, "duplicate_events", 1);
+  }
+
+  /** Forgets every user and remembered id of a shard this worker no longer owns. */
+  dropShard(shard: number): void {
+    this.#recent.delete(shard);
+    for (const userId of this.#entities.keys()) {
+      if (shardOf(userId, this.#o.shardCount) === shard) this.#entities.delete(userId);
+    }
   }
 
   /** Drops what replayed events produced: it was committed before the restart. */
