@@ -8,7 +8,7 @@ import { z } from "zod";
 import type { RuleThresholds } from "./rules/types.ts";
 
 /** The queue backend that carries accepted events to the actors. */
-export type QueueKind = "memory" | "postgres";
+export type QueueKind = "memory" | "postgres" | "redis";
 
 /** Fully resolved server configuration (all defaults applied). */
 export interface Config {
@@ -18,6 +18,16 @@ export interface Config {
   databaseUrl: string | undefined;
   dataDir: string;
   queue: QueueKind;
+  /** Cluster settings, used with `QUEUE=redis`. */
+  redis: {
+    url: string;
+    keyPrefix: string;
+    nodeId: string;
+    leaseMs: number;
+    heartbeatMs: number;
+    /** How long the redis log remembers an event id to recognise retries. */
+    dedupeTtlMs: number;
+  };
   workers: number;
   shards: number;
   flushIntervalMs: number;
@@ -56,7 +66,14 @@ export const ENV_SCHEMA = z.object({
   HOSTNAME: z.string().min(1).default("0.0.0.0"),
   DATABASE_URL: z.string().url().optional(),
   DATA_DIR: z.string().min(1).default("./data"),
-  QUEUE: z.enum(["memory", "postgres"]).default("memory"),
+  QUEUE: z.enum(["memory", "postgres", "redis"]).default("memory"),
+  REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
+  REDIS_KEY_PREFIX: z.string().max(64).default("ott:"),
+  NODE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, _ . -")
+    .optional(),
+  LEASE_MS: intFrom(500, 600_000).default(5_000),
+  HEARTBEAT_MS: intFrom(100, 60_000).default(1_000),
+  DEDUPE_TTL_MS: intFrom(1_000, 7 * 86_400_000).default(3_600_000),
   WORKERS: intFrom(1, 64).optional(),
   SHARDS: intFrom(1, 4096).default(64),
   FLUSH_INTERVAL_MS: intFrom(10, 600_000).default(1000),
@@ -103,6 +120,17 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     throw new Error(`Cannot start: invalid configuration: ${detail}`);
   }
   const e = parsed.data;
+  if (e.QUEUE === "redis" && e.DATABASE_URL === undefined) {
+    throw new Error(
+      "Cannot start: invalid configuration: QUEUE=redis needs DATABASE_URL (several nodes share one " +
+        "PostgreSQL; embedded PGlite belongs to one process)",
+    );
+  }
+  if (e.HEARTBEAT_MS * 2 > e.LEASE_MS) {
+    throw new Error(
+      "Cannot start: invalid configuration: LEASE_MS must be at least twice HEARTBEAT_MS",
+    );
+  }
   if (e.SHARING_HIGH_REGIONS < e.SHARING_MAX_REGIONS || e.SHARING_HIGH_IPS < e.SHARING_MAX_IPS) {
     throw new Error(
       "Cannot start: invalid configuration: SHARING_HIGH_* must be at least SHARING_MAX_*",
@@ -115,6 +143,14 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR,
     queue: e.QUEUE,
+    redis: {
+      url: e.REDIS_URL,
+      keyPrefix: e.REDIS_KEY_PREFIX,
+      nodeId: e.NODE_ID ?? `node-${Deno.hostname()}-${Deno.pid}`,
+      leaseMs: e.LEASE_MS,
+      heartbeatMs: e.HEARTBEAT_MS,
+      dedupeTtlMs: e.DEDUPE_TTL_MS,
+    },
     workers: e.WORKERS ?? Math.max(1, cores),
     shards: e.SHARDS,
     flushIntervalMs: e.FLUSH_INTERVAL_MS,

@@ -18,9 +18,13 @@ import {
   acquireShards,
   appendToLog,
   lastLogPosition,
+  loadCheckpoints,
   readLog,
   syncLogSequence,
 } from "./db/log_store.ts";
+import type { Redis } from "ioredis";
+import { ClusterNode } from "./actors/cluster.ts";
+import { RedisLog } from "./actors/redis_log.ts";
 import { PostgresLog } from "./actors/postgres_log.ts";
 import type { Database } from "./db/schema.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -66,6 +70,7 @@ export async function startPipeline(
     const isLogDurable = config.queue === "postgres";
     if (isLogDurable) await syncLogSequence(db);
     const [optOuts, firstPosition] = await Promise.all([loadOptOuts(db), nextLogPosition(db)]);
+    let cluster: ClusterNode | undefined;
     const region = await Region.start({
       ...config,
       writeBatch: (batch) => writeFlush(db, batch),
@@ -73,6 +78,9 @@ export async function startPipeline(
       optOuts,
       isLogDurable,
       workerUrl: options.workerUrl,
+      cluster: config.queue === "redis"
+        ? { onShardsLost: (keys) => cluster?.onShardsLost(keys) }
+        : undefined,
       shardStore: {
         acquire: (keys) => acquireShards(db, keys),
         readLog: (after, through, limit) => readLog(db, after, through, limit),
@@ -80,13 +88,22 @@ export async function startPipeline(
       },
       logger,
     });
-    const log: EventLog = isLogDurable
-      ? new PostgresLog(region, {
+    let log: EventLog;
+    let redisConnections: Redis[] = [];
+    if (config.queue === "redis") {
+      const started = await startCluster(config, db, region, logger);
+      ({ log, cluster } = started);
+      redisConnections = started.connections;
+    } else if (isLogDurable) {
+      log = new PostgresLog(region, {
         append: (rows) => appendToLog(db, rows),
         maxQueuedEvents: config.maxPendingEvents,
         logger,
-      })
-      : new MemoryLog(region);
+      });
+    } else {
+      log = new MemoryLog(region);
+    }
+    const clusterNode = cluster;
     const app = createApp({
       db,
       region,
@@ -97,6 +114,17 @@ export async function startPipeline(
       maxBatchEvents: config.maxBatchEvents,
       maxFutureSkewMs: config.maxFutureSkewMs,
       logger,
+      recordOptOut: log instanceof RedisLog
+        ? (userId, optOut) => log.recordOptOut(userId, optOut)
+        : (userId, optOut) => region.recordOptOut(userId, optOut),
+      readiness: clusterNode === undefined ? undefined : () => ({
+        problems: log instanceof RedisLog && log.isFailing ? ["redis appends failing"] : [],
+        details: {
+          node_id: config.redis.nodeId,
+          members: clusterNode.members,
+          owned_shards: clusterNode.ownedShards.length,
+        },
+      }),
     });
     let isStopped = false;
     return {
@@ -109,10 +137,15 @@ export async function startPipeline(
         if (isStopped) return;
         isStopped = true;
         if (log instanceof PostgresLog) await log.idle();
-        const errors = await region.drain();
-        if (errors.length > 0) {
-          logger.error("Drain could not flush everything; unflushed events are lost", { errors });
-        }
+        const drain = async () => {
+          const errors = await region.drain();
+          if (errors.length > 0) {
+            logger.error("Drain could not flush everything; unflushed events are lost", { errors });
+          }
+        };
+        if (clusterNode === undefined) await drain();
+        else await clusterNode.stop(drain);
+        for (const connection of redisConnections) connection.disconnect();
         await db.destroy();
       },
     };
@@ -122,6 +155,49 @@ export async function startPipeline(
   }
 }
 
+/** Connects to Redis (one connection for commands, one for blocking reads) and joins the cluster. */
+async function startCluster(config: Config, db: Kysely<Database>, region: Region, logger: Logger) {
+  const { Redis } = await import("ioredis");
+  const connect = async () => {
+    const connection = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 2 });
+    connection.on(
+      "error",
+      (error: Error) => logger.warn("Redis connection error", { error: error.message }),
+    );
+    await connection.connect();
+    return connection;
+  };
+  const redis = await connect();
+  const reader = await connect();
+  const log = new RedisLog(region, {
+    redis,
+    keyPrefix: config.redis.keyPrefix,
+    shards: config.shards,
+    dedupeTtlMs: config.redis.dedupeTtlMs,
+    logger,
+  });
+  const cluster = new ClusterNode({
+    nodeId: config.redis.nodeId,
+    keyPrefix: config.redis.keyPrefix,
+    shards: config.shards,
+    leaseMs: config.redis.leaseMs,
+    heartbeatMs: config.redis.heartbeatMs,
+    redis,
+    reader,
+    region,
+    acquire: (keys) => acquireShards(db, keys),
+    checkpoints: (keys) => loadCheckpoints(db, keys),
+    loadOptOuts: () => loadOptOuts(db),
+    logger,
+  });
+  await cluster.start();
+  logger.info(`Joined the cluster as "${config.redis.nodeId}"`, {
+    members: cluster.members,
+    owned_shards: cluster.ownedShards.length,
+  });
+  return { log, cluster, connections: [redis, reader] };
+}
+
 /** Runs the server until SIGINT or SIGTERM. */
 async function serve(): Promise<void> {
   const { values } = parseArgs({
@@ -129,6 +205,7 @@ async function serve(): Promise<void> {
     options: { port: { type: "string" }, "node-id": { type: "string" } },
   });
   if (values.port !== undefined) Deno.env.set("PORT", values.port);
+  if (values["node-id"] !== undefined) Deno.env.set("NODE_ID", values["node-id"]);
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   if (!isAuthEnabled(config)) {
@@ -152,7 +229,7 @@ async function serve(): Promise<void> {
         workers: config.workers,
         shards: config.shards,
         flush_interval_ms: config.flushIntervalMs,
-        node_id: values["node-id"] ?? null,
+        node_id: config.queue === "redis" ? config.redis.nodeId : null,
       }),
   }, pipeline.app.fetch);
 

@@ -23,6 +23,8 @@ export interface WorkerInit {
   optOuts: Array<[string, OptOut]>;
   /** The log stores raw events itself (durable backends), so flushes must not write them. */
   isLogDurable: boolean;
+  /** Log positions are per stream (redis log): raw rows are numbered by a database sequence. */
+  hasStreamPositions: boolean;
   /**
    * Per `family:shard` this worker owns: the checkpoint (events at or below it only rebuild state)
    * and the ownership epoch every flush must still hold.

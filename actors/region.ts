@@ -391,6 +391,7 @@ export class Region {
       thresholds: this.#o.thresholds,
       databaseUrl: this.#o.databaseUrl,
       isLogDurable: this.#o.isLogDurable,
+      hasStreamPositions: this.#o.cluster !== undefined,
       shards: [...leases.entries()].filter(([key]) => isOwned(key)),
       optOuts: this.#o.optOuts.filter(([userId]) => this.#workerOf(userId) === index),
     };

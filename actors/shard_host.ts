@@ -65,6 +65,7 @@ export class ShardHost {
         ...common,
         maxSegmentMs: init.maxSegmentMs,
         isLogDurable: init.isLogDurable,
+        hasStreamPositions: init.hasStreamPositions,
         owned: this.#owned.user,
       }),
       new QualityFamily({ ...common, family: "content", owned: this.#owned.content }),

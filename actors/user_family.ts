@@ -38,6 +38,8 @@ export interface UserFamilyOptions {
   onRuleError: (rule: string, event: TelemetryEvent, error: unknown) => void;
   /** The log stores raw events itself, so they are not part of the flush. */
   isLogDurable?: boolean;
+  /** Positions are per stream (redis log), not global: raw rows get a sequence number instead. */
+  hasStreamPositions?: boolean;
   /**
    * The shards this family owns, with their checkpoints: events at or below a checkpoint were flushed
    * before a restart and are replayed only to rebuild state, into a scratch batch that is never
@@ -95,7 +97,11 @@ export class UserFamily {
       addCounter(out.counters, "duplicate_events", 1);
       return;
     }
-    if (!this.#o.isLogDurable) out.rawEvents.push(toRawRow(event));
+    if (!this.#o.isLogDurable) {
+      const row = toRawRow(event);
+      if (this.#o.hasStreamPositions) delete row.position;
+      out.rawEvents.push(row);
+    }
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
     const optOut = this.#optOuts.get(event.userId);
     this.#runRule("privacy", event, out, () => privacyRule(event));

@@ -16,7 +16,8 @@ export interface CountDelta {
 
 /** One raw event as stored: the IP only as keyed hash and truncated prefix. */
 export interface RawEventRow {
-  position: number;
+  /** Log position; absent when the log's positions are per stream (redis), so a sequence assigns one. */
+  position?: number;
   eventId: string;
   userId: string;
   deviceId: string;

@@ -30,7 +30,7 @@ export async function insertRawEvents(
   rows: ReadonlyArray<LogRow & { position?: number }>,
 ): Promise<Array<{ event_id: string; position: string | number }>> {
   const col = <T>(pick: (r: LogRow & { position?: number }) => T) => rows.map(pick);
-  const hasPositions = rows.length > 0 && rows[0].position !== undefined;
+  const hasPositions = rows.some((r) => r.position !== undefined);
   const positions = hasPositions ? col((r) => r.position ?? null) : rows.map(() => null);
   const result = await sql<{ event_id: string; position: string | number }>`
     insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
@@ -156,4 +156,15 @@ export async function syncLogSequence(db: Db): Promise<void> {
     (select coalesce(max(position), 0) from raw_events),
     (select coalesce(max(position), 0) from shard_checkpoints),
     (select last_value from raw_events_position_seq), 1))`.execute(db);
+}
+
+/** Committed checkpoints of the given `family:shard` keys. */
+export async function loadCheckpoints(db: Db, keys: string[]): Promise<Map<string, number>> {
+  if (keys.length === 0) return new Map();
+  const result = await sql<{ family: string; shard: number; position: string | number }>`
+    select c.family, c.shard, c.position from shard_checkpoints c
+    join unnest(${keys.map((k) => k.slice(0, k.indexOf(":")))}::text[],
+      ${keys.map((k) => Number(k.slice(k.indexOf(":") + 1)))}::int[]) as k(family, shard)
+      on c.family = k.family and c.shard = k.shard`.execute(db);
+  return new Map(result.rows.map((r) => [`${r.family}:${r.shard}`, Number(r.position)]));
 }

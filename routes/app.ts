@@ -10,6 +10,7 @@ import type { Kysely } from "kysely";
 import type { EventLog } from "../actors/event_log.ts";
 import type { Region } from "../actors/region.ts";
 import type { Database } from "../db/schema.ts";
+import type { OptOut } from "../rules/mod.ts";
 import type { Logger } from "../log.ts";
 import { type AuthConfig, requireRole } from "./auth.ts";
 import { complianceRoutes } from "./compliance.ts";
@@ -30,6 +31,10 @@ export interface AppDeps {
   maxBatchEvents: number;
   maxFutureSkewMs: number;
   logger: Logger;
+  /** Delivers a privacy request to the user's actor (directly, or through the log). */
+  recordOptOut: (userId: string, optOut: OptOut) => Promise<void> | void;
+  /** Extra readiness problems and details (cluster membership). */
+  readiness?: () => { problems: string[]; details: Record<string, unknown> };
   now?: () => number;
 }
 
@@ -46,8 +51,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/events", eventsRoutes(deps));
   app.route("/stats", statsRoutes(deps.db));
   app.route("/compliance", complianceRoutes(deps.db));
-  app.route("/privacy", privacyRoutes(deps.db, deps.region, deps.now));
-  app.route("/", healthRoutes(deps.db, deps.region, deps.log.kind));
+  app.route("/privacy", privacyRoutes(deps.db, deps.recordOptOut, deps.now));
+  app.route("/", healthRoutes(deps.db, deps.region, deps.log.kind, deps.readiness));
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) {

@@ -11,7 +11,12 @@ import { pingDatabase } from "../db/queries.ts";
 import type { Database } from "../db/schema.ts";
 
 /** The health sub-app. */
-export function healthRoutes(db: Kysely<Database>, region: Region, queue: string): Hono {
+export function healthRoutes(
+  db: Kysely<Database>,
+  region: Region,
+  queue: string,
+  extra?: () => { problems: string[]; details: Record<string, unknown> },
+): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
@@ -27,8 +32,11 @@ export function healthRoutes(db: Kysely<Database>, region: Region, queue: string
       if (!w.isAlive) problems.push(`worker ${w.index} is not alive`);
       if (w.isFlushFailing) problems.push(`worker ${w.index} flush failing: ${w.lastFlushError}`);
     }
+    const more = extra?.();
+    problems.push(...(more?.problems ?? []));
     const body = {
       status: problems.length === 0 ? "ready" : "degraded",
+      ...more?.details,
       problems,
       queue,
       watermark: health.watermarkMs === 0 ? null : new Date(health.watermarkMs).toISOString(),

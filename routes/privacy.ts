@@ -1,5 +1,6 @@
 /**
- * `POST /privacy/requests`: records a do-not-track or deletion request and tells the user's actor, so
+ * `POST /privacy/requests`: records a do-not-track or deletion request and tells the user's actor (via
+ * the log where several nodes share the work), so
  * every later event from that user is flagged by the retention rule.
  *
  * @module
@@ -7,9 +8,9 @@
 import { Hono } from "hono";
 import type { Kysely } from "kysely";
 import { z } from "zod";
-import type { Region } from "../actors/region.ts";
 import { insertPrivacyRequest } from "../db/queries.ts";
 import type { Database } from "../db/schema.ts";
+import type { OptOut } from "../rules/mod.ts";
 
 const REQUEST = z.strictObject({
   user_id: z.string().min(1).max(128),
@@ -17,7 +18,11 @@ const REQUEST = z.strictObject({
 });
 
 /** The privacy sub-app. */
-export function privacyRoutes(db: Kysely<Database>, region: Region, now = Date.now): Hono {
+export function privacyRoutes(
+  db: Kysely<Database>,
+  recordOptOut: (userId: string, optOut: OptOut) => Promise<void> | void,
+  now = Date.now,
+): Hono {
   const app = new Hono();
   app.post("/requests", async (c) => {
     let body: unknown;
@@ -37,7 +42,7 @@ export function privacyRoutes(db: Kysely<Database>, region: Region, now = Date.n
     const requestedAtMs = now();
     // Durable first, then in memory: a restart reloads it from the table.
     const isNew = await insertPrivacyRequest(db, userId, type, requestedAtMs);
-    region.recordOptOut(userId, { type, sinceMs: requestedAtMs, source: "api" });
+    await recordOptOut(userId, { type, sinceMs: requestedAtMs, source: "api" });
     return c.json(
       { user_id: userId, type, status: isNew ? "recorded" : "already_recorded" },
       isNew ? 201 : 200,

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import { isRedisUp, TEST_REDIS_URL, withRedisPrefix } from "./_cluster.ts";
+import { assertExactlyOnce } from "./_exactly_once.ts";
+import { TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
+import { recentBase } from "./_scenarios.ts";
+import { type LoadResult, sendLoad, type ServerProcess, spawnServer } from "./_server_process.ts";
+import { makeWireEvent } from "./fixtures.ts";
+
+const ignore = TEST_DATABASE_URL === undefined || !(await isRedisUp());
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function makeBatch(t0: number) {
+  return (n: number) =>
+    Array.from({ length: 40 }, (_, i) => {
+      const k = n * 40 + i;
+      return makeWireEvent({
+        event_id: `c${k}`,
+        user_id: `viewer${k % 307}`,
+        content_id: `title${k % 23}`,
+        device_id: `tv${k % 131}`,
+        atMs: t0 + k,
+      });
+    });
+}
+
+/**
+ * Runs `nodes` servers sharing Redis and PostgreSQL under load sent to all of them, applies `fault`
+ * to node 1 after a while, keeps the load on the others, then stops everything gracefully and checks
+ * that every acknowledged event was counted exactly once.
+ */
+async function clusterScenario(
+  nodes: number,
+  fault: (victim: ServerProcess) => Promise<void>,
+  check: (victimLog: string) => void,
+) {
+  await withRedisPrefix((prefix) =>
+    withFreshPostgres(TEST_DATABASE_URL!, async (databaseUrl) => {
+      const env = (id: string) => ({
+        DATABASE_URL: databaseUrl,
+        QUEUE: "redis",
+        REDIS_URL: TEST_REDIS_URL,
+        REDIS_KEY_PREFIX: prefix,
+        NODE_ID: id,
+        HEARTBEAT_MS: "200",
+        LEASE_MS: "1000",
+        FLUSH_INTERVAL_MS: "300",
+        WORKERS: "1",
+      });
+      const servers: ServerProcess[] = [];
+      for (let i = 0; i < nodes; i++) servers.push(await spawnServer(env(`node${i}`)));
+      const victim = servers[1];
+      let targets = servers.map((s) => s.url);
+      let next = 0;
+      let load: Promise<LoadResult> | undefined;
+      try {
+        await delay(1_000); // let ownership settle across the members
+        let stopLoad!: () => void;
+        load = sendLoad({
+          url: () => targets[next++ % targets.length],
+          makeBatch: makeBatch(recentBase()),
+          connections: 6,
+          maxBatches: 3_000,
+          stop: new Promise((resolve) => (stopLoad = resolve)),
+        });
+        await delay(1_500);
+        targets = targets.filter((url) => url !== victim.url);
+        await fault(victim);
+        await delay(2_500);
+        stopLoad();
+        const result = await load;
+        assert.ok(result.acknowledged.size > 1_000, `too little load: ${result.acknowledged.size}`);
+        const logs = await Promise.all(servers.map(async (server) => {
+          server.kill("SIGTERM");
+          return await server.exited();
+        }));
+        check(logs[1]);
+        for (const [i, log] of logs.entries()) {
+          if (servers[i] !== victim) assert.match(log, /Stopped cleanly/, `node${i}: ${log}`);
+        }
+        await assertExactlyOnce({ databaseUrl }, result.acknowledged, result.sent);
+      } finally {
+        for (const server of servers) server.kill("SIGKILL");
+        await Promise.all(servers.map((server) => server.exited()));
+        await load;
+      }
+    })
+  );
+}
+
+Deno.test({
+  name: "[cluster] a node killed under load: its shards move and totals stay exact",
+  ignore,
+  fn: () =>
+    clusterScenario(3, (victim) => {
+      victim.kill("SIGKILL");
+      return Promise.resolve();
+    }, () => {}),
+});
+
+Deno.test({
+  name: "[cluster] a node paused past its lease is fenced: its late flushes are rejected",
+  ignore,
+  fn: () =>
+    clusterScenario(2, async (victim) => {
+      victim.kill("SIGSTOP");
+      await delay(3_000);
+      victim.kill("SIGCONT");
+    }, (victimLog) => {
+      assert.match(victimLog, /Lost \d+ shard leases|newer epoch/);
+    }),
+});
