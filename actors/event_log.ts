@@ -38,6 +38,10 @@ export class MemoryLog implements EventLog {
   }
 
   append(events: IncomingEvent[]): Promise<void> {
+    // A drain may have begun while the request body was read: refuse rather than fail with a 500.
+    if (this.#region.refusal() === "draining") {
+      return Promise.reject(new AppendError("Cannot accept events: the server is shutting down"));
+    }
     this.#region.route(events);
     return Promise.resolve();
   }
