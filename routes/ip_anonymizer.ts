@@ -14,9 +14,16 @@ export interface AnonymizedIp {
   prefix: string;
 }
 
-/** Hashes and truncates IP addresses with a secret key. */
+/** Addresses whose hash is kept in memory; a TV sends many events from one address. */
+const CACHE_SIZE = 50_000;
+
+/**
+ * Hashes and truncates IP addresses with a secret key. HMAC costs about 13 µs per call here, so recent
+ * results are cached in memory (bounded, never persisted).
+ */
 export class IpAnonymizer {
   #secret: string;
+  #cache = new Map<string, AnonymizedIp>();
 
   constructor(secret: string) {
     if (secret.length < 16) {
@@ -27,6 +34,15 @@ export class IpAnonymizer {
 
   /** Anonymises a valid IPv4 or IPv6 address (validated by the caller). */
   anonymize(ip: string): AnonymizedIp {
+    const cached = this.#cache.get(ip);
+    if (cached !== undefined) return cached;
+    const result = this.#compute(ip);
+    if (this.#cache.size >= CACHE_SIZE) this.#cache.clear();
+    this.#cache.set(ip, result);
+    return result;
+  }
+
+  #compute(ip: string): AnonymizedIp {
     const v4 = ipv4Of(ip);
     const normalised = v4 ?? expandIpv6(ip).join(":");
     const hash = createHmac("sha256", this.#secret).update(normalised).digest("hex");
