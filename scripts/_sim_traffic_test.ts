@@ -1,113 +1,317 @@
 import assert from "node:assert/strict";
-import { generateTraffic, QUALITY, type WireEvent } from "./_sim_traffic.ts";
-import { sendItems, type SendReport } from "./simulate.ts";
+import { EVENT_SCHEMA } from "../routes/event_schema.ts";
+import { emptyReport, formatReport, parseCli, type SimOptions } from "./_sim_cli.ts";
+import {
+  BAD_DEVICES,
+  BAD_TITLES,
+  generateTraffic,
+  QUALITY,
+  SHARING,
+  SPAN_MS,
+  type Traffic,
+  type WireEvent,
+} from "./_sim_traffic.ts";
+import { type SenderOptions, sendItems, sendPrivacyRequests } from "./simulate.ts";
 
-const NOW = Date.UTC(2026, 10, 23, 12, 0, 0);
+const NOW = Date.UTC(2026, 10, 23, 12, 0, 0, 456);
+const BIG = generateTraffic(20_000, 42, NOW);
 
-function valid(items: unknown[]): WireEvent[] {
+/** The unique valid events in send order (first sightings only), checked by the server's schema. */
+function uniqueValid(items: readonly unknown[]): WireEvent[] {
   const seen = new Set<string>();
   return (items as WireEvent[]).filter((e) => {
-    if (typeof e.user_id !== "string" || e.event_id.startsWith("bad-") || seen.has(e.event_id)) {
-      return false;
-    }
+    if (!EVENT_SCHEMA.safeParse(e).success || seen.has(e.event_id)) return false;
     seen.add(e.event_id);
     return true;
   });
 }
 
-Deno.test("generateTraffic() is deterministic for a seed and differs between seeds", () => {
-  const a = generateTraffic(3000, 7, NOW);
-  assert.deepEqual(generateTraffic(3000, 7, NOW), a);
-  assert.notDeepEqual(generateTraffic(3000, 8, NOW).phase1, a.phase1);
-});
-
-Deno.test("generateTraffic() sends events in time order, never in the future, phase 2 after phase 1", () => {
-  const t = generateTraffic(5000, 42, NOW);
-  const times = [...valid(t.phase1), ...valid(t.phase2)].map((e) => Date.parse(e.timestamp));
-  assert.deepEqual(times, [...times].sort((x, y) => x - y));
-  assert.ok(times.every((ms) => ms <= NOW));
-});
-
-Deno.test("generateTraffic() gives ERROR events a code and others none", () => {
-  const t = generateTraffic(5000, 42, NOW);
-  for (const e of valid([...t.phase1, ...t.phase2])) {
-    assert.equal(e.error_code === null, e.event_type !== "ERROR", e.event_id);
-  }
-});
-
-Deno.test("generateTraffic() exercises every rule and its expectations match a recount", () => {
-  const t = generateTraffic(20_000, 42, NOW);
-  const events = valid([...t.phase1, ...t.phase2]);
-  const x = t.expectations;
-  assert.equal(events.length, 20_000);
-  assert.equal(x.unique_events, 20_000);
-  assert.ok(x.duplicates_sent > 100 && x.malformed_sent > 10);
-  assert.equal(x.privacy_events, events.filter((e) => e.is_eu && !e.has_consent).length);
-  assert.ok(x.privacy_events > 0 && x.retention_events > 0);
-  assert.ok(x.account_sharing_users > 0);
-  assert.ok(t.requests.length > 0);
-  assert.ok(events.some((e) => e.do_not_track === true));
-  // Every quality entity really has a window over the threshold.
-  for (const entity of x.quality_entities) {
-    const [kind, id] = [
-      entity.slice(0, entity.indexOf(":")),
-      entity.slice(entity.indexOf(":") + 1),
-    ];
-    const windows = new Map<number, { n: number; errors: number }>();
-    for (const e of events) {
-      if ((kind === "content" ? e.content_id : e.device_id) !== id) continue;
-      const w = Math.floor(Date.parse(e.timestamp) / QUALITY.windowMs);
-      const c = windows.get(w) ?? { n: 0, errors: 0 };
+/** Recounts every expectation the way the server processes the traffic, in send order. */
+function recount(t: Traffic) {
+  const optedOut = new Set<string>();
+  let privacy = 0;
+  let retention = 0;
+  const places = new Map<string, { regions: Set<string>; ips: Set<string> }>();
+  const windows = new Map<string, { n: number; errors: number }>();
+  const apply = (e: WireEvent) => {
+    if (e.is_eu && !e.has_consent) privacy++;
+    if (optedOut.has(e.user_id)) retention++;
+    if (e.do_not_track === true) optedOut.add(e.user_id);
+    const p = places.get(e.user_id) ?? { regions: new Set(), ips: new Set() };
+    places.set(e.user_id, p);
+    p.regions.add(e.region);
+    p.ips.add(e.ip_address);
+    const w = Math.floor(Date.parse(e.timestamp) / QUALITY.windowMs);
+    for (const key of [`content:${e.content_id}|${w}`, `device:${e.device_id}|${w}`]) {
+      const c = windows.get(key) ?? { n: 0, errors: 0 };
+      windows.set(key, c);
       c.n++;
       if (e.event_type === "ERROR") c.errors++;
-      windows.set(w, c);
     }
-    assert.ok(
-      [...windows.values()].some((c) =>
-        c.n >= QUALITY.minEvents && c.errors / c.n > QUALITY.maxErrorRate
-      ),
-      entity,
-    );
-  }
-  assert.ok(x.quality_entities.some((e) => e.startsWith("content:title-bad")));
-  assert.ok(x.quality_entities.some((e) => e.startsWith("device:tv-bad")));
+  };
+  const [phase1, phase2] = [uniqueValid(t.phase1), uniqueValid(t.phase2)];
+  phase1.forEach(apply);
+  for (const r of t.requests) optedOut.add(r.user_id);
+  phase2.forEach(apply);
+  const over = [...windows].filter(([, c]) =>
+    c.n >= QUALITY.minEvents && c.errors / c.n > QUALITY.maxErrorRate
+  ).map(([key]) => key.split("|")[0]);
+  const sharers = [...places].filter(([, p]) =>
+    p.regions.size > SHARING.maxRegions || p.ips.size > SHARING.maxIps
+  );
+  return { events: [...phase1, ...phase2], privacy, retention, places, sharers, over };
+}
+
+Deno.test("generateTraffic() gives the same traffic for a seed and other traffic for another", () => {
+  const a = generateTraffic(3000, 7, NOW);
+  assert.deepEqual(generateTraffic(3000, 7, NOW), a);
+  const strip = (t: Traffic) =>
+    uniqueValid(t.phase1).map(({ event_id: _, ...rest }) => JSON.stringify(rest));
+  assert.notDeepEqual(strip(generateTraffic(3000, 8, NOW)), strip(a));
 });
 
-Deno.test("sendItems() batches, retries a 503 after Retry-After and counts accepted items", async () => {
-  let calls = 0;
+Deno.test("generateTraffic() uses its seeded generator, never Math.random", () => {
+  const original = Math.random;
+  Math.random = () => {
+    throw new Error("Math.random was called");
+  };
+  try {
+    generateTraffic(2000, 1, NOW);
+  } finally {
+    Math.random = original;
+  }
+});
+
+Deno.test("generateTraffic() sends events in time order within the span, never after now", () => {
+  const { events } = recount(BIG);
+  const times = events.map((e) => Date.parse(e.timestamp));
+  assert.deepEqual(times, [...times].sort((x, y) => x - y));
+  assert.ok(times.every((ms) => ms <= NOW && ms >= NOW - SPAN_MS - 1000));
+  assert.ok(times[times.length - 1] - times[0] > SPAN_MS * 0.9);
+  // The do-not-track events are exactly the tail of phase 1 that waits for the rest.
+  const isDnt = (e: unknown) => (e as WireEvent).do_not_track === true;
+  assert.ok(BIG.phase1.slice(BIG.dntFrom).every(isDnt));
+  assert.ok(!BIG.phase1.slice(0, BIG.dntFrom).some(isDnt) && !BIG.phase2.some(isDnt));
+});
+
+Deno.test("generateTraffic() gives ERROR events a code and other events none", () => {
+  const { events } = recount(BIG);
+  assert.ok(events.some((e) => e.event_type === "ERROR"));
+  for (const e of events) assert.equal(e.error_code === null, e.event_type !== "ERROR", e.event_id);
+});
+
+Deno.test("generateTraffic() sends N unique valid events, retried duplicates and malformed ones", () => {
+  const all = [...BIG.phase1, ...BIG.phase2] as Record<string, unknown>[];
+  assert.equal(recount(BIG).events.length, 20_000);
+  const malformed = all.filter((e) => !EVENT_SCHEMA.safeParse(e).success);
+  assert.equal(malformed.length, BIG.expectations.malformed_sent);
+  assert.ok(malformed.length >= 20);
+  assert.ok(malformed.some((e) => !("user_id" in e)));
+  assert.ok(malformed.some((e) => e.event_type === "JUMP"));
+  assert.ok(malformed.some((e) => e.timestamp === "yesterday"));
+  assert.ok(malformed.some((e) => e.is_eu === "yes"));
+  const firstAt = new Map<unknown, number>();
+  let duplicates = 0;
+  all.forEach((e, i) => {
+    if (!firstAt.has(e.event_id)) return void firstAt.set(e.event_id, i);
+    duplicates++;
+    const original = all[firstAt.get(e.event_id)!];
+    assert.deepEqual(e, original, "a retry repeats the body");
+    assert.ok(i - firstAt.get(e.event_id)! <= 25, "a retry comes soon after the original");
+  });
+  assert.equal(duplicates, BIG.expectations.duplicates_sent);
+  assert.ok(duplicates >= 100 && duplicates <= 400);
+});
+
+Deno.test("generateTraffic() exercises consent, sharing, opt-outs and bad titles and devices", () => {
+  const { events, places, sharers } = recount(BIG);
+  const noConsent = new Set(events.filter((e) => e.is_eu && !e.has_consent).map((e) => e.user_id));
+  assert.ok(noConsent.size >= 10);
+  const consentOf = new Map<string, boolean>();
+  for (const e of events) {
+    assert.equal(consentOf.get(e.user_id) ?? e.has_consent, e.has_consent, "consent is per user");
+    consentOf.set(e.user_id, e.has_consent);
+  }
+  assert.ok(sharers.length >= 10, "about 2% of 800 viewers share");
+  for (const [, p] of sharers) {
+    assert.ok(p.regions.size >= 3 && p.regions.size <= 5);
+    assert.ok(p.ips.size >= 4 && p.ips.size <= 7);
+  }
+  for (const [userId, p] of places) {
+    if (!sharers.some(([id]) => id === userId)) assert.ok(p.regions.size === 1 && p.ips.size <= 2);
+  }
+  const types = new Set(BIG.requests.map((r) => r.type));
+  assert.ok(BIG.requests.length >= 4 && types.has("deletion") && types.has("do_not_track"));
+  assert.ok(events.filter((e) => e.do_not_track === true).length >= 4);
+  const rate = (pick: (e: WireEvent) => boolean) => {
+    const mine = events.filter(pick);
+    return mine.filter((e) => e.event_type === "ERROR").length / mine.length;
+  };
+  for (const title of BAD_TITLES) assert.ok(rate((e) => e.content_id === title) > 0.3, title);
+  for (const device of BAD_DEVICES) assert.ok(rate((e) => e.device_id === device) > 0.3, device);
+  const isBad = (e: WireEvent) =>
+    BAD_TITLES.includes(e.content_id) || BAD_DEVICES.includes(e.device_id);
+  assert.ok(rate((e) => !isBad(e)) < 0.02);
+});
+
+Deno.test("generateTraffic() expectations match a recount in send order", () => {
+  for (const t of [BIG, generateTraffic(1, 3, NOW), generateTraffic(300, 3, NOW)]) {
+    const x = t.expectations;
+    const r = recount(t);
+    assert.equal(x.unique_events, r.events.length);
+    assert.equal(x.privacy_events, r.privacy);
+    assert.equal(x.retention_events, r.retention);
+    assert.deepEqual(x.account_sharing_user_ids, r.sharers.map(([id]) => id).sort());
+    assert.equal(x.account_sharing_users, r.sharers.length);
+    assert.equal(x.content_quality_windows, r.over.length);
+    assert.deepEqual(x.quality_entities, [...new Set(r.over)].sort());
+    assert.equal(x.content_quality_entities, x.quality_entities.length);
+  }
+  const x = BIG.expectations;
+  assert.ok(x.privacy_events > 0 && x.retention_events > 0 && x.account_sharing_users > 0);
+  for (
+    const entity of [
+      ...BAD_TITLES.map((t) => `content:${t}`),
+      ...BAD_DEVICES.map((d) => `device:${d}`),
+    ]
+  ) {
+    assert.ok(x.quality_entities.includes(entity), entity);
+  }
+});
+
+Deno.test("parseCli() applies defaults and env, and refuses bad arguments", () => {
+  const run = parseCli([], { SIM_TOKEN: "t0k" });
+  assert.deepEqual(run, {
+    kind: "run",
+    options: {
+      events: 20_000,
+      concurrency: 20,
+      batch: 100,
+      url: "http://127.0.0.1:8000",
+      seed: 42,
+      token: "t0k",
+      privacyToken: "t0k",
+      isDryRun: false,
+      isJson: false,
+    },
+  });
+  const custom = parseCli(
+    ["--events", "500", "--batch=1", "--url", "http://h:9/", "--dry-run", "--json"],
+    { SIM_URL: "http://ignored:1" },
+  );
+  assert.equal(custom.kind, "run");
+  if (custom.kind === "run") {
+    assert.equal(custom.options.url, "http://h:9");
+    assert.equal(custom.options.batch, 1);
+    assert.ok(custom.options.isDryRun && custom.options.isJson);
+  }
+  const fromEnv = parseCli(["--token", "i", "--privacy-token", "r"], {
+    SIM_URL: "http://sim:8080",
+  });
+  assert.ok(fromEnv.kind === "run" && fromEnv.options.url === "http://sim:8080");
+  assert.ok(fromEnv.options.token === "i" && fromEnv.options.privacyToken === "r");
+  assert.equal(parseCli(["--help"], {}).kind, "help");
+  for (
+    const bad of [["--batch", "501"], ["--events", "ten"], ["--url", "ftp://x"], ["--nope"], ["x"]]
+  ) {
+    const result = parseCli(bad, {});
+    assert.equal(result.kind, "error", bad.join(" "));
+  }
+  const error = parseCli(["--concurrency", "0"], {});
+  assert.ok(error.kind === "error" && error.message.includes("--concurrency"));
+});
+
+Deno.test("formatReport() shows the expectations to compare with the server", () => {
+  const options = (parseCli([], {}) as { options: SimOptions }).options;
+  const text = formatReport(options, emptyReport(), BIG.expectations);
+  assert.match(
+    text,
+    new RegExp(`privacy +${BIG.expectations.privacy_events.toLocaleString("en-US")} `),
+  );
+  assert.match(text, /rejected +0/);
+});
+
+const FAST: Omit<SenderOptions, "url"> = {
+  batch: 100,
+  concurrency: 2,
+  token: "secret",
+  maxRetries: 2,
+  retryDelayMs: 1,
+  timeoutMs: 5_000,
+};
+
+Deno.test("sendItems() batches, retries a 503 after Retry-After and counts rejected items", async () => {
+  const seen: Array<{ path: string; size: number; auth: string | null }> = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const batch = await req.json();
-    if (++calls === 1) return new Response("{}", { status: 503, headers: { "retry-after": "0" } });
-    return Response.json({ accepted: batch.length, rejected: [] }, { status: 202 });
+    const body = await req.json();
+    seen.push({
+      path: new URL(req.url).pathname,
+      size: body.length,
+      auth: req.headers.get("authorization"),
+    });
+    if (seen.length === 1) {
+      return new Response("busy", { status: 503, headers: { "retry-after": "0" } });
+    }
+    if (body[0].event_id === "e200") return Response.json({ error: "none valid" }, { status: 422 });
+    const rejected = body[0].event_id === "e0" ? [{ index: 3, issues: [] }] : [];
+    return Response.json({ accepted: body.length - rejected.length, rejected }, { status: 202 });
   });
   try {
-    const report: SendReport = {
-      sent_events: 0,
-      accepted: 0,
-      rejected: 0,
-      statuses: {},
-      network_errors: 0,
-      retries_after_503: 0,
-      privacy_requests: 0,
-      elapsed_s: 0,
-      events_per_s: 0,
-    };
+    const report = emptyReport();
     const items = Array.from({ length: 250 }, (_, i) => ({ event_id: `e${i}` }));
-    await sendItems(
-      items,
-      {
-        url: `http://127.0.0.1:${server.addr.port}`,
-        batch: 100,
-        concurrency: 2,
-      },
-      report,
-      () => {},
-    );
-    assert.equal(report.accepted, 250);
-    assert.equal(report.sent_events, 250);
-    assert.equal(report.retries_after_503, 1);
-    assert.deepEqual(report.statuses, { 202: 3, 503: 1 });
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    await sendItems(items, { ...FAST, url }, report);
+    assert.equal(report.events_sent, 250);
+    assert.equal(report.accepted, 199);
+    assert.equal(report.rejected, 51);
+    assert.deepEqual(report.rejected_by_status, { 202: 1, 422: 50 });
+    assert.equal(report.retries, 1);
+    assert.deepEqual(report.responses_by_status, { 202: 2, 422: 1, 503: 1 });
+    assert.deepEqual(seen.map((s) => s.size).sort(), [100, 100, 100, 50]);
+    assert.ok(seen.every((s) => s.path === "/events/batch" && s.auth === "Bearer secret"));
   } finally {
     await server.shutdown();
   }
+});
+
+Deno.test("sendItems() posts single events, and a refused token stops the run", async () => {
+  const paths: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    paths.push(new URL(req.url).pathname);
+    const event = await req.json();
+    if (new URL(req.url).pathname === "/privacy/requests") {
+      return Response.json({}, { status: 201 });
+    }
+    if (event.event_id === "e2") return Response.json({ error: "no" }, { status: 401 });
+    return Response.json({ accepted: 1, event_id: event.event_id }, { status: 202 });
+  });
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    const report = emptyReport();
+    await sendPrivacyRequests([{ user_id: "u1", type: "deletion" }], { ...FAST, url }, report);
+    assert.equal(report.privacy_requests_recorded, 1);
+    const items = Array.from({ length: 10 }, (_, i) => ({ event_id: `e${i}` }));
+    await sendItems(items, { ...FAST, url, batch: 1, concurrency: 1 }, report);
+    assert.deepEqual(paths, ["/privacy/requests", "/events", "/events", "/events"]);
+    assert.equal(report.accepted, 2);
+    assert.deepEqual(report.rejected_by_status, { 401: 1 });
+    assert.match(report.aborted ?? "", /401/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("sendItems() counts network errors and undelivered events instead of crashing", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(),
+  );
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  await server.shutdown();
+  const report = emptyReport();
+  await sendItems([{ event_id: "e1" }, { event_id: "e2" }], { ...FAST, url, batch: 1 }, report);
+  assert.equal(report.undelivered, 2);
+  assert.equal(report.accepted, 0);
+  assert.equal(report.network_errors, 2 * (FAST.maxRetries + 1));
+  assert.match(report.last_network_error ?? "", /POST http:\/\/127\.0\.0\.1/);
 });

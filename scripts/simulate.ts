@@ -4,238 +4,284 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
-import { z } from "zod";
-import { type Expectations, generateTraffic } from "./_sim_traffic.ts";
+import {
+  emptyReport,
+  formatReport,
+  parseCli,
+  progressBar,
+  type SendReport,
+  type SimOptions,
+  USAGE,
+} from "./_sim_cli.ts";
+import { generateTraffic, type PrivacyRequest } from "./_sim_traffic.ts";
 
-const USAGE = `Usage: deno task simulate [--events N] [--concurrency C] [--batch K] [--url U]
-                          [--seed S] [--token T] [--dry-run] [--json]
-
-  --events N       unique valid events to generate (default 20000)
-  --concurrency C  requests in flight (default 20)
-  --batch K        events per request: 1 uses POST /events, more POST /events/batch (default 100, max 500)
-  --url U          server base URL (default $SIM_URL or http://127.0.0.1:8000)
-  --seed S         seed of the generator; the same seed gives the same traffic (default 42)
-  --token T        bearer token for ingest and privacy requests (default $SIM_TOKEN)
-  --dry-run        generate and print the expectations without sending anything
-  --json           print the final report as JSON`;
-
-const ARGS = z.object({
-  events: z.coerce.number().int().min(1).max(10_000_000).default(20_000),
-  concurrency: z.coerce.number().int().min(1).max(1_000).default(20),
-  batch: z.coerce.number().int().min(1).max(500).default(100),
-  url: z.string().url().default(Deno.env.get("SIM_URL") ?? "http://127.0.0.1:8000"),
-  seed: z.coerce.number().int().min(0).max(2 ** 31).default(42),
-  token: z.string().min(1).optional(),
-  "dry-run": z.boolean().default(false),
-  json: z.boolean().default(false),
-});
-
-/** Counters of one run. */
-export interface SendReport {
-  sent_events: number;
-  accepted: number;
-  rejected: number;
-  statuses: Record<string, number>;
-  network_errors: number;
-  retries_after_503: number;
-  privacy_requests: number;
-  elapsed_s: number;
-  events_per_s: number;
+/** How requests are sent: where, how many at once, and how hard to retry. */
+export interface SenderOptions {
+  url: string;
+  batch: number;
+  concurrency: number;
+  token?: string;
+  /** Further attempts after a 503 or a network error, before the items count as undelivered. */
+  maxRetries: number;
+  /** First backoff after a network error (or a 503 without Retry-After); doubles each time. */
+  retryDelayMs: number;
+  /** A request (body included) that takes longer is abandoned and counted as a network error. */
+  timeoutMs: number;
 }
 
-/** Sends one phase's items as requests, `concurrency` at a time, in order. */
-export async function sendItems(
-  items: unknown[],
-  options: { url: string; batch: number; concurrency: number; token?: string },
-  report: SendReport,
-  onProgress: (sentItems: number) => void,
-): Promise<void> {
-  const headers: Record<string, string> = { "content-type": "application/json" };
-  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
-  const chunks: unknown[][] = [];
-  for (let i = 0; i < items.length; i += options.batch) {
-    chunks.push(items.slice(i, i + options.batch));
+/** Retry and timeout settings of the command line. */
+export const DEFAULT_RETRY = { maxRetries: 10, retryDelayMs: 250, timeoutMs: 30_000 };
+
+/** Longest wait a Retry-After header can ask for, so one answer cannot stall the run. */
+const MAX_RETRY_AFTER_MS = 60_000;
+
+interface Answer {
+  status: number;
+  body: unknown;
+}
+
+/**
+ * Caps the requests in flight: the cap halves on a 503 or a network error (at most once a second)
+ * and grows back by one per `cap` answers, never above `--concurrency`, so a busy server sees fewer
+ * requests rather than a storm of retries.
+ */
+class InFlightLimit {
+  #value: number;
+  #max: number;
+  #active = 0;
+  #waiters: Array<() => void> = [];
+  #cutAtMs = -Infinity;
+  lowest: number;
+
+  constructor(max: number) {
+    this.#value = this.#max = this.lowest = max;
   }
+
+  async acquire(): Promise<void> {
+    while (this.#active >= Math.floor(this.#value)) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+    this.#active++;
+  }
+
+  release(isBusy: boolean): void {
+    this.#active--;
+    if (!isBusy) {
+      this.#value = Math.min(this.#max, this.#value + 1 / this.#value);
+    } else if (performance.now() - this.#cutAtMs >= 1000) {
+      this.#cutAtMs = performance.now();
+      this.#value = Math.max(1, this.#value / 2);
+      this.lowest = Math.min(this.lowest, Math.floor(this.#value));
+    }
+    for (let i = this.#active; i < Math.floor(this.#value) && this.#waiters.length > 0; i++) {
+      this.#waiters.shift()!();
+    }
+  }
+}
+
+/**
+ * Sends items as `POST /events` (batch 1) or `POST /events/batch` requests from a queue, with
+ * `concurrency` requests in flight, and returns once every request was answered or given up.
+ */
+export async function sendItems(
+  items: readonly unknown[],
+  o: SenderOptions,
+  report: SendReport,
+  onProgress: (doneItems: number) => void = () => {},
+): Promise<void> {
+  const isSingle = o.batch === 1;
+  const url = `${o.url}${isSingle ? "/events" : "/events/batch"}`;
+  const limit = new InFlightLimit(o.concurrency);
   let next = 0;
   let done = 0;
   const worker = async () => {
-    while (next < chunks.length) {
-      const chunk = chunks[next++];
-      const isSingle = options.batch === 1;
-      const path = isSingle ? "/events" : "/events/batch";
+    // Chunks are taken in order, so at most `concurrency` chunks are out of timestamp order.
+    while (next < items.length && report.aborted === null) {
+      const chunk = items.slice(next, next + o.batch);
+      next += chunk.length;
       const body = JSON.stringify(isSingle ? chunk[0] : chunk);
-      for (let attempt = 0; attempt < 20; attempt++) {
-        let res: Response;
-        try {
-          res = await fetch(`${options.url}${path}`, { method: "POST", headers, body });
-        } catch (error) {
-          if (!(error instanceof TypeError)) throw error;
-          report.network_errors++;
-          await sleep(500);
-          continue;
+      const answer = await post(url, body, o, report, limit);
+      report.events_sent += chunk.length;
+      if (answer === null) {
+        report.undelivered += chunk.length;
+      } else if (answer.status === 202) {
+        const counts = answer.body as { accepted?: unknown; rejected?: unknown };
+        report.accepted += typeof counts.accepted === "number" ? counts.accepted : chunk.length;
+        const rejected = Array.isArray(counts.rejected) ? counts.rejected.length : 0;
+        if (rejected > 0) reject(report, 202, rejected);
+      } else {
+        reject(report, answer.status, chunk.length);
+        if (answer.status === 401 || answer.status === 403) {
+          report.aborted = `the server answered ${answer.status}: check --token or SIM_TOKEN`;
         }
-        report.statuses[res.status] = (report.statuses[res.status] ?? 0) + 1;
-        if (res.status === 503) {
-          await res.body?.cancel();
-          report.retries_after_503++;
-          await sleep(1000 * Number(res.headers.get("retry-after") ?? "1"));
-          continue;
-        }
-        const answer = await res.json().catch(() => ({}));
-        if (res.status === 202) {
-          report.accepted += answer.accepted ?? 0;
-          report.rejected += answer.rejected?.length ?? 0;
-        } else {
-          report.rejected += chunk.length;
-        }
-        break;
       }
-      report.sent_events += chunk.length;
       done += chunk.length;
       onProgress(done);
     }
   };
-  await Promise.all(Array.from({ length: options.concurrency }, worker));
+  await Promise.all(Array.from({ length: Math.min(o.concurrency, items.length) }, worker));
+  report.lowest_concurrency = Math.min(report.lowest_concurrency ?? Infinity, limit.lowest);
+}
+
+/** Files the privacy requests one after the other, each answered before the next is sent. */
+export async function sendPrivacyRequests(
+  requests: readonly PrivacyRequest[],
+  o: SenderOptions,
+  report: SendReport,
+): Promise<void> {
+  for (const request of requests) {
+    if (report.aborted !== null) return;
+    report.privacy_requests_sent++;
+    const answer = await post(`${o.url}/privacy/requests`, JSON.stringify(request), o, report);
+    if (answer === null) continue;
+    if (answer.status === 201 || answer.status === 200) {
+      report.privacy_requests_recorded++;
+    } else if (answer.status === 401 || answer.status === 403) {
+      report.aborted = `the server answered ${answer.status} to a privacy request: ` +
+        "pass a token with the read role as --privacy-token";
+    }
+  }
+}
+
+function reject(report: SendReport, status: number, items: number): void {
+  report.rejected += items;
+  report.rejected_by_status[status] = (report.rejected_by_status[status] ?? 0) + items;
+}
+
+/** Posts JSON, retrying 503 (after Retry-After) and network errors; null once it gave up. */
+async function post(
+  url: string,
+  body: string,
+  o: SenderOptions,
+  report: SendReport,
+  limit?: InFlightLimit,
+): Promise<Answer | null> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
+  for (let attempt = 0;; attempt++) {
+    const backoffMs = Math.min(10_000, o.retryDelayMs * 2 ** attempt);
+    let waitMs = backoffMs;
+    await limit?.acquire();
+    const controller = new AbortController();
+    const timer: ReturnType<typeof setTimeout> = setTimeout(() => controller.abort(), o.timeoutMs);
+    let isBusy = false;
+    report.http_requests++;
+    try {
+      const res = await fetch(url, { method: "POST", headers, body, signal: controller.signal });
+      const text = await res.text();
+      const statuses = report.responses_by_status;
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      if (res.status !== 503) return { status: res.status, body: parseJson(text) };
+      isBusy = true;
+      waitMs = retryAfterMs(res.headers.get("retry-after")) ?? backoffMs;
+    } catch (error) {
+      // Connection refused or reset, DNS, timeout: counted with the last message, then retried.
+      report.network_errors++;
+      isBusy = true;
+      report.last_network_error = `POST ${url}: ${(error as Error).message ?? String(error)}`;
+    } finally {
+      clearTimeout(timer);
+      limit?.release(isBusy);
+    }
+    if (attempt >= o.maxRetries) return null;
+    report.retries++;
+    await sleep(waitMs);
+  }
 }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function progressBar(total: number): (done: number) => void {
-  const isTty = Deno.stderr.isTerminal();
-  const encoder = new TextEncoder();
-  let lastDecile = -1;
-  return (done) => {
-    const ratio = total === 0 ? 1 : done / total;
-    if (isTty) {
-      const width = 30;
-      const filled = Math.round(ratio * width);
-      const bar = `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}`;
-      Deno.stderr.writeSync(encoder.encode(`\r${bar}${ratio >= 1 ? "\n" : ""}`));
-    } else if (Math.floor(ratio * 10) > lastDecile) {
-      lastDecile = Math.floor(ratio * 10);
-      Deno.stderr.writeSync(encoder.encode(`sent ${done}/${total}\n`));
-    }
-  };
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    // Not JSON (a proxy's error page, say): the status alone decides.
+    return {};
+  }
 }
 
-function printReport(report: SendReport | null, expected: Expectations): void {
-  const rows: Array<[string, string | number]> = [];
-  if (report !== null) {
-    rows.push(
-      ["events sent (incl. retries and malformed)", report.sent_events],
-      ["accepted (202)", report.accepted],
-      ["rejected items", report.rejected],
-      ["HTTP statuses", JSON.stringify(report.statuses)],
-      ["503 retries / network errors", `${report.retries_after_503} / ${report.network_errors}`],
-      ["privacy requests filed", report.privacy_requests],
-      ["elapsed", `${report.elapsed_s.toFixed(1)} s`],
-      ["rate", `${Math.round(report.events_per_s)} events/s`],
+/** Milliseconds a Retry-After header asks for (seconds or an HTTP date), or null if absent or bad. */
+function retryAfterMs(header: string | null): number | null {
+  if (header === null || header.trim() === "") return null;
+  const seconds = Number(header);
+  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
+  return Number.isNaN(ms) ? null : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
+}
+
+async function run(options: SimOptions): Promise<number> {
+  const nowMs = Math.floor(Date.now() / 1000) * 1000;
+  const traffic = generateTraffic(options.events, options.seed, nowMs);
+  const expected = traffic.expectations;
+  const { token: _, privacyToken: __, ...shown } = options;
+  if (options.isDryRun) {
+    console.log(
+      options.isJson
+        ? JSON.stringify({ options: shown, expected }, null, 2)
+        : formatReport(options, null, expected),
     );
+    return 0;
   }
-  rows.push(
-    ["unique valid events generated", expected.unique_events],
-    ["duplicates sent on purpose", expected.duplicates_sent],
-    ["malformed sent on purpose", expected.malformed_sent],
-    ["expected privacy flagged events", expected.privacy_events],
-    ["expected retention flagged events", expected.retention_events],
-    ["expected account_sharing users (>= 1 flag each)", expected.account_sharing_users],
-    ["expected content_quality entities (>= 1 flag each)", expected.content_quality_entities],
+  const { url, batch, concurrency, token } = options;
+  const o: SenderOptions = { url, batch, concurrency, token, ...DEFAULT_RETRY };
+  const report = emptyReport();
+  const total = traffic.phase1.length + traffic.phase2.length;
+  const progress = progressBar(total);
+  const startedMs = performance.now();
+  // Each step is answered before the next starts: phase 1, then the do-not-track events (after
+  // every earlier event of their users), then the privacy requests, then phase 2.
+  await sendItems(traffic.phase1.slice(0, traffic.dntFrom), o, report, progress.update);
+  await sendItems(
+    traffic.phase1.slice(traffic.dntFrom),
+    o,
+    report,
+    (done) => progress.update(traffic.dntFrom + done),
   );
-  const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [key, value] of rows) console.log(`${key.padEnd(width)}  ${value}`);
-  console.log("\nCompare with: GET /stats/summary and GET /compliance/summary");
+  await sendPrivacyRequests(traffic.requests, { ...o, token: options.privacyToken }, report);
+  await sendItems(
+    traffic.phase2,
+    o,
+    report,
+    (done) => progress.update(traffic.phase1.length + done),
+  );
+  progress.end();
+  report.elapsed_s = (performance.now() - startedMs) / 1000;
+  report.events_per_s = report.events_sent / Math.max(0.001, report.elapsed_s);
+  console.log(
+    options.isJson
+      ? JSON.stringify({ options: shown, report, expected }, null, 2)
+      : formatReport(options, report, expected),
+  );
+  const failedRequests = traffic.requests.length - report.privacy_requests_recorded;
+  const problem = report.aborted !== null
+    ? `stopped early: ${report.aborted}`
+    : report.accepted === 0
+    ? `no event was accepted: is the server running at ${options.url}?`
+    : report.undelivered > 0
+    ? `${report.undelivered} events were not delivered`
+    : failedRequests > 0
+    ? `${failedRequests} privacy requests were not recorded`
+    : null;
+  if (problem === null) return 0;
+  console.error(`Expectations do not hold: ${problem}`);
+  return 1;
 }
 
 async function main(): Promise<number> {
-  let values;
-  try {
-    values = parseArgs({
-      args: Deno.args,
-      options: {
-        events: { type: "string" },
-        concurrency: { type: "string" },
-        batch: { type: "string" },
-        url: { type: "string" },
-        seed: { type: "string" },
-        token: { type: "string" },
-        "dry-run": { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    }).values;
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
+  const request = parseCli(Deno.args, {
+    SIM_URL: Deno.env.get("SIM_URL"),
+    SIM_TOKEN: Deno.env.get("SIM_TOKEN"),
+  });
+  if (request.kind === "help") {
     console.log(USAGE);
     return 0;
   }
-  const parsed = ARGS.safeParse({ ...values, token: values.token ?? Deno.env.get("SIM_TOKEN") });
-  if (!parsed.success) {
-    const detail = parsed.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("\n");
-    console.error(`Invalid arguments:\n${detail}\n\n${USAGE}`);
+  if (request.kind === "error") {
+    console.error(`${request.message}\n\n${USAGE}`);
     return 2;
   }
-  const args = parsed.data;
-  const nowMs = Math.floor(Date.now() / 1000) * 1000;
-  const traffic = generateTraffic(args.events, args.seed, nowMs);
-  if (args["dry-run"]) {
-    if (args.json) console.log(JSON.stringify({ expected: traffic.expectations }, null, 2));
-    else printReport(null, traffic.expectations);
-    return 0;
-  }
-  const report: SendReport = {
-    sent_events: 0,
-    accepted: 0,
-    rejected: 0,
-    statuses: {},
-    network_errors: 0,
-    retries_after_503: 0,
-    privacy_requests: 0,
-    elapsed_s: 0,
-    events_per_s: 0,
-  };
-  const total = traffic.phase1.length + traffic.phase2.length;
-  const progress = progressBar(total);
-  const options = { ...args, url: args.url.replace(/\/$/, "") };
-  const started = performance.now();
-  await sendItems(traffic.phase1, options, report, progress);
-  const headers: Record<string, string> = { "content-type": "application/json" };
-  if (args.token !== undefined) headers.authorization = `Bearer ${args.token}`;
-  for (const request of traffic.requests) {
-    try {
-      const res = await fetch(`${options.url}/privacy/requests`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(request),
-      });
-      await res.body?.cancel();
-      if (res.status === 201 || res.status === 200) report.privacy_requests++;
-      else console.error(`Privacy request for "${request.user_id}" answered ${res.status}`);
-    } catch (error) {
-      if (!(error instanceof TypeError)) throw error;
-      report.network_errors++;
-    }
-  }
-  await sendItems(
-    traffic.phase2,
-    options,
-    report,
-    (done) => progress(traffic.phase1.length + done),
-  );
-  report.elapsed_s = (performance.now() - started) / 1000;
-  report.events_per_s = report.sent_events / report.elapsed_s;
-  if (args.json) console.log(JSON.stringify({ report, expected: traffic.expectations }, null, 2));
-  else printReport(report, traffic.expectations);
-  if (report.accepted === 0) {
-    console.error(`No event was accepted: is the server running at ${options.url}?`);
-    return 1;
-  }
-  return 0;
+  return await run(request.options);
 }
 
 if (import.meta.main) Deno.exit(await main());

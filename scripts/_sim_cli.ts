@@ -1,0 +1,273 @@
+/**
+ * The terminal side of `deno task simulate`: usage text, argument validation with zod, the progress
+ * bar, and the final report as a table for people.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import type { Expectations } from "./_sim_traffic.ts";
+
+/** Printed by `--help` and after a usage error. */
+export const USAGE = `Usage: deno task simulate [options]
+
+Sends deterministic fake Smart TV traffic to the server and prints what it sent, what the server
+answered, and the rule hits GET /compliance/summary should now show.
+
+Options:
+  --events N        unique valid events to generate, 1..2000000 (default 20000)
+  --concurrency C   requests in flight, 1..1000 (default 20)
+  --batch K         events per request, 1..500: 1 uses POST /events, more POST /events/batch
+                    (default 100)
+  --url U           server base URL (default $SIM_URL, else http://127.0.0.1:8000)
+  --seed S          generator seed, 0..4294967295 (default 42); the same seed and N give the same
+                    events and event ids, so send a second run with another seed
+  --token T         bearer token with the ingest role, for events (default $SIM_TOKEN)
+  --privacy-token P bearer token with the read role, for POST /privacy/requests (default: --token)
+  --dry-run         generate and print the expected rule hits without sending anything
+  --json            print the final report as JSON
+  --help            print this help
+
+Exit codes: 0 all traffic delivered, 1 something was not delivered, 2 bad arguments.`;
+
+const count = (min: number, max: number, fallback: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+const ARGS = z.strictObject({
+  events: count(1, 2_000_000, 20_000),
+  concurrency: count(1, 1_000, 20),
+  batch: count(1, 500, 100),
+  url: z.url({ protocol: /^https?$/, message: "must be an http:// or https:// URL" }),
+  seed: count(0, 2 ** 32 - 1, 42),
+  token: z.string().min(1, "must not be empty").optional(),
+  "privacy-token": z.string().min(1, "must not be empty").optional(),
+  "dry-run": z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+
+/** Resolved options of one run, with every default applied. */
+export interface SimOptions {
+  events: number;
+  concurrency: number;
+  batch: number;
+  /** Base URL without a trailing slash. */
+  url: string;
+  seed: number;
+  token?: string;
+  /** Token for privacy requests, which need the read role when auth is on. */
+  privacyToken?: string;
+  isDryRun: boolean;
+  isJson: boolean;
+}
+
+/** What the command line asks for: a run, the help text, or a usage error (exit code 2). */
+export type CliRequest =
+  | { kind: "run"; options: SimOptions }
+  | { kind: "help" }
+  | { kind: "error"; message: string };
+
+/** Parses and validates the arguments; `env` supplies the SIM_URL and SIM_TOKEN defaults. */
+export function parseCli(
+  args: string[],
+  env: { SIM_URL?: string; SIM_TOKEN?: string },
+): CliRequest {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      options: {
+        events: { type: "string" },
+        concurrency: { type: "string" },
+        batch: { type: "string" },
+        url: { type: "string" },
+        seed: { type: "string" },
+        token: { type: "string" },
+        "privacy-token": { type: "string" },
+        "dry-run": { type: "boolean" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (error) {
+    return { kind: "error", message: `Cannot parse arguments: ${(error as Error).message}` };
+  }
+  if (values.help === true) return { kind: "help" };
+  const { help: _, ...rest } = values;
+  const parsed = ARGS.safeParse({
+    ...rest,
+    url: values.url ?? (env.SIM_URL || "http://127.0.0.1:8000"),
+    token: values.token ?? (env.SIM_TOKEN || undefined),
+  });
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `  --${i.path.join(".")}: ${i.message}`);
+    return { kind: "error", message: `Cannot run with these arguments:\n${issues.join("\n")}` };
+  }
+  const a = parsed.data;
+  return {
+    kind: "run",
+    options: {
+      events: a.events,
+      concurrency: a.concurrency,
+      batch: a.batch,
+      url: a.url.replace(/\/+$/, ""),
+      seed: a.seed,
+      token: a.token,
+      privacyToken: a["privacy-token"] ?? a.token,
+      isDryRun: a["dry-run"],
+      isJson: a.json,
+    },
+  };
+}
+
+/** Counters of one run: what was sent and how the server answered. */
+export interface SendReport {
+  /** Items posted once each (valid, duplicates and malformed), whatever the retries. */
+  events_sent: number;
+  accepted: number;
+  /** Items the server refused, by the status of the answer (202: refused inside a batch). */
+  rejected: number;
+  rejected_by_status: Record<string, number>;
+  /** Items given up after the retries (503 or network errors): the expectations then do not hold. */
+  undelivered: number;
+  http_requests: number;
+  responses_by_status: Record<string, number>;
+  retries: number;
+  /** Lowest in-flight limit the sender fell back to after 503 answers (null before sending). */
+  lowest_concurrency: number | null;
+  network_errors: number;
+  last_network_error: string | null;
+  privacy_requests_sent: number;
+  privacy_requests_recorded: number;
+  /** Why the run stopped early (for example the token was refused), or null. */
+  aborted: string | null;
+  elapsed_s: number;
+  events_per_s: number;
+}
+
+/** A report with every counter at zero. */
+export function emptyReport(): SendReport {
+  return {
+    events_sent: 0,
+    accepted: 0,
+    rejected: 0,
+    rejected_by_status: {},
+    undelivered: 0,
+    http_requests: 0,
+    responses_by_status: {},
+    retries: 0,
+    lowest_concurrency: null,
+    network_errors: 0,
+    last_network_error: null,
+    privacy_requests_sent: 0,
+    privacy_requests_recorded: 0,
+    aborted: null,
+    elapsed_s: 0,
+    events_per_s: 0,
+  };
+}
+
+/** Formats the run (null for a dry run) and the expected rule hits as an aligned table. */
+export function formatReport(
+  options: SimOptions,
+  report: SendReport | null,
+  x: Expectations,
+): string {
+  const n = (value: number) => value.toLocaleString("en-US");
+  const byStatus = (counts: Record<string, number>) =>
+    Object.entries(counts).map(([status, c]) => `${status}: ${n(c)}`).join(", ") || "-";
+  const rows: Array<[string, string, string] | string> = [
+    `Traffic: seed ${options.seed}, ${n(options.events)} events` +
+    (report === null ? " (dry run: nothing sent)" : ""),
+    ["unique valid events", n(x.unique_events), ""],
+    ["duplicates sent on purpose", n(x.duplicates_sent), "same event_id and body, soon after"],
+    ["malformed sent on purpose", n(x.malformed_sent), "should all be rejected"],
+    ["privacy requests", n(x.privacy_requests), "POST /privacy/requests between the phases"],
+    ["do_not_track events", n(x.do_not_track_events), "opt-outs carried by an event"],
+  ];
+  if (report !== null) {
+    rows.push(
+      "",
+      `Run: ${options.url}, batch ${options.batch}, concurrency ${options.concurrency}`,
+      ["events sent", n(report.events_sent), "unique + duplicates + malformed"],
+      ["accepted", n(report.accepted), "duplicates are accepted, then counted"],
+      ["rejected", n(report.rejected), `by status: ${byStatus(report.rejected_by_status)}`],
+      ["undelivered", n(report.undelivered), "given up after retries"],
+      ["privacy requests recorded", n(report.privacy_requests_recorded), "201 or 200"],
+      ["HTTP requests", n(report.http_requests), byStatus(report.responses_by_status)],
+      [
+        "retries",
+        n(report.retries),
+        `network errors: ${n(report.network_errors)}, ` +
+        `lowest concurrency after 503: ${report.lowest_concurrency ?? "-"}`,
+      ],
+      ["elapsed", `${report.elapsed_s.toFixed(1)} s`, ""],
+      ["throughput", `${n(Math.round(report.events_per_s))} events/s`, ""],
+    );
+    if (report.aborted !== null) rows.push(`Stopped early: ${report.aborted}`);
+    if (report.last_network_error !== null) {
+      rows.push(`Last network error: ${report.last_network_error}`);
+    }
+  }
+  const sharers = `${n(x.account_sharing_high_users)} of them HIGH, each flagged at least once`;
+  const shown = x.quality_entities.slice(0, 6).join(", ") || "none";
+  const more = x.quality_entities.length - 6;
+  const entities = more > 0 ? `${shown} and ${more} more (see --json)` : shown;
+  rows.push(
+    "",
+    `Expected (compare with GET /stats/summary and GET /compliance/summary):`,
+    ["total_events", n(x.unique_events), "stats"],
+    ["duplicate_events", n(x.duplicates_sent), "stats"],
+    ["privacy", n(x.privacy_events), "flagged events: EU, no consent"],
+    ["retention", n(x.retention_events), "flagged events: after the user's opt-out"],
+    ["account_sharing users", n(x.account_sharing_users), sharers],
+    ["content_quality entities", n(x.content_quality_entities), entities],
+    ["content_quality windows", n(x.content_quality_windows), "flags, at least"],
+  );
+  const width = Math.max(...rows.map((r) => typeof r === "string" ? 0 : r[0].length));
+  const valueWidth = Math.max(...rows.map((r) => typeof r === "string" ? 0 : r[1].length));
+  return rows.map((r) =>
+    typeof r === "string"
+      ? r
+      : `  ${r[0].padEnd(width)}  ${r[1].padStart(valueWidth)}  ${r[2]}`.trimEnd()
+  ).join("\n");
+}
+
+/** Progress on stderr: a redrawn bar on a terminal, otherwise one line every 10%. */
+export function progressBar(total: number): { update(done: number): void; end(): void } {
+  const isTerminal = Deno.stderr.isTerminal();
+  const encoder = new TextEncoder();
+  const write = (text: string) => Deno.stderr.writeSync(encoder.encode(text));
+  const startedMs = performance.now();
+  let lastDrawMs = -Infinity;
+  let lastTenth = 0;
+  let current = 0;
+  const draw = () => {
+    const ratio = total === 0 ? 1 : current / total;
+    const filled = Math.round(ratio * 30);
+    const rate = Math.round(current / Math.max(0.001, (performance.now() - startedMs) / 1000));
+    write(
+      `\r[${"#".repeat(filled)}${".".repeat(30 - filled)}] ${(ratio * 100).toFixed(0)}% ` +
+        `${current}/${total} events, ${rate} events/s `,
+    );
+  };
+  return {
+    update(done) {
+      current = done;
+      if (isTerminal) {
+        if (performance.now() - lastDrawMs < 100) return;
+        lastDrawMs = performance.now();
+        draw();
+      } else if (total > 0 && Math.floor((done / total) * 10) > lastTenth) {
+        lastTenth = Math.floor((done / total) * 10);
+        write(`sent ${done}/${total} events (${lastTenth * 10}%)\n`);
+      }
+    },
+    end() {
+      if (isTerminal) {
+        draw();
+        write("\n");
+      }
+    },
+  };
+}
