@@ -242,7 +242,10 @@ export class ClusterNode {
   async #readLoop(): Promise<void> {
     while (!this.#isStopped) {
       const keys = [...this.#cursors.keys()];
-      if (keys.length === 0) {
+      const refusal = this.#o.region.refusal();
+      // Backpressure: while workers hold too much unflushed work (or cannot flush), stop reading;
+      // the backlog waits in Redis instead of in memory.
+      if (keys.length === 0 || (refusal !== null && refusal !== "draining")) {
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }

@@ -433,6 +433,9 @@ export class Region {
 
   /** Gives workers the shards the cluster won, with their checkpoints and epochs. */
   adoptShards(leases: Map<string, ShardLease>): void {
+    // Events still buffered from before are posted first, while the worker does not own the shards
+    // yet (it ignores them): the stream is read again from the checkpoint after the adopt.
+    this.#postAll();
     const byWorker = new Map<number, Array<[string, ShardLease]>>();
     for (const [key, lease] of leases) {
       const index = workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers);

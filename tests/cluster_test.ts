@@ -69,6 +69,15 @@ async function clusterScenario(
         stopLoad();
         const result = await load;
         assert.ok(result.acknowledged.size > 1_000, `too little load: ${result.acknowledged.size}`);
+        // Acknowledged events wait in Redis until their owners read them; let the cluster catch up
+        // before stopping it (a stopped cluster keeps its backlog in Redis, which this check would
+        // not see).
+        const deadline = Date.now() + 30_000;
+        while (Date.now() < deadline) {
+          const summary = await (await fetch(`${servers[0].url}/stats/summary`)).json();
+          if (summary.total_events >= result.acknowledged.size) break;
+          await delay(200);
+        }
         const logs = await Promise.all(servers.map(async (server) => {
           server.kill("SIGTERM");
           return await server.exited();
