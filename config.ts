@@ -63,7 +63,7 @@ const list = z.string().transform((s) =>
 /** Schema of the environment variables the server reads, with their defaults. */
 export const ENV_SCHEMA = z.object({
   PORT: intFrom(0, 65535).default(8000),
-  HOSTNAME: z.string().min(1).default("0.0.0.0"),
+  LISTEN_HOST: z.string().min(1).default("0.0.0.0"),
   DATABASE_URL: z.string().url().optional(),
   DATA_DIR: z.string().min(1).default("./data"),
   QUEUE: z.enum(["memory", "postgres", "redis"]).default("memory"),
@@ -139,7 +139,7 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
   const isIpHashSecretGenerated = e.IP_HASH_SECRET === undefined;
   return {
     port: e.PORT,
-    hostname: e.HOSTNAME,
+    hostname: e.LISTEN_HOST,
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR,
     queue: e.QUEUE,

@@ -202,7 +202,7 @@ async function run(args: Args): Promise<Row[]> {
   const rows: Row[] = [];
   const baseEnv = {
     LOG_LEVEL: "warn",
-    HOSTNAME: "127.0.0.1",
+    LISTEN_HOST: "127.0.0.1",
     IP_HASH_SECRET: "bench-secret-0123456789abcdef",
   };
   const dataDir = await Deno.makeTempDir({ prefix: "ott-bench-" });

@@ -44,7 +44,7 @@ export async function spawnServer(
       String(port),
     ],
     env: {
-      HOSTNAME: "127.0.0.1",
+      LISTEN_HOST: "127.0.0.1",
       IP_HASH_SECRET: "fault-test-secret-0123456789",
       LOG_LEVEL: "info",
       ...env,
