@@ -5,6 +5,7 @@
  */
 import type { TelemetryEvent } from "./event.ts";
 import { type Flag, type Level, type RuleThresholds, windowOf } from "./types.ts";
+import { raisedBy } from "./_flag.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes. */
 export const ACCOUNT_SHARING_RULE_VERSION = 1;
@@ -43,11 +44,7 @@ export function accountSharingRule(
     level,
     entityType: "user",
     entityId: event.userId,
-    eventId: event.eventId,
-    userId: event.userId,
-    region: event.region,
-    isEu: event.isEu,
-    atMs: event.atMs,
+    ...raisedBy(event),
     reason:
       `User "${event.userId}" was seen from ${regionCount} regions and ${facts.ipHashCount} ` +
       `networks within ${Math.round(t.sharingWindowMs / 60_000)} minutes`,

@@ -5,6 +5,7 @@
  */
 import type { TelemetryEvent } from "./event.ts";
 import { type Flag, type RuleThresholds, windowOf } from "./types.ts";
+import { raisedBy } from "./_flag.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes. */
 export const CONTENT_QUALITY_RULE_VERSION = 1;
@@ -42,11 +43,7 @@ export function contentQualityRule(
     level: "HIGH",
     entityType: facts.entityType,
     entityId: facts.entityId,
-    eventId: event.eventId,
-    userId: event.userId,
-    region: event.region,
-    isEu: event.isEu,
-    atMs: event.atMs,
+    ...raisedBy(event),
     reason: `${facts.entityType === "content" ? "Content" : "Device"} "${facts.entityId}" had ` +
       `${facts.errorCount} errors in ${facts.eventCount} events (${percent}%) in one window`,
     evidence: {

@@ -5,6 +5,7 @@
  */
 import type { TelemetryEvent } from "./event.ts";
 import type { Flag } from "./types.ts";
+import { raisedBy } from "./_flag.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes. */
 export const PRIVACY_RULE_VERSION = 1;
@@ -19,11 +20,7 @@ export function privacyRule(event: TelemetryEvent): Flag | null {
     level: "HIGH",
     entityType: "user",
     entityId: event.userId,
-    eventId: event.eventId,
-    userId: event.userId,
-    region: event.region,
-    isEu: event.isEu,
-    atMs: event.atMs,
+    ...raisedBy(event),
     reason: `EU event "${event.eventId}" from region ${event.region} was collected without consent`,
     evidence: {
       rule: "privacy",

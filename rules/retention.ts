@@ -6,6 +6,7 @@
  */
 import type { TelemetryEvent } from "./event.ts";
 import type { Flag } from "./types.ts";
+import { raisedBy } from "./_flag.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes. */
 export const RETENTION_RULE_VERSION = 1;
@@ -32,11 +33,7 @@ export function retentionRule(event: TelemetryEvent, optOut: OptOut | undefined)
     level: "HIGH",
     entityType: "user",
     entityId: event.userId,
-    eventId: event.eventId,
-    userId: event.userId,
-    region: event.region,
-    isEu: event.isEu,
-    atMs: event.atMs,
+    ...raisedBy(event),
     reason: `Event "${event.eventId}" arrived from user "${event.userId}" after ${request}`,
     evidence: {
       rule: "retention",
