@@ -7,7 +7,7 @@
 import type { FlushBatch } from "../db/flush_batch.ts";
 import { contentQualityRule, type RuleThresholds, type TelemetryEvent } from "../rules/mod.ts";
 import { addFlag, advanceCheckpoint, emptyBatch, isEmptyBatch } from "./pending.ts";
-import { RecentIds } from "./recent_ids.ts";
+import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
 
 /** The fields of an event the quality side needs; a smaller message than the whole event. */
@@ -56,11 +56,12 @@ const SAMPLE_IDS = 10;
 export class QualityFamily {
   #o: QualityFamilyOptions;
   #entities = new Map<string, QualityEntity>();
-  #recent = new Map<number, RecentIds>();
+  #recent: RecentIdsByShard;
   #scratch = emptyBatch();
 
   constructor(options: QualityFamilyOptions) {
     this.#o = options;
+    this.#recent = new RecentIdsByShard(options.dedupeIdsPerShard);
   }
 
   /** Number of entities currently held in memory. */
@@ -76,7 +77,7 @@ export class QualityFamily {
     if (through === undefined) return;
     const out = event.position <= through ? this.#scratch : batch;
     advanceCheckpoint(out, this.#o.family, shard, event.position);
-    if (!this.#recentIds(shard).add(event.eventId, event.atMs) || event.isLate) return;
+    if (!this.#recent.add(shard, event.eventId, event.atMs) || event.isLate) return;
     const entity = this.#entity(key, nowMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
@@ -111,7 +112,7 @@ export class QualityFamily {
 
   /** Forgets every entity and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
-    this.#recent.delete(shard);
+    this.#recent.drop(shard);
     for (const key of this.#entities.keys()) {
       if (shardOf(key, this.#o.shardCount) === shard) this.#entities.delete(key);
     }
@@ -127,7 +128,7 @@ export class QualityFamily {
    * duplicate-detection ids older than it.
    */
   prune(horizonMs: number): void {
-    for (const ids of this.#recent.values()) ids.prune(horizonMs);
+    this.#recent.prune(horizonMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     for (const entity of this.#entities.values()) {
       for (const startMs of entity.windows.keys()) {
@@ -149,15 +150,6 @@ export class QualityFamily {
       }
     }
     return evicted;
-  }
-
-  #recentIds(shard: number): RecentIds {
-    let ids = this.#recent.get(shard);
-    if (ids === undefined) {
-      ids = new RecentIds(this.#o.dedupeIdsPerShard);
-      this.#recent.set(shard, ids);
-    }
-    return ids;
   }
 
   #entity(key: string, nowMs: number): QualityEntity {

@@ -40,3 +40,33 @@ export class RecentIds {
     return this.#atMsById.size;
   }
 }
+
+/** One {@link RecentIds} per shard, created on first use, so a released shard's ids can be dropped. */
+export class RecentIdsByShard {
+  #byShard = new Map<number, RecentIds>();
+  #capacityPerShard: number;
+
+  constructor(capacityPerShard: number) {
+    this.#capacityPerShard = capacityPerShard;
+  }
+
+  /** Records the id in the shard's memory; returns false if it was already there (a duplicate). */
+  add(shard: number, eventId: string, atMs: number): boolean {
+    let ids = this.#byShard.get(shard);
+    if (ids === undefined) {
+      ids = new RecentIds(this.#capacityPerShard);
+      this.#byShard.set(shard, ids);
+    }
+    return ids.add(eventId, atMs);
+  }
+
+  /** Forgets ids older than the horizon in every shard. */
+  prune(horizonMs: number): void {
+    for (const ids of this.#byShard.values()) ids.prune(horizonMs);
+  }
+
+  /** Forgets every id of one shard. */
+  drop(shard: number): void {
+    this.#byShard.delete(shard);
+  }
+}

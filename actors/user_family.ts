@@ -24,7 +24,7 @@ import {
   isEmptyBatch,
   zeroCounts,
 } from "./pending.ts";
-import { RecentIds } from "./recent_ids.ts";
+import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
 import { LastSeen } from "./last_seen.ts";
 
@@ -63,13 +63,14 @@ const MAX_DISTINCT_PER_USER = 64;
 export class UserFamily {
   #o: UserFamilyOptions;
   #entities = new Map<string, UserEntity>();
-  #recent = new Map<number, RecentIds>();
+  #recent: RecentIdsByShard;
   /** Opt-outs are kept for every user on record (bounded by requests, not by users). */
   #optOuts = new Map<string, OptOut>();
   #scratch = emptyBatch();
 
   constructor(options: UserFamilyOptions) {
     this.#o = options;
+    this.#recent = new RecentIdsByShard(options.dedupeIdsPerShard);
   }
 
   /** Number of users currently held in memory. */
@@ -92,7 +93,7 @@ export class UserFamily {
     if (through === undefined) return;
     const out = event.position <= through ? this.#scratch : batch;
     advanceCheckpoint(out, "user", shard, event.position);
-    const isFirstSighting = this.#recentIds(shard).add(event.eventId, event.atMs);
+    const isFirstSighting = this.#recent.add(shard, event.eventId, event.atMs);
     if (!isFirstSighting) {
       addCounter(out.counters, "duplicate_events", 1);
       return;
@@ -145,7 +146,7 @@ export class UserFamily {
 
   /** Forgets every user and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
-    this.#recent.delete(shard);
+    this.#recent.drop(shard);
     for (const userId of this.#entities.keys()) {
       if (shardOf(userId, this.#o.shardCount) === shard) this.#entities.delete(userId);
     }
@@ -158,7 +159,7 @@ export class UserFamily {
 
   /** Forgets duplicate-detection ids older than the horizon (event time). */
   prune(horizonMs: number): void {
-    for (const ids of this.#recent.values()) ids.prune(horizonMs);
+    this.#recent.prune(horizonMs);
   }
 
   /**
@@ -184,15 +185,6 @@ export class UserFamily {
       evicted++;
     }
     return evicted;
-  }
-
-  #recentIds(shard: number): RecentIds {
-    let ids = this.#recent.get(shard);
-    if (ids === undefined) {
-      ids = new RecentIds(this.#o.dedupeIdsPerShard);
-      this.#recent.set(shard, ids);
-    }
-    return ids;
   }
 
   #entity(userId: string, nowMs: number): UserEntity {
