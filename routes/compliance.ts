@@ -10,12 +10,13 @@ import { z } from "zod";
 import { getComplianceRegions, getComplianceSummary, listFlags } from "../db/queries.ts";
 import type { Database } from "../db/schema.ts";
 import { RULE_IDS } from "../rules/mod.ts";
+import { REGION_SCHEMA } from "./event_schema.ts";
 
 const LIST_QUERY = z.strictObject({
   rule: z.enum(RULE_IDS as [string, ...string[]]).optional(),
   level: z.string().transform((s) => s.toUpperCase()).pipe(z.enum(["LOW", "MEDIUM", "HIGH"]))
     .optional(),
-  region: z.string().transform((s) => s.toUpperCase()).optional(),
+  region: REGION_SCHEMA.optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   cursor: z.string().regex(/^\d{1,18}$/, "must be a next_cursor value from a previous page")
     .optional(),

@@ -11,9 +11,10 @@ import { z } from "zod";
 import { insertPrivacyRequest } from "../db/queries.ts";
 import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";
+import { ID_SCHEMA } from "./event_schema.ts";
 
 const REQUEST = z.strictObject({
-  user_id: z.string().min(1).max(128),
+  user_id: ID_SCHEMA,
   type: z.enum(["do_not_track", "deletion"]),
 });
 

@@ -123,6 +123,33 @@ Deno.test("[http] ingest validates input and answers with clear 4xx reasons", as
       }
     });
 
+    await t.step(
+      "text PostgreSQL cannot store is refused at the door, not at flush time",
+      async () => {
+        const nul = makeWireEvent({
+          event_id: "nul-1",
+          atMs: t0,
+          extra_metadata: { note: "a\u0000b" },
+        });
+        assert.equal((await h.post("/events", nul)).status, 422);
+        const surrogate = makeWireEvent({ event_id: "bad\ud800id", atMs: t0 });
+        assert.equal((await h.post("/events", surrogate)).status, 422);
+        assert.equal((await h.get("/stats/content/%00")).status, 400);
+        assert.equal((await h.get("/stats/region/%00")).status, 400);
+        assert.equal((await h.get("/compliance/events?region=%00")).status, 400);
+        assert.equal(
+          (await h.post("/privacy/requests", { user_id: "u\u0000", type: "deletion" })).status,
+          422,
+        );
+        // The worker still flushes: a valid event after the bad ones is counted.
+        assert.equal(
+          (await h.post("/events", makeWireEvent({ event_id: "after-nul", atMs: t0 }))).status,
+          202,
+        );
+        await h.flush();
+      },
+    );
+
     await t.step("unknown paths answer 404 in JSON", async () => {
       const res = await h.get("/nope");
       assert.equal(res.status, 404);
