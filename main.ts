@@ -68,14 +68,14 @@ export async function startPipeline(
     const applied = await migrateToLatest(db);
     if (applied.length > 0) logger.info("Applied migrations", { applied });
     const isLogDurable = config.queue === "postgres";
-    if (isLogDurable) await syncLogSequence(db);
-    const [optOuts, firstPosition] = await Promise.all([loadOptOuts(db), nextLogPosition(db)]);
+    // Durable and redis logs number raw events with the sequence; a memory log before them did not.
+    if (config.queue !== "memory") await syncLogSequence(db);
+    const firstPosition = await nextLogPosition(db);
     let cluster: ClusterNode | undefined;
     const region = await Region.start({
       ...config,
       writeBatch: (batch) => writeFlush(db, batch),
       firstPosition,
-      optOuts,
       isLogDurable,
       workerUrl: options.workerUrl,
       cluster: config.queue === "redis"
@@ -85,6 +85,7 @@ export async function startPipeline(
         acquire: (keys) => acquireShards(db, keys),
         readLog: (after, through, limit) => readLog(db, after, through, limit),
         lastPosition: () => lastLogPosition(db),
+        loadOptOuts: () => loadOptOuts(db),
       },
       logger,
     });

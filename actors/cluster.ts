@@ -75,6 +75,8 @@ export class ClusterNode {
   #isStopped = false;
   #ticks = 0;
   #members: string[] = [];
+  /** Source of cursor generations; never reused, so a read issued before any reset is recognised. */
+  #nextGeneration = 1;
 
   constructor(options: ClusterOptions) {
     this.#o = options;
@@ -98,7 +100,9 @@ export class ClusterNode {
         this.#o.logger.error("Cluster round failed", { error: describe(error) })
       );
     }, this.#o.heartbeatMs);
-    this.#reading = this.#readLoop();
+    this.#reading = this.#readLoop().catch((error) =>
+      this.#o.logger.error("Stream reader stopped", { error: describe(error) })
+    );
   }
 
   /**
@@ -221,7 +225,7 @@ export class ClusterNode {
     for (const [userId, optOut] of optOuts) this.#o.region.recordOptOut(userId, optOut);
     this.#o.region.adoptShards(leases);
     for (const [key, lease] of leases) {
-      const generation = (this.#cursors.get(key)?.generation ?? 0) + 1;
+      const generation = this.#nextGeneration++;
       this.#cursors.set(key, { lastId: streamIdOfPosition(lease.position), generation });
     }
     this.#o.logger.info(`Adopted ${keys.length} shards`, { node: this.#o.nodeId });
@@ -289,18 +293,26 @@ export class ClusterNode {
       duplicates = [];
     };
     for (const [id, fields] of entries) {
-      const position = positionOfStreamId(id);
-      const [field, value] = fields;
-      if (field === "e") {
-        const incoming = JSON.parse(value) as IncomingEvent & { isLate: boolean };
-        events.push({ ...incoming, position });
-      } else if (field === "d") {
-        duplicates.push({ userId: (JSON.parse(value) as IncomingEvent).userId, position });
-      } else if (field === "o") {
-        // Events before the request must reach the worker first: it flags only what follows.
-        flush();
-        const { userId, optOut } = JSON.parse(value) as { userId: string; optOut: OptOut };
-        this.#o.region.recordOptOut(userId, optOut);
+      try {
+        const position = positionOfStreamId(id);
+        const [field, value] = fields;
+        if (field === "e") {
+          const incoming = JSON.parse(value) as IncomingEvent & { isLate: boolean };
+          events.push({ ...incoming, position });
+        } else if (field === "d") {
+          duplicates.push({ userId: (JSON.parse(value) as IncomingEvent).userId, position });
+        } else if (field === "o") {
+          // Events before the request must reach the worker first: it flags only what follows.
+          flush();
+          const { userId, optOut } = JSON.parse(value) as { userId: string; optOut: OptOut };
+          this.#o.region.recordOptOut(userId, optOut);
+        }
+      } catch (error) {
+        // One unreadable entry must not stop the shard (or crash every node that takes it over):
+        // it is skipped, and said so.
+        this.#o.logger.error(`Skipped unreadable entry "${id}" of stream "${key}"`, {
+          error: describe(error),
+        });
       }
     }
     flush();

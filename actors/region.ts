@@ -31,6 +31,8 @@ export interface ShardStore {
   readLog(after: number, through: number, limit: number): Promise<TelemetryEvent[]>;
   /** Highest position in the log. */
   lastPosition(): Promise<number>;
+  /** Privacy requests on record, read again whenever workers (re)start. */
+  loadOptOuts(): Promise<Array<[string, OptOut]>>;
 }
 
 /** Settings of the region. */
@@ -52,8 +54,6 @@ export interface RegionOptions {
   writeBatch: (batch: FlushBatch) => Promise<void>;
   /** First log position to hand out when the region positions events itself (memory log). */
   firstPosition: number;
-  /** Opt-outs on record, dealt to the workers owning each user. */
-  optOuts: Array<[string, OptOut]>;
   shardStore: ShardStore;
   /** Durable log: raw events are already stored, and workers are rebuilt from the log. */
   isLogDurable: boolean;
@@ -86,6 +86,8 @@ interface WorkerSlot {
   flushRequests: Set<number>;
   /** Shards (`family:shard`) adopted by this worker under cluster ownership. */
   ownedKeys: Set<string>;
+  /** Release requests this worker has not answered yet. */
+  releaseRequests: Set<number>;
   onReady: () => void;
   onStopped: () => void;
 }
@@ -304,7 +306,10 @@ export class Region {
     const leases = this.#o.cluster === undefined
       ? await this.#o.shardStore.acquire(keys)
       : new Map<string, ShardLease>();
-    await Promise.all(indexes.map((index) => this.#spawn(index, leases)));
+    // Read again on every (re)start: requests recorded since, including DNT events a dead worker
+    // had flushed, must reach the new worker.
+    const optOuts = await this.#o.shardStore.loadOptOuts();
+    await Promise.all(indexes.map((index) => this.#spawn(index, leases, optOuts)));
     if (this.#o.isLogDurable) await this.#replay(indexes, leases, through);
     for (const index of indexes) this.#slots[index].isRecovering = false;
     this.#postAll();
@@ -347,7 +352,11 @@ export class Region {
     }
   }
 
-  #spawn(index: number, leases: Map<string, ShardLease>): Promise<void> {
+  #spawn(
+    index: number,
+    leases: Map<string, ShardLease>,
+    optOuts: Array<[string, OptOut]>,
+  ): Promise<void> {
     const url = this.#o.workerUrl ?? new URL("./shard_worker.ts", import.meta.url);
     const worker = new Worker(url, { type: "module" });
     let onReady!: () => void;
@@ -369,6 +378,7 @@ export class Region {
       isRecovering: true,
       flushRequests: new Set(),
       ownedKeys: new Set(),
+      releaseRequests: new Set(),
       onReady,
       onStopped: () => {},
     };
@@ -393,7 +403,7 @@ export class Region {
       isLogDurable: this.#o.isLogDurable,
       hasStreamPositions: this.#o.cluster !== undefined,
       shards: [...leases.entries()].filter(([key]) => isOwned(key)),
-      optOuts: this.#o.optOuts.filter(([userId]) => this.#workerOf(userId) === index),
+      optOuts: optOuts.filter(([userId]) => this.#workerOf(userId) === index),
     };
     worker.postMessage({ type: "init", init } satisfies ToWorker);
     return ready;
@@ -422,6 +432,7 @@ export class Region {
         slot.onStopped();
         return;
       case "released":
+        slot.releaseRequests.delete(message.requestId);
         this.#releaseWaiters.get(message.requestId)?.(message.error);
         this.#releaseWaiters.delete(message.requestId);
         return;
@@ -466,6 +477,7 @@ export class Region {
       const requestId = this.#nextRequestId++;
       return new Promise<string | null>((resolve) => {
         this.#releaseWaiters.set(requestId, resolve);
+        slot.releaseRequests.add(requestId);
         slot.worker.postMessage(
           { type: "release", requestId, keys: workerKeys } satisfies ToWorker,
         );
@@ -533,6 +545,12 @@ export class Region {
     for (const requestId of slot.flushRequests) {
       this.#settleFlush(slot, requestId, `worker ${slot.index} died: ${reason}`);
     }
+    // A release that never gets its answer would stall the cluster's ownership rounds.
+    for (const requestId of slot.releaseRequests) {
+      this.#releaseWaiters.get(requestId)?.(`worker ${slot.index} died: ${reason}`);
+      this.#releaseWaiters.delete(requestId);
+    }
+    slot.releaseRequests.clear();
     if (this.#isDraining) return;
     this.#restartedWorkers++;
     // Live events dispatched from now on wait in the buffers until the replay is done. With a

@@ -40,6 +40,9 @@ export async function openDatabase(options: OpenOptions): Promise<OpenDatabase> 
       max: options.poolSize ?? 4,
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
+      // A black-holed connection must fail (and be retried) rather than hang flushes and drains.
+      query_timeout: 30_000,
+      keepAlive: true,
     });
     // A connection's error (server restart, network cut) must not crash the thread: pg emits it as an
     // 'error' event, which is fatal without a listener, both on idle clients (the pool's "error") and

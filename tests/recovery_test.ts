@@ -28,6 +28,8 @@ Deno.test("[recovery] a worker that dies is restarted and its shards replayed fr
           atMs: t0 + from + i,
         }));
     await h.send(wave(0, 300));
+    const optOut = await h.post("/privacy/requests", { user_id: "viewer0", type: "deletion" });
+    assert.equal(optOut.status, 201);
     await h.flush();
     // Unflushed events in the dying worker's memory must come back from the log.
     await h.send(wave(300, 300));
@@ -35,12 +37,20 @@ Deno.test("[recovery] a worker that dies is restarted and its shards replayed fr
     await until("the worker restart", () => h.pipeline.region.health().restartedWorkers === 1);
     await until("recovery", () => h.pipeline.region.health().workers.every((w) => !w.isRecovering));
     await h.send(wave(601, 100));
+    await h.send([
+      makeWireEvent({ event_id: "after-restart", user_id: "viewer0", atMs: t0 + 900 }),
+    ]);
     await h.flush();
+    // The restarted worker still knows the privacy request made before the crash.
+    const flagged = await h.json<{ items: Array<{ event_id: string }> }>(
+      "/compliance/events?rule=retention&limit=500",
+    );
+    assert.ok(flagged.items.some((f) => f.event_id === "after-restart"));
     const summary = await h.json("/stats/summary");
-    assert.equal(summary.total_events, 701);
+    assert.equal(summary.total_events, 702);
     const titles = await h.pipeline.db.selectFrom("content_stats")
       .select((eb) => eb.fn.sum("events").as("events")).executeTakeFirst();
-    assert.equal(Number(titles?.events), 701);
+    assert.equal(Number(titles?.events), 702);
   } finally {
     await h.pipeline.stop();
     Deno.env.delete("CRASH_MARKER");
