@@ -40,7 +40,11 @@ export interface Pipeline {
   db: Kysely<Database>;
   /** Lets wall-clock time in: workers prune, passivate and flush when due. */
   tick(nowMs?: number): void;
-  /** Stops intake, flushes everything, stops workers and closes the database. */
+  /** Stops intake (503), flushes everything and stops the workers; reads keep working. */
+  drain(): Promise<void>;
+  /** Closes the database and Redis connections (after {@link Pipeline.drain}). */
+  close(): Promise<void>;
+  /** `drain()` then `close()`. */
   stop(): Promise<void>;
 }
 
@@ -127,28 +131,40 @@ export async function startPipeline(
         },
       }),
     });
-    let isStopped = false;
+    let draining: Promise<void> | null = null;
+    let closing: Promise<void> | null = null;
+    const drain = () =>
+      draining ??= (async () => {
+        if (log instanceof PostgresLog) await log.close();
+        const drainRegion = async () => {
+          const errors = await region.drain();
+          if (errors.length > 0) {
+            logger.error(
+              log.kind === "memory"
+                ? "Drain could not flush everything; unflushed events are lost"
+                : "Drain could not flush everything; the log keeps the events for the next start",
+              { errors },
+            );
+          }
+        };
+        if (clusterNode === undefined) await drainRegion();
+        else await clusterNode.stop(drainRegion);
+      })();
+    const close = () =>
+      closing ??= (async () => {
+        await drain();
+        for (const connection of redisConnections) connection.disconnect();
+        await db.destroy();
+      })();
     return {
       app,
       region,
       log,
       db,
       tick: (nowMs = Date.now()) => region.tick(nowMs),
-      stop: async () => {
-        if (isStopped) return;
-        isStopped = true;
-        if (log instanceof PostgresLog) await log.idle();
-        const drain = async () => {
-          const errors = await region.drain();
-          if (errors.length > 0) {
-            logger.error("Drain could not flush everything; unflushed events are lost", { errors });
-          }
-        };
-        if (clusterNode === undefined) await drain();
-        else await clusterNode.stop(drain);
-        for (const connection of redisConnections) connection.disconnect();
-        await db.destroy();
-      },
+      drain,
+      close,
+      stop: close,
     };
   } catch (error) {
     await db.destroy();
@@ -240,8 +256,10 @@ async function serve(): Promise<void> {
     isShuttingDown = true;
     logger.info(`Received ${signal}: draining (new events get 503), flushing, then exiting`);
     clearInterval(ticker);
-    await pipeline.stop();
+    await pipeline.drain();
+    // Stop listening before the database closes, so late reads are not answered with 500.
     await server.shutdown();
+    await pipeline.close();
     logger.info("Stopped cleanly");
     Deno.exit(0);
   };

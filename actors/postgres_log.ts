@@ -37,6 +37,7 @@ export class PostgresLog implements EventLog {
   #queuedEvents = 0;
   #writer: Promise<void> | null = null;
   #isFailing = false;
+  #isClosed = false;
   #lastFailureLogMs = 0;
 
   constructor(region: Region, options: PostgresLogOptions) {
@@ -45,6 +46,7 @@ export class PostgresLog implements EventLog {
   }
 
   refusal(): Refusal | null {
+    if (this.#isClosed) return "draining";
     const refusal = this.#region.refusal();
     if (refusal !== null) return refusal;
     if (this.#queuedEvents >= this.#o.maxQueuedEvents) return this.#isFailing ? "degraded" : "busy";
@@ -52,6 +54,9 @@ export class PostgresLog implements EventLog {
   }
 
   append(events: IncomingEvent[]): Promise<void> {
+    if (this.#isClosed) {
+      return Promise.reject(new AppendError("Cannot accept events: the server is shutting down"));
+    }
     return new Promise((resolve, reject) => {
       this.#queue.push({ events, resolve, reject });
       this.#queuedEvents += events.length;
@@ -59,8 +64,9 @@ export class PostgresLog implements EventLog {
     });
   }
 
-  /** Resolves once everything appended so far is committed or failed. */
-  async idle(): Promise<void> {
+  /** Refuses new appends and resolves once everything appended before is committed or failed. */
+  async close(): Promise<void> {
+    this.#isClosed = true;
     while (this.#writer !== null) await this.#writer;
   }
 
