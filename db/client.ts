@@ -4,10 +4,12 @@
  *
  * @module
  */
-import { Kysely, PostgresDialect } from "kysely";
+import type { PGlite } from "@electric-sql/pglite";
+import { Kysely, type KyselyConfig, PostgresDialect } from "kysely";
 // @ts-types="@types/pg"
 import pg from "pg";
 import type { Database } from "./schema.ts";
+import { lockDataDir } from "./data_dir_lock.ts";
 import { PGliteDialect } from "./pglite_dialect.ts";
 
 /** Which engine is behind a {@link Kysely} instance. */
@@ -32,14 +34,26 @@ export interface OpenOptions {
   onIdleError?: (error: Error) => void;
 }
 
-/** Opens PostgreSQL (URL given) or PGlite (no URL). PGlite must have exactly one owner thread. */
+/**
+ * Opens PostgreSQL (URL given) or PGlite (no URL). PGlite must have exactly one owner thread, so a
+ * directory's PGlite is only opened under its exclusive lock (see `data_dir_lock.ts`); a second
+ * opener gets a `DataDirInUseError` at once, and `db.destroy()` releases the lock.
+ */
 export async function openDatabase(options: OpenOptions): Promise<OpenDatabase> {
   if (options.databaseUrl !== undefined) {
     const pool = new pg.Pool({
       connectionString: options.databaseUrl,
       max: options.poolSize ?? 4,
-      connectionTimeoutMillis: 5_000,
-      idleTimeoutMillis: 30_000,
+      // Connections are opened once and kept: a pool this small (2-4 per thread) gains nothing from
+      // closing idle ones, and every reconnect is a handshake that must run on the thread's event
+      // loop. On a CPU-saturated worker that handshake once missed a 5 s deadline and failed a flush
+      // ("Connection terminated due to connection timeout"). So: no idle reaping (0 = keep forever,
+      // which also makes pg-pool's `min` moot), and 30 s to connect when a new connection is needed
+      // (first use, or after the server dropped one). Dead connections are still detected: pg
+      // removes a client on its 'error', TCP keepalive finds silent peers, query_timeout bounds a
+      // black-holed query.
+      connectionTimeoutMillis: 30_000,
+      idleTimeoutMillis: 0,
       // A black-holed connection must fail (and be retried) rather than hang flushes and drains.
       query_timeout: 30_000,
       keepAlive: true,
@@ -53,15 +67,54 @@ export async function openDatabase(options: OpenOptions): Promise<OpenDatabase> 
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, kind: "postgres", location: redactUrl(options.databaseUrl) };
   }
-  const { PGlite } = await import("@electric-sql/pglite");
-  if (!options.dataDir.startsWith("memory://")) {
-    await Deno.mkdir(options.dataDir, { recursive: true });
+  if (options.dataDir.startsWith("memory://")) {
+    const { PGlite } = await import("@electric-sql/pglite");
+    const pglite = await PGlite.create();
+    const db = new PGliteKysely({ dialect: new PGliteDialect(pglite) }, async () => {
+      if (!pglite.closed) await pglite.close();
+    });
+    return { db, kind: "pglite", location: options.dataDir };
   }
-  const pglite = await PGlite.create(
-    options.dataDir.startsWith("memory://") ? undefined : `${options.dataDir}/pglite`,
-  );
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  // The lock comes first: PGlite must not touch the files while another process owns them.
+  const lock = await lockDataDir(options.dataDir);
+  let pglite: PGlite;
+  try {
+    const { PGlite } = await import("@electric-sql/pglite");
+    pglite = await PGlite.create(`${options.dataDir}/pglite`);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+  const db = new PGliteKysely({ dialect: new PGliteDialect(pglite) }, async () => {
+    try {
+      if (!pglite.closed) await pglite.close();
+    } finally {
+      // Only after PGlite has closed (or failed to: this owner is done with the files either way).
+      lock.release();
+    }
+  });
   return { db, kind: "pglite", location: options.dataDir };
+}
+
+/**
+ * Kysely over PGlite whose `destroy()` always closes PGlite and releases the directory lock. Kysely
+ * skips the driver's destroy when no query ever ran, which would leave both held.
+ */
+class PGliteKysely extends Kysely<Database> {
+  #onDestroy: () => Promise<void>;
+
+  constructor(config: KyselyConfig, onDestroy: () => Promise<void>) {
+    super(config);
+    this.#onDestroy = onDestroy;
+  }
+
+  override async destroy(): Promise<void> {
+    try {
+      await super.destroy();
+    } finally {
+      await this.#onDestroy();
+    }
+  }
 }
 
 /** Removes the password from a connection URL so it can be logged. */
