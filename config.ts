@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { canonicalRegion, DEFAULT_GDPR_REGIONS } from "./routes/gdpr_regions.ts";
 import type { RuleThresholds } from "./rules/types.ts";
 
 /** The queue backend that carries accepted events to the actors. */
@@ -44,12 +45,20 @@ export interface Config {
   isIpHashSecretGenerated: boolean;
   allowedLatenessMs: number;
   maxFutureSkewMs: number;
+  /** Events older than now minus this are refused at ingest: too old to be counted. */
+  maxEventAgeMs: number;
   maxIdleMs: number;
   /** Upper bound of remembered event ids per family, for duplicate detection. */
   dedupeMaxIds: number;
   maxSegmentMs: number;
   maxBodyBytes: number;
+  /** How long a request body may take to arrive before the server answers 408. */
+  bodyReadTimeoutMs: number;
   maxBatchEvents: number;
+  /** Refuse (422) unknown top-level event fields instead of dropping them and naming them in the 202. */
+  isStrictSchema: boolean;
+  /** Countries (ISO 3166-1 alpha-2) where GDPR-like rules apply; region `EU` always does. */
+  gdprRegions: string[];
   thresholds: RuleThresholds;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -59,6 +68,15 @@ const ratio = z.coerce.number().min(0).max(1);
 const list = z.string().transform((s) =>
   s.split(",").map((t) => t.trim()).filter((t) => t.length > 0)
 );
+const boolean = z.enum(["true", "false"], { message: 'must be "true" or "false"' });
+const countries = list.pipe(
+  z.array(
+    z.string().transform((s) => canonicalRegion(s.toUpperCase())).pipe(
+      z.string().regex(/^[A-Z]{2}$/, "must be ISO 3166-1 alpha-2 country codes such as DE"),
+    ),
+  ),
+);
+const DAY_MS = 86_400_000;
 
 /** Schema of the environment variables the server reads, with their defaults. */
 export const ENV_SCHEMA = z.object({
@@ -66,7 +84,7 @@ export const ENV_SCHEMA = z.object({
   LISTEN_HOST: z.string().min(1).default("0.0.0.0"),
   DATABASE_URL: z.string().url().optional(),
   DATA_DIR: z.string().min(1).default("./data"),
-  QUEUE: z.enum(["memory", "postgres", "redis"]).default("memory"),
+  QUEUE: z.enum(["memory", "postgres", "redis"]).default("postgres"),
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   REDIS_KEY_PREFIX: z.string().max(64).default("ott:"),
   NODE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, _ . -")
@@ -83,13 +101,17 @@ export const ENV_SCHEMA = z.object({
   INGEST_TOKENS: list.default([]),
   READ_TOKENS: list.default([]),
   IP_HASH_SECRET: z.string().min(16, "IP_HASH_SECRET must be at least 16 characters").optional(),
-  ALLOWED_LATENESS_MS: intFrom(0, 86_400_000).default(600_000),
+  ALLOWED_LATENESS_MS: intFrom(0, 7 * DAY_MS).default(7_200_000),
   MAX_FUTURE_SKEW_MS: intFrom(0, 86_400_000).default(300_000),
+  MAX_EVENT_AGE_MS: intFrom(60_000, 366 * DAY_MS).default(7 * DAY_MS),
   MAX_IDLE_MS: intFrom(1000, 86_400_000).default(300_000),
   DEDUPE_MAX_IDS: intFrom(1000, 100_000_000).default(1_000_000),
   MAX_SEGMENT_MS: intFrom(1000, 86_400_000).default(14_400_000),
   MAX_BODY_BYTES: intFrom(1024, 16_777_216).default(1_048_576),
+  BODY_READ_TIMEOUT_MS: intFrom(100, 600_000).default(30_000),
   MAX_BATCH_EVENTS: intFrom(1, 10_000).default(500),
+  STRICT_SCHEMA: boolean.default("false"),
+  GDPR_REGIONS: countries.default([...DEFAULT_GDPR_REGIONS]),
   SHARING_WINDOW_MS: intFrom(60_000, 7 * 86_400_000).default(3_600_000),
   SHARING_MAX_REGIONS: intFrom(1, 1000).default(2),
   SHARING_HIGH_REGIONS: intFrom(1, 1000).default(4),
@@ -136,6 +158,12 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
       "Cannot start: invalid configuration: SHARING_HIGH_* must be at least SHARING_MAX_*",
     );
   }
+  if (e.MAX_EVENT_AGE_MS < e.ALLOWED_LATENESS_MS) {
+    throw new Error(
+      "Cannot start: invalid configuration: MAX_EVENT_AGE_MS must be at least ALLOWED_LATENESS_MS " +
+        "(older events are refused before they could be counted as late)",
+    );
+  }
   const isIpHashSecretGenerated = e.IP_HASH_SECRET === undefined;
   return {
     port: e.PORT,
@@ -163,11 +191,15 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     isIpHashSecretGenerated,
     allowedLatenessMs: e.ALLOWED_LATENESS_MS,
     maxFutureSkewMs: e.MAX_FUTURE_SKEW_MS,
+    maxEventAgeMs: e.MAX_EVENT_AGE_MS,
     maxIdleMs: e.MAX_IDLE_MS,
     dedupeMaxIds: e.DEDUPE_MAX_IDS,
     maxSegmentMs: e.MAX_SEGMENT_MS,
     maxBodyBytes: e.MAX_BODY_BYTES,
+    bodyReadTimeoutMs: e.BODY_READ_TIMEOUT_MS,
     maxBatchEvents: e.MAX_BATCH_EVENTS,
+    isStrictSchema: e.STRICT_SCHEMA === "true",
+    gdprRegions: e.GDPR_REGIONS,
     thresholds: {
       sharingWindowMs: e.SHARING_WINDOW_MS,
       sharingMaxRegions: e.SHARING_MAX_REGIONS,

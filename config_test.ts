@@ -10,11 +10,22 @@ Deno.test("parseConfig() applies the documented defaults", () => {
   assert.equal(config.shards, 64);
   assert.equal(config.flushIntervalMs, 1000);
   assert.equal(config.workers, 6);
-  assert.equal(config.queue, "memory");
+  assert.equal(config.queue, "postgres");
   assert.equal(config.databaseUrl, undefined);
   assert.deepEqual(config.ingestTokens, []);
   assert.deepEqual(config.readTokens, []);
   assert.equal(config.maxSegmentMs, 14_400_000);
+  assert.equal(config.allowedLatenessMs, 7_200_000);
+  assert.equal(config.maxEventAgeMs, 604_800_000);
+  assert.equal(config.bodyReadTimeoutMs, 30_000);
+  assert.equal(config.isStrictSchema, false);
+  assert.equal(config.gdprRegions.length, 31);
+  for (const country of ["DE", "FR", "IE", "IS", "LI", "NO", "GB"]) {
+    assert.ok(config.gdprRegions.includes(country), country);
+  }
+  for (const country of ["US", "CH", "CA"]) {
+    assert.ok(!config.gdprRegions.includes(country), country);
+  }
   assert.deepEqual(config.thresholds, {
     sharingWindowMs: 3_600_000,
     sharingMaxRegions: 2,
@@ -128,4 +139,48 @@ Deno.test({
     }
     assert.equal(port, 8000);
   },
+});
+
+Deno.test("parseConfig() keeps QUEUE=memory when asked, though postgres is the default", () => {
+  assert.equal(parseConfig({ QUEUE: "memory" }, 2).queue, "memory");
+  assert.throws(() => parseConfig({ QUEUE: "kafka" }, 2), /QUEUE/);
+});
+
+Deno.test("parseConfig() reads STRICT_SCHEMA as true or false only", () => {
+  assert.equal(parseConfig({ STRICT_SCHEMA: "true" }, 2).isStrictSchema, true);
+  assert.equal(parseConfig({ STRICT_SCHEMA: "false" }, 2).isStrictSchema, false);
+  assert.throws(() => parseConfig({ STRICT_SCHEMA: "yes" }, 2), /STRICT_SCHEMA/);
+});
+
+Deno.test("parseConfig() reads GDPR_REGIONS as upper-cased country codes, UK as GB", () => {
+  assert.deepEqual(parseConfig({ GDPR_REGIONS: "de, fr ,uk,,CH" }, 2).gdprRegions, [
+    "DE",
+    "FR",
+    "GB",
+    "CH",
+  ]);
+  assert.throws(() => parseConfig({ GDPR_REGIONS: "DE,Germany" }, 2), /GDPR_REGIONS/);
+  assert.throws(() => parseConfig({ GDPR_REGIONS: "DE-BY" }, 2), /GDPR_REGIONS/);
+});
+
+Deno.test("parseConfig() bounds the lateness, event age and body read time", () => {
+  const week = 604_800_000;
+  assert.equal(parseConfig({ ALLOWED_LATENESS_MS: String(week) }, 2).allowedLatenessMs, week);
+  assert.throws(
+    () => parseConfig({ ALLOWED_LATENESS_MS: String(week + 1) }, 2),
+    /ALLOWED_LATENESS/,
+  );
+  assert.equal(parseConfig({ MAX_EVENT_AGE_MS: "86400000" }, 2).maxEventAgeMs, 86_400_000);
+  assert.throws(() => parseConfig({ MAX_EVENT_AGE_MS: "0" }, 2), /MAX_EVENT_AGE_MS/);
+  assert.equal(parseConfig({ BODY_READ_TIMEOUT_MS: "5000" }, 2).bodyReadTimeoutMs, 5_000);
+  assert.throws(() => parseConfig({ BODY_READ_TIMEOUT_MS: "0" }, 2), /BODY_READ_TIMEOUT_MS/);
+});
+
+Deno.test("parseConfig() rejects MAX_EVENT_AGE_MS below ALLOWED_LATENESS_MS", () => {
+  assert.throws(
+    () => parseConfig({ MAX_EVENT_AGE_MS: "3600000" }, 2),
+    /MAX_EVENT_AGE_MS must be at least ALLOWED_LATENESS_MS/,
+  );
+  const equal = parseConfig({ MAX_EVENT_AGE_MS: "3600000", ALLOWED_LATENESS_MS: "3600000" }, 2);
+  assert.equal(equal.maxEventAgeMs, 3_600_000);
 });

@@ -116,8 +116,12 @@ export async function startPipeline(
       anonymizer: new IpAnonymizer(config.ipHashSecret),
       auth: config,
       maxBodyBytes: config.maxBodyBytes,
+      bodyReadTimeoutMs: config.bodyReadTimeoutMs,
       maxBatchEvents: config.maxBatchEvents,
       maxFutureSkewMs: config.maxFutureSkewMs,
+      maxEventAgeMs: config.maxEventAgeMs,
+      gdprRegions: config.gdprRegions,
+      isStrictSchema: config.isStrictSchema,
       logger,
       recordOptOut: log instanceof RedisLog
         ? (userId, optOut) => log.recordOptOut(userId, optOut)

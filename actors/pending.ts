@@ -3,7 +3,8 @@
  *
  * @module
  */
-import type { CountDelta, FlushBatch } from "../db/flush_batch.ts";
+import { type CountDelta, type FlushBatch, hourOf, KEY_SEP } from "../db/flush_batch.ts";
+import { mergeSketch, type SparseSketch } from "../db/hll.ts";
 import { type Flag, LEVEL_RANK, mergeFlag } from "../rules/mod.ts";
 
 /** A batch with nothing in it. */
@@ -11,12 +12,12 @@ export function emptyBatch(): FlushBatch {
   return {
     rawEvents: [],
     counters: new Map(),
-    contents: new Map(),
-    contentRegions: new Map(),
-    regions: new Map(),
-    regionErrorCodes: new Map(),
-    regionPlatforms: new Map(),
+    facts: new Map(),
+    types: new Map(),
+    errorCodes: new Map(),
     devices: new Map(),
+    viewers: new Map(),
+    flaggedEvents: new Map(),
     flags: new Map(),
     risks: new Map(),
     optOuts: [],
@@ -27,8 +28,8 @@ export function emptyBatch(): FlushBatch {
 
 /** True when flushing the batch would write nothing. */
 export function isEmptyBatch(b: FlushBatch): boolean {
-  return b.rawEvents.length === 0 && b.counters.size === 0 && b.flags.size === 0 &&
-    b.checkpoints.size === 0 && b.optOuts.length === 0 && b.devices.size === 0;
+  return b.rawEvents.length === 0 && b.counters.size === 0 && b.types.size === 0 &&
+    b.flags.size === 0 && b.checkpoints.size === 0 && b.optOuts.length === 0;
 }
 
 /** Adds `n` to a named counter. */
@@ -59,8 +60,13 @@ export function zeroCounts(): CountDelta {
   return { events: 0, plays: 0, errors: 0, watchTimeMs: 0 };
 }
 
-/** Records a flag and the risk level it implies for its entity. */
+/** Records a flag, its flagged events in their hour, and the risk level it implies for its entity. */
 export function addFlag(b: FlushBatch, flag: Flag): void {
+  addCounter(
+    b.flaggedEvents,
+    hourOf(flag.atMs) + KEY_SEP + flag.rule + KEY_SEP + flag.region,
+    flag.flaggedEventCount,
+  );
   const existing = b.flags.get(flag.flagKey);
   b.flags.set(flag.flagKey, existing === undefined ? flag : mergeFlag(existing, flag));
   const riskKey = `${flag.entityType}:${flag.entityId}`;
@@ -87,18 +93,28 @@ export function advanceCheckpoint(b: FlushBatch, family: string, shard: number, 
 /**
  * Folds the newer batch `from` into the older batch `into` (used to put back a batch whose flush
  * failed, so nothing is lost and nothing is counted twice: the failed transaction wrote nothing).
+ * Arrays are appended one element at a time: spreading a large array into `push` overflows the stack.
  */
 export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
-  into.rawEvents.push(...from.rawEvents);
+  for (const row of from.rawEvents) into.rawEvents.push(row);
   for (const [k, n] of from.counters) addCounter(into.counters, k, n);
-  for (const [k, d] of from.contents) addCounts(into.contents, k, d, zeroCounts);
-  for (const [k, d] of from.contentRegions) addCounts(into.contentRegions, k, d, zeroCounts);
-  for (const [k, d] of from.regions) {
-    addCounts(into.regions, k, d, () => ({ ...zeroCounts(), isEu: d.isEu }));
+  for (const [k, d] of from.facts) addCounts(into.facts, k, d, zeroCounts);
+  for (const [k, d] of from.types) {
+    const row = into.types.get(k);
+    if (row === undefined) into.types.set(k, { ...d });
+    else {
+      row.events += d.events;
+      row.lateEvents += d.lateEvents;
+    }
   }
-  for (const [k, n] of from.regionErrorCodes) addCounter(into.regionErrorCodes, k, n);
-  for (const [k, n] of from.regionPlatforms) addCounter(into.regionPlatforms, k, n);
+  for (const [k, n] of from.errorCodes) addCounter(into.errorCodes, k, n);
   for (const [k, d] of from.devices) addCounts(into.devices, k, d, zeroCounts);
+  for (const [k, sketch] of from.viewers) {
+    let target = into.viewers.get(k);
+    if (target === undefined) into.viewers.set(k, target = new Map() as SparseSketch);
+    mergeSketch(target, sketch);
+  }
+  for (const [k, n] of from.flaggedEvents) addCounter(into.flaggedEvents, k, n);
   for (const flag of from.flags.values()) {
     const existing = into.flags.get(flag.flagKey);
     into.flags.set(flag.flagKey, existing === undefined ? flag : mergeFlag(existing, flag));
@@ -111,7 +127,7 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
       if (LEVEL_RANK[r.level] > LEVEL_RANK[risk.level]) risk.level = r.level;
     }
   }
-  into.optOuts.push(...from.optOuts);
+  for (const optOut of from.optOuts) into.optOuts.push(optOut);
   for (const [k, p] of from.checkpoints) {
     if ((into.checkpoints.get(k) ?? -1) < p) into.checkpoints.set(k, p);
   }

@@ -57,6 +57,11 @@ export type ToWorker =
     device: QualityEvent[];
     /** Retries the log recognised (redis log): counted as duplicates, in log order. */
     duplicates?: DuplicateMark[];
+    /**
+     * Single-node logs: every event at or below this position that belongs to this worker's shards
+     * is in this message or an earlier one, so shards that saw none may checkpoint it too.
+     */
+    throughPosition?: number;
   }
   | { type: "tick"; nowMs: number; watermarkMs: number }
   | { type: "adopt"; shards: Array<[string, ShardLease]> }

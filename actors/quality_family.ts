@@ -5,7 +5,12 @@
  * @module
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
-import { contentQualityRule, type RuleThresholds, type TelemetryEvent } from "../rules/mod.ts";
+import {
+  contentQualityRule,
+  isPlaybackType,
+  type RuleThresholds,
+  type TelemetryEvent,
+} from "../rules/mod.ts";
 import { addFlag, advanceCheckpoint, emptyBatch, isEmptyBatch } from "./pending.ts";
 import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
@@ -78,6 +83,8 @@ export class QualityFamily {
     const out = event.position <= through ? this.#scratch : batch;
     advanceCheckpoint(out, this.#o.family, shard, event.position);
     if (!this.#recent.add(shard, event.eventId, event.atMs) || event.isLate) return;
+    // Only playback events say anything about a title's or a TV's playback quality.
+    if (!isPlaybackType(event.type)) return;
     const entity = this.#entity(key, nowMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;

@@ -194,3 +194,33 @@ Deno.test("QualityFamily.passivate() forgets an evicted entity's window counts",
   assert.equal(batch.flags.size, 0);
   assert.equal(contents.entityCount, 1);
 });
+
+Deno.test("QualityFamily.apply() leaves non-playback events such as LOGIN out of the window", () => {
+  const contents = family();
+  const batch = emptyBatch();
+  for (let i = 0; i < 3; i++) contents.apply(error({ atMs: T0 + i }), NOW, batch);
+  for (let i = 0; i < 5; i++) {
+    contents.apply(play({ type: "LOGIN", atMs: T0 + 10 + i }), NOW, batch);
+  }
+  assert.equal(batch.flags.size, 0, "3 playback events are below the minimum of 4");
+  contents.apply(error({ atMs: T0 + 20 }), NOW, batch);
+  assert.deepEqual(onlyFlag(batch).evidence.observed, {
+    events: 4,
+    errors: 4,
+    error_rate: 1,
+    errors_by_code: { DRM_LICENSE_FAILED: 4 },
+  });
+});
+
+Deno.test("QualityFamily.apply() does not count a PLAY that carries an error code as an error", () => {
+  const contents = family();
+  const batch = emptyBatch();
+  contents.apply(error({ atMs: T0 }), NOW, batch);
+  contents.apply(error({ atMs: T0 + 1 }), NOW, batch);
+  for (let i = 0; i < 2; i++) {
+    contents.apply(play({ errorCode: "BUFFERING", atMs: T0 + 2 + i }), NOW, batch);
+  }
+  assert.equal(batch.flags.size, 0, "2 errors in 4 events is not above 50%");
+  contents.apply(error({ atMs: T0 + 10 }), NOW, batch);
+  assert.deepEqual(onlyFlag(batch).evidence.observed["errors_by_code"], { DRM_LICENSE_FAILED: 3 });
+});

@@ -88,6 +88,8 @@ interface WorkerSlot {
   ownedKeys: Set<string>;
   /** Release requests this worker has not answered yet. */
   releaseRequests: Set<number>;
+  /** Called on the next acknowledgement (or death) of this worker. */
+  ackWaiters: Array<() => void>;
   onReady: () => void;
   onStopped: () => void;
 }
@@ -100,9 +102,13 @@ export interface RegionHealth {
   >;
   watermarkMs: number;
   restartedWorkers: number;
+  /** Log entries read back into workers since start (start-up replay and worker restarts). */
+  replayedEvents: number;
 }
 
 const REPLAY_PAGE = 5_000;
+/** How long a flush request waits for a worker's answer before it counts as failed. */
+const FLUSH_ANSWER_TIMEOUT_MS = 60_000;
 const FAMILIES = ["user", "content", "device"] as const;
 
 /** Routes events to shard workers and owns their lifecycle. */
@@ -118,6 +124,7 @@ export class Region {
   #postTimer: ReturnType<typeof setTimeout> | null = null;
   #isDraining = false;
   #restartedWorkers = 0;
+  #replayedEvents = 0;
   #flushWaiters = new Map<number, (error: string | null) => void>();
   #releaseWaiters = new Map<number, (error: string | null) => void>();
   #writeChain: Promise<void> = Promise.resolve();
@@ -165,10 +172,15 @@ export class Region {
   /**
    * Advances the watermark over the events and tells which are late. Lateness is decided once, here,
    * so the user, content and device sides agree, and a durable log stores the decision.
+   *
+   * The watermark is the newest event time seen, each event's time capped at the moment the server
+   * received it: a TV whose clock runs ahead (up to the accepted future skew) cannot push it past
+   * the server's clock and make everyone else late.
    */
-  markLateness(events: ReadonlyArray<{ atMs: number }>): boolean[] {
+  markLateness(events: ReadonlyArray<{ atMs: number; receivedAtMs: number }>): boolean[] {
     return events.map((event) => {
-      if (event.atMs > this.#watermarkMs) this.#watermarkMs = event.atMs;
+      const boundedMs = Math.min(event.atMs, event.receivedAtMs);
+      if (boundedMs > this.#watermarkMs) this.#watermarkMs = boundedMs;
       return event.atMs < this.#watermarkMs - this.#o.allowedLatenessMs;
     });
   }
@@ -232,13 +244,26 @@ export class Region {
    * Posts buffered events and asks every worker to flush now; resolves with the errors of the
    * flushes that failed (empty when everything routed so far is committed).
    */
-  async flush(): Promise<string[]> {
+  async flush(timeoutMs = FLUSH_ANSWER_TIMEOUT_MS): Promise<string[]> {
     this.#postAll();
     const results = await Promise.all(
       this.#slots.filter((s) => s.isAlive).map((slot) => {
         const requestId = this.#nextRequestId++;
         return new Promise<string | null>((resolve) => {
-          this.#flushWaiters.set(requestId, resolve);
+          // A worker stuck behind a hung database must not hold a drain forever.
+          const timer = setTimeout(
+            () =>
+              this.#settleFlush(
+                slot,
+                requestId,
+                `worker ${slot.index} did not answer a flush within ${timeoutMs} ms`,
+              ),
+            timeoutMs,
+          );
+          this.#flushWaiters.set(requestId, (error) => {
+            clearTimeout(timer);
+            resolve(error);
+          });
           slot.flushRequests.add(requestId);
           slot.worker.postMessage({ type: "flush", requestId } satisfies ToWorker);
         });
@@ -276,6 +301,7 @@ export class Region {
       isDraining: this.#isDraining,
       watermarkMs: this.#watermarkMs,
       restartedWorkers: this.#restartedWorkers,
+      replayedEvents: this.#replayedEvents,
       workers: this.#slots.map((s) => ({
         index: s.index,
         isAlive: s.isAlive,
@@ -341,10 +367,14 @@ export class Region {
         if (owned.has(byContent)) batches.get(byContent)!.content.push(quality);
         if (owned.has(byDevice)) batches.get(byDevice)!.device.push(quality);
       }
-      for (const [index, batch] of batches) this.#postEvents(this.#slots[index], batch);
+      const pageEnd = events[events.length - 1].position;
+      for (const [index, batch] of batches) this.#postEvents(this.#slots[index], batch, pageEnd);
       replayed += events.length;
-      after = events[events.length - 1].position;
+      after = pageEnd;
+      // Read the next page only once the workers have caught up: memory stays bounded by a page.
+      await Promise.all(indexes.map((i) => this.#acked(this.#slots[i], 1)));
     }
+    this.#replayedEvents += replayed;
     if (replayed > 0) {
       this.#o.logger.info(`Replayed ${replayed} logged events into workers ${indexes.join(", ")}`, {
         through,
@@ -379,6 +409,7 @@ export class Region {
       flushRequests: new Set(),
       ownedKeys: new Set(),
       releaseRequests: new Set(),
+      ackWaiters: [],
       onReady,
       onStopped: () => {},
     };
@@ -417,6 +448,7 @@ export class Region {
       case "ack":
         slot.inFlight = Math.max(0, slot.inFlight - 1);
         slot.status = message.status;
+        for (const waiter of slot.ackWaiters.splice(0)) waiter();
         return;
       case "flushed":
         slot.status = message.status;
@@ -542,6 +574,7 @@ export class Region {
     if (!slot.isAlive) return;
     slot.isAlive = false;
     slot.worker.terminate();
+    for (const waiter of slot.ackWaiters.splice(0)) waiter();
     for (const requestId of slot.flushRequests) {
       this.#settleFlush(slot, requestId, `worker ${slot.index} died: ${reason}`);
     }
@@ -598,6 +631,13 @@ export class Region {
     );
   }
 
+  /** Resolves once the worker has at most `maxInFlight` batches unacknowledged, or died. */
+  async #acked(slot: WorkerSlot, maxInFlight: number): Promise<void> {
+    while (slot.isAlive && slot.inFlight > maxInFlight) {
+      await new Promise<void>((resolve) => slot.ackWaiters.push(resolve));
+    }
+  }
+
   #settleFlush(slot: WorkerSlot, requestId: number, error: string | null): void {
     slot.flushRequests.delete(requestId);
     this.#flushWaiters.get(requestId)?.(error);
@@ -615,7 +655,11 @@ export class Region {
         slot.user.length === 0 && slot.content.length === 0 && slot.device.length === 0 &&
         slot.duplicates.length === 0
       ) continue;
-      this.#postEvents(slot, slot);
+      this.#postEvents(
+        slot,
+        slot,
+        this.#o.cluster === undefined ? this.#lastDispatchedPosition : undefined,
+      );
       slot.user = [];
       slot.content = [];
       slot.device = [];
@@ -631,6 +675,7 @@ export class Region {
       device: QualityEvent[];
       duplicates?: DuplicateMark[];
     },
+    throughPosition?: number,
   ): void {
     const message: ToWorker = {
       type: "events",
@@ -641,6 +686,7 @@ export class Region {
       content: events.content,
       device: events.device,
       duplicates: events.duplicates,
+      throughPosition,
     };
     slot.inFlight++;
     slot.worker.postMessage(message);

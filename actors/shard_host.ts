@@ -6,7 +6,7 @@
  * @module
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
-import { emptyBatch, isEmptyBatch, mergeBatch } from "./pending.ts";
+import { advanceCheckpoint, emptyBatch, isEmptyBatch, mergeBatch } from "./pending.ts";
 import type { FromWorker, ShardLease, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
 import { QualityFamily } from "./quality_family.ts";
 import { UserFamily } from "./user_family.ts";
@@ -32,8 +32,14 @@ export class ShardHost {
   #isFlushing = false;
   #backoffMs = 0;
   #nextAttemptMs = 0;
+  /** Latest wall-clock time the region sent (events and ticks): requested flushes back off from it. */
+  #lastNowMs = 0;
   #lastFlushError: string | null = null;
   #epochs = new Map<string, number>();
+  /** Highest position the region says this worker has been sent everything up to. */
+  #seenThrough = 0;
+  /** Highest such position already written as every owned shard's checkpoint. */
+  #checkpointedThrough = 0;
   #owned = {
     user: new Map<number, number>(),
     content: new Map<number, number>(),
@@ -120,6 +126,7 @@ export class ShardHost {
   async handle(message: ToWorker): Promise<void> {
     switch (message.type) {
       case "events": {
+        this.#lastNowMs = Math.max(this.#lastNowMs, message.nowMs);
         for (const event of message.user) this.#users.apply(event, message.nowMs, this.#pending);
         for (const event of message.content) {
           this.#contents.apply(event, message.nowMs, this.#pending);
@@ -134,17 +141,21 @@ export class ShardHost {
         this.#contents.discardScratch();
         this.#devices.discardScratch();
         this.#pendingEvents += message.user.length;
+        if (message.throughPosition !== undefined && message.throughPosition > this.#seenThrough) {
+          this.#seenThrough = message.throughPosition;
+        }
         this.#send({ type: "ack", batchId: message.batchId, status: this.status() });
         return;
       }
       case "tick":
+        this.#lastNowMs = Math.max(this.#lastNowMs, message.nowMs);
         this.#tick(message.nowMs, message.watermarkMs);
         if (!this.#isFlushing && message.nowMs >= this.#nextAttemptMs) {
           await this.#enqueueFlush(null, message.nowMs);
         }
         return;
       case "flush":
-        await this.#enqueueFlush(message.requestId, this.#nextAttemptMs);
+        await this.#enqueueFlush(message.requestId, this.#lastNowMs);
         return;
       case "opt_out":
         this.#users.recordOptOut(message.userId, message.optOut);
@@ -154,7 +165,7 @@ export class ShardHost {
         return;
       case "release": {
         // Commit what the shards have pending before letting go; if that fails, start over.
-        await this.#enqueueFlush(null, this.#nextAttemptMs);
+        await this.#enqueueFlush(null, this.#lastNowMs);
         const error = this.#lastFlushError;
         if (error === null) this.#drop(message.keys);
         else this.#reset(`Cannot release shards ${message.keys.join(", ")}: ${error}`);
@@ -197,6 +208,16 @@ export class ShardHost {
   }
 
   async #flushOnce(requestId: number | null, nowMs: number): Promise<void> {
+    // Shards that saw no event still move their checkpoint, so a restart does not replay the log
+    // from their old position for nothing.
+    const through = this.#seenThrough;
+    if (through > this.#checkpointedThrough) {
+      for (const family of ["user", "content", "device"] as const) {
+        for (const shard of this.#owned[family].keys()) {
+          advanceCheckpoint(this.#pending, family, shard, through);
+        }
+      }
+    }
     // Snapshot synchronously: events applied while the write runs land in the fresh batch.
     const batch = this.#pending;
     const events = this.#pendingEvents;
@@ -217,6 +238,7 @@ export class ShardHost {
         batch.epochs.set(key, epoch);
       }
       await this.#sink(batch);
+      if (through > this.#checkpointedThrough) this.#checkpointedThrough = through;
       this.#backoffMs = 0;
       this.#nextAttemptMs = 0;
       this.#lastFlushError = null;

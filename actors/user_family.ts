@@ -5,10 +5,12 @@
  * @module
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
-import { KEY_SEP } from "../db/flush_batch.ts";
+import { factKey, hourOf, KEY_SEP } from "../db/flush_batch.ts";
+import { addPacked, packedRegister } from "../db/hll.ts";
 import {
   accountSharingRule,
   type Flag,
+  isPlaybackType,
   type OptOut,
   privacyRule,
   retentionRule,
@@ -112,13 +114,13 @@ export class UserFamily {
       this.#optOuts.set(event.userId, dnt);
       out.optOuts.push({ userId: event.userId, type: "do_not_track", sinceMs: event.atMs });
     }
-    if (event.isLate) {
-      addCounter(out.counters, "late_events", 1);
-      return;
-    }
+    // Every unique event counts in the aggregates of its own event-time hour, however late it is;
+    // sessions follow event time too, so a TV that was offline still gets its watch time.
     const entity = this.#entity(event.userId, nowMs);
-    const watchTimeMs = this.#advanceSession(entity, event);
+    const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(entity, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
+    // Windows only take events up to the allowed lateness behind the watermark.
+    if (event.isLate) return;
     entity.regions.see(event.region, event.atMs, event.eventId);
     entity.ipHashes.see(event.ipHash, event.atMs, event.eventId);
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
@@ -204,15 +206,17 @@ export class UserFamily {
 
   /**
    * PLAY starts (or restarts) a segment; PAUSE, STOP and ERROR end it. A segment's watch time is its
-   * event-time length capped at `maxSegmentMs`; a negative length (events out of order) counts zero.
+   * event-time length capped at `maxSegmentMs`. An event older than the open segment's start (a late
+   * event from an earlier segment) leaves the open segment alone and adds no watch time.
    */
   #advanceSession(entity: UserEntity, event: TelemetryEvent): number {
     if (event.type === "SEEK") return 0;
     const key = event.deviceId + KEY_SEP + event.contentId;
     const startMs = entity.playingSinceMs.get(key);
+    if (startMs !== undefined && event.atMs < startMs) return 0;
     let watchTimeMs = 0;
     if (startMs !== undefined) {
-      watchTimeMs = Math.min(Math.max(0, event.atMs - startMs), this.#o.maxSegmentMs);
+      watchTimeMs = Math.min(event.atMs - startMs, this.#o.maxSegmentMs);
       entity.playingSinceMs.delete(key);
     }
     if (event.type === "PLAY") entity.playingSinceMs.set(key, event.atMs);
@@ -220,40 +224,80 @@ export class UserFamily {
   }
 
   #aggregate(event: TelemetryEvent, watchTimeMs: number, out: FlushBatch): void {
+    const hourMs = hourOf(event.atMs);
     const delta = {
       events: 1,
       plays: event.type === "PLAY" ? 1 : 0,
       errors: event.type === "ERROR" ? 1 : 0,
       watchTimeMs,
     };
-    addCounter(out.counters, `events:${event.type}`, 1);
-    if (watchTimeMs > 0) addCounter(out.counters, "watch_time_ms", watchTimeMs);
-    addCounts(out.contents, event.contentId, delta, zeroCounts);
-    addCounts(out.contentRegions, event.contentId + KEY_SEP + event.region, delta, zeroCounts);
-    addCounts(out.regions, event.region, delta, () => ({ ...zeroCounts(), isEu: event.isEu }));
-    addCounts(out.devices, event.deviceId, delta, zeroCounts);
-    if (event.errorCode !== null) {
-      addCounter(out.regionErrorCodes, event.region + KEY_SEP + event.errorCode, 1);
+    const typeKey = hourMs + KEY_SEP + event.type;
+    const types = out.types.get(typeKey);
+    if (types === undefined) {
+      out.types.set(typeKey, { events: 1, lateEvents: event.isLate ? 1 : 0 });
+    } else {
+      types.events++;
+      if (event.isLate) types.lateEvents++;
     }
-    addCounter(out.regionPlatforms, event.region + KEY_SEP + platformOf(event), 1);
+    const fact = factKey(hourMs, {
+      contentId: event.contentId,
+      region: event.region,
+      platform: platformOf(event),
+      appVersion: appVersionOf(event),
+      subscriptionPlan: event.subscriptionPlan ?? UNKNOWN,
+    });
+    addCounts(out.facts, fact, delta, zeroCounts);
+    addCounts(out.devices, event.deviceId + KEY_SEP + hourMs, delta, zeroCounts);
+    // An error code on another type is stored with the raw event but is not an error.
+    if (event.type === "ERROR" && event.errorCode !== null) {
+      addCounter(out.errorCodes, fact + KEY_SEP + event.errorCode, 1);
+    }
+    if (isPlaybackType(event.type)) {
+      const packed = packedRegister(event.userId);
+      this.#addViewer(out, "" + KEY_SEP + hourMs, packed);
+      this.#addViewer(out, "c:" + event.contentId + KEY_SEP + hourMs, packed);
+      this.#addViewer(out, "r:" + event.region + KEY_SEP + hourMs, packed);
+    }
+  }
+
+  #addViewer(out: FlushBatch, key: string, packed: number): void {
+    let sketch = out.viewers.get(key);
+    if (sketch === undefined) out.viewers.set(key, sketch = new Map());
+    addPacked(sketch, packed);
   }
 
   #runRule(rule: string, event: TelemetryEvent, out: FlushBatch, run: () => Flag | null): void {
     try {
       const flag = run();
-      if (flag !== null) addFlag(out, flag);
+      if (flag === null) return;
+      // A reviewer must see that this event came too late for the windowed rules.
+      if (event.isLate) {
+        const observed = { ...flag.evidence.observed, too_late_for_windows: true };
+        addFlag(out, { ...flag, evidence: { ...flag.evidence, observed } });
+      } else addFlag(out, flag);
     } catch (error) {
       this.#o.onRuleError(rule, event, error);
     }
   }
 }
 
-/** The TV platform an event reports in `extra_metadata.platform`, or `unknown`. */
+/** The value of a dimension a TV did not report. */
+export const UNKNOWN = "unknown";
+
+/** The TV platform an event reports in `extra_metadata.platform`, lower-cased, or `unknown`. */
 export function platformOf(event: TelemetryEvent): string {
   const platform = event.metadata["platform"];
   return typeof platform === "string" && platform.length > 0 && platform.length <= 32
     ? platform.toLowerCase()
-    : "unknown";
+    : UNKNOWN;
+}
+
+/** The app version an event reports in `extra_metadata.app_version`, or `unknown`. */
+export function appVersionOf(event: TelemetryEvent): string {
+  const version = event.metadata["app_version"];
+  return typeof version === "string" && version.length > 0 && version.length <= 32
+    ? version
+    : UNKNOWN;
 }
 
 function toRawRow(event: TelemetryEvent): FlushBatch["rawEvents"][number] {
@@ -268,6 +312,8 @@ function toRawRow(event: TelemetryEvent): FlushBatch["rawEvents"][number] {
     receivedAtMs: event.receivedAtMs,
     region: event.region,
     isEu: event.isEu,
+    clientIsEu: event.clientIsEu,
+    subscriptionPlan: event.subscriptionPlan,
     hasConsent: event.hasConsent,
     ipHash: event.ipHash,
     ipPrefix: event.ipPrefix,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { KEY_SEP } from "../db/flush_batch.ts";
+import { type FactDims, factKey, type FlushBatch, hourOf, KEY_SEP } from "../db/flush_batch.ts";
+import { addPacked, packedRegister } from "../db/hll.ts";
 import type { TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, T0, testConfig } from "../tests/fixtures.ts";
 import { emptyBatch } from "./pending.ts";
@@ -32,8 +33,81 @@ function ev(overrides: Partial<TelemetryEvent> = {}): TelemetryEvent {
   return makeEvent({ eventId: `e-${seq}`, position: seq, ...overrides });
 }
 
-function flagsOf(batch: ReturnType<typeof emptyBatch>, rule: string) {
+function flagsOf(batch: FlushBatch, rule: string) {
   return [...batch.flags.values()].filter((f) => f.rule === rule);
+}
+
+const H0 = hourOf(T0);
+
+/** The dimensions of a default fixture event, as its fact row is keyed. */
+function dims(overrides: Partial<FactDims> = {}): FactDims {
+  return {
+    contentId: "content-1",
+    region: "DE",
+    platform: "tizen",
+    appVersion: "unknown",
+    subscriptionPlan: "unknown",
+    ...overrides,
+  };
+}
+
+/** Sums the fact rows whose dimensions match `where` (every hour unless `where.hourMs` is set). */
+function sumFacts(
+  batch: FlushBatch,
+  where: Partial<FactDims> & { hourMs?: number } = {},
+): { events: number; plays: number; errors: number; watchTimeMs: number } {
+  const total = { events: 0, plays: 0, errors: 0, watchTimeMs: 0 };
+  for (const [key, row] of batch.facts) {
+    const [hour, contentId, region, platform, appVersion, subscriptionPlan] = key.split(KEY_SEP);
+    const fields: Record<string, string> = {
+      contentId,
+      region,
+      platform,
+      appVersion,
+      subscriptionPlan,
+    };
+    if (where.hourMs !== undefined && Number(hour) !== where.hourMs) continue;
+    const isMatch = Object.entries(where).every(([name, value]) =>
+      name === "hourMs" || fields[name] === value
+    );
+    if (!isMatch) continue;
+    total.events += row.events;
+    total.plays += row.plays;
+    total.errors += row.errors;
+    total.watchTimeMs += row.watchTimeMs;
+  }
+  return total;
+}
+
+/** Total watch time over every fact row. */
+function watchTimeMs(batch: FlushBatch): number {
+  return sumFacts(batch).watchTimeMs;
+}
+
+/** Summed watch time of one device over every hour. */
+function deviceWatchTimeMs(batch: FlushBatch, deviceId: string): number {
+  let total = 0;
+  for (const [key, row] of batch.devices) {
+    if (key.split(KEY_SEP)[0] === deviceId) total += row.watchTimeMs;
+  }
+  return total;
+}
+
+/** Events of one type over every hour. */
+function typeEvents(batch: FlushBatch, type: string): number {
+  let total = 0;
+  for (const [key, row] of batch.types) if (key.split(KEY_SEP)[1] === type) total += row.events;
+  return total;
+}
+
+function counts(events: number, plays: number, errors: number, watchTimeMs: number) {
+  return { events, plays, errors, watchTimeMs };
+}
+
+function sketchOf(...userIds: string[]): Map<number, number> {
+  const sketch = new Map<number, number>();
+  for (const userId of userIds) addPacked(sketch, packedRegister(userId));
+  return sketch;
 }
 
 Deno.test("UserFamily.apply() counts PLAY→PAUSE→PLAY→STOP as the sum of the playing segments", () => {
@@ -43,15 +117,11 @@ Deno.test("UserFamily.apply() counts PLAY→PAUSE→PLAY→STOP as the sum of th
   users.apply(ev({ type: "PAUSE", atMs: T0 + 60_000 }), NOW, batch);
   users.apply(ev({ type: "PLAY", atMs: T0 + 90_000 }), NOW, batch);
   users.apply(ev({ type: "STOP", atMs: T0 + 150_000 }), NOW, batch);
-  assert.equal(batch.counters.get("watch_time_ms"), 120_000);
-  assert.deepEqual(batch.contents.get("content-1"), {
-    events: 4,
-    plays: 2,
-    errors: 0,
-    watchTimeMs: 120_000,
-  });
-  assert.equal(batch.devices.get("device-1")?.watchTimeMs, 120_000);
-  assert.equal(batch.regions.get("DE")?.watchTimeMs, 120_000);
+  assert.deepEqual(batch.facts, new Map([[factKey(H0, dims()), counts(4, 2, 0, 120_000)]]));
+  assert.deepEqual(
+    batch.devices,
+    new Map([["device-1" + KEY_SEP + H0, counts(4, 2, 0, 120_000)]]),
+  );
 });
 
 Deno.test("UserFamily.apply() keeps separate segments per device of one user", () => {
@@ -61,9 +131,9 @@ Deno.test("UserFamily.apply() keeps separate segments per device of one user", (
   users.apply(ev({ type: "PLAY", deviceId: "phone", atMs: T0 + 10_000 }), NOW, batch);
   users.apply(ev({ type: "STOP", deviceId: "tv", atMs: T0 + 30_000 }), NOW, batch);
   users.apply(ev({ type: "STOP", deviceId: "phone", atMs: T0 + 70_000 }), NOW, batch);
-  assert.equal(batch.devices.get("tv")?.watchTimeMs, 30_000);
-  assert.equal(batch.devices.get("phone")?.watchTimeMs, 60_000);
-  assert.equal(batch.counters.get("watch_time_ms"), 90_000);
+  assert.equal(batch.devices.get("tv" + KEY_SEP + H0)?.watchTimeMs, 30_000);
+  assert.equal(batch.devices.get("phone" + KEY_SEP + H0)?.watchTimeMs, 60_000);
+  assert.equal(watchTimeMs(batch), 90_000);
 });
 
 Deno.test("UserFamily.apply() caps a segment longer than maxSegmentMs", () => {
@@ -71,8 +141,8 @@ Deno.test("UserFamily.apply() caps a segment longer than maxSegmentMs", () => {
   const batch = emptyBatch();
   users.apply(ev({ type: "PLAY", atMs: T0 }), NOW, batch);
   users.apply(ev({ type: "STOP", atMs: T0 + 3 * HOUR }), NOW, batch);
-  assert.equal(batch.counters.get("watch_time_ms"), HOUR);
-  assert.equal(batch.contents.get("content-1")?.watchTimeMs, HOUR);
+  assert.equal(watchTimeMs(batch), HOUR);
+  assert.equal(sumFacts(batch, { contentId: "content-1" }).watchTimeMs, HOUR);
 });
 
 Deno.test("UserFamily.apply() does not end a segment on SEEK", () => {
@@ -81,8 +151,8 @@ Deno.test("UserFamily.apply() does not end a segment on SEEK", () => {
   users.apply(ev({ type: "PLAY", atMs: T0 }), NOW, batch);
   users.apply(ev({ type: "SEEK", atMs: T0 + 20_000 }), NOW, batch);
   users.apply(ev({ type: "STOP", atMs: T0 + 50_000 }), NOW, batch);
-  assert.equal(batch.counters.get("watch_time_ms"), 50_000);
-  assert.equal(batch.counters.get("events:SEEK"), 1);
+  assert.equal(watchTimeMs(batch), 50_000);
+  assert.deepEqual(batch.types.get(H0 + KEY_SEP + "SEEK"), { events: 1, lateEvents: 0 });
 });
 
 Deno.test("UserFamily.apply() ends a segment on ERROR", () => {
@@ -91,7 +161,7 @@ Deno.test("UserFamily.apply() ends a segment on ERROR", () => {
   users.apply(ev({ type: "PLAY", atMs: T0 }), NOW, batch);
   users.apply(ev({ type: "ERROR", errorCode: "E1", atMs: T0 + 5_000 }), NOW, batch);
   users.apply(ev({ type: "STOP", atMs: T0 + 60_000 }), NOW, batch);
-  assert.equal(batch.counters.get("watch_time_ms"), 5_000);
+  assert.equal(watchTimeMs(batch), 5_000);
 });
 
 Deno.test("UserFamily.apply() counts an out-of-order PAUSE before its PLAY as zero, not negative", () => {
@@ -99,10 +169,9 @@ Deno.test("UserFamily.apply() counts an out-of-order PAUSE before its PLAY as ze
   const batch = emptyBatch();
   users.apply(ev({ type: "PLAY", atMs: T0 + 60_000 }), NOW, batch);
   users.apply(ev({ type: "PAUSE", atMs: T0 }), NOW, batch);
-  assert.equal(batch.contents.get("content-1")?.watchTimeMs, 0);
-  assert.equal(batch.devices.get("device-1")?.watchTimeMs, 0);
-  assert.equal(batch.counters.get("watch_time_ms") ?? 0, 0);
-  assert.equal(batch.contents.get("content-1")?.events, 2);
+  assert.equal(sumFacts(batch, { contentId: "content-1" }).watchTimeMs, 0);
+  assert.equal(deviceWatchTimeMs(batch, "device-1"), 0);
+  assert.equal(sumFacts(batch, { contentId: "content-1" }).events, 2);
 });
 
 Deno.test("UserFamily.apply() counts a repeated event id once and counts the duplicate", () => {
@@ -112,8 +181,8 @@ Deno.test("UserFamily.apply() counts a repeated event id once and counts the dup
   users.apply(event, NOW, batch);
   users.apply({ ...event }, NOW, batch);
   assert.equal(batch.counters.get("duplicate_events"), 1);
-  assert.equal(batch.counters.get("events:PLAY"), 1);
-  assert.equal(batch.contents.get("content-1")?.events, 1);
+  assert.equal(typeEvents(batch, "PLAY"), 1);
+  assert.equal(sumFacts(batch, { contentId: "content-1" }).events, 1);
   assert.equal(batch.rawEvents.length, 1);
   assert.equal(flagsOf(batch, "privacy")[0].flaggedEventCount, 1);
 });
@@ -126,25 +195,128 @@ Deno.test("UserFamily.apply() still recognises a duplicate in a later batch", ()
   users.apply({ ...event }, NOW, later);
   assert.equal(later.counters.get("duplicate_events"), 1);
   assert.equal(later.rawEvents.length, 0);
-  assert.equal(later.contents.size, 0);
+  assert.equal(later.facts.size, 0);
+  assert.equal(later.types.size, 0);
 });
 
-Deno.test("UserFamily.apply() counts a late event outside the aggregates but still flags privacy", () => {
+Deno.test("UserFamily.apply() counts a late event 3 hours old in its own hour and flags privacy", () => {
   const users = family();
   const batch = emptyBatch();
-  const late = ev({ type: "PLAY", isLate: true, isEu: true, hasConsent: false, region: "FR" });
+  const atMs = T0 - 3 * HOUR + 10 * MINUTE;
+  const late = ev({ type: "PLAY", atMs, isLate: true, hasConsent: false, region: "FR" });
   users.apply(late, NOW, batch);
-  assert.equal(batch.counters.get("late_events"), 1);
-  assert.equal(batch.counters.get("events:PLAY"), undefined);
-  assert.equal(batch.contents.size, 0);
-  assert.equal(batch.regions.size, 0);
-  assert.equal(batch.devices.size, 0);
-  assert.equal(batch.regionPlatforms.size, 0);
+  const hourMs = hourOf(atMs);
+  assert.equal(hourMs, H0 - 3 * HOUR);
+  assert.deepEqual(
+    batch.types,
+    new Map([[hourMs + KEY_SEP + "PLAY", { events: 1, lateEvents: 1 }]]),
+  );
+  assert.deepEqual(
+    batch.facts,
+    new Map([[factKey(hourMs, dims({ region: "FR" })), counts(1, 1, 0, 0)]]),
+  );
+  assert.deepEqual(batch.devices, new Map([["device-1" + KEY_SEP + hourMs, counts(1, 1, 0, 0)]]));
+  assert.deepEqual(batch.viewers.get("" + KEY_SEP + hourMs), sketchOf("user-1"));
   assert.deepEqual(batch.rawEvents.map((r) => [r.eventId, r.isLate]), [[late.eventId, true]]);
   const privacy = flagsOf(batch, "privacy");
   assert.equal(privacy.length, 1);
   assert.equal(privacy[0].flagKey, `privacy:${late.eventId}`);
   assert.equal(privacy[0].region, "FR");
+  assert.equal(privacy[0].evidence.observed["too_late_for_windows"], true);
+  assert.deepEqual(
+    batch.flaggedEvents,
+    new Map([[hourMs + KEY_SEP + "privacy" + KEY_SEP + "FR", 1]]),
+  );
+});
+
+Deno.test("UserFamily.apply() counts a day-old late event and its watch time in that day's hour", () => {
+  const users = family();
+  const batch = emptyBatch();
+  const dayAgoMs = T0 - 24 * HOUR;
+  users.apply(ev({ type: "PLAY", atMs: dayAgoMs, isLate: true }), NOW, batch);
+  users.apply(ev({ type: "STOP", atMs: dayAgoMs + 20 * MINUTE, isLate: true }), NOW, batch);
+  users.apply(ev({ type: "PLAY", atMs: T0 }), NOW, batch);
+  const dayAgoHour = hourOf(dayAgoMs);
+  assert.deepEqual(
+    batch.types,
+    new Map([
+      [dayAgoHour + KEY_SEP + "PLAY", { events: 1, lateEvents: 1 }],
+      [dayAgoHour + KEY_SEP + "STOP", { events: 1, lateEvents: 1 }],
+      [H0 + KEY_SEP + "PLAY", { events: 1, lateEvents: 0 }],
+    ]),
+  );
+  assert.deepEqual(
+    batch.facts,
+    new Map([
+      [factKey(dayAgoHour, dims()), counts(2, 1, 0, 20 * MINUTE)],
+      [factKey(H0, dims()), counts(1, 1, 0, 0)],
+    ]),
+  );
+  assert.equal(sumFacts(batch).events, 3);
+  assert.equal(batch.rawEvents.length, 3);
+});
+
+Deno.test("UserFamily.apply() leaves the open segment alone on a late STOP older than its PLAY", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ type: "PLAY", atMs: T0 }), NOW, batch);
+  users.apply(ev({ type: "STOP", atMs: T0 - 3 * HOUR, isLate: true }), NOW, batch);
+  users.apply(ev({ type: "STOP", atMs: T0 + 2 * MINUTE }), NOW, batch);
+  assert.equal(watchTimeMs(batch), 2 * MINUTE);
+  assert.deepEqual(batch.types.get(hourOf(T0 - 3 * HOUR) + KEY_SEP + "STOP"), {
+    events: 1,
+    lateEvents: 1,
+  });
+});
+
+Deno.test("UserFamily.apply() does not count late events towards account sharing", () => {
+  const users = family();
+  const batch = emptyBatch();
+  for (const [i, region] of ["DE", "FR", "IT", "ES", "PL"].entries()) {
+    users.apply(ev({ region, atMs: T0 - 3 * HOUR + i * MINUTE, isLate: true }), NOW, batch);
+  }
+  assert.equal(flagsOf(batch, "account_sharing").length, 0);
+  assert.equal(typeEvents(batch, "PLAY"), 5);
+  users.apply(ev({ region: "NL", atMs: T0 }), NOW, batch);
+  users.apply(ev({ region: "BE", atMs: T0 + MINUTE }), NOW, batch);
+  assert.equal(flagsOf(batch, "account_sharing").length, 0, "only 2 on-time regions were seen");
+});
+
+Deno.test("UserFamily.apply() counts a LOGIN event without watch time, session or viewer", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ type: "PLAY", atMs: T0 }), NOW, batch);
+  users.apply(ev({ type: "LOGIN", userId: "user-2", atMs: T0 + MINUTE }), NOW, batch);
+  users.apply(ev({ type: "LOGIN", atMs: T0 + 2 * MINUTE }), NOW, batch);
+  users.apply(ev({ type: "STOP", atMs: T0 + 3 * MINUTE }), NOW, batch);
+  assert.deepEqual(batch.types.get(H0 + KEY_SEP + "LOGIN"), { events: 2, lateEvents: 0 });
+  assert.deepEqual(batch.facts, new Map([[factKey(H0, dims()), counts(4, 1, 0, 3 * MINUTE)]]));
+  assert.equal(watchTimeMs(batch), 3 * MINUTE, "a LOGIN does not end the open segment");
+  assert.deepEqual(batch.viewers.get("" + KEY_SEP + H0), sketchOf("user-1"));
+  assert.equal(batch.rawEvents.length, 4);
+});
+
+Deno.test("UserFamily.apply() gives a lone LOGIN no watch time and no viewer sketch", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ type: "LOGIN", atMs: T0 }), NOW, batch);
+  users.apply(ev({ type: "LOGIN", atMs: T0 + 10 * MINUTE }), NOW, batch);
+  assert.deepEqual(batch.types, new Map([[H0 + KEY_SEP + "LOGIN", { events: 2, lateEvents: 0 }]]));
+  assert.deepEqual(batch.facts, new Map([[factKey(H0, dims()), counts(2, 0, 0, 0)]]));
+  assert.equal(batch.viewers.size, 0);
+});
+
+Deno.test("UserFamily.apply() counts the error code of an ERROR but not of a PLAY that carries one", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ type: "PLAY", errorCode: "BUFFERING", atMs: T0 }), NOW, batch);
+  users.apply(ev({ type: "ERROR", errorCode: "DRM_LICENSE_FAILED", atMs: T0 + 1 }), NOW, batch);
+  assert.deepEqual(
+    batch.errorCodes,
+    new Map([[factKey(H0, dims()) + KEY_SEP + "DRM_LICENSE_FAILED", 1]]),
+  );
+  assert.equal(sumFacts(batch).errors, 1);
+  assert.deepEqual(batch.rawEvents.map((r) => r.errorCode), ["BUFFERING", "DRM_LICENSE_FAILED"]);
 });
 
 Deno.test("UserFamily.apply() records a do-not-track event as an opt-out without flagging it", () => {
@@ -312,9 +484,9 @@ Deno.test("UserFamily.passivate() drops an evicted user's open segment", () => {
     6_000,
     batch,
   );
-  assert.equal(batch.devices.get("d-idle")?.watchTimeMs, 0);
-  assert.equal(batch.devices.get("d-busy")?.watchTimeMs, MINUTE);
-  assert.equal(batch.counters.get("watch_time_ms"), MINUTE);
+  assert.equal(deviceWatchTimeMs(batch, "d-idle"), 0);
+  assert.equal(deviceWatchTimeMs(batch, "d-busy"), MINUTE);
+  assert.equal(watchTimeMs(batch), MINUTE);
 });
 
 Deno.test({
@@ -393,59 +565,63 @@ Deno.test("UserFamily.apply() fills every aggregate map for a small known event 
       contentId: "content-2",
       type: "PLAY",
       atMs: T0 + 50_000,
-      metadata: { platform: "webos" },
+      subscriptionPlan: "premium",
+      metadata: { platform: "webos", app_version: "4.2.0" },
     }),
     NOW,
     batch,
   );
 
-  const counts = (events: number, plays: number, errors: number, watchTimeMs: number) => ({
-    events,
-    plays,
-    errors,
-    watchTimeMs,
-  });
+  const c1De = factKey(H0, dims());
   assert.deepEqual(
-    batch.contents,
-    new Map([["content-1", counts(4, 2, 1, 75_000)], ["content-2", counts(1, 1, 0, 0)]]),
-  );
-  assert.deepEqual(
-    batch.contentRegions,
+    batch.facts,
     new Map([
-      ["content-1" + KEY_SEP + "DE", counts(2, 1, 1, 30_000)],
-      ["content-1" + KEY_SEP + "US", counts(2, 1, 0, 45_000)],
-      ["content-2" + KEY_SEP + "US", counts(1, 1, 0, 0)],
+      [c1De, counts(2, 1, 1, 30_000)],
+      [factKey(H0, dims({ region: "US", platform: "webos" })), counts(1, 1, 0, 0)],
+      [factKey(H0, dims({ region: "US", platform: "unknown" })), counts(1, 0, 0, 45_000)],
+      [
+        factKey(
+          H0,
+          dims({
+            contentId: "content-2",
+            region: "US",
+            platform: "webos",
+            appVersion: "4.2.0",
+            subscriptionPlan: "premium",
+          }),
+        ),
+        counts(1, 1, 0, 0),
+      ],
     ]),
   );
   assert.deepEqual(
-    batch.regions,
+    batch.types,
     new Map([
-      ["DE", { ...counts(2, 1, 1, 30_000), isEu: true }],
-      ["US", { ...counts(3, 2, 0, 45_000), isEu: false }],
+      [H0 + KEY_SEP + "PLAY", { events: 3, lateEvents: 0 }],
+      [H0 + KEY_SEP + "ERROR", { events: 1, lateEvents: 0 }],
+      [H0 + KEY_SEP + "STOP", { events: 1, lateEvents: 0 }],
     ]),
   );
   assert.deepEqual(
     batch.devices,
-    new Map([["device-1", counts(2, 1, 1, 30_000)], ["device-2", counts(3, 2, 0, 45_000)]]),
-  );
-  assert.deepEqual(batch.regionErrorCodes, new Map([["DE" + KEY_SEP + "DRM_LICENSE_FAILED", 1]]));
-  assert.deepEqual(
-    batch.regionPlatforms,
     new Map([
-      ["DE" + KEY_SEP + "tizen", 2],
-      ["US" + KEY_SEP + "webos", 2],
-      ["US" + KEY_SEP + "unknown", 1],
+      ["device-1" + KEY_SEP + H0, counts(2, 1, 1, 30_000)],
+      ["device-2" + KEY_SEP + H0, counts(3, 2, 0, 45_000)],
     ]),
   );
+  assert.deepEqual(batch.errorCodes, new Map([[c1De + KEY_SEP + "DRM_LICENSE_FAILED", 1]]));
   assert.deepEqual(
-    batch.counters,
+    batch.viewers,
     new Map([
-      ["events:PLAY", 3],
-      ["events:ERROR", 1],
-      ["watch_time_ms", 75_000],
-      ["events:STOP", 1],
+      ["" + KEY_SEP + H0, sketchOf("user-1", "user-2")],
+      ["c:content-1" + KEY_SEP + H0, sketchOf("user-1", "user-2")],
+      ["r:DE" + KEY_SEP + H0, sketchOf("user-1")],
+      ["r:US" + KEY_SEP + H0, sketchOf("user-2")],
+      ["c:content-2" + KEY_SEP + H0, sketchOf("user-2")],
     ]),
   );
+  assert.equal(watchTimeMs(batch), 75_000);
+  assert.deepEqual(batch.counters, new Map());
   assert.equal(batch.rawEvents.length, 5);
   assert.equal(batch.flags.size, 0);
 });

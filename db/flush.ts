@@ -11,29 +11,24 @@ import type { CountDelta, FlushBatch } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
 import { insertRawEvents } from "./log_store.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
+import { packSketch } from "./hll.ts";
+
+/** Rows per raw-event statement: bounds a statement's size however many events are pending. */
+const RAW_CHUNK = 5_000;
 
 /** Writes every part of the batch in one transaction. */
 export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promise<void> {
   await db.transaction().execute(async (trx) => {
-    if (batch.rawEvents.length > 0) await insertRawEvents(trx, batch.rawEvents);
+    for (let i = 0; i < batch.rawEvents.length; i += RAW_CHUNK) {
+      await insertRawEvents(trx, batch.rawEvents.slice(i, i + RAW_CHUNK));
+    }
     await upsertCounters(trx, batch.counters);
-    await upsertCounts(trx, "content_stats", ["content_id"], byKey(batch.contents));
-    await upsertCounts(
-      trx,
-      "content_region_stats",
-      ["content_id", "region"],
-      byKey(batch.contentRegions),
-    );
-    await upsertRegions(trx, batch.regions);
-    await upsertPairCounter(
-      trx,
-      "region_error_codes",
-      "error_code",
-      "errors",
-      batch.regionErrorCodes,
-    );
-    await upsertPairCounter(trx, "region_platforms", "platform", "events", batch.regionPlatforms);
-    await upsertCounts(trx, "device_stats", ["device_id"], byKey(batch.devices));
+    await upsertFacts(trx, batch.facts);
+    await upsertTypes(trx, batch);
+    await upsertErrorCodes(trx, batch.errorCodes);
+    await upsertDevices(trx, batch.devices);
+    await upsertViewers(trx, batch);
+    await upsertFlaggedEvents(trx, batch.flaggedEvents);
     await upsertFlags(trx, batch);
     await upsertRisks(trx, batch);
     await insertOptOuts(trx, batch);
@@ -43,16 +38,14 @@ export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promi
 
 type Trx = Transaction<Database>;
 
-function byKey(map: Map<string, CountDelta>): Array<[string[], CountDelta]> {
-  // Sorted keys: concurrent flushes of several workers then lock rows in one order (no deadlocks).
-  return [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map((
-    [key, delta],
-  ) => [key.split(KEY_SEP), delta]);
-}
-
 function sorted<T>(entries: Iterable<[string, T]>): Array<[string, T]> {
+  // Sorted keys: concurrent flushes of several workers then lock rows in one order (no deadlocks).
   return [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
+
+/** A hour key part (epoch ms as a string) as the timestamptz parameter PostgreSQL reads. */
+const hours = (keys: string[]): RawBuilder<unknown> =>
+  sql`${keys.map((k) => new Date(Number(k)).toISOString())}::timestamptz[]`;
 
 async function upsertCounters(trx: Trx, counters: Map<string, number>): Promise<void> {
   if (counters.size === 0) return;
@@ -63,20 +56,80 @@ async function upsertCounters(trx: Trx, counters: Map<string, number>): Promise<
     on conflict (name) do update set value = stat_counters.value + excluded.value`.execute(trx);
 }
 
-async function upsertCounts(
-  trx: Trx,
-  table: "content_stats" | "content_region_stats" | "device_stats",
-  keyColumns: string[],
-  rows: Array<[string[], CountDelta]>,
-): Promise<void> {
-  if (rows.length === 0) return;
-  const keyArrays = keyColumns.map((_, i) => sql`${rows.map(([k]) => k[i])}::text[]`);
+const FACT_DIMS = ["content_id", "region", "platform", "app_version", "subscription_plan"];
+
+async function upsertFacts(trx: Trx, facts: Map<string, CountDelta>): Promise<void> {
+  if (facts.size === 0) return;
+  const rows = sorted(facts.entries()).map(([k, d]) => [k.split(KEY_SEP), d] as const);
+  const dims = FACT_DIMS.map((_, i) => sql`${rows.map(([k]) => k[i + 1])}::text[]`);
   await sql`
-    insert into ${sql.table(table)} (${sql.join(keyColumns.map((c) => sql.ref(c)))},
+    insert into event_facts_hourly (hour, ${sql.join(FACT_DIMS.map((c) => sql.ref(c)))},
       events, plays, errors, watch_time_ms)
-    select * from unnest(${sql.join(keyArrays)}, ${countArrays(rows.map(([, d]) => d))})
-    on conflict (${sql.join(keyColumns.map((c) => sql.ref(c)))}) do update set
-      ${additive(table)}`.execute(trx);
+    select * from unnest(${hours(rows.map(([k]) => k[0]))}, ${sql.join(dims)},
+      ${countArrays(rows.map(([, d]) => d))})
+    on conflict (hour, ${sql.join(FACT_DIMS.map((c) => sql.ref(c)))}) do update set
+      ${additive("event_facts_hourly")}`.execute(trx);
+}
+
+async function upsertTypes(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.types.size === 0) return;
+  const rows = sorted(batch.types.entries()).map(([k, d]) => [k.split(KEY_SEP), d] as const);
+  await sql`
+    insert into event_types_hourly (hour, event_type, events, late_events)
+    select * from unnest(${hours(rows.map(([k]) => k[0]))}, ${rows.map(([k]) => k[1])}::text[],
+      ${rows.map(([, d]) => d.events)}::bigint[], ${rows.map(([, d]) => d.lateEvents)}::bigint[])
+    on conflict (hour, event_type) do update set
+      events = event_types_hourly.events + excluded.events,
+      late_events = event_types_hourly.late_events + excluded.late_events`.execute(trx);
+}
+
+async function upsertErrorCodes(trx: Trx, codes: Map<string, number>): Promise<void> {
+  if (codes.size === 0) return;
+  const rows = sorted(codes.entries()).map(([k, n]) => [k.split(KEY_SEP), n] as const);
+  const dims = [...FACT_DIMS, "error_code"];
+  const columns = dims.map((_, i) => sql`${rows.map(([k]) => k[i + 1])}::text[]`);
+  await sql`
+    insert into error_codes_hourly (hour, ${sql.join(dims.map((c) => sql.ref(c)))}, errors)
+    select * from unnest(${hours(rows.map(([k]) => k[0]))}, ${sql.join(columns)},
+      ${rows.map(([, n]) => n)}::bigint[])
+    on conflict (hour, ${sql.join(dims.map((c) => sql.ref(c)))}) do update set
+      errors = error_codes_hourly.errors + excluded.errors`.execute(trx);
+}
+
+async function upsertDevices(trx: Trx, devices: Map<string, CountDelta>): Promise<void> {
+  if (devices.size === 0) return;
+  const rows = sorted(devices.entries()).map(([k, d]) => [k.split(KEY_SEP), d] as const);
+  await sql`
+    insert into device_facts_hourly (device_id, hour, events, plays, errors, watch_time_ms)
+    select * from unnest(${rows.map(([k]) => k[0])}::text[], ${hours(rows.map(([k]) => k[1]))},
+      ${countArrays(rows.map(([, d]) => d))})
+    on conflict (device_id, hour) do update set ${additive("device_facts_hourly")}`.execute(trx);
+}
+
+async function upsertViewers(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.viewers.size === 0) return;
+  const rows = sorted(batch.viewers.entries()).map(([k, sketch]) => {
+    const sep = k.lastIndexOf(KEY_SEP);
+    return [k.slice(0, sep), k.slice(sep + 1), `{${packSketch(sketch).join(",")}}`] as const;
+  });
+  await sql`
+    insert into viewer_sketches_hourly (scope, hour, registers)
+    select s, h, r::int[] from unnest(${rows.map((r) => r[0])}::text[],
+      ${hours(rows.map((r) => r[1]))}, ${rows.map((r) => r[2])}::text[]) as x(s, h, r)
+    on conflict (scope, hour) do update set
+      registers = hll_merge(viewer_sketches_hourly.registers, excluded.registers)`.execute(trx);
+}
+
+async function upsertFlaggedEvents(trx: Trx, counts: Map<string, number>): Promise<void> {
+  if (counts.size === 0) return;
+  const rows = sorted(counts.entries()).map(([k, n]) => [k.split(KEY_SEP), n] as const);
+  await sql`
+    insert into flagged_events_hourly (hour, rule, region, flagged_events)
+    select * from unnest(${hours(rows.map(([k]) => k[0]))}, ${rows.map(([k]) => k[1])}::text[],
+      ${rows.map(([k]) => k[2])}::text[], ${rows.map(([, n]) => n)}::bigint[])
+    on conflict (hour, rule, region) do update set
+      flagged_events = flagged_events_hourly.flagged_events + excluded.flagged_events`
+    .execute(trx);
 }
 
 function countArrays(deltas: CountDelta[]): RawBuilder<unknown> {
@@ -94,36 +147,6 @@ function additive(table: string): RawBuilder<unknown> {
       sql`${sql.ref(c)} = ${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`
     ),
   );
-}
-
-async function upsertRegions(trx: Trx, regions: FlushBatch["regions"]): Promise<void> {
-  if (regions.size === 0) return;
-  const rows = sorted(regions.entries());
-  await sql`
-    insert into region_stats (region, is_eu, events, plays, errors, watch_time_ms)
-    select * from unnest(${rows.map(([k]) => k)}::text[], ${rows.map(([, d]) => d.isEu)}::boolean[],
-      ${countArrays(rows.map(([, d]) => d))})
-    on conflict (region) do update set is_eu = excluded.is_eu, ${additive("region_stats")}`
-    .execute(trx);
-}
-
-async function upsertPairCounter(
-  trx: Trx,
-  table: "region_error_codes" | "region_platforms",
-  secondColumn: "error_code" | "platform",
-  valueColumn: "errors" | "events",
-  counts: Map<string, number>,
-): Promise<void> {
-  if (counts.size === 0) return;
-  const rows = sorted(counts.entries()).map(([k, n]) => [...k.split(KEY_SEP), n] as const);
-  await sql`
-    insert into ${sql.table(table)} (region, ${sql.ref(secondColumn)}, ${sql.ref(valueColumn)})
-    select * from unnest(${rows.map((r) => r[0])}::text[], ${rows.map((r) => r[1])}::text[],
-      ${rows.map((r) => r[2])}::bigint[])
-    on conflict (region, ${sql.ref(secondColumn)}) do update set
-      ${sql.ref(valueColumn)} = ${sql.ref(`${table}.${valueColumn}`)} + excluded.${
-    sql.ref(valueColumn)
-  }`.execute(trx);
 }
 
 async function upsertFlags(trx: Trx, batch: FlushBatch): Promise<void> {

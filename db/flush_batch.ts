@@ -5,8 +5,9 @@
  * @module
  */
 import type { Flag, Level, OptOutType } from "../rules/mod.ts";
+import type { SparseSketch } from "./hll.ts";
 
-/** Additive counters of one key (content, content and region, region or device). */
+/** Additive counters of one key (a fact row or a device hour). */
 export interface CountDelta {
   events: number;
   plays: number;
@@ -27,6 +28,8 @@ export interface RawEventRow {
   receivedAtMs: number;
   region: string;
   isEu: boolean;
+  clientIsEu: boolean | null;
+  subscriptionPlan: string | null;
   hasConsent: boolean;
   ipHash: string;
   ipPrefix: string;
@@ -51,20 +54,32 @@ export interface OptOutRow {
   sinceMs: number;
 }
 
-/** Everything one flush writes, in one transaction. Maps are keyed as their names say. */
+/** Events and late events of one event type in one hour. */
+export interface TypeDelta {
+  events: number;
+  lateEvents: number;
+}
+
+/**
+ * Everything one flush writes, in one transaction. Aggregates are keyed by the UTC hour of event
+ * time (`hourMs`, epoch ms of the hour's start) and their dimensions, joined with {@link KEY_SEP}.
+ */
 export interface FlushBatch {
   rawEvents: RawEventRow[];
-  /** Named counters: `events:<TYPE>`, `watch_time_ms`, `late_events`, `duplicate_events`. */
+  /** All-time named counters: `duplicate_events`. */
   counters: Map<string, number>;
-  contents: Map<string, CountDelta>;
-  /** Keyed by `content_id + "\u0000" + region`. */
-  contentRegions: Map<string, CountDelta>;
-  regions: Map<string, CountDelta & { isEu: boolean }>;
-  /** Keyed by `region + "\u0000" + error_code`. */
-  regionErrorCodes: Map<string, number>;
-  /** Keyed by `region + "\u0000" + platform`. */
-  regionPlatforms: Map<string, number>;
+  /** Keyed by {@link factKey}: hour, content, region, platform, app version, plan. */
+  facts: Map<string, CountDelta>;
+  /** Keyed by `hourMs + SEP + event_type`. */
+  types: Map<string, TypeDelta>;
+  /** Keyed by `factKey + SEP + error_code`; errors of ERROR events only. */
+  errorCodes: Map<string, number>;
+  /** Keyed by `device_id + SEP + hourMs`. */
   devices: Map<string, CountDelta>;
+  /** Unique-viewer sketches keyed by `scope + SEP + hourMs`; scope "" (all), `c:<id>`, `r:<region>`. */
+  viewers: Map<string, SparseSketch>;
+  /** Flagged events keyed by `hourMs + SEP + rule + SEP + region`. */
+  flaggedEvents: Map<string, number>;
   flags: Map<string, Flag>;
   risks: Map<string, RiskDelta>;
   optOuts: OptOutRow[];
@@ -72,6 +87,29 @@ export interface FlushBatch {
   checkpoints: Map<string, number>;
   /** Keyed like `checkpoints`: the owner epoch the flush must still hold (fencing). */
   epochs: Map<string, number>;
+}
+
+/** Length of a bucket: aggregates are kept per UTC hour of event time. */
+export const HOUR_MS = 3_600_000;
+
+/** Start of the UTC hour that holds `atMs`. */
+export function hourOf(atMs: number): number {
+  return Math.floor(atMs / HOUR_MS) * HOUR_MS;
+}
+
+/** The dimensions an event is counted under, besides its hour. */
+export interface FactDims {
+  contentId: string;
+  region: string;
+  platform: string;
+  appVersion: string;
+  subscriptionPlan: string;
+}
+
+/** The key of a fact row: hour and dimensions joined with {@link KEY_SEP}. */
+export function factKey(hourMs: number, d: FactDims): string {
+  return hourMs + KEY_SEP + d.contentId + KEY_SEP + d.region + KEY_SEP + d.platform + KEY_SEP +
+    d.appVersion + KEY_SEP + d.subscriptionPlan;
 }
 
 /** Separator of composite map keys; cannot occur in validated ids. */

@@ -7,7 +7,7 @@
 import { type Kysely, sql } from "kysely";
 import type { RawEventRow } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
-import type { EventType, TelemetryEvent } from "../rules/mod.ts";
+import type { TelemetryEvent } from "../rules/mod.ts";
 
 type Db = Kysely<Database>;
 
@@ -35,11 +35,11 @@ export async function insertRawEvents(
   const result = await sql<{ event_id: string; position: string | number }>`
     insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
       occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
-      do_not_track, is_late, extra_metadata)
+      do_not_track, is_late, extra_metadata, client_is_eu, subscription_plan)
     select e.event_id, coalesce(e.position, nextval('raw_events_position_seq')), e.user_id,
       e.device_id, e.content_id, e.event_type, to_timestamp(e.at_ms / 1000.0),
       to_timestamp(e.received_ms / 1000.0), e.region, e.is_eu, e.has_consent, e.ip_hash,
-      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.extra_metadata::jsonb
+      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.extra_metadata::jsonb, e.client_is_eu, e.subscription_plan
     from unnest(${col((r) => r.eventId)}::text[], ${positions}::bigint[],
       ${col((r) => r.userId)}::text[], ${col((r) => r.deviceId)}::text[],
       ${col((r) => r.contentId)}::text[], ${col((r) => r.type)}::text[],
@@ -48,10 +48,11 @@ export async function insertRawEvents(
       ${col((r) => r.hasConsent)}::boolean[], ${col((r) => r.ipHash)}::text[],
       ${col((r) => r.ipPrefix)}::text[], ${col((r) => r.errorCode)}::text[],
       ${col((r) => r.doNotTrack)}::boolean[], ${col((r) => r.isLate)}::boolean[],
-      ${col((r) => JSON.stringify(r.metadata))}::text[])
+      ${col((r) => JSON.stringify(r.metadata))}::text[], ${col((r) => r.clientIsEu)}::boolean[],
+      ${col((r) => r.subscriptionPlan)}::text[])
       with ordinality as e(event_id, position, user_id, device_id, content_id, event_type, at_ms,
         received_ms, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track,
-        is_late, extra_metadata, ord)
+        is_late, extra_metadata, client_is_eu, subscription_plan, ord)
     order by e.ord
     on conflict (event_id) do nothing
     returning event_id, position`.execute(db);
@@ -91,10 +92,12 @@ export async function readLog(
     userId: r.user_id,
     deviceId: r.device_id,
     contentId: r.content_id,
-    type: r.event_type as EventType,
+    type: r.event_type,
     atMs: new Date(r.occurred_at).getTime(),
     region: r.region,
     isEu: r.is_eu,
+    clientIsEu: r.client_is_eu,
+    subscriptionPlan: r.subscription_plan,
     hasConsent: r.has_consent,
     ipHash: r.ip_hash,
     ipPrefix: r.ip_prefix,

@@ -7,11 +7,13 @@ import type { Kysely } from "kysely";
 import { type Migration, Migrator } from "kysely/migration";
 import * as initial from "./migrations/2026_11_23_0001_initial.ts";
 import * as eventLog from "./migrations/2026_11_24_0002_event_log.ts";
+import * as hourlyBuckets from "./migrations/2026_11_30_0003_hourly_buckets.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 const MIGRATIONS: Record<string, Migration> = {
   "2026_11_23_0001_initial": initial,
   "2026_11_24_0002_event_log": eventLog,
+  "2026_11_30_0003_hourly_buckets": hourlyBuckets,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */

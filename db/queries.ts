@@ -6,121 +6,44 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
-import type { OptOut, OptOutType } from "../rules/mod.ts";
+import { type OptOut, type OptOutType, RULE_IDS } from "../rules/mod.ts";
+import type { TimeRange } from "./stats_queries.ts";
 
 type Db = Kysely<Database>;
 
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
-const rate = (errors: number, events: number): number => (events === 0 ? 0 : errors / events);
+const isoOf = (ms: number): string => new Date(ms).toISOString();
 
-/** Pipeline-wide totals for `/stats/summary`. */
-export interface Summary {
-  total_events: number;
-  events_by_type: Record<string, number>;
-  plays: number;
-  watch_time_ms: number;
-  errors: number;
-  error_rate: number;
-  late_events: number;
-  duplicate_events: number;
-}
-
-/** Reads the named counters into the summary shape. */
-export async function getSummary(db: Db): Promise<Summary> {
-  const rows = await db.selectFrom("stat_counters").select(["name", "value"]).execute();
-  const counters = new Map(rows.map((r) => [r.name, num(r.value)]));
-  const eventsByType: Record<string, number> = { PLAY: 0, PAUSE: 0, SEEK: 0, STOP: 0, ERROR: 0 };
-  for (const [name, value] of counters) {
-    if (name.startsWith("events:")) eventsByType[name.slice("events:".length)] = value;
+/**
+ * Flag counts for `/compliance/summary` over an optional range of event-time hours: flagged events
+ * from the hourly counts (whatever a flag's own granularity), flags by the time they occurred.
+ */
+export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
+  let flagged = db.selectFrom("flagged_events_hourly")
+    .select(["rule", (eb) => eb.fn.sum("flagged_events").as("events")]).groupBy("rule");
+  if (range.fromMs !== undefined) flagged = flagged.where("hour", ">=", isoOf(range.fromMs));
+  if (range.toMs !== undefined) flagged = flagged.where("hour", "<", isoOf(range.toMs));
+  let flagRows = db.selectFrom("risk_flags")
+    .select(["rule", "level", (eb) => eb.fn.countAll().as("flags")]).groupBy(["rule", "level"]);
+  if (range.fromMs !== undefined) {
+    flagRows = flagRows.where("occurred_at", ">=", isoOf(range.fromMs));
   }
-  const total = Object.values(eventsByType).reduce((a, b) => a + b, 0);
-  return {
-    total_events: total,
-    events_by_type: eventsByType,
-    plays: eventsByType.PLAY,
-    watch_time_ms: counters.get("watch_time_ms") ?? 0,
-    errors: eventsByType.ERROR,
-    error_rate: rate(eventsByType.ERROR, total),
-    late_events: counters.get("late_events") ?? 0,
-    duplicate_events: counters.get("duplicate_events") ?? 0,
-  };
-}
-
-/** Stats of one title for `/stats/content/{id}`, or null when it was never seen. */
-export async function getContentStats(db: Db, contentId: string) {
-  const row = await db.selectFrom("content_stats").selectAll().where("content_id", "=", contentId)
-    .executeTakeFirst();
-  if (row === undefined) return null;
-  const regions = await db.selectFrom("content_region_stats").select(["region", "plays", "events"])
-    .where("content_id", "=", contentId).orderBy("plays", "desc").orderBy("region").limit(10)
-    .execute();
-  const events = num(row.events);
-  const errors = num(row.errors);
-  return {
-    content_id: contentId,
-    plays: num(row.plays),
-    watch_time_ms: num(row.watch_time_ms),
-    events,
-    errors,
-    error_rate: rate(errors, events),
-    top_regions: regions.map((r) => ({
-      region: r.region,
-      plays: num(r.plays),
-      events: num(r.events),
-    })),
-  };
-}
-
-/** Stats of one region for `/stats/region/{region}`, or null when it was never seen. */
-export async function getRegionStats(db: Db, region: string) {
-  const row = await db.selectFrom("region_stats").selectAll().where("region", "=", region)
-    .executeTakeFirst();
-  if (row === undefined) return null;
-  const codes = await db.selectFrom("region_error_codes").select(["error_code", "errors"])
-    .where("region", "=", region).orderBy("errors", "desc").orderBy("error_code").execute();
-  const platforms = await db.selectFrom("region_platforms").select(["platform", "events"])
-    .where("region", "=", region).orderBy("events", "desc").orderBy("platform").execute();
-  const events = num(row.events);
-  const errors = num(row.errors);
-  const platformTotal = platforms.reduce((sum, p) => sum + num(p.events), 0);
-  return {
-    region,
-    is_eu: row.is_eu,
-    plays: num(row.plays),
-    watch_time_ms: num(row.watch_time_ms),
-    events,
-    errors,
-    error_rate: rate(errors, events),
-    errors_by_code: Object.fromEntries(codes.map((c) => [c.error_code, num(c.errors)])),
-    device_mix: platforms.map((p) => ({
-      platform: p.platform,
-      events: num(p.events),
-      share: rate(num(p.events), platformTotal),
-    })),
-  };
-}
-
-/** Flag counts for `/compliance/summary`. */
-export async function getComplianceSummary(db: Db) {
-  const byRule = await db.selectFrom("risk_flags")
-    .select([
-      "rule",
-      (eb) => eb.fn.countAll().as("flags"),
-      (eb) => eb.fn.sum("flagged_events").as("events"),
-    ])
-    .groupBy("rule").execute();
-  const byLevel = await db.selectFrom("risk_flags")
-    .select(["level", (eb) => eb.fn.countAll().as("flags")]).groupBy("level").execute();
-  const rules = ["privacy", "retention", "account_sharing", "content_quality"];
-  const flagged: Record<string, number> = Object.fromEntries(rules.map((r) => [r, 0]));
-  const flags: Record<string, number> = Object.fromEntries(rules.map((r) => [r, 0]));
-  for (const row of byRule) {
-    flagged[row.rule] = num(row.events);
-    flags[row.rule] = num(row.flags);
-  }
+  if (range.toMs !== undefined) flagRows = flagRows.where("occurred_at", "<", isoOf(range.toMs));
+  const flaggedByRule: Record<string, number> = Object.fromEntries(RULE_IDS.map((r) => [r, 0]));
+  const flags: Record<string, number> = Object.fromEntries(RULE_IDS.map((r) => [r, 0]));
   const levels: Record<string, number> = { HIGH: 0, MEDIUM: 0, LOW: 0 };
-  for (const row of byLevel) levels[row.level] = num(row.flags);
-  return { flagged_events_by_rule: flagged, flags_by_rule: flags, flags_by_level: levels };
+  for (const row of await flagged.execute()) flaggedByRule[row.rule] = num(row.events);
+  for (const row of await flagRows.execute()) {
+    flags[row.rule] = (flags[row.rule] ?? 0) + num(row.flags);
+    levels[row.level] = (levels[row.level] ?? 0) + num(row.flags);
+  }
+  return {
+    from: range.fromMs === undefined ? null : isoOf(range.fromMs),
+    to: range.toMs === undefined ? null : isoOf(range.toMs),
+    flagged_events_by_rule: flaggedByRule,
+    flags_by_rule: flags,
+    flags_by_level: levels,
+  };
 }
 
 /** Filters and keyset cursor of `/compliance/events`. */
@@ -164,11 +87,21 @@ export async function listFlags(db: Db, q: FlagQuery) {
   };
 }
 
-/** Flagged events per region and rule, with EU / non-EU and US-CA / rest groups. */
-export async function getComplianceRegions(db: Db) {
-  const rows = await db.selectFrom("risk_flags")
-    .select(["region", "is_eu", "rule", (eb) => eb.fn.sum("flagged_events").as("events")])
-    .groupBy(["region", "is_eu", "rule"]).orderBy("region").orderBy("rule").execute();
+/**
+ * Flagged events per region and rule over an optional range of event-time hours, with EU / non-EU
+ * (decided by `isEu`, the server's GDPR list) and US-CA / rest groups.
+ */
+export async function getComplianceRegions(
+  db: Db,
+  isEu: (region: string) => boolean,
+  range: TimeRange = {},
+) {
+  let query = db.selectFrom("flagged_events_hourly")
+    .select(["region", "rule", (eb) => eb.fn.sum("flagged_events").as("events")])
+    .groupBy(["region", "rule"]).orderBy("region").orderBy("rule");
+  if (range.fromMs !== undefined) query = query.where("hour", ">=", isoOf(range.fromMs));
+  if (range.toMs !== undefined) query = query.where("hour", "<", isoOf(range.toMs));
+  const rows = await query.execute();
   const empty = () => ({ privacy: 0, retention: 0, account_sharing: 0, content_quality: 0 });
   type Counts = ReturnType<typeof empty>;
   const regions = new Map<string, { region: string; is_eu: boolean; flagged_events: Counts }>();
@@ -178,14 +111,19 @@ export async function getComplianceRegions(db: Db) {
     const n = num(row.events);
     let entry = regions.get(row.region);
     if (entry === undefined) {
-      entry = { region: row.region, is_eu: row.is_eu, flagged_events: empty() };
+      entry = { region: row.region, is_eu: isEu(row.region), flagged_events: empty() };
       regions.set(row.region, entry);
     }
     entry.flagged_events[rule] += n;
-    groups[row.is_eu ? "eu" : "non_eu"][rule] += n;
+    groups[entry.is_eu ? "eu" : "non_eu"][rule] += n;
     groups[row.region === "US-CA" ? "us_ca" : "non_us_ca"][rule] += n;
   }
-  return { regions: [...regions.values()], groups };
+  return {
+    from: range.fromMs === undefined ? null : isoOf(range.fromMs),
+    to: range.toMs === undefined ? null : isoOf(range.toMs),
+    regions: [...regions.values()],
+    groups,
+  };
 }
 
 /** Records a privacy request; returns false if the same request was already on record. */

@@ -13,17 +13,37 @@ type Timestamp = ColumnType<Date | string, string, string>;
 /** Every table of the pipeline. */
 export interface Database {
   raw_events: RawEventsTable;
+  /** All-time counters that are not about event time: `duplicate_events`. */
   stat_counters: { name: string; value: BigCount };
-  content_stats: CountsTable & { content_id: string };
-  content_region_stats: CountsTable & { content_id: string; region: string };
-  region_stats: CountsTable & { region: string; is_eu: boolean };
-  region_error_codes: { region: string; error_code: string; errors: BigCount };
-  region_platforms: { region: string; platform: string; events: BigCount };
-  device_stats: CountsTable & { device_id: string };
+  event_facts_hourly: CountsTable & FactDimsColumns & { hour: Timestamp };
+  event_types_hourly: {
+    hour: Timestamp;
+    event_type: string;
+    events: BigCount;
+    late_events: BigCount;
+  };
+  error_codes_hourly: FactDimsColumns & { hour: Timestamp; error_code: string; errors: BigCount };
+  device_facts_hourly: CountsTable & { device_id: string; hour: Timestamp };
+  viewer_sketches_hourly: { scope: string; hour: Timestamp; registers: number[] };
+  flagged_events_hourly: {
+    hour: Timestamp;
+    rule: string;
+    region: string;
+    flagged_events: BigCount;
+  };
   risk_flags: RiskFlagsTable;
   entity_risk: EntityRiskTable;
   privacy_requests: PrivacyRequestsTable;
   shard_checkpoints: ShardCheckpointsTable;
+}
+
+/** The dimensions an hourly fact is keyed by; `unknown` when a TV did not report one. */
+export interface FactDimsColumns {
+  content_id: string;
+  region: string;
+  platform: string;
+  app_version: string;
+  subscription_plan: string;
 }
 
 /** Additive counters shared by the aggregate tables. */
@@ -46,6 +66,8 @@ export interface RawEventsTable {
   received_at: Timestamp;
   region: string;
   is_eu: boolean;
+  client_is_eu: boolean | null;
+  subscription_plan: string | null;
   has_consent: boolean;
   ip_hash: string;
   ip_prefix: string;

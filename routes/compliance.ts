@@ -1,6 +1,7 @@
 /**
  * Compliance reads for privacy and legal teams: flag counts, the flagged-event list with evidence
- * (keyset-paginated, newest first), and flagged counts per region with EU and US-CA groupings.
+ * (keyset-paginated, newest first), and flagged counts per region with EU and US-CA groupings; the
+ * counts take an optional `from` / `to` range of UTC hours of event time.
  *
  * @module
  */
@@ -11,6 +12,7 @@ import { getComplianceRegions, getComplianceSummary, listFlags } from "../db/que
 import type { Database } from "../db/schema.ts";
 import { RULE_IDS } from "../rules/mod.ts";
 import { REGION_SCHEMA } from "./event_schema.ts";
+import { parseRange } from "./time_range.ts";
 
 const LIST_QUERY = z.strictObject({
   rule: z.enum(RULE_IDS as [string, ...string[]]).optional(),
@@ -23,15 +25,27 @@ const LIST_QUERY = z.strictObject({
 });
 
 /** The compliance sub-app. */
-export function complianceRoutes(db: Kysely<Database>): Hono {
+export function complianceRoutes(
+  db: Kysely<Database>,
+  isEu: (region: string) => boolean,
+): Hono {
   const app = new Hono();
-  app.get("/summary", async (c) => c.json(await getComplianceSummary(db)));
+  app.get("/summary", async (c) => {
+    const range = parseRange(c.req.query("from"), c.req.query("to"));
+    if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
+    return c.json(await getComplianceSummary(db, range.range));
+  });
   app.get("/events", async (c) => {
-    const parsed = LIST_QUERY.safeParse(c.req.query());
+    // An empty parameter (`?rule=&level=`) means no filter, as a form with blank fields sends it.
+    const given = Object.entries(c.req.query()).filter(([, value]) => value.trim() !== "");
+    const parsed = LIST_QUERY.safeParse(Object.fromEntries(given));
     if (!parsed.success) {
       return c.json({
         error: "Invalid query: see issues",
-        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+        issues: parsed.error.issues.map((i) => ({
+          path: i.path.join(".") || "(root)",
+          message: i.message,
+        })),
       }, 400);
     }
     const q = parsed.data;
@@ -45,6 +59,10 @@ export function complianceRoutes(db: Kysely<Database>): Hono {
       }),
     );
   });
-  app.get("/regions", async (c) => c.json(await getComplianceRegions(db)));
+  app.get("/regions", async (c) => {
+    const range = parseRange(c.req.query("from"), c.req.query("to"));
+    if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
+    return c.json(await getComplianceRegions(db, isEu, range.range));
+  });
   return app;
 }

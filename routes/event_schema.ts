@@ -1,16 +1,20 @@
 /**
  * The wire format of one event, validated with zod at the HTTP boundary and converted to the internal
- * {@link TelemetryEvent} shape (raw IP replaced by its keyed hash and prefix).
+ * {@link TelemetryEvent} shape (raw IP replaced by its keyed hash and prefix, GDPR decided from the
+ * region).
  *
  * @module
  */
 import { z } from "zod";
-import { EVENT_TYPES } from "../rules/mod.ts";
 import type { IncomingEvent } from "../actors/region.ts";
+import { canonicalRegion, isGdprRegion } from "./gdpr_regions.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
 
-/** Largest `extra_metadata` accepted, in bytes of JSON. */
+/** Largest `extra_metadata` accepted, in UTF-8 bytes of JSON. */
 export const MAX_METADATA_BYTES = 4096;
+
+/** Deepest nesting of objects and arrays in `extra_metadata`, the metadata object itself being level 1. */
+export const MAX_METADATA_DEPTH = 4;
 
 // deno-lint-ignore no-control-regex
 const NO_CONTROL_CHARS = /^[^\u0000-\u001f\u007f]+$/;
@@ -23,6 +27,14 @@ export const ID_SCHEMA = z.string().min(1).max(128).regex(
 )
   .refine((s) => s.isWellFormed(), "must be well-formed Unicode");
 
+/** A short optional label (error code, subscription plan): absent or null becomes null. */
+const LABEL_SCHEMA = z.string().min(1).max(64).regex(
+  NO_CONTROL_CHARS,
+  "must not contain control characters",
+)
+  .refine((s) => s.isWellFormed(), "must be well-formed Unicode")
+  .nullish().transform((s) => s ?? null);
+
 /** True when every string (keys included) in a JSON value is storable text. */
 export function isStorableJson(value: unknown): boolean {
   if (typeof value === "string") return isStorable(value);
@@ -33,34 +45,80 @@ export function isStorableJson(value: unknown): boolean {
   return true;
 }
 
-/** A region: ISO 3166-1 alpha-2 or a subdivision such as `US-CA`, any case on input, upper-cased. */
+/**
+ * True when a JSON value nests objects and arrays more than `maxDepth` levels deep; the recursion stops
+ * at `maxDepth + 1`, so a hostile 500 000-level document cannot exhaust the stack.
+ */
+export function isNestedDeeperThan(value: unknown, maxDepth: number): boolean {
+  if (value === null || typeof value !== "object") return false;
+  if (maxDepth <= 0) return true;
+  const children = Array.isArray(value) ? value : Object.values(value);
+  return children.some((child) => isNestedDeeperThan(child, maxDepth - 1));
+}
+
+const utf8 = new TextEncoder();
+
+/** Why metadata is refused, or null; depth is checked first so the later recursive steps are bounded. */
+function metadataProblem(metadata: Record<string, unknown>): string | null {
+  if (isNestedDeeperThan(metadata, MAX_METADATA_DEPTH)) {
+    return `must nest objects and arrays at most ${MAX_METADATA_DEPTH} levels deep`;
+  }
+  const bytes = utf8.encode(JSON.stringify(metadata)).byteLength;
+  if (bytes > MAX_METADATA_BYTES) {
+    return `must be at most ${MAX_METADATA_BYTES} bytes of JSON (UTF-8), received ${bytes}`;
+  }
+  if (!isStorableJson(metadata)) return "must not contain NUL characters or malformed Unicode";
+  return null;
+}
+
+/**
+ * A region: ISO 3166-1 alpha-2 or a subdivision such as `US-CA`, any case on input, upper-cased; the
+ * aliases TVs send are accepted too: `UK` is stored as `GB`, `EU` is kept (and always means GDPR).
+ */
 export const REGION_SCHEMA = z.string().transform((s) => s.toUpperCase()).pipe(
   z.string().regex(
     /^[A-Z]{2}(-[A-Z0-9]{1,3})?$/,
-    "must be an ISO 3166-1 alpha-2 code or a subdivision such as US-CA",
+    "must be an ISO 3166-1 alpha-2 code (or UK, EU) or a subdivision such as US-CA",
   ),
-);
+).transform(canonicalRegion);
 
-/** zod schema of one event as a TV sends it; unknown fields are rejected. */
-export const EVENT_SCHEMA = z.strictObject({
+/**
+ * An event type: PLAY, PAUSE, SEEK, STOP, ERROR or any other name a TV sends (login, heartbeat, ...),
+ * in any case on input, upper-cased.
+ */
+export const EVENT_TYPE_SCHEMA = z.string().regex(
+  /^[A-Za-z][A-Za-z0-9_]{0,63}$/,
+  "must be PLAY, PAUSE, SEEK, STOP, ERROR or another name of 1-64 letters, digits and underscores " +
+    "starting with a letter",
+).transform((s) => s.toUpperCase());
+
+const EVENT_FIELDS = {
   event_id: ID_SCHEMA,
   user_id: ID_SCHEMA,
   device_id: ID_SCHEMA,
   content_id: ID_SCHEMA,
-  event_type: z.string().transform((s) => s.toUpperCase()).pipe(z.enum(EVENT_TYPES)),
+  event_type: EVENT_TYPE_SCHEMA,
   timestamp: z.iso.datetime({ offset: true, message: "must be an ISO-8601 date-time with a zone" }),
   region: REGION_SCHEMA,
-  is_eu: z.boolean(),
+  is_eu: z.boolean().nullish().transform((b) => b ?? null),
   has_consent: z.boolean(),
   ip_address: z.union([z.ipv4(), z.ipv6()], { message: "must be an IPv4 or IPv6 address" }),
-  error_code: z.string().min(1).max(64).regex(NO_CONTROL_CHARS)
-    .refine((s) => s.isWellFormed(), "must be well-formed Unicode").nullable(),
-  extra_metadata: z.record(z.string(), z.unknown()).default({}).refine(
-    (m) => JSON.stringify(m).length <= MAX_METADATA_BYTES,
-    `must be at most ${MAX_METADATA_BYTES} bytes of JSON`,
-  ).refine(isStorableJson, "must not contain NUL characters or malformed Unicode"),
+  error_code: LABEL_SCHEMA,
+  subscription_plan: LABEL_SCHEMA,
+  extra_metadata: z.record(z.string(), z.unknown()).nullish().transform((m, ctx) => {
+    const metadata = m ?? {};
+    const problem = metadataProblem(metadata);
+    if (problem === null) return metadata;
+    ctx.issues.push({ code: "custom", input: m, message: problem });
+    return z.NEVER;
+  }),
   do_not_track: z.boolean().optional(),
-}).check((ctx) => {
+};
+
+const KNOWN_FIELDS: ReadonlySet<string> = new Set(Object.keys(EVENT_FIELDS));
+
+/** zod schema of one event as a TV sends it; unknown fields are stripped (see {@link validateEvent}). */
+export const EVENT_SCHEMA = z.object(EVENT_FIELDS).check((ctx) => {
   if (ctx.value.event_type === "ERROR" && ctx.value.error_code === null) {
     ctx.issues.push({
       code: "custom",
@@ -77,54 +135,62 @@ export interface Issue {
   message: string;
 }
 
-/** Result of validating one wire event. */
-export type Validation = { ok: true; event: IncomingEvent } | { ok: false; issues: Issue[] };
+/** Result of validating one wire event; `ignoredFields` are unknown top-level fields, dropped. */
+export type Validation =
+  | { ok: true; event: IncomingEvent; ignoredFields: string[] }
+  | { ok: false; issues: Issue[] };
 
 /** Limits that depend on the server clock and config. */
 export interface ValidationContext {
   nowMs: number;
   maxFutureSkewMs: number;
+  /** Events older than `nowMs` minus this are refused: too old to be counted. */
+  maxEventAgeMs: number;
+  /** Countries (ISO alpha-2) where GDPR-like rules apply; `EU` always does. */
+  gdprRegions: readonly string[];
+  /** Refuse unknown top-level fields instead of dropping them. */
+  isStrictSchema: boolean;
   anonymizer: IpAnonymizer;
+}
+
+/** Top-level field names of a decoded JSON object that the schema does not know. */
+export function unknownFields(input: unknown): string[] {
+  if (input === null || typeof input !== "object" || Array.isArray(input)) return [];
+  return Object.keys(input).filter((key) => !KNOWN_FIELDS.has(key));
 }
 
 /** Validates one decoded JSON value and converts it, or lists every problem. */
 export function validateEvent(input: unknown, ctx: ValidationContext): Validation {
+  const ignoredFields = unknownFields(input);
+  const issues: Issue[] = ctx.isStrictSchema
+    ? ignoredFields.map((field) => ({ path: field, message: "is not a known field" }))
+    : [];
   const parsed = EVENT_SCHEMA.safeParse(input);
   if (!parsed.success) {
-    return {
-      ok: false,
-      issues: parsed.error.issues.map((i) => ({
-        path: i.path.join(".") || "(root)",
-        message: i.message,
-      })),
-    };
+    issues.push(...parsed.error.issues.map((i) => ({
+      path: i.path.join(".") || "(root)",
+      message: i.message,
+    })));
   }
+  if (!parsed.success || issues.length > 0) return { ok: false, issues };
   const e = parsed.data;
-  const atMs = Date.parse(e.timestamp);
-  if (atMs > ctx.nowMs + ctx.maxFutureSkewMs) {
-    return {
-      ok: false,
-      issues: [{
-        path: "timestamp",
-        message: `is more than ${ctx.maxFutureSkewMs} ms in the future: ${e.timestamp}`,
-      }],
-    };
-  }
-  if (atMs < Date.UTC(2000, 0, 1)) {
-    return { ok: false, issues: [{ path: "timestamp", message: "is before the year 2000" }] };
-  }
+  const timeIssue = timestampProblem(e.timestamp, ctx);
+  if (timeIssue !== null) return { ok: false, issues: [{ path: "timestamp", message: timeIssue }] };
   const { hash, prefix } = ctx.anonymizer.anonymize(e.ip_address);
   return {
     ok: true,
+    ignoredFields,
     event: {
       eventId: e.event_id,
       userId: e.user_id,
       deviceId: e.device_id,
       contentId: e.content_id,
       type: e.event_type,
-      atMs,
+      atMs: Date.parse(e.timestamp),
       region: e.region,
-      isEu: e.is_eu,
+      isEu: isGdprRegion(e.region, ctx.gdprRegions),
+      clientIsEu: e.is_eu,
+      subscriptionPlan: e.subscription_plan,
       hasConsent: e.has_consent,
       ipHash: hash,
       ipPrefix: prefix,
@@ -134,4 +200,17 @@ export function validateEvent(input: unknown, ctx: ValidationContext): Validatio
       receivedAtMs: ctx.nowMs,
     },
   };
+}
+
+function timestampProblem(timestamp: string, ctx: ValidationContext): string | null {
+  const atMs = Date.parse(timestamp);
+  if (atMs > ctx.nowMs + ctx.maxFutureSkewMs) {
+    return `is more than ${ctx.maxFutureSkewMs} ms in the future: ${timestamp}`;
+  }
+  if (atMs < Date.UTC(2000, 0, 1)) return "is before the year 2000";
+  if (atMs < ctx.nowMs - ctx.maxEventAgeMs) {
+    return `is more than ${ctx.maxEventAgeMs} ms old, too old to be counted: ${timestamp} ` +
+      "(drop the event, do not retry it)";
+  }
+  return null;
 }

@@ -1,11 +1,11 @@
 /**
  * Ingest: `POST /events` (one event) and `POST /events/batch` (JSON array or NDJSON). Validates at the
- * boundary, answers 202 only once the log has accepted the events, and 503 under backpressure.
+ * boundary, answers 202 only once the log has accepted the events (naming the unknown fields it dropped),
+ * and 503 under backpressure. The body size and read time are bounded by the app (`readBodyWithin`).
  *
  * @module
  */
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import type { Context } from "hono";
 import { AppendError, type EventLog } from "../actors/event_log.ts";
 import type { IncomingEvent } from "../actors/region.ts";
@@ -16,9 +16,11 @@ import type { IpAnonymizer } from "./ip_anonymizer.ts";
 export interface EventsDeps {
   log: EventLog;
   anonymizer: IpAnonymizer;
-  maxBodyBytes: number;
   maxBatchEvents: number;
   maxFutureSkewMs: number;
+  maxEventAgeMs: number;
+  gdprRegions: readonly string[];
+  isStrictSchema: boolean;
   now?: () => number;
 }
 
@@ -28,6 +30,12 @@ interface Rejected {
   issues: Issue[];
 }
 
+/** An accepted batch item whose unknown top-level fields were dropped. */
+interface Ignored {
+  index: number;
+  fields: string[];
+}
+
 /** The ingest sub-app. */
 export function eventsRoutes(deps: EventsDeps): Hono {
   const app = new Hono();
@@ -35,16 +43,11 @@ export function eventsRoutes(deps: EventsDeps): Hono {
   const context = (): ValidationContext => ({
     nowMs: now(),
     maxFutureSkewMs: deps.maxFutureSkewMs,
+    maxEventAgeMs: deps.maxEventAgeMs,
+    gdprRegions: deps.gdprRegions,
+    isStrictSchema: deps.isStrictSchema,
     anonymizer: deps.anonymizer,
   });
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: deps.maxBodyBytes,
-      onError: (c) =>
-        c.json({ error: `Body too large: the limit is ${deps.maxBodyBytes} bytes` }, 413),
-    }),
-  );
 
   app.post("/", async (c) => {
     const refused = refuse(c, deps.log);
@@ -58,7 +61,10 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     }
     const failed = await appendOr503(c, deps.log, [result.event]);
     if (failed !== null) return failed;
-    return c.json({ accepted: 1, event_id: result.event.eventId }, 202);
+    return c.json(
+      { accepted: 1, event_id: result.event.eventId, ignored_fields: result.ignoredFields },
+      202,
+    );
   });
 
   app.post("/batch", async (c) => {
@@ -83,21 +89,26 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     const ctx = context();
     const accepted: IncomingEvent[] = [];
     const rejected: Rejected[] = [];
+    const ignored: Ignored[] = [];
     items.values.forEach((value, index) => {
       if (value instanceof LineError) {
         rejected.push({ index, issues: [{ path: "(root)", message: value.message }] });
         return;
       }
       const result = validateEvent(value, ctx);
-      if (result.ok) accepted.push(result.event);
-      else rejected.push({ index, issues: result.issues });
+      if (!result.ok) {
+        rejected.push({ index, issues: result.issues });
+        return;
+      }
+      accepted.push(result.event);
+      if (result.ignoredFields.length > 0) ignored.push({ index, fields: result.ignoredFields });
     });
     if (accepted.length === 0) {
       return c.json({ error: "Invalid batch: no event was valid", issues: [], rejected }, 422);
     }
     const failed = await appendOr503(c, deps.log, accepted);
     if (failed !== null) return failed;
-    return c.json({ accepted: accepted.length, rejected }, 202);
+    return c.json({ accepted: accepted.length, rejected, ignored }, 202);
   });
 
   return app;
@@ -113,7 +124,7 @@ function refuse(c: Context, log: EventLog): Response | null {
     recovering: "Service recovering: replaying the log after a worker restart",
   };
   c.header("Retry-After", refusal === "draining" ? "5" : "1");
-  return c.json({ error: messages[refusal] }, 503);
+  return c.json({ error: messages[refusal], issues: [] }, 503);
 }
 
 /** Appends, or answers 503 when the log could not make the events durable (nothing was acknowledged). */
@@ -128,7 +139,7 @@ async function appendOr503(
   } catch (error) {
     if (!(error instanceof AppendError)) throw error;
     c.header("Retry-After", "1");
-    return c.json({ error: `${error.message}: retry later` }, 503);
+    return c.json({ error: `${error.message}: retry later`, issues: [] }, 503);
   }
 }
 
@@ -138,7 +149,7 @@ function isMediaType(c: Context, accepted: string[]): boolean {
 }
 
 function unsupported(c: Context, expected: string): Response {
-  return c.json({ error: `Unsupported content type: send ${expected}` }, 415);
+  return c.json({ error: `Unsupported content type: send ${expected}`, issues: [] }, 415);
 }
 
 type Decoded = { ok: true; value: unknown } | { ok: false; error: string };

@@ -1,7 +1,8 @@
 /**
  * `POST /privacy/requests`: records a do-not-track or deletion request and tells the user's actor (via
  * the log where several nodes share the work), so
- * every later event from that user is flagged by the retention rule.
+ * every later event from that user is flagged by the retention rule. The body is bounded in size and read
+ * time by the app (`readBodyWithin`), like every route's.
  *
  * @module
  */
@@ -36,7 +37,10 @@ export function privacyRoutes(
     if (!parsed.success) {
       return c.json({
         error: "Invalid privacy request: see issues",
-        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+        issues: parsed.error.issues.map((i) => ({
+          path: i.path.join(".") || "(root)",
+          message: i.message,
+        })),
       }, 422);
     }
     const { user_id: userId, type } = parsed.data;

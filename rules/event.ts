@@ -5,11 +5,22 @@
  * @module
  */
 
-/** Playback event kinds a TV can send. */
-export const EVENT_TYPES = ["PLAY", "PAUSE", "SEEK", "STOP", "ERROR"] as const;
+/** Playback event kinds: the only types sessions and the quality rule look at. */
+export const PLAYBACK_TYPES = ["PLAY", "PAUSE", "SEEK", "STOP", "ERROR"] as const;
 
-/** One of {@link EVENT_TYPES}. */
-export type EventType = typeof EVENT_TYPES[number];
+/** One of {@link PLAYBACK_TYPES}. */
+export type PlaybackType = typeof PLAYBACK_TYPES[number];
+
+/**
+ * An upper-cased event type: a playback type or any other word a TV sends (LOGIN, HEARTBEAT, ...),
+ * which is counted and seen by the rules that are not about playback.
+ */
+export type EventType = string;
+
+/** True for the five playback types, which carry session and quality meaning. */
+export function isPlaybackType(type: string): type is PlaybackType {
+  return (PLAYBACK_TYPES as readonly string[]).includes(type);
+}
 
 /** A validated event with the raw IP already replaced by its keyed hash and truncated prefix. */
 export interface TelemetryEvent {
@@ -21,7 +32,12 @@ export interface TelemetryEvent {
   /** Event time (the TV's `timestamp`) in epoch milliseconds. */
   atMs: number;
   region: string;
+  /** Whether GDPR-like rules apply, decided on the server from the region (never from the client). */
   isEu: boolean;
+  /** What the client claimed in `is_eu` (null when absent); stored for review, never trusted. */
+  clientIsEu: boolean | null;
+  /** The viewer's plan as the TV reports it (`subscription_plan`), or null. */
+  subscriptionPlan: string | null;
   hasConsent: boolean;
   /** HMAC-SHA256 of the IP address, hex; the raw address never leaves the ingest route. */
   ipHash: string;

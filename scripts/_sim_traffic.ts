@@ -80,7 +80,7 @@ export const BAD_TITLES = ["title-bad-drm", "title-bad-manifest", "title-bad-cdn
 export const BAD_DEVICES = ["tv-bad-firmware-1", "tv-bad-firmware-2"];
 /** EU regions; every other region the simulator uses is outside the EU. */
 export const EU_REGIONS = ["DE", "FR", "ES", "IT", "NL"];
-const OTHER_REGIONS = ["US-CA", "US-NY", "US-TX", "GB", "BR", "JP"];
+const OTHER_REGIONS = ["US-CA", "US-NY", "US-TX", "CA", "BR", "JP"];
 const ALL_REGIONS = [...EU_REGIONS, ...OTHER_REGIONS];
 const PLATFORMS = ["tizen", "webos", "androidtv", "roku", "tvos"];
 const APP_VERSIONS = ["5.2.0", "5.2.1", "5.3.0", "6.0.1"];
@@ -382,7 +382,7 @@ function withRetriesAndJunk(
       const { user_id: _, ...withoutUser } = event;
       const broken: Record<string, unknown>[] = [
         { ...withoutUser, event_id: id },
-        { ...event, event_id: id, event_type: "JUMP" },
+        { ...event, event_id: id, event_type: "JUMP AHEAD" },
         { ...event, event_id: id, timestamp: "yesterday" },
         { ...event, event_id: id, is_eu: "yes" },
       ];

@@ -107,7 +107,7 @@ Deno.test("generateTraffic() sends N unique valid events, retried duplicates and
   assert.equal(malformed.length, BIG.expectations.malformed_sent);
   assert.ok(malformed.length >= 20);
   assert.ok(malformed.some((e) => !("user_id" in e)));
-  assert.ok(malformed.some((e) => e.event_type === "JUMP"));
+  assert.ok(malformed.some((e) => e.event_type === "JUMP AHEAD"));
   assert.ok(malformed.some((e) => e.timestamp === "yesterday"));
   assert.ok(malformed.some((e) => e.is_eu === "yes"));
   const firstAt = new Map<unknown, number>();

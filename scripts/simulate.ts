@@ -224,6 +224,11 @@ async function run(options: SimOptions): Promise<number> {
     return 0;
   }
   const { url, batch, concurrency, token } = options;
+  const unreachable = await probe(url);
+  if (unreachable !== null) {
+    console.error(`Cannot reach ${url}: is the server running? (${unreachable})`);
+    return 1;
+  }
   const o: SenderOptions = { url, batch, concurrency, token, ...DEFAULT_RETRY };
   const report = emptyReport();
   const total = traffic.phase1.length + traffic.phase2.length;
@@ -266,6 +271,17 @@ async function run(options: SimOptions): Promise<number> {
   if (problem === null) return 0;
   console.error(`Expectations do not hold: ${problem}`);
   return 1;
+}
+
+/** Asks `/healthz` once, so a simulator pointed at nothing fails at once instead of retrying. */
+async function probe(url: string): Promise<string | null> {
+  try {
+    const res = await fetch(new URL("/healthz", url), { signal: AbortSignal.timeout(3_000) });
+    await res.body?.cancel();
+    return null;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
 }
 
 async function main(): Promise<number> {

@@ -29,10 +29,10 @@ export async function assertExactlyOnce(
     for (const id of stored) assert.ok(sent.has(id), `stored event "${id}" was never sent`);
     const counts = await sql<{ raw: string; totals: string; titles: string; devices: string }>`
       select
-        (select count(*) from raw_events where not is_late) as raw,
-        (select coalesce(sum(value), 0) from stat_counters where name like 'events:%') as totals,
-        (select coalesce(sum(events), 0) from content_stats) as titles,
-        (select coalesce(sum(events), 0) from device_stats) as devices`.execute(db);
+        (select count(*) from raw_events) as raw,
+        (select coalesce(sum(events), 0) from event_types_hourly) as totals,
+        (select coalesce(sum(events), 0) from event_facts_hourly) as titles,
+        (select coalesce(sum(events), 0) from device_facts_hourly) as devices`.execute(db);
     const row = counts.rows[0];
     assert.equal(Number(row.totals), Number(row.raw), "summary total differs from stored events");
     assert.equal(Number(row.titles), Number(row.raw), "per-title events differ from stored events");

@@ -27,6 +27,9 @@ interface FlagItem {
 /** Starts a harness on the backend under test. */
 export type Start = (overrides?: Partial<Config>) => Promise<Harness>;
 
+/** One hour in ms: the bucket of every aggregate. */
+const HOUR = 3_600_000;
+
 /** Event time base: recent (inside the future-skew limit) and aligned to a 5-minute window. */
 export function recentBase(nowMs = Date.now()): number {
   return Math.floor(nowMs / 300_000) * 300_000 - 300_000;
@@ -86,16 +89,38 @@ export async function exactAggregates(start: Start): Promise<void> {
     await h.send([late]);
     await h.flush();
 
+    // The late event counts like any other, in its own hour; late_events says how many were late.
     assert.deepEqual(await h.json("/stats/summary"), {
-      total_events: 7,
-      events_by_type: { PLAY: 4, PAUSE: 1, SEEK: 0, STOP: 1, ERROR: 1 },
-      plays: 4,
+      from: null,
+      to: null,
+      total_events: 8,
+      events_by_type: { PLAY: 5, PAUSE: 1, SEEK: 0, STOP: 1, ERROR: 1 },
+      plays: 5,
       watch_time_ms: 130_000,
       errors: 1,
-      error_rate: 1 / 7,
+      error_rate: 1 / 8,
+      unique_viewers: 4,
       late_events: 1,
       duplicate_events: 1,
     });
+    const lateHour = new Date(Math.floor(Date.parse(late.timestamp) / HOUR) * HOUR);
+    const lateOnly = await h.json(
+      `/stats/summary?from=${lateHour.toISOString()}&to=${
+        new Date(lateHour.getTime() + HOUR).toISOString()
+      }`,
+    );
+    assert.equal(lateOnly.total_events, 1);
+    assert.equal(lateOnly.late_events, 1);
+    assert.equal(lateOnly.unique_viewers, 1);
+    const endHour = Math.floor((Date.parse(events[6].timestamp)) / HOUR) * HOUR + HOUR;
+    const series = await h.json(
+      `/stats/timeseries?metric=events&bucket=1h&from=${lateHour.toISOString()}&to=${
+        new Date(endHour).toISOString()
+      }`,
+    );
+    const points = (series as { series: Array<{ points: Array<{ value: number }> }> }).series[0]
+      .points;
+    assert.equal(points.reduce((sum, p) => sum + p.value, 0), 8);
     const c1 = await h.json("/stats/content/c1");
     assert.equal(c1.plays, 3);
     assert.equal(c1.events, 6);

@@ -20,6 +20,8 @@ export function makeEvent(overrides: Partial<TelemetryEvent> = {}): TelemetryEve
     atMs: T0,
     region: "DE",
     isEu: true,
+    clientIsEu: true,
+    subscriptionPlan: null,
     hasConsent: true,
     ipHash: "hash-1",
     ipPrefix: "10.0.0.0/24",
@@ -42,11 +44,13 @@ export interface WireEvent {
   event_type: string;
   timestamp: string;
   region: string;
-  is_eu: boolean;
+  /** The client's claim; stored for review, the server decides GDPR from the region. */
+  is_eu?: boolean | null;
   has_consent: boolean;
   ip_address: string;
-  error_code: string | null;
-  extra_metadata?: Record<string, unknown>;
+  error_code?: string | null;
+  subscription_plan?: string | null;
+  extra_metadata?: Record<string, unknown> | null;
   do_not_track?: boolean;
 }
 
@@ -72,10 +76,18 @@ export function makeWireEvent(
   };
 }
 
-/** A resolved config for tests: in-memory PGlite, 2 workers, 8 shards, quiet logs. */
+/**
+ * A resolved config for tests: in-memory PGlite, QUEUE=memory, 10-minute lateness, 2 workers, 8 shards,
+ * quiet logs; tests that need the durable log or other limits say so in `overrides`.
+ */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   return {
-    ...parseConfig({ IP_HASH_SECRET: "test-secret-0123456789", LOG_LEVEL: "error" }, 2),
+    ...parseConfig({
+      IP_HASH_SECRET: "test-secret-0123456789",
+      LOG_LEVEL: "error",
+      QUEUE: "memory",
+      ALLOWED_LATENESS_MS: "600000",
+    }, 2),
     dataDir: "memory://",
     workers: 2,
     shards: 8,

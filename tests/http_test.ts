@@ -10,7 +10,7 @@ Deno.test("[http] ingest validates input and answers with clear 4xx reasons", as
     await t.step("POST /events accepts one event with 202 and its id", async () => {
       const res = await h.post("/events", makeWireEvent({ event_id: "ok-1", atMs: t0 }));
       assert.equal(res.status, 202);
-      assert.deepEqual(await res.json(), { accepted: 1, event_id: "ok-1" });
+      assert.deepEqual(await res.json(), { accepted: 1, event_id: "ok-1", ignored_fields: [] });
     });
 
     await t.step("POST /events rejects malformed JSON with 400", async () => {
@@ -27,7 +27,7 @@ Deno.test("[http] ingest validates input and answers with clear 4xx reasons", as
     await t.step("POST /events rejects schema violations with 422 and every issue", async () => {
       const bad = {
         ...makeWireEvent({ atMs: t0 }),
-        event_type: "JUMP",
+        event_type: "JUMP AHEAD",
         is_eu: "yes",
         ip_address: "999.1.1.1",
         region: "Germany",
@@ -35,9 +35,10 @@ Deno.test("[http] ingest validates input and answers with clear 4xx reasons", as
       };
       const res = await h.post("/events", bad);
       assert.equal(res.status, 422);
-      const paths = (await res.json()).issues.map((i: { path: string }) => i.path).sort();
-      for (const p of ["event_type", "ip_address", "is_eu", "region"]) assert.ok(paths.includes(p));
-      assert.ok(paths.some((p: string) => p === "" || p === "(root)"), "unknown key reported");
+      const body = await res.json();
+      assert.equal(body.error, "Invalid event: see issues");
+      const paths = body.issues.map((i: { path: string }) => i.path).sort();
+      assert.deepEqual(paths, ["event_type", "ip_address", "is_eu", "region"]);
     });
 
     await t.step("POST /events requires error_code on ERROR events", async () => {
@@ -164,6 +165,111 @@ Deno.test("[http] ingest validates input and answers with clear 4xx reasons", as
       );
     });
 
+    await t.step("POST /events drops unknown fields and names them in the 202", async () => {
+      const event = { ...makeWireEvent({ event_id: "x-1", atMs: t0 }), plan_x: "gold" };
+      const res = await h.post("/events", event);
+      assert.equal(res.status, 202);
+      assert.deepEqual(await res.json(), {
+        accepted: 1,
+        event_id: "x-1",
+        ignored_fields: ["plan_x"],
+      });
+    });
+
+    await t.step("POST /events/batch names the dropped fields per accepted item", async () => {
+      const res = await h.post("/events/batch", [
+        makeWireEvent({ event_id: "x-2", atMs: t0 }),
+        { ...makeWireEvent({ event_id: "x-3", atMs: t0 }), plan_x: "gold", tv_model: "QN90" },
+        { ...makeWireEvent({ event_id: "x-4", atMs: t0 }), region: "Narnia", plan_x: "gold" },
+      ]);
+      assert.equal(res.status, 202);
+      const body = await res.json();
+      assert.equal(body.accepted, 2);
+      assert.deepEqual(body.ignored, [{ index: 1, fields: ["plan_x", "tv_model"] }]);
+      assert.deepEqual(body.rejected.map((r: { index: number }) => r.index), [2]);
+    });
+
+    await t.step(
+      "POST /events/batch accepts other event types, optional fields absent",
+      async () => {
+        const { error_code: _e, is_eu: _i, extra_metadata: _m, ...minimal } = makeWireEvent({
+          atMs: t0,
+        });
+        const res = await h.post("/events/batch", [
+          { ...minimal, event_id: "t-1", event_type: "login", subscription_plan: "premium" },
+          { ...minimal, event_id: "t-2", event_type: "app_start", extra_metadata: null },
+        ]);
+        assert.equal(res.status, 202);
+        assert.deepEqual(await res.json(), { accepted: 2, rejected: [], ignored: [] });
+      },
+    );
+
+    await t.step(
+      "POST /events/batch refuses hostile metadata nesting for that item only",
+      async () => {
+        const depth = 100_000;
+        const deep = `{"a":${"[".repeat(depth)}${"]".repeat(depth)}}`;
+        const good = JSON.stringify(makeWireEvent({ event_id: "d-1", atMs: t0 }));
+        const bad = JSON.stringify(makeWireEvent({ event_id: "d-2", atMs: t0 }))
+          .replace(/"extra_metadata":\{[^}]*\}/, `"extra_metadata":${deep}`);
+        const res = await h.post("/events/batch", `[${good},${bad}]`);
+        assert.equal(res.status, 202);
+        const body = await res.json();
+        assert.equal(body.accepted, 1);
+        assert.equal(body.rejected[0].index, 1);
+        assert.equal(body.rejected[0].issues[0].path, "extra_metadata");
+        assert.match(body.rejected[0].issues[0].message, /levels deep/);
+        const single = await h.post("/events", bad);
+        assert.equal(single.status, 422);
+        await single.body?.cancel();
+      },
+    );
+
+    await t.step("POST /events refuses an event too old to be counted with 422", async () => {
+      const res = await h.post("/events", makeWireEvent({ atMs: Date.now() - 8 * 86_400_000 }));
+      assert.equal(res.status, 422);
+      const body = await res.json();
+      assert.equal(body.issues[0].path, "timestamp");
+      assert.match(body.issues[0].message, /too old to be counted/);
+    });
+
+    await t.step("POST /privacy/requests refuses a body over the limit with 413", async () => {
+      const res = await h.post("/privacy/requests", {
+        user_id: "x".repeat(2_000_000),
+        type: "deletion",
+      });
+      assert.equal(res.status, 413);
+      assert.deepEqual(await res.json(), {
+        error: "Body too large: the limit is 1048576 bytes",
+        issues: [],
+      });
+    });
+
+    await t.step("a body cut off mid-stream answers 400, not 500", async () => {
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('{"event_id":'));
+          controller.error(new Error("connection reset by peer"));
+        },
+      });
+      const res = await h.pipeline.app.request("http://test/events", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      assert.equal(res.status, 400);
+      assert.match((await res.json()).error, /^Cannot read body/);
+    });
+
+    await t.step("GET /compliance/events treats empty query parameters as no filter", async () => {
+      const res = await h.get("/compliance/events?rule=&level=&region=&cursor=&limit=");
+      assert.equal(res.status, 200);
+      assert.ok(Array.isArray((await res.json()).items));
+      const bad = await h.get("/compliance/events?level=loud&rule=");
+      assert.equal(bad.status, 400);
+      assert.deepEqual((await bad.json()).issues.map((i: { path: string }) => i.path), ["level"]);
+    });
+
     await t.step("/healthz and /readyz report a healthy pipeline", async () => {
       assert.equal((await h.get("/healthz")).status, 200);
       const ready = await h.get("/readyz");
@@ -223,6 +329,57 @@ Deno.test("[http] ingest answers 503 with Retry-After when workers hold too many
       (await h.post("/events", makeWireEvent({ event_id: "bp-y", atMs: t0 }))).status,
       202,
     );
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+Deno.test("[http] STRICT_SCHEMA refuses unknown fields and a slow body answers 408", async (t) => {
+  const h = await startHarness({ isStrictSchema: true, bodyReadTimeoutMs: 100 });
+  try {
+    const t0 = recentBase();
+    await t.step("POST /events refuses an unknown field with 422 naming it", async () => {
+      const res = await h.post("/events", { ...makeWireEvent({ atMs: t0 }), plan_x: "gold" });
+      assert.equal(res.status, 422);
+      assert.deepEqual((await res.json()).issues, [
+        { path: "plan_x", message: "is not a known field" },
+      ]);
+    });
+
+    await t.step("POST /events/batch refuses only the item with an unknown field", async () => {
+      const res = await h.post("/events/batch", [
+        makeWireEvent({ event_id: "s-1", atMs: t0 }),
+        { ...makeWireEvent({ event_id: "s-2", atMs: t0 }), plan_x: "gold" },
+      ]);
+      assert.equal(res.status, 202);
+      const body = await res.json();
+      assert.equal(body.accepted, 1);
+      assert.deepEqual(body.ignored, []);
+      assert.equal(body.rejected[0].index, 1);
+    });
+
+    await t.step("a body that stops arriving answers 408 after BODY_READ_TIMEOUT_MS", async () => {
+      let isCancelled = false;
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('{"event_id":'));
+        },
+        cancel() {
+          isCancelled = true;
+        },
+      });
+      const res = await h.pipeline.app.request("http://test/privacy/requests", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      assert.equal(res.status, 408);
+      assert.deepEqual(await res.json(), {
+        error: "Request timeout: the body did not arrive within 100 ms",
+        issues: [],
+      });
+      assert.ok(isCancelled, "the body stream was cancelled");
+    });
   } finally {
     await h.pipeline.stop();
   }

@@ -48,7 +48,7 @@ Deno.test("[recovery] a worker that dies is restarted and its shards replayed fr
     assert.ok(flagged.items.some((f) => f.event_id === "after-restart"));
     const summary = await h.json("/stats/summary");
     assert.equal(summary.total_events, 702);
-    const titles = await h.pipeline.db.selectFrom("content_stats")
+    const titles = await h.pipeline.db.selectFrom("event_facts_hourly")
       .select((eb) => eb.fn.sum("events").as("events")).executeTakeFirst();
     assert.equal(Number(titles?.events), 702);
   } finally {
@@ -75,6 +75,40 @@ Deno.test("[recovery] an event sent again after a restart is counted once (QUEUE
       const summary = await second.json("/stats/summary");
       assert.equal(summary.total_events, 1);
       assert.equal(summary.duplicate_events, 2);
+    } finally {
+      await second.pipeline.stop();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("[recovery] a restart replays nothing when every shard applied the log (QUEUE=postgres)", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "ott-replay-" });
+  try {
+    const t0 = recentBase();
+    // Two users: most of the 64 shards of each family never see an event.
+    const events = Array.from(
+      { length: 40 },
+      (_, i) => makeWireEvent({ event_id: `r${i}`, user_id: `viewer${i % 2}`, atMs: t0 + i }),
+    );
+    const first = await startHarness({ dataDir, queue: "postgres" });
+    await first.send(events);
+    await first.flush();
+    const last = await first.pipeline.db.selectFrom("raw_events")
+      .select((eb) => eb.fn.max("position").as("max")).executeTakeFirst();
+    const behind = await first.pipeline.db.selectFrom("shard_checkpoints").select("family")
+      .where("position", "<", Number(last?.max)).execute();
+    assert.equal(behind.length, 0, "every shard, idle or not, checkpoints the last position");
+    await first.pipeline.stop();
+    const second = await startHarness({ dataDir, queue: "postgres" });
+    try {
+      assert.equal(second.pipeline.region.health().replayedEvents, 0);
+      await second.send([makeWireEvent({ event_id: "r0", user_id: "viewer0", atMs: t0 })]);
+      await second.flush();
+      const summary = await second.json("/stats/summary");
+      assert.equal(summary.total_events, 40);
+      assert.equal(summary.duplicate_events, 1);
     } finally {
       await second.pipeline.stop();
     }

@@ -1,0 +1,236 @@
+import assert from "node:assert/strict";
+import { makeWireEvent, T0 } from "../tests/fixtures.ts";
+import {
+  EVENT_SCHEMA,
+  isNestedDeeperThan,
+  MAX_METADATA_BYTES,
+  validateEvent,
+  type Validation,
+  type ValidationContext,
+} from "./event_schema.ts";
+import { canonicalRegion, DEFAULT_GDPR_REGIONS, isGdprRegion } from "./gdpr_regions.ts";
+import { IpAnonymizer } from "./ip_anonymizer.ts";
+
+const DAY_MS = 86_400_000;
+
+const CONTEXT: ValidationContext = {
+  nowMs: T0,
+  maxFutureSkewMs: 300_000,
+  maxEventAgeMs: 7 * DAY_MS,
+  gdprRegions: DEFAULT_GDPR_REGIONS,
+  isStrictSchema: false,
+  anonymizer: new IpAnonymizer("test-secret-0123456789"),
+};
+
+function accepted(input: unknown, ctx: Partial<ValidationContext> = {}) {
+  const result = validateEvent(input, { ...CONTEXT, ...ctx });
+  assert.ok(result.ok, `expected the event to be accepted: ${JSON.stringify(result)}`);
+  return result;
+}
+
+function refused(input: unknown, ctx: Partial<ValidationContext> = {}) {
+  const result: Validation = validateEvent(input, { ...CONTEXT, ...ctx });
+  assert.ok(!result.ok, "expected the event to be refused");
+  return result.issues;
+}
+
+/** A wire event with one field removed, as a TV that does not know the field sends it. */
+function without(field: string, overrides = {}): Record<string, unknown> {
+  const event: Record<string, unknown> = { ...makeWireEvent(overrides) };
+  delete event[field];
+  return event;
+}
+
+/** `{ a: { a: ... { a: 1 } } }` with `depth` nested objects. */
+function nested(depth: number): Record<string, unknown> {
+  let value: Record<string, unknown> = { a: 1 };
+  for (let i = 1; i < depth; i++) value = { a: value };
+  return value;
+}
+
+Deno.test("validateEvent() accepts playback types in any case and upper-cases them", () => {
+  for (const type of ["play", "Pause", "SEEK", "stop"]) {
+    assert.equal(accepted(makeWireEvent({ event_type: type })).event.type, type.toUpperCase());
+  }
+});
+
+Deno.test("validateEvent() accepts other event types such as login and app_start, upper-cased", () => {
+  for (
+    const [type, stored] of [
+      ["login", "LOGIN"],
+      ["heartbeat", "HEARTBEAT"],
+      [
+        "app_start",
+        "APP_START",
+      ],
+      ["Logout2", "LOGOUT2"],
+      ["x".repeat(64), "X".repeat(64)],
+    ]
+  ) {
+    assert.equal(accepted(makeWireEvent({ event_type: type })).event.type, stored);
+  }
+});
+
+Deno.test("validateEvent() refuses event types that are not a name, with a clear message", () => {
+  for (const type of ["", "2fast", "app-start", "log in", "_x", "x".repeat(65), "PLAY\n"]) {
+    const issues = refused(makeWireEvent({ event_type: type }));
+    assert.equal(issues[0].path, "event_type", type);
+    assert.match(issues[0].message, /PLAY, PAUSE, SEEK, STOP, ERROR or another name/);
+  }
+});
+
+Deno.test("validateEvent() treats a missing or null error_code as null, but requires it on ERROR", () => {
+  assert.equal(accepted(without("error_code")).event.errorCode, null);
+  assert.equal(accepted(makeWireEvent({ error_code: null })).event.errorCode, null);
+  const issues = refused(without("error_code", { event_type: "error" }));
+  assert.deepEqual(issues, [{ path: "error_code", message: "is required for ERROR events" }]);
+  const error = accepted(makeWireEvent({ event_type: "ERROR", error_code: "DRM_FAILURE" }));
+  assert.equal(error.event.errorCode, "DRM_FAILURE");
+});
+
+Deno.test("validateEvent() turns null or absent extra_metadata into an empty object", () => {
+  assert.deepEqual(accepted(makeWireEvent({ extra_metadata: null })).event.metadata, {});
+  assert.deepEqual(accepted(without("extra_metadata")).event.metadata, {});
+  assert.deepEqual(accepted(makeWireEvent()).event.metadata, { platform: "tizen" });
+});
+
+Deno.test("validateEvent() bounds extra_metadata at 4 levels of nesting", () => {
+  assert.deepEqual(
+    accepted(makeWireEvent({ extra_metadata: nested(4) })).event.metadata,
+    nested(4),
+  );
+  const issues = refused(makeWireEvent({ extra_metadata: nested(5) }));
+  assert.deepEqual(issues.map((i) => i.path), ["extra_metadata"]);
+  assert.match(issues[0].message, /at most 4 levels deep/);
+  const arrays = refused(makeWireEvent({ extra_metadata: { a: [[[[1]]]] } }));
+  assert.match(arrays[0].message, /levels deep/);
+});
+
+Deno.test("validateEvent() refuses hostile nesting without exhausting the stack", () => {
+  const depth = 200_000;
+  const json = `{"a":${"[".repeat(depth)}${"]".repeat(depth)}}`;
+  const input = { ...makeWireEvent(), extra_metadata: JSON.parse(json) };
+  assert.match(refused(input)[0].message, /levels deep/);
+  assert.equal(isNestedDeeperThan(JSON.parse(json), 4), true);
+});
+
+Deno.test("validateEvent() counts the 4 KiB metadata limit in UTF-8 bytes, not characters", () => {
+  // 1500 characters of 3 bytes each: 1500 characters, but 4500 bytes, over the limit.
+  const wide = "€".repeat(1500);
+  assert.ok(JSON.stringify({ note: wide }).length < MAX_METADATA_BYTES);
+  const issues = refused(makeWireEvent({ extra_metadata: { note: wide } }));
+  assert.equal(issues[0].path, "extra_metadata");
+  assert.match(issues[0].message, /at most 4096 bytes of JSON \(UTF-8\), received 4511/);
+  const narrow = "e".repeat(4000);
+  assert.equal(
+    accepted(makeWireEvent({ extra_metadata: { note: narrow } })).event.metadata.note,
+    narrow,
+  );
+});
+
+Deno.test("validateEvent() reads subscription_plan, null when absent", () => {
+  assert.equal(
+    accepted(makeWireEvent({ subscription_plan: "premium" })).event.subscriptionPlan,
+    "premium",
+  );
+  assert.equal(accepted(makeWireEvent()).event.subscriptionPlan, null);
+  assert.equal(accepted(makeWireEvent({ subscription_plan: null })).event.subscriptionPlan, null);
+  for (const plan of ["", "x".repeat(65), "basic\tplus", "a\u0000"]) {
+    assert.equal(refused(makeWireEvent({ subscription_plan: plan }))[0].path, "subscription_plan");
+  }
+});
+
+Deno.test("validateEvent() stores region UK as GB and keeps EU, both under GDPR", () => {
+  const uk = accepted(makeWireEvent({ region: "uk", is_eu: false })).event;
+  assert.equal(uk.region, "GB");
+  assert.equal(uk.isEu, true);
+  assert.equal(accepted(makeWireEvent({ region: "UK-SCT" })).event.region, "GB-SCT");
+  const eu = accepted(makeWireEvent({ region: "eu", is_eu: null })).event;
+  assert.equal(eu.region, "EU");
+  assert.equal(eu.isEu, true);
+  assert.equal(eu.clientIsEu, null);
+});
+
+Deno.test("validateEvent() decides isEu from the region, whatever is_eu claims", () => {
+  const de = accepted(makeWireEvent({ region: "DE", is_eu: false })).event;
+  assert.equal(de.isEu, true);
+  assert.equal(de.clientIsEu, false);
+  const us = accepted(makeWireEvent({ region: "US", is_eu: true })).event;
+  assert.equal(us.isEu, false);
+  assert.equal(us.clientIsEu, true);
+  const bavaria = accepted(without("is_eu", { region: "de-by" })).event;
+  assert.equal(bavaria.isEu, true);
+  assert.equal(bavaria.clientIsEu, null);
+  const custom = accepted(makeWireEvent({ region: "CH" }), { gdprRegions: ["CH"] }).event;
+  assert.equal(custom.isEu, true);
+});
+
+Deno.test("isGdprRegion() uses the country part of a subdivision and always applies to EU", () => {
+  assert.equal(isGdprRegion("DE", DEFAULT_GDPR_REGIONS), true);
+  assert.equal(isGdprRegion("DE-BY", DEFAULT_GDPR_REGIONS), true);
+  assert.equal(isGdprRegion("NO", DEFAULT_GDPR_REGIONS), true);
+  assert.equal(isGdprRegion("GB", DEFAULT_GDPR_REGIONS), true);
+  assert.equal(isGdprRegion("UK", DEFAULT_GDPR_REGIONS), true);
+  assert.equal(isGdprRegion("EU", []), true);
+  assert.equal(isGdprRegion("US", DEFAULT_GDPR_REGIONS), false);
+  assert.equal(isGdprRegion("US-CA", DEFAULT_GDPR_REGIONS), false);
+  assert.equal(isGdprRegion("CH", DEFAULT_GDPR_REGIONS), false);
+  assert.equal(isGdprRegion("DE", ["FR"]), false);
+});
+
+Deno.test("canonicalRegion() rewrites only the UK alias", () => {
+  assert.equal(canonicalRegion("UK"), "GB");
+  assert.equal(canonicalRegion("UK-WLS"), "GB-WLS");
+  assert.equal(canonicalRegion("UA-30"), "UA-30");
+  assert.equal(canonicalRegion("EU"), "EU");
+});
+
+Deno.test("validateEvent() drops unknown top-level fields and names them", () => {
+  const input = { ...makeWireEvent({ event_id: "u-1" }), plan_x: "gold", app_flavour: 1 };
+  const result = accepted(input);
+  assert.deepEqual(result.ignoredFields, ["plan_x", "app_flavour"]);
+  assert.ok(!("plan_x" in result.event));
+  assert.ok(!JSON.stringify(result.event).includes("gold"));
+  assert.deepEqual(accepted(makeWireEvent()).ignoredFields, []);
+});
+
+Deno.test("validateEvent() refuses unknown fields with STRICT_SCHEMA, next to other issues", () => {
+  const input = { ...makeWireEvent(), plan_x: "gold", region: "Germany" };
+  const issues = refused(input, { isStrictSchema: true });
+  assert.deepEqual(issues.map((i) => i.path).sort(), ["plan_x", "region"]);
+  assert.match(issues.find((i) => i.path === "plan_x")!.message, /is not a known field/);
+  assert.deepEqual(accepted(makeWireEvent(), { isStrictSchema: true }).ignoredFields, []);
+});
+
+Deno.test("validateEvent() refuses events too old to be counted, telling the TV to drop them", () => {
+  const tooOld = makeWireEvent({ atMs: T0 - 7 * DAY_MS - 1 });
+  const issues = refused(tooOld);
+  assert.equal(issues[0].path, "timestamp");
+  assert.match(issues[0].message, /too old to be counted/);
+  assert.match(issues[0].message, /drop the event/);
+  assert.equal(accepted(makeWireEvent({ atMs: T0 - 7 * DAY_MS })).event.atMs, T0 - 7 * DAY_MS);
+  assert.match(refused(tooOld, { maxEventAgeMs: 1000 })[0].message, /more than 1000 ms old/);
+});
+
+Deno.test("validateEvent() still refuses events too far in the future", () => {
+  assert.match(refused(makeWireEvent({ atMs: T0 + 300_001 }))[0].message, /in the future/);
+  assert.equal(accepted(makeWireEvent({ atMs: T0 + 300_000 })).event.atMs, T0 + 300_000);
+});
+
+Deno.test("EVENT_SCHEMA accepts a minimal event without the optional fields", () => {
+  const minimal = {
+    event_id: "m-1",
+    user_id: "u",
+    device_id: "d",
+    content_id: "c",
+    event_type: "heartbeat",
+    timestamp: new Date(T0).toISOString(),
+    region: "FR",
+    has_consent: true,
+    ip_address: "2001:db8::1",
+  };
+  assert.ok(EVENT_SCHEMA.safeParse(minimal).success);
+  const event = accepted(minimal).event;
+  assert.equal(event.isEu, true);
+  assert.equal(event.doNotTrack, false);
+});

@@ -1,0 +1,59 @@
+/**
+ * The `from` / `to` query parameters of the analytics and compliance reads: ISO-8601 instants on UTC
+ * bucket boundaries, `from` inclusive and `to` exclusive. An unaligned bound is refused with the
+ * nearest aligned ones named, rather than silently widened or cut.
+ *
+ * @module
+ */
+import type { TimeRange } from "../db/stats_queries.ts";
+
+/** A parsed range, or the reason it was refused. */
+export type ParsedRange = { ok: true; range: TimeRange } | { ok: false; error: string };
+
+/** Parses `from` and `to` (either may be absent or empty) aligned to `bucketMs` (default one hour). */
+export function parseRange(
+  from: string | undefined,
+  to: string | undefined,
+  bucketMs = 3_600_000,
+): ParsedRange {
+  const range: TimeRange = {};
+  for (const [name, value] of [["from", from], ["to", to]] as const) {
+    if (value === undefined || value.trim() === "") continue;
+    const ms = parseInstant(value);
+    if (ms === null) {
+      return {
+        ok: false,
+        error: `Invalid ${name}: expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, ` +
+          `received "${value}"`,
+      };
+    }
+    if (ms % bucketMs !== 0) {
+      const before = new Date(Math.floor(ms / bucketMs) * bucketMs).toISOString();
+      const after = new Date(Math.ceil(ms / bucketMs) * bucketMs).toISOString();
+      return {
+        ok: false,
+        error: `Invalid ${name}: "${value}" is not on a ${bucketName(bucketMs)} boundary; ` +
+          `use ${before} or ${after}`,
+      };
+    }
+    range[name === "from" ? "fromMs" : "toMs"] = ms;
+  }
+  if (range.fromMs !== undefined && range.toMs !== undefined && range.fromMs >= range.toMs) {
+    return { ok: false, error: "Invalid range: from must be before to" };
+  }
+  return { ok: true, range };
+}
+
+/** Epoch ms of an ISO-8601 date or date-time (a date-time needs a zone), or null. */
+function parseInstant(value: string): number | null {
+  const isDate = /^\d{4}-\d{2}-\d{2}$/.test(value);
+  const isDateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
+    .test(value);
+  if (!isDate && !isDateTime) return null;
+  const ms = Date.parse(isDate ? `${value}T00:00:00Z` : value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+function bucketName(bucketMs: number): string {
+  return bucketMs === 86_400_000 ? "UTC day" : "UTC hour";
+}
