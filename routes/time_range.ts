@@ -50,6 +50,10 @@ function parseInstant(value: string): number | null {
   const isDateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
     .test(value);
   if (!isDate && !isDateTime) return null;
+  // Date.parse rolls impossible dates over (February 30 becomes March 2): refuse them instead.
+  const [year, month, day] = value.slice(0, 10).split("-").map(Number);
+  const calendar = new Date(Date.UTC(year, month - 1, day));
+  if (calendar.getUTCMonth() !== month - 1 || calendar.getUTCDate() !== day) return null;
   const ms = Date.parse(isDate ? `${value}T00:00:00Z` : value);
   return Number.isNaN(ms) ? null : ms;
 }
