@@ -83,41 +83,75 @@ export async function getSummary(db: Db, range: TimeRange = {}) {
   };
 }
 
+/** Additive counts of one group of fact rows, normalised to numbers. */
+interface GroupCounts {
+  key: string;
+  events: number;
+  plays: number;
+  errors: number;
+  watchTimeMs: number;
+}
+
+/** Fact rows where `column = value` in the range, summed per `groupBy`. */
+async function factsBy(
+  db: Db,
+  column: "content_id" | "region",
+  value: string,
+  groupBy: "region" | "platform",
+  range: TimeRange,
+): Promise<GroupCounts[]> {
+  const rows = await inRange(
+    db.selectFrom("event_facts_hourly").select([
+      `${groupBy} as key`,
+      (eb) => eb.fn.sum("events").as("events"),
+      (eb) => eb.fn.sum("plays").as("plays"),
+      (eb) => eb.fn.sum("errors").as("errors"),
+      (eb) => eb.fn.sum("watch_time_ms").as("watch"),
+    ]).where(column, "=", value).groupBy(groupBy),
+    range,
+  ).execute();
+  return rows.map((r) => ({
+    key: String(r.key),
+    events: num(r.events),
+    plays: num(r.plays),
+    errors: num(r.errors),
+    watchTimeMs: num(r.watch),
+  }));
+}
+
+/** The totals of several groups, in the response's field names. */
+function totalsOf(groups: GroupCounts[]) {
+  let events = 0, plays = 0, errors = 0, watchTimeMs = 0;
+  for (const g of groups) {
+    events += g.events;
+    plays += g.plays;
+    errors += g.errors;
+    watchTimeMs += g.watchTimeMs;
+  }
+  return {
+    plays,
+    watch_time_ms: watchTimeMs,
+    events,
+    errors,
+    error_rate: rate(errors, events),
+  };
+}
+
 /** Stats of one title for `/stats/content/{id}`; null only when the title was never seen. */
 export async function getContentStats(db: Db, contentId: string, range: TimeRange = {}) {
   const known = await db.selectFrom("event_facts_hourly").select("content_id")
     .where("content_id", "=", contentId).limit(1).executeTakeFirst();
   if (known === undefined) return null;
-  const regions = await inRange(
-    db.selectFrom("event_facts_hourly").select([
-      "region",
-      (eb) => eb.fn.sum("events").as("events"),
-      (eb) => eb.fn.sum("plays").as("plays"),
-      (eb) => eb.fn.sum("errors").as("errors"),
-      (eb) => eb.fn.sum("watch_time_ms").as("watch"),
-    ]).where("content_id", "=", contentId).groupBy("region"),
-    range,
-  ).execute();
-  let events = 0, plays = 0, errors = 0, watchTimeMs = 0;
-  for (const r of regions) {
-    events += num(r.events);
-    plays += num(r.plays);
-    errors += num(r.errors);
-    watchTimeMs += num(r.watch);
-  }
-  const top = regions.filter((r) => num(r.events) > 0)
-    .map((r) => ({ region: r.region, plays: num(r.plays), events: num(r.events) }))
+  const regions = await factsBy(db, "content_id", contentId, "region", range);
+  const top = regions.filter((r) => r.events > 0)
+    .map((r) => ({ region: r.key, plays: r.plays, events: r.events }))
     .sort((a, b) => b.plays - a.plays || b.events - a.events || (a.region < b.region ? -1 : 1))
     .slice(0, TOP_N);
   return {
     content_id: contentId,
     from: iso(range.fromMs),
     to: iso(range.toMs),
-    plays,
-    watch_time_ms: watchTimeMs,
-    events,
-    errors,
-    error_rate: rate(errors, events),
+    ...totalsOf(regions),
     unique_viewers: await uniqueViewers(db, `c:${contentId}`, range),
     top_regions: top,
   };
@@ -133,16 +167,7 @@ export async function getRegionStats(
   const known = await db.selectFrom("event_facts_hourly").select("region")
     .where("region", "=", region).limit(1).executeTakeFirst();
   if (known === undefined) return null;
-  const platforms = await inRange(
-    db.selectFrom("event_facts_hourly").select([
-      "platform",
-      (eb) => eb.fn.sum("events").as("events"),
-      (eb) => eb.fn.sum("plays").as("plays"),
-      (eb) => eb.fn.sum("errors").as("errors"),
-      (eb) => eb.fn.sum("watch_time_ms").as("watch"),
-    ]).where("region", "=", region).groupBy("platform"),
-    range,
-  ).execute();
+  const platforms = await factsBy(db, "region", region, "platform", range);
   const codes = await inRange(
     db.selectFrom("error_codes_hourly").select([
       "error_code",
@@ -150,26 +175,16 @@ export async function getRegionStats(
     ]).where("region", "=", region).groupBy("error_code"),
     range,
   ).execute();
-  let events = 0, plays = 0, errors = 0, watchTimeMs = 0;
-  for (const p of platforms) {
-    events += num(p.events);
-    plays += num(p.plays);
-    errors += num(p.errors);
-    watchTimeMs += num(p.watch);
-  }
+  const totals = totalsOf(platforms);
   const mix = topWithOther(
-    platforms.filter((p) => num(p.events) > 0).map((p) => [p.platform, num(p.events)] as const),
+    platforms.filter((p) => p.events > 0).map((p) => [p.key, p.events] as const),
   );
   return {
     region,
     is_eu: isEu,
     from: iso(range.fromMs),
     to: iso(range.toMs),
-    plays,
-    watch_time_ms: watchTimeMs,
-    events,
-    errors,
-    error_rate: rate(errors, events),
+    ...totals,
     unique_viewers: await uniqueViewers(db, `r:${region}`, range),
     errors_by_code: Object.fromEntries(
       topWithOther(codes.map((c) => [c.error_code, num(c.errors)] as const)),
@@ -177,7 +192,7 @@ export async function getRegionStats(
     device_mix: mix.map(([platform, n]) => ({
       platform,
       events: n,
-      share: rate(n, events),
+      share: rate(n, totals.events),
     })),
   };
 }
