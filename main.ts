@@ -20,6 +20,7 @@ import {
   lastLogPosition,
   loadCheckpoints,
   readLog,
+  storedReceipts,
   syncLogSequence,
 } from "./db/log_store.ts";
 import type { Redis } from "ioredis";
@@ -209,6 +210,7 @@ async function startCluster(config: Config, db: Kysely<Database>, region: Region
     acquire: (keys) => acquireShards(db, keys),
     checkpoints: (keys) => loadCheckpoints(db, keys),
     loadOptOuts: () => loadOptOuts(db),
+    storedReceipts: (ids) => storedReceipts(db, ids),
     logger,
   });
   await cluster.start();

@@ -55,8 +55,20 @@ export interface ClusterOptions {
   checkpoints(keys: string[]): Promise<Map<string, number>>;
   /** Privacy requests on record, re-sent to workers when they adopt shards. */
   loadOptOuts(): Promise<Array<[string, OptOut]>>;
+  /**
+   * Receive times (epoch ms) of already stored events among these ids. An entry whose id is stored
+   * with another receive time is a retry that arrived after the append script forgot the id
+   * (`DEDUPE_TTL_MS`): it is counted as a duplicate, not again.
+   */
+  storedReceipts(eventIds: string[]): Promise<Map<string, number>>;
   logger: Logger;
 }
+
+/** One stream entry, parsed. */
+type Entry =
+  | { kind: "event"; event: TelemetryEvent }
+  | { kind: "duplicate"; mark: DuplicateMark }
+  | { kind: "optOut"; userId: string; optOut: OptOut };
 
 interface ReadCursor {
   lastId: string;
@@ -271,18 +283,65 @@ export class ClusterNode {
         await new Promise((resolve) => setTimeout(resolve, 500));
         continue;
       }
-      for (const [stream, entries] of result ?? []) {
-        const key = stream.slice(this.#key("ev:").length);
-        const cursor = this.#cursors.get(key);
+      const pages = (result ?? []).map(([stream, entries]) => ({
+        key: stream.slice(this.#key("ev:").length),
+        lastId: entries[entries.length - 1][0],
+        entries: this.#parse(stream, entries),
+      }));
+      let stored: Map<string, number>;
+      try {
+        stored = await this.#o.storedReceipts(
+          pages.flatMap((p) =>
+            p.entries.flatMap((e) => e.kind === "event" ? [e.event.eventId] : [])
+          ),
+        );
+      } catch (error) {
+        // Nothing was applied and no cursor moved: the same entries are read again.
+        if (this.#isStopped) return;
+        this.#o.logger.warn("Cannot check stream entries against stored events; retrying", {
+          error: describe(error),
+        });
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        continue;
+      }
+      for (const page of pages) {
+        const cursor = this.#cursors.get(page.key);
         // Released or reset while the read was in flight: these entries are not ours to apply.
-        if (cursor === undefined || cursor.generation !== issued.get(key)) continue;
-        this.#dispatch(key, entries);
-        cursor.lastId = entries[entries.length - 1][0];
+        if (cursor === undefined || cursor.generation !== issued.get(page.key)) continue;
+        this.#dispatch(page.key, page.entries, stored);
+        cursor.lastId = page.lastId;
       }
     }
   }
 
-  #dispatch(key: string, entries: Array<[string, string[]]>): void {
+  #parse(stream: string, entries: Array<[string, string[]]>): Entry[] {
+    const parsed: Entry[] = [];
+    for (const [id, fields] of entries) {
+      try {
+        const position = positionOfStreamId(id);
+        const [field, value] = fields;
+        if (field === "e") {
+          const incoming = JSON.parse(value) as IncomingEvent & { isLate: boolean };
+          parsed.push({ kind: "event", event: { ...incoming, position } });
+        } else if (field === "d") {
+          const { userId } = JSON.parse(value) as IncomingEvent;
+          parsed.push({ kind: "duplicate", mark: { userId, position } });
+        } else if (field === "o") {
+          const { userId, optOut } = JSON.parse(value) as { userId: string; optOut: OptOut };
+          parsed.push({ kind: "optOut", userId, optOut });
+        }
+      } catch (error) {
+        // One unreadable entry must not stop the shard (or crash every node that takes it over):
+        // it is skipped, and said so.
+        this.#o.logger.error(`Skipped unreadable entry "${id}" of stream "${stream}"`, {
+          error: describe(error),
+        });
+      }
+    }
+    return parsed;
+  }
+
+  #dispatch(key: string, entries: Entry[], stored: Map<string, number>): void {
     const family = key.slice(0, key.indexOf(":")) as Family;
     let events: TelemetryEvent[] = [];
     let duplicates: DuplicateMark[] = [];
@@ -292,27 +351,22 @@ export class ClusterNode {
       events = [];
       duplicates = [];
     };
-    for (const [id, fields] of entries) {
-      try {
-        const position = positionOfStreamId(id);
-        const [field, value] = fields;
-        if (field === "e") {
-          const incoming = JSON.parse(value) as IncomingEvent & { isLate: boolean };
-          events.push({ ...incoming, position });
-        } else if (field === "d") {
-          duplicates.push({ userId: (JSON.parse(value) as IncomingEvent).userId, position });
-        } else if (field === "o") {
-          // Events before the request must reach the worker first: it flags only what follows.
-          flush();
-          const { userId, optOut } = JSON.parse(value) as { userId: string; optOut: OptOut };
-          this.#o.region.recordOptOut(userId, optOut);
+    for (const entry of entries) {
+      if (entry.kind === "event") {
+        const { event } = entry;
+        const receivedAtMs = stored.get(event.eventId);
+        if (receivedAtMs === undefined || Math.abs(receivedAtMs - event.receivedAtMs) < 1) {
+          events.push(event);
+        } else if (family === "user") {
+          // A retry stored before: the user family counts it as a duplicate, the others skip it.
+          duplicates.push({ userId: event.userId, position: event.position });
         }
-      } catch (error) {
-        // One unreadable entry must not stop the shard (or crash every node that takes it over):
-        // it is skipped, and said so.
-        this.#o.logger.error(`Skipped unreadable entry "${id}" of stream "${key}"`, {
-          error: describe(error),
-        });
+      } else if (entry.kind === "duplicate") {
+        duplicates.push(entry.mark);
+      } else {
+        // Events before the request must reach the worker first: it flags only what follows.
+        flush();
+        this.#o.region.recordOptOut(entry.userId, entry.optOut);
       }
     }
     flush();

@@ -171,3 +171,12 @@ export async function loadCheckpoints(db: Db, keys: string[]): Promise<Map<strin
       on c.family = k.family and c.shard = k.shard`.execute(db);
   return new Map(result.rows.map((r) => [`${r.family}:${r.shard}`, Number(r.position)]));
 }
+
+/** Receive times (epoch ms) of the stored events among `eventIds`, by id. */
+export async function storedReceipts(db: Db, eventIds: string[]): Promise<Map<string, number>> {
+  if (eventIds.length === 0) return new Map();
+  const result = await sql<{ event_id: string; received_ms: string | number }>`
+    select event_id, round(extract(epoch from received_at) * 1000) as received_ms
+    from raw_events where event_id = any(${eventIds}::text[])`.execute(db);
+  return new Map(result.rows.map((r) => [r.event_id, Number(r.received_ms)]));
+}

@@ -118,3 +118,79 @@ Deno.test({
       assert.match(victimLog, /Lost \d+ shard leases|newer epoch/);
     }),
 });
+
+Deno.test({
+  name: "[cluster] a retry after DEDUPE_TTL_MS and a restart is counted once, not twice",
+  ignore,
+  fn: () =>
+    withRedisPrefix((prefix) =>
+      withFreshPostgres(TEST_DATABASE_URL!, async (databaseUrl) => {
+        const env = {
+          DATABASE_URL: databaseUrl,
+          QUEUE: "redis",
+          REDIS_URL: TEST_REDIS_URL,
+          REDIS_KEY_PREFIX: prefix,
+          NODE_ID: "solo",
+          HEARTBEAT_MS: "200",
+          LEASE_MS: "1000",
+          FLUSH_INTERVAL_MS: "200",
+          DEDUPE_TTL_MS: "1000",
+          WORKERS: "1",
+        };
+        const t0 = recentBase();
+        const events = Array.from({ length: 60 }, (_, i) =>
+          makeWireEvent({
+            event_id: `retry${i}`,
+            user_id: `viewer${i % 7}`,
+            content_id: `title${i % 3}`,
+            device_id: `tv${i % 5}`,
+            atMs: t0 + i,
+          }));
+        const summaryOf = async (url: string) => await (await fetch(`${url}/stats/summary`)).json();
+        const post = async (url: string) => {
+          const response = await fetch(`${url}/events/batch`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(events),
+          });
+          assert.equal(response.status, 202, await response.text());
+        };
+        const waitFor = async (url: string, check: (s: Record<string, number>) => boolean) => {
+          const deadline = Date.now() + 15_000;
+          let summary = await summaryOf(url);
+          while (!check(summary) && Date.now() < deadline) {
+            await delay(100);
+            summary = await summaryOf(url);
+          }
+          return summary;
+        };
+        let server = await spawnServer(env);
+        try {
+          await delay(600); // the node takes its shards
+          await post(server.url);
+          await waitFor(server.url, (s) => s.total_events >= 60);
+          server.kill("SIGTERM");
+          assert.match(await server.exited(), /Stopped cleanly/);
+          // The append script has forgotten the ids; the restarted worker has no memory of them.
+          await delay(1_200);
+          server = await spawnServer(env);
+          await delay(600);
+          await post(server.url);
+          const summary = await waitFor(server.url, (s) => s.duplicate_events >= 60);
+          await delay(800); // one more flush: a double count would show now
+          const after = await summaryOf(server.url);
+          assert.equal(summary.duplicate_events, 60);
+          assert.equal(after.total_events, 60);
+          const titles = await Promise.all(
+            ["title0", "title1", "title2"].map(async (id) =>
+              (await (await fetch(`${server.url}/stats/content/${id}`)).json()).events
+            ),
+          );
+          assert.deepEqual(titles, [20, 20, 20]);
+        } finally {
+          server.kill("SIGKILL");
+          await server.exited();
+        }
+      })
+    ),
+});
