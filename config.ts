@@ -5,7 +5,9 @@
  * @module
  */
 import { z } from "zod";
+import { type ApiToken, parseApiTokens } from "./routes/auth.ts";
 import { canonicalRegion, DEFAULT_GDPR_REGIONS } from "./routes/gdpr_regions.ts";
+import { DEFAULT_METADATA_KEYS } from "./routes/scrub.ts";
 import type { RuleThresholds } from "./rules/types.ts";
 
 /** The queue backend that carries accepted events to the actors. */
@@ -38,8 +40,14 @@ export interface Config {
   maxInFlightBatches: number;
   /** Events held by workers but not yet flushed before ingest answers 503. */
   maxPendingEvents: number;
+  /** Named tokens from `API_TOKENS`; `ingestTokens` and the deprecated `readTokens` still work. */
+  apiTokens: ApiToken[];
   ingestTokens: string[];
   readTokens: string[];
+  /** Bearer token that may read `GET /metrics` only (for scrapers); admin tokens may too. */
+  metricsToken: string | undefined;
+  /** Audit rows older than this many days are deleted. */
+  auditRetentionDays: number;
   /** HMAC key for IP addresses; `isIpHashSecretGenerated` tells whether it was made up at start. */
   ipHashSecret: string;
   isIpHashSecretGenerated: boolean;
@@ -57,8 +65,14 @@ export interface Config {
   maxBatchEvents: number;
   /** Refuse (422) unknown top-level event fields instead of dropping them and naming them in the 202. */
   isStrictSchema: boolean;
+  /** `extra_metadata` keys kept at ingest; the others are dropped (named in the 202). */
+  metadataKeys: string[];
   /** Countries (ISO 3166-1 alpha-2) where GDPR-like rules apply; region `EU` always does. */
   gdprRegions: string[];
+  /** Legal framework of a privacy request that names none: sets its deadline. */
+  privacyJurisdiction: "gdpr" | "ccpa";
+  /** Key of erased users' hashes and pseudonyms; unset: a key the database keeps for itself. */
+  pseudonymSecret: string | undefined;
   thresholds: RuleThresholds;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -77,6 +91,12 @@ const countries = list.pipe(
   ),
 );
 const DAY_MS = 86_400_000;
+const apiTokens = z.string().transform((text, ctx) => {
+  const parsed = parseApiTokens(text);
+  if (parsed.ok) return parsed.tokens;
+  for (const problem of parsed.problems) ctx.addIssue({ code: "custom", message: problem });
+  return z.NEVER;
+});
 
 /** Schema of the environment variables the server reads, with their defaults. */
 export const ENV_SCHEMA = z.object({
@@ -100,7 +120,13 @@ export const ENV_SCHEMA = z.object({
   MAX_PENDING_EVENTS: intFrom(1000, 100_000_000).default(500_000),
   INGEST_TOKENS: list.default([]),
   READ_TOKENS: list.default([]),
+  METRICS_TOKEN: z.string().min(16, "METRICS_TOKEN must be at least 16 characters").optional(),
+  API_TOKENS: apiTokens.default([]),
+  AUDIT_RETENTION_DAYS: intFrom(1, 36_500).default(365),
   IP_HASH_SECRET: z.string().min(16, "IP_HASH_SECRET must be at least 16 characters").optional(),
+  PSEUDONYM_SECRET: z.string().min(16, "PSEUDONYM_SECRET must be at least 16 characters")
+    .optional(),
+  PRIVACY_JURISDICTION: z.enum(["gdpr", "ccpa"]).default("gdpr"),
   ALLOWED_LATENESS_MS: intFrom(0, 7 * DAY_MS).default(7_200_000),
   MAX_FUTURE_SKEW_MS: intFrom(0, 86_400_000).default(300_000),
   MAX_EVENT_AGE_MS: intFrom(60_000, 366 * DAY_MS).default(7 * DAY_MS),
@@ -111,6 +137,10 @@ export const ENV_SCHEMA = z.object({
   BODY_READ_TIMEOUT_MS: intFrom(100, 600_000).default(30_000),
   MAX_BATCH_EVENTS: intFrom(1, 10_000).default(500),
   STRICT_SCHEMA: boolean.default("false"),
+  METADATA_KEYS: list.pipe(
+    z.array(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be keys of 1-64 letters, digits, _ -")),
+  ).transform((keys) => (keys.length === 0 ? [...DEFAULT_METADATA_KEYS] : keys))
+    .default([...DEFAULT_METADATA_KEYS]),
   GDPR_REGIONS: countries.default([...DEFAULT_GDPR_REGIONS]),
   SHARING_WINDOW_MS: intFrom(60_000, 7 * 86_400_000).default(3_600_000),
   SHARING_MAX_REGIONS: intFrom(1, 1000).default(2),
@@ -164,6 +194,15 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
         "(older events are refused before they could be counted as late)",
     );
   }
+  const sources = [e.API_TOKENS.map((t) => t.secret), e.INGEST_TOKENS, e.READ_TOKENS]
+    .map((secrets) => new Set(secrets));
+  const secretCount = sources.reduce((sum, secrets) => sum + secrets.size, 0);
+  if (new Set(sources.flatMap((secrets) => [...secrets])).size < secretCount) {
+    throw new Error(
+      "Cannot start: invalid configuration: a bearer token appears twice across API_TOKENS, " +
+        "INGEST_TOKENS and READ_TOKENS (each secret must name one caller with one role)",
+    );
+  }
   const isIpHashSecretGenerated = e.IP_HASH_SECRET === undefined;
   return {
     port: e.PORT,
@@ -185,8 +224,11 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     batchDelayMs: e.BATCH_DELAY_MS,
     maxInFlightBatches: e.MAX_IN_FLIGHT_BATCHES,
     maxPendingEvents: e.MAX_PENDING_EVENTS,
+    apiTokens: e.API_TOKENS,
     ingestTokens: e.INGEST_TOKENS,
     readTokens: e.READ_TOKENS,
+    metricsToken: e.METRICS_TOKEN,
+    auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     ipHashSecret: e.IP_HASH_SECRET ?? randomSecret(),
     isIpHashSecretGenerated,
     allowedLatenessMs: e.ALLOWED_LATENESS_MS,
@@ -199,7 +241,10 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     bodyReadTimeoutMs: e.BODY_READ_TIMEOUT_MS,
     maxBatchEvents: e.MAX_BATCH_EVENTS,
     isStrictSchema: e.STRICT_SCHEMA === "true",
+    metadataKeys: e.METADATA_KEYS,
     gdprRegions: e.GDPR_REGIONS,
+    privacyJurisdiction: e.PRIVACY_JURISDICTION,
+    pseudonymSecret: e.PSEUDONYM_SECRET,
     thresholds: {
       sharingWindowMs: e.SHARING_WINDOW_MS,
       sharingMaxRegions: e.SHARING_MAX_REGIONS,

@@ -14,6 +14,8 @@ Deno.test("parseConfig() applies the documented defaults", () => {
   assert.equal(config.databaseUrl, undefined);
   assert.deepEqual(config.ingestTokens, []);
   assert.deepEqual(config.readTokens, []);
+  assert.deepEqual(config.apiTokens, []);
+  assert.equal(config.auditRetentionDays, 365);
   assert.equal(config.maxSegmentMs, 14_400_000);
   assert.equal(config.allowedLatenessMs, 7_200_000);
   assert.equal(config.maxEventAgeMs, 604_800_000);
@@ -150,6 +152,18 @@ Deno.test("parseConfig() reads STRICT_SCHEMA as true or false only", () => {
   assert.equal(parseConfig({ STRICT_SCHEMA: "true" }, 2).isStrictSchema, true);
   assert.equal(parseConfig({ STRICT_SCHEMA: "false" }, 2).isStrictSchema, false);
   assert.throws(() => parseConfig({ STRICT_SCHEMA: "yes" }, 2), /STRICT_SCHEMA/);
+});
+
+Deno.test("parseConfig() reads METADATA_KEYS as a key list, blank meaning the defaults", () => {
+  const defaults = parseConfig({}, 2).metadataKeys;
+  assert.ok(defaults.includes("platform") && defaults.includes("app_version"));
+  assert.deepEqual(parseConfig({ METADATA_KEYS: "" }, 2).metadataKeys, defaults);
+  assert.deepEqual(parseConfig({ METADATA_KEYS: " , " }, 2).metadataKeys, defaults);
+  assert.deepEqual(parseConfig({ METADATA_KEYS: "platform, tv_serial" }, 2).metadataKeys, [
+    "platform",
+    "tv_serial",
+  ]);
+  assert.throws(() => parseConfig({ METADATA_KEYS: "platform,a.b" }, 2), /METADATA_KEYS/);
 });
 
 Deno.test("parseConfig() reads GDPR_REGIONS as upper-cased country codes, UK as GB", () => {

@@ -30,8 +30,14 @@ import { PostgresLog } from "./actors/postgres_log.ts";
 import type { Database } from "./db/schema.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createApp } from "./routes/app.ts";
+import { ErasedUsers, ErasingLog } from "./actors/erased_users.ts";
+import { Eraser } from "./actors/erasure.ts";
+import { loadErasedHashes, pseudonymKey } from "./db/privacy_store.ts";
+import type { OptOut } from "./rules/mod.ts";
+import { startAuditPruner } from "./routes/audit.ts";
 import { isAuthEnabled } from "./routes/auth.ts";
 import { IpAnonymizer } from "./routes/ip_anonymizer.ts";
+import { countAcknowledged, PipelineMetrics } from "./routes/metrics.ts";
 
 /** A running pipeline without its HTTP listener: what tests and the server share. */
 export interface Pipeline {
@@ -39,6 +45,8 @@ export interface Pipeline {
   region: Region;
   log: EventLog;
   db: Kysely<Database>;
+  /** Runs deletion requests; `idle()` waits for the running ones. */
+  eraser: Eraser;
   /** Lets wall-clock time in: workers prune, passivate and flush when due. */
   tick(nowMs?: number): void;
   /** Stops intake (503), flushes everything and stops the workers; reads keep working. */
@@ -77,7 +85,9 @@ export async function startPipeline(
     if (config.queue !== "memory") await syncLogSequence(db);
     const firstPosition = await nextLogPosition(db);
     let cluster: ClusterNode | undefined;
+    const metrics = new PipelineMetrics();
     const region = await Region.start({
+      observer: metrics.observer,
       ...config,
       writeBatch: (batch) => writeFlush(db, batch),
       firstPosition,
@@ -102,7 +112,11 @@ export async function startPipeline(
       redisConnections = started.connections;
     } else if (isLogDurable) {
       log = new PostgresLog(region, {
-        append: (rows) => appendToLog(db, rows),
+        append: async (rows) => {
+          const result = await appendToLog(db, rows);
+          metrics.countAppended(rows, result.positions);
+          return result;
+        },
         maxQueuedEvents: config.maxPendingEvents,
         logger,
       });
@@ -110,10 +124,44 @@ export async function startPipeline(
       log = new MemoryLog(region);
     }
     const clusterNode = cluster;
+    const recordOptOut = log instanceof RedisLog
+      ? (userId: string, optOut: OptOut) => log.recordOptOut(userId, optOut)
+      : (userId: string, optOut: OptOut) => region.recordOptOut(userId, optOut);
+    const erased = new ErasedUsers(
+      await pseudonymKey(db, config.pseudonymSecret),
+      await loadErasedHashes(db),
+    );
+    // In a cluster, other nodes erase users too: learn their hashes within a few heartbeats.
+    const erasedRefresh = clusterNode === undefined ? undefined : setInterval(() => {
+      loadErasedHashes(db).then((hashes) => hashes.forEach((hash) => erased.add(hash)))
+        .catch((error) =>
+          logger.warn("Cannot refresh erased users", { error: (error as Error).message })
+        );
+    }, 3 * config.redis.heartbeatMs);
+    const eraser = new Eraser({
+      db,
+      erased,
+      recordOptOut,
+      settle: async () => {
+        const errors = await region.flush();
+        if (errors.length > 0) throw new Error(`Cannot flush workers: ${errors.join("; ")}`);
+        // Other nodes own other shards: give them a few flush intervals to apply and commit.
+        if (clusterNode !== undefined) {
+          await new Promise((resolve) => setTimeout(resolve, 3 * config.flushIntervalMs));
+        }
+      },
+      isLogPositional: config.queue !== "redis",
+      maxEventAgeMs: config.maxEventAgeMs,
+      logger,
+    });
     const app = createApp({
       db,
       region,
-      log,
+      // The memory and postgres logs are counted where they decide lateness and duplicates.
+      // Events of erased users are appended under their pseudonym, whatever the backend.
+      log: new ErasingLog(log instanceof RedisLog ? countAcknowledged(log, metrics) : log, erased),
+      metrics,
+      metricsToken: config.metricsToken,
       anonymizer: new IpAnonymizer(config.ipHashSecret),
       auth: config,
       maxBodyBytes: config.maxBodyBytes,
@@ -123,10 +171,12 @@ export async function startPipeline(
       maxEventAgeMs: config.maxEventAgeMs,
       gdprRegions: config.gdprRegions,
       isStrictSchema: config.isStrictSchema,
+      metadataKeys: config.metadataKeys,
       logger,
-      recordOptOut: log instanceof RedisLog
-        ? (userId, optOut) => log.recordOptOut(userId, optOut)
-        : (userId, optOut) => region.recordOptOut(userId, optOut),
+      recordOptOut,
+      eraser,
+      erased,
+      privacyJurisdiction: config.privacyJurisdiction,
       readiness: clusterNode === undefined ? undefined : () => ({
         problems: log instanceof RedisLog && log.isFailing ? ["redis appends failing"] : [],
         details: {
@@ -140,6 +190,9 @@ export async function startPipeline(
     let closing: Promise<void> | null = null;
     const drain = () =>
       draining ??= (async () => {
+        // An erasure cut short stays in progress and resumes at the next start.
+        eraser.stop();
+        clearInterval(erasedRefresh);
         if (log instanceof PostgresLog) await log.close();
         const drainRegion = async () => {
           const errors = await region.drain();
@@ -161,11 +214,13 @@ export async function startPipeline(
         for (const connection of redisConnections) connection.disconnect();
         await db.destroy();
       })();
+    await eraser.resume();
     return {
       app,
       region,
       log,
       db,
+      eraser,
       tick: (nowMs = Date.now()) => region.tick(nowMs),
       drain,
       close,
@@ -233,8 +288,11 @@ async function serve(): Promise<void> {
   const logger = createLogger(config.logLevel);
   if (!isAuthEnabled(config)) {
     logger.warn(
-      "Auth is OFF: anyone can send events and read compliance data. Set INGEST_TOKENS and READ_TOKENS",
+      "Auth is OFF: anyone can send events and read compliance data. Set API_TOKENS (role:name:secret)",
     );
+  }
+  if (config.readTokens.length > 0) {
+    logger.warn("READ_TOKENS is deprecated: use API_TOKENS with the analyst or privacy role");
   }
   if (config.isIpHashSecretGenerated) {
     logger.warn(
@@ -243,6 +301,7 @@ async function serve(): Promise<void> {
   }
   const pipeline = await startPipeline(config, logger);
   const ticker = setInterval(() => pipeline.tick(), config.flushIntervalMs);
+  const stopAuditPruner = startAuditPruner(pipeline.db, config.auditRetentionDays, logger);
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
@@ -262,6 +321,7 @@ async function serve(): Promise<void> {
     isShuttingDown = true;
     logger.info(`Received ${signal}: draining (new events get 503), flushing, then exiting`);
     clearInterval(ticker);
+    stopAuditPruner();
     await pipeline.drain();
     // Stop listening before the database closes, so late reads are not answered with 500.
     await server.shutdown();

@@ -77,6 +77,20 @@ export interface WorkerStatus {
   entities: number;
   isFlushFailing: boolean;
   lastFlushError: string | null;
+  /** Flushes measured since the previous status this worker sent (absent when there were none). */
+  flushes?: FlushReport;
+}
+
+/** What a worker's flushes did since its previous status, for metrics on the main thread. */
+export interface FlushReport {
+  /** Duration of each flush attempt that had something to write (failed ones too), in ms. */
+  durationsMs: number[];
+  /** Failed flush attempts (rolled back or fenced). */
+  failures: number;
+  /** Committed rows per table: `raw_events` (0 with a durable log, which stores them), `flags`. */
+  rows: { rawEvents: number; flags: number };
+  /** Committed flags per rule and level, keyed `rule + " " + level`. */
+  flags: Record<string, number>;
 }
 
 /** Worker to main thread. */

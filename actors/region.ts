@@ -11,6 +11,7 @@ import type { Logger } from "../log.ts";
 import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
 import type {
   DuplicateMark,
+  FlushReport,
   FromWorker,
   ShardLease,
   ToWorker,
@@ -64,7 +65,17 @@ export interface RegionOptions {
    * adopts and releases them, and is told when a worker lost its shards (reset or restart).
    */
   cluster?: { onShardsLost(keys: string[]): void };
+  /** Told what the region decides and what workers report, on the main thread (metrics). */
+  observer?: RegionObserver;
   logger: Logger;
+}
+
+/** Receives region decisions and worker reports as they happen; must not throw or block. */
+export interface RegionObserver {
+  /** Memory log: events positioned by {@link Region.route}, of which `lateCount` were late. */
+  onRouted?(eventCount: number, lateCount: number): void;
+  /** A worker's flush measurements since its previous status. */
+  onFlushReport?(workerIndex: number, report: FlushReport): void;
 }
 
 /** Why the region refuses new events right now. */
@@ -78,6 +89,9 @@ interface WorkerSlot {
   device: QualityEvent[];
   duplicates: DuplicateMark[];
   inFlight: number;
+  /** User events of each batch in flight, oldest first (workers acknowledge in order). */
+  unackedBatches: number[];
+  unackedEvents: number;
   status: WorkerStatus;
   isAlive: boolean;
   /** While true, live events wait in the buffers: the log is being replayed into the worker. */
@@ -98,7 +112,14 @@ interface WorkerSlot {
 export interface RegionHealth {
   isDraining: boolean;
   workers: Array<
-    { index: number; isAlive: boolean; isRecovering: boolean; inFlight: number } & WorkerStatus
+    {
+      index: number;
+      isAlive: boolean;
+      isRecovering: boolean;
+      inFlight: number;
+      /** Events buffered for or posted to the worker and not yet applied by it (log lag). */
+      unappliedEvents: number;
+    } & WorkerStatus
   >;
   watermarkMs: number;
   restartedWorkers: number;
@@ -191,6 +212,7 @@ export class Region {
    */
   route(events: IncomingEvent[]): void {
     const late = this.markLateness(events);
+    this.#o.observer?.onRouted?.(events.length, late.filter((isLate) => isLate).length);
     this.dispatch(
       events.map((e, i) => ({ ...e, position: this.#nextPosition++, isLate: late[i] })),
     );
@@ -307,6 +329,7 @@ export class Region {
         isAlive: s.isAlive,
         isRecovering: s.isRecovering,
         inFlight: s.inFlight,
+        unappliedEvents: s.user.length + s.unackedEvents,
         ...s.status,
       })),
     };
@@ -403,6 +426,8 @@ export class Region {
       device: this.#slots[index]?.device ?? [],
       duplicates: this.#slots[index]?.duplicates ?? [],
       inFlight: 0,
+      unackedBatches: [],
+      unackedEvents: 0,
       status: { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null },
       isAlive: true,
       isRecovering: true,
@@ -447,11 +472,12 @@ export class Region {
         return;
       case "ack":
         slot.inFlight = Math.max(0, slot.inFlight - 1);
-        slot.status = message.status;
+        slot.unackedEvents -= slot.unackedBatches.shift() ?? 0;
+        slot.status = this.#takeStatus(slot, message.status);
         for (const waiter of slot.ackWaiters.splice(0)) waiter();
         return;
       case "flushed":
-        slot.status = message.status;
+        slot.status = this.#takeStatus(slot, message.status);
         if (message.requestId !== null) this.#settleFlush(slot, message.requestId, message.error);
         return;
       case "db_write":
@@ -472,6 +498,14 @@ export class Region {
         this.#onWorkerReset(slot, message.keys, message.reason);
         return;
     }
+  }
+
+  /** Hands a status's flush report to the observer and keeps the rest as the slot's status. */
+  #takeStatus(slot: WorkerSlot, status: WorkerStatus): WorkerStatus {
+    if (status.flushes === undefined) return status;
+    const { flushes, ...rest } = status;
+    this.#o.observer?.onFlushReport?.(slot.index, flushes);
+    return rest;
   }
 
   /** Gives workers the shards the cluster won, with their checkpoints and epochs. */
@@ -689,6 +723,8 @@ export class Region {
       throughPosition,
     };
     slot.inFlight++;
+    slot.unackedBatches.push(events.user.length);
+    slot.unackedEvents += events.user.length;
     slot.worker.postMessage(message);
   }
 

@@ -7,7 +7,14 @@
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
 import { advanceCheckpoint, emptyBatch, isEmptyBatch, mergeBatch } from "./pending.ts";
-import type { FromWorker, ShardLease, ToWorker, WorkerInit, WorkerStatus } from "./protocol.ts";
+import type {
+  FlushReport,
+  FromWorker,
+  ShardLease,
+  ToWorker,
+  WorkerInit,
+  WorkerStatus,
+} from "./protocol.ts";
 import { QualityFamily } from "./quality_family.ts";
 import { UserFamily } from "./user_family.ts";
 
@@ -16,12 +23,17 @@ export type FlushSink = (batch: FlushBatch) => Promise<void>;
 
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
+/** Flush durations kept between two status messages; more are dropped (metrics, not accounting). */
+const MAX_REPORTED_FLUSHES = 100;
 
 /** One worker's shards and their pending deltas. */
 export class ShardHost {
   #init: WorkerInit;
   #send: (message: FromWorker) => void;
   #sink: FlushSink;
+  #monotonicMs: () => number;
+  /** Flush measurements not yet sent to the region; null when there were none. */
+  #report: FlushReport | null = null;
   #users: UserFamily;
   #contents: QualityFamily;
   #devices: QualityFamily;
@@ -46,10 +58,16 @@ export class ShardHost {
     device: new Map<number, number>(),
   };
 
-  constructor(init: WorkerInit, send: (message: FromWorker) => void, sink: FlushSink) {
+  constructor(
+    init: WorkerInit,
+    send: (message: FromWorker) => void,
+    sink: FlushSink,
+    monotonicMs: () => number = () => performance.now(),
+  ) {
     this.#init = init;
     this.#send = send;
     this.#sink = sink;
+    this.#monotonicMs = monotonicMs;
     [this.#users, this.#contents, this.#devices] = this.#createFamilies();
     this.#adopt(init.shards);
     for (const [userId, optOut] of init.optOuts) this.#users.recordOptOut(userId, optOut);
@@ -144,7 +162,7 @@ export class ShardHost {
         if (message.throughPosition !== undefined && message.throughPosition > this.#seenThrough) {
           this.#seenThrough = message.throughPosition;
         }
-        this.#send({ type: "ack", batchId: message.batchId, status: this.status() });
+        this.#send({ type: "ack", batchId: message.batchId, status: this.#statusWithReport() });
         return;
       }
       case "tick":
@@ -189,6 +207,37 @@ export class ShardHost {
     };
   }
 
+  /** The status plus the flush measurements since the previous one, which are then forgotten. */
+  #statusWithReport(): WorkerStatus {
+    const status = this.status();
+    if (this.#report === null) return status;
+    const flushes = this.#report;
+    this.#report = null;
+    return { ...status, flushes };
+  }
+
+  #recordFlush(startedMs: number, batch: FlushBatch | null): void {
+    const report = this.#report ??= {
+      durationsMs: [],
+      failures: 0,
+      rows: { rawEvents: 0, flags: 0 },
+      flags: {},
+    };
+    if (report.durationsMs.length < MAX_REPORTED_FLUSHES) {
+      report.durationsMs.push(this.#monotonicMs() - startedMs);
+    }
+    if (batch === null) {
+      report.failures++;
+      return;
+    }
+    report.rows.rawEvents += batch.rawEvents.length;
+    report.rows.flags += batch.flags.size;
+    for (const flag of batch.flags.values()) {
+      const key = `${flag.rule} ${flag.level}`;
+      report.flags[key] = (report.flags[key] ?? 0) + 1;
+    }
+  }
+
   #tick(nowMs: number, watermarkMs: number): void {
     const horizonMs = watermarkMs - this.#init.allowedLatenessMs;
     this.#users.prune(horizonMs);
@@ -229,6 +278,7 @@ export class ShardHost {
     this.#pendingEvents = 0;
     this.#inFlightEvents = events;
     this.#isFlushing = true;
+    const startedMs = this.#monotonicMs();
     try {
       for (const key of batch.checkpoints.keys()) {
         const epoch = this.#epochs.get(key);
@@ -238,6 +288,7 @@ export class ShardHost {
         batch.epochs.set(key, epoch);
       }
       await this.#sink(batch);
+      this.#recordFlush(startedMs, batch);
       if (through > this.#checkpointedThrough) this.#checkpointedThrough = through;
       this.#backoffMs = 0;
       this.#nextAttemptMs = 0;
@@ -245,6 +296,7 @@ export class ShardHost {
       this.#inFlightEvents = 0;
       this.#reportFlush(requestId, null, events);
     } catch (error) {
+      this.#recordFlush(startedMs, null);
       if (error instanceof Error && error.name === "FencedError") {
         this.#inFlightEvents = 0;
         this.#reset(describe(error));
@@ -271,7 +323,13 @@ export class ShardHost {
   }
 
   #reportFlush(requestId: number | null, error: string | null, flushedEvents: number): void {
-    this.#send({ type: "flushed", requestId, error, flushedEvents, status: this.status() });
+    this.#send({
+      type: "flushed",
+      requestId,
+      error,
+      flushedEvents,
+      status: this.#statusWithReport(),
+    });
   }
 
   #log(level: "debug" | "info" | "warn" | "error", message: string): void {

@@ -80,8 +80,17 @@ export class UserFamily {
     return this.#entities.size;
   }
 
-  /** Records a privacy request for a user; the earliest request on record is the one reported. */
+  /**
+   * Records a privacy request for a user; the earliest request on record is the one reported. A
+   * deletion with a pseudonym erases the user from memory instead: later events arrive under the
+   * pseudonym, whose own deletion request is delivered separately (it may live in another shard).
+   */
   recordOptOut(userId: string, optOut: OptOut): void {
+    if (optOut.type === "deletion" && optOut.pseudonym !== undefined) {
+      this.#entities.delete(userId);
+      this.#optOuts.delete(userId);
+      return;
+    }
     const existing = this.#optOuts.get(userId);
     if (existing === undefined || existing.sinceMs > optOut.sinceMs) {
       this.#optOuts.set(userId, optOut);

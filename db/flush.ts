@@ -208,7 +208,7 @@ async function insertOptOuts(trx: Trx, batch: FlushBatch): Promise<void> {
     select u, t, 'event', to_timestamp(at_ms / 1000.0)
     from unnest(${rows.map((r) => r.userId)}::text[], ${rows.map((r) => r.type)}::text[],
       ${rows.map((r) => r.sinceMs)}::float8[]) as o(u, t, at_ms)
-    on conflict (user_id, request_type) do nothing`.execute(trx);
+    on conflict (user_id, request_type) where request_type <> 'access' do nothing`.execute(trx);
 }
 
 async function advanceCheckpoints(trx: Trx, batch: FlushBatch): Promise<void> {

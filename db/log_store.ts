@@ -53,6 +53,8 @@ export async function insertRawEvents(
       with ordinality as e(event_id, position, user_id, device_id, content_id, event_type, at_ms,
         received_ms, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track,
         is_late, extra_metadata, client_is_eu, subscription_plan, ord)
+    -- An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
+    where not exists (select 1 from erased_events t where t.event_hash = md5(e.event_id))
     order by e.ord
     on conflict (event_id) do nothing
     returning event_id, position`.execute(db);
@@ -172,11 +174,17 @@ export async function loadCheckpoints(db: Db, keys: string[]): Promise<Map<strin
   return new Map(result.rows.map((r) => [`${r.family}:${r.shard}`, Number(r.position)]));
 }
 
-/** Receive times (epoch ms) of the stored events among `eventIds`, by id. */
+/**
+ * Receive times (epoch ms) of the stored events among `eventIds`, by id; an erased event answers
+ * -1, which no retry's receive time matches.
+ */
 export async function storedReceipts(db: Db, eventIds: string[]): Promise<Map<string, number>> {
   if (eventIds.length === 0) return new Map();
   const result = await sql<{ event_id: string; received_ms: string | number }>`
     select event_id, round(extract(epoch from received_at) * 1000) as received_ms
-    from raw_events where event_id = any(${eventIds}::text[])`.execute(db);
+    from raw_events where event_id = any(${eventIds}::text[])
+    union all
+    select id, -1 from unnest(${eventIds}::text[]) as i(id)
+    where exists (select 1 from erased_events t where t.event_hash = md5(i.id))`.execute(db);
   return new Map(result.rows.map((r) => [r.event_id, Number(r.received_ms)]));
 }

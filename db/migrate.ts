@@ -8,12 +8,16 @@ import { type Migration, Migrator } from "kysely/migration";
 import * as initial from "./migrations/2026_11_23_0001_initial.ts";
 import * as eventLog from "./migrations/2026_11_24_0002_event_log.ts";
 import * as hourlyBuckets from "./migrations/2026_11_30_0003_hourly_buckets.ts";
+import * as audit from "./migrations/2026_11_30_0004_audit.ts";
+import * as privacyOperations from "./migrations/2026_11_30_0005_privacy_operations.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 const MIGRATIONS: Record<string, Migration> = {
   "2026_11_23_0001_initial": initial,
   "2026_11_24_0002_event_log": eventLog,
   "2026_11_30_0003_hourly_buckets": hourlyBuckets,
+  "2026_11_30_0004_audit": audit,
+  "2026_11_30_0005_privacy_operations": privacyOperations,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */

@@ -126,26 +126,11 @@ export async function getComplianceRegions(
   };
 }
 
-/** Records a privacy request; returns false if the same request was already on record. */
-export async function insertPrivacyRequest(
-  db: Db,
-  userId: string,
-  type: OptOutType,
-  requestedAtMs: number,
-): Promise<boolean> {
-  const result = await db.insertInto("privacy_requests").values({
-    user_id: userId,
-    request_type: type,
-    source: "api",
-    requested_at: new Date(requestedAtMs).toISOString(),
-  }).onConflict((oc) => oc.columns(["user_id", "request_type"]).doNothing()).executeTakeFirst();
-  return num(result.numInsertedOrUpdatedRows) > 0;
-}
-
 /** Every opt-out on record, the earliest request per user. */
 export async function loadOptOuts(db: Db): Promise<Array<[string, OptOut]>> {
-  const rows = await db.selectFrom("privacy_requests").selectAll().orderBy("requested_at")
-    .execute();
+  // Access and sale/sharing opt-outs are answered or recorded; they do not make events violations.
+  const rows = await db.selectFrom("privacy_requests").selectAll()
+    .where("request_type", "in", ["do_not_track", "deletion"]).orderBy("requested_at").execute();
   const byUser = new Map<string, OptOut>();
   for (const r of rows) {
     if (byUser.has(r.user_id)) continue;

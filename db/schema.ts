@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ColumnType } from "kysely";
+import type { ColumnType, Generated } from "kysely";
 
 type BigCount = ColumnType<number | string, number, number>;
 type Timestamp = ColumnType<Date | string, string, string>;
@@ -34,7 +34,11 @@ export interface Database {
   risk_flags: RiskFlagsTable;
   entity_risk: EntityRiskTable;
   privacy_requests: PrivacyRequestsTable;
+  erased_subjects: ErasedSubjectsTable;
+  erased_events: ErasedEventsTable;
+  app_secrets: AppSecretsTable;
   shard_checkpoints: ShardCheckpointsTable;
+  audit_log: AuditLogTable;
 }
 
 /** The dimensions an hourly fact is keyed by; `unknown` when a TV did not report one. */
@@ -109,12 +113,40 @@ export interface EntityRiskTable {
   updated_at: Timestamp;
 }
 
-/** Do-not-track and deletion requests on record. */
+/**
+ * Privacy requests on record (API and do-not-track events). After a deletion completes, `user_id`
+ * holds the user's pseudonym, never the id.
+ */
 export interface PrivacyRequestsTable {
+  id: ColumnType<number | string, never, never>;
   user_id: string;
   request_type: string;
   source: string;
   requested_at: Timestamp;
+  status: Generated<string>;
+  jurisdiction: string | null;
+  due_at: Timestamp | null;
+  completed_at: Timestamp | null;
+  result: unknown | null;
+}
+
+/** Users whose data was erased, by keyed hash; later events from them carry the pseudonym. */
+export interface ErasedSubjectsTable {
+  subject_hash: string;
+  pseudonym: string;
+  erased_at: Timestamp;
+}
+
+/** md5 of erased event ids, kept for `MAX_EVENT_AGE_MS` so a retry counts as a duplicate. */
+export interface ErasedEventsTable {
+  event_hash: string;
+  erased_at: Timestamp;
+}
+
+/** Keys the database keeps for itself (the pseudonym key when none is configured). */
+export interface AppSecretsTable {
+  name: string;
+  value: string;
 }
 
 /** Last log position each shard applied and flushed, and the owner epoch that wrote it. */
@@ -124,4 +156,22 @@ export interface ShardCheckpointsTable {
   position: BigCount;
   epoch: BigCount;
   updated_at: Timestamp;
+}
+
+/** Who did what to compliance and privacy data, and every refused request (folded per minute). */
+export interface AuditLogTable {
+  id: ColumnType<number | string, never, never>;
+  at: Timestamp;
+  request_id: string;
+  actor_name: string;
+  actor_role: string;
+  method: string;
+  path: string;
+  query: string;
+  status: number;
+  subject_user_id: string | null;
+  source: string;
+  count: ColumnType<number, number | undefined, number>;
+  /** Digest of minute, source, path, status and actor for refusals; null (never folded) otherwise. */
+  fold_key: string | null;
 }

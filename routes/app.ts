@@ -13,13 +13,22 @@ import type { Region } from "../actors/region.ts";
 import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";
 import type { Logger } from "../log.ts";
-import { type AuthConfig, requireRole } from "./auth.ts";
+import { auditRoutes, auditTrail, captureSubject, requestId } from "./audit.ts";
+import { type AuthConfig, authenticate, authRoutes, requireRole } from "./auth.ts";
 import { complianceRoutes } from "./compliance.ts";
 import { eventsRoutes } from "./events.ts";
 import { isGdprRegion } from "./gdpr_regions.ts";
 import { healthRoutes } from "./health.ts";
+import {
+  httpMetrics,
+  metricsRoutes,
+  type PipelineMetrics,
+  requireMetricsAccess,
+} from "./metrics.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
-import { privacyRoutes } from "./privacy.ts";
+import { type Jurisdiction, privacyRoutes } from "./privacy.ts";
+import type { ErasedUsers } from "../actors/erased_users.ts";
+import type { Eraser } from "../actors/erasure.ts";
 import { statsRoutes } from "./stats.ts";
 
 /** Everything the routes need. */
@@ -37,9 +46,21 @@ export interface AppDeps {
   maxEventAgeMs: number;
   gdprRegions: readonly string[];
   isStrictSchema: boolean;
+  /** `extra_metadata` keys kept at ingest (`METADATA_KEYS`). */
+  metadataKeys: readonly string[];
   logger: Logger;
+  /** Prometheus registry: with it, `GET /metrics` and request timing are mounted. */
+  metrics?: PipelineMetrics;
+  /** Scrape-only bearer token for `GET /metrics` (`METRICS_TOKEN`). */
+  metricsToken?: string;
   /** Delivers a privacy request to the user's actor (directly, or through the log). */
   recordOptOut: (userId: string, optOut: OptOut) => Promise<void> | void;
+  /** Runs deletion requests to their end. */
+  eraser: Eraser;
+  /** Erased users by keyed hash, to answer a repeated deletion with the first record. */
+  erased: ErasedUsers;
+  /** Legal framework of privacy requests that name none. */
+  privacyJurisdiction: Jurisdiction;
   /** Extra readiness problems and details (cluster membership). */
   readiness?: () => { problems: string[]; details: Record<string, unknown> };
   now?: () => number;
@@ -48,20 +69,45 @@ export interface AppDeps {
 /** Builds the application; test it with `app.request()`, serve it with `Deno.serve(app.fetch)`. */
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
-  const ingest = requireRole("ingest", deps.auth);
-  const read = requireRole("read", deps.auth);
+  // First, so the timing covers every middleware and refusal too.
+  if (deps.metrics !== undefined) app.use("*", httpMetrics(deps.metrics));
+  // Request id, then the audit trail (which must see refusals), then who the caller is.
+  app.use("*", requestId());
+  app.use(
+    "*",
+    auditTrail(deps.db, deps.logger, deps.now, {
+      subjectFor: (userId) => deps.erased.pseudonymFor(userId) ?? userId,
+      // Refusals fold per network, and no raw IP address is stored.
+      sourceFor: (address) => deps.anonymizer.anonymize(address).prefix,
+    }),
+  );
+  app.use("*", authenticate(deps.auth));
+  const ingest = requireRole(["ingest"]);
+  const stats = requireRole(["analyst", "privacy"]);
+  const privacy = requireRole(["privacy"]);
+  const admin = requireRole(["admin"]);
   app.use("/events/*", ingest);
   app.use("/events", ingest);
-  app.use("/stats/*", read);
-  app.use("/compliance/*", read);
-  app.use("/privacy/*", read);
+  app.use("/stats/*", stats);
+  app.use("/compliance/*", privacy);
+  app.use("/privacy/*", privacy);
+  app.use("/audit/*", admin);
+  app.use("/audit", admin);
+  // Admin tokens, or the scrape-only METRICS_TOKEN.
+  const metricsAccess = requireMetricsAccess(deps.auth, deps.metricsToken);
+  app.use("/metrics/*", metricsAccess);
+  app.use("/metrics", metricsAccess);
   // After auth, before every route: no handler reads an unbounded or endless body.
   app.use("*", readBodyWithin(deps.maxBodyBytes, deps.bodyReadTimeoutMs, deps.logger));
+  app.use("/privacy/*", captureSubject(deps.logger));
   app.route("/events", eventsRoutes(deps));
   const isEu = (region: string) => isGdprRegion(region, deps.gdprRegions);
   app.route("/stats", statsRoutes(deps.db, isEu));
   app.route("/compliance", complianceRoutes(deps.db, isEu));
-  app.route("/privacy", privacyRoutes(deps.db, deps.recordOptOut, deps.now));
+  app.route("/privacy", privacyRoutes({ ...deps, defaultJurisdiction: deps.privacyJurisdiction }));
+  app.route("/audit", auditRoutes(deps.db));
+  app.route("/auth", authRoutes(deps.auth));
+  if (deps.metrics !== undefined) app.route("/metrics", metricsRoutes(deps.metrics, deps.region));
   app.route("/", healthRoutes(deps.db, deps.region, deps.log.kind, deps.readiness));
   app.notFound((c) =>
     c.json({ error: `Not found: ${c.req.method} ${c.req.path}`, issues: [] }, 404)

@@ -1,7 +1,7 @@
 /**
  * The wire format of one event, validated with zod at the HTTP boundary and converted to the internal
  * {@link TelemetryEvent} shape (raw IP replaced by its keyed hash and prefix, GDPR decided from the
- * region).
+ * region, `extra_metadata` cut to allowed keys and free text scrubbed of IP and e-mail addresses).
  *
  * @module
  */
@@ -9,6 +9,7 @@ import { z } from "zod";
 import type { IncomingEvent } from "../actors/region.ts";
 import { canonicalRegion, isGdprRegion } from "./gdpr_regions.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
+import { opaqueIdProblem, scrubMetadata, scrubText } from "./scrub.ts";
 
 /** Largest `extra_metadata` accepted, in UTF-8 bytes of JSON. */
 export const MAX_METADATA_BYTES = 4096;
@@ -33,7 +34,13 @@ const LABEL_SCHEMA = z.string().min(1).max(64).regex(
   "must not contain control characters",
 )
   .refine((s) => s.isWellFormed(), "must be well-formed Unicode")
-  .nullish().transform((s) => s ?? null);
+  .nullish().transform((s) => (s === null || s === undefined ? null : scrubText(s)));
+
+/** An id that is stored: it must not hold an e-mail or IP address (ids must be pseudonymous). */
+const OPAQUE_ID_SCHEMA = ID_SCHEMA.check((ctx) => {
+  const problem = opaqueIdProblem(ctx.value);
+  if (problem !== null) ctx.issues.push({ code: "custom", input: ctx.value, message: problem });
+});
 
 /** True when every string (keys included) in a JSON value is storable text. */
 export function isStorableJson(value: unknown): boolean {
@@ -93,10 +100,10 @@ export const EVENT_TYPE_SCHEMA = z.string().regex(
 ).transform((s) => s.toUpperCase());
 
 const EVENT_FIELDS = {
-  event_id: ID_SCHEMA,
-  user_id: ID_SCHEMA,
-  device_id: ID_SCHEMA,
-  content_id: ID_SCHEMA,
+  event_id: OPAQUE_ID_SCHEMA,
+  user_id: OPAQUE_ID_SCHEMA,
+  device_id: OPAQUE_ID_SCHEMA,
+  content_id: OPAQUE_ID_SCHEMA,
   event_type: EVENT_TYPE_SCHEMA,
   timestamp: z.iso.datetime({ offset: true, message: "must be an ISO-8601 date-time with a zone" }),
   region: REGION_SCHEMA,
@@ -135,7 +142,10 @@ export interface Issue {
   message: string;
 }
 
-/** Result of validating one wire event; `ignoredFields` are unknown top-level fields, dropped. */
+/**
+ * Result of validating one wire event; `ignoredFields` are the unknown top-level fields and the
+ * `extra_metadata.<key>` keys outside the allow-list, all dropped.
+ */
 export type Validation =
   | { ok: true; event: IncomingEvent; ignoredFields: string[] }
   | { ok: false; issues: Issue[] };
@@ -148,8 +158,10 @@ export interface ValidationContext {
   maxEventAgeMs: number;
   /** Countries (ISO alpha-2) where GDPR-like rules apply; `EU` always does. */
   gdprRegions: readonly string[];
-  /** Refuse unknown top-level fields instead of dropping them. */
+  /** Refuse unknown top-level fields and metadata keys instead of dropping them. */
   isStrictSchema: boolean;
+  /** `extra_metadata` keys that are kept (`METADATA_KEYS`); others are dropped. */
+  metadataKeys: ReadonlySet<string>;
   anonymizer: IpAnonymizer;
 }
 
@@ -159,11 +171,28 @@ export function unknownFields(input: unknown): string[] {
   return Object.keys(input).filter((key) => !KNOWN_FIELDS.has(key));
 }
 
+/** `extra_metadata.<key>` for each top-level metadata key outside the allow-list (scrubbed names). */
+export function unknownMetadataFields(input: unknown, allowedKeys: ReadonlySet<string>): string[] {
+  if (input === null || typeof input !== "object" || Array.isArray(input)) return [];
+  const metadata = (input as Record<string, unknown>)["extra_metadata"];
+  if (metadata === null || typeof metadata !== "object" || Array.isArray(metadata)) return [];
+  return Object.keys(metadata).filter((key) => !allowedKeys.has(key))
+    .map((key) => `extra_metadata.${scrubText(key)}`);
+}
+
 /** Validates one decoded JSON value and converts it, or lists every problem. */
 export function validateEvent(input: unknown, ctx: ValidationContext): Validation {
-  const ignoredFields = unknownFields(input);
+  const fields = unknownFields(input);
+  const metadataFields = unknownMetadataFields(input, ctx.metadataKeys);
+  const ignoredFields = [...fields, ...metadataFields];
   const issues: Issue[] = ctx.isStrictSchema
-    ? ignoredFields.map((field) => ({ path: field, message: "is not a known field" }))
+    ? [
+      ...fields.map((path) => ({ path, message: "is not a known field" })),
+      ...metadataFields.map((path) => ({
+        path,
+        message: "is not an allowed metadata key (see METADATA_KEYS)",
+      })),
+    ]
     : [];
   const parsed = EVENT_SCHEMA.safeParse(input);
   if (!parsed.success) {
@@ -196,7 +225,7 @@ export function validateEvent(input: unknown, ctx: ValidationContext): Validatio
       ipPrefix: prefix,
       errorCode: e.error_code,
       doNotTrack: e.do_not_track ?? false,
-      metadata: e.extra_metadata,
+      metadata: scrubMetadata(e.extra_metadata, ctx.metadataKeys).metadata,
       receivedAtMs: ctx.nowMs,
     },
   };

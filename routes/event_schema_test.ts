@@ -10,6 +10,7 @@ import {
 } from "./event_schema.ts";
 import { canonicalRegion, DEFAULT_GDPR_REGIONS, isGdprRegion } from "./gdpr_regions.ts";
 import { IpAnonymizer } from "./ip_anonymizer.ts";
+import { DEFAULT_METADATA_KEYS } from "./scrub.ts";
 
 const DAY_MS = 86_400_000;
 
@@ -19,6 +20,7 @@ const CONTEXT: ValidationContext = {
   maxEventAgeMs: 7 * DAY_MS,
   gdprRegions: DEFAULT_GDPR_REGIONS,
   isStrictSchema: false,
+  metadataKeys: new Set(DEFAULT_METADATA_KEYS),
   anonymizer: new IpAnonymizer("test-secret-0123456789"),
 };
 
@@ -96,8 +98,8 @@ Deno.test("validateEvent() turns null or absent extra_metadata into an empty obj
 
 Deno.test("validateEvent() bounds extra_metadata at 4 levels of nesting", () => {
   assert.deepEqual(
-    accepted(makeWireEvent({ extra_metadata: nested(4) })).event.metadata,
-    nested(4),
+    accepted(makeWireEvent({ extra_metadata: { cdn: nested(3) } })).event.metadata,
+    { cdn: nested(3) },
   );
   const issues = refused(makeWireEvent({ extra_metadata: nested(5) }));
   assert.deepEqual(issues.map((i) => i.path), ["extra_metadata"]);
@@ -123,7 +125,7 @@ Deno.test("validateEvent() counts the 4 KiB metadata limit in UTF-8 bytes, not c
   assert.match(issues[0].message, /at most 4096 bytes of JSON \(UTF-8\), received 4511/);
   const narrow = "e".repeat(4000);
   assert.equal(
-    accepted(makeWireEvent({ extra_metadata: { note: narrow } })).event.metadata.note,
+    accepted(makeWireEvent({ extra_metadata: { model: narrow } })).event.metadata.model,
     narrow,
   );
 });
@@ -233,4 +235,79 @@ Deno.test("EVENT_SCHEMA accepts a minimal event without the optional fields", ()
   const event = accepted(minimal).event;
   assert.equal(event.isEu, true);
   assert.equal(event.doNotTrack, false);
+});
+
+Deno.test("validateEvent() keeps allowed metadata keys and names the dropped ones", () => {
+  const metadata = { platform: "webos", app_version: "4.2.0", tv_serial: "SN-1", owner: "bob" };
+  const result = accepted({ ...makeWireEvent({ extra_metadata: metadata }), plan_x: "gold" });
+  assert.deepEqual(result.event.metadata, { platform: "webos", app_version: "4.2.0" });
+  assert.deepEqual(result.ignoredFields, [
+    "plan_x",
+    "extra_metadata.tv_serial",
+    "extra_metadata.owner",
+  ]);
+  assert.ok(!JSON.stringify(result.event).includes("SN-1"));
+  const custom = accepted(makeWireEvent({ extra_metadata: metadata }), {
+    metadataKeys: new Set(["tv_serial"]),
+  });
+  assert.deepEqual(custom.event.metadata, { tv_serial: "SN-1" });
+});
+
+Deno.test("validateEvent() scrubs IP and e-mail addresses from kept metadata, at any depth", () => {
+  const result = accepted(makeWireEvent({
+    extra_metadata: {
+      cdn: { edge: "edge at 203.0.113.9", peers: ["2001:db8::7", "ok"], "bob@example.com": 1 },
+      model: "owner bob@example.com",
+      app_version: "10.0.0.1",
+      player_version: "shaka 4.3 (contact ops@example.com)",
+      drm: { cdm_version: "192.168.1.20", server: "192.168.1.20" },
+    },
+  }));
+  assert.deepEqual(result.event.metadata, {
+    cdn: { edge: "edge at [ip]", peers: ["[ip]", "ok"], "[email]": 1 },
+    model: "owner [email]",
+    app_version: "10.0.0.1",
+    player_version: "shaka 4.3 (contact [email])",
+    drm: { cdm_version: "192.168.1.20", server: "[ip]" },
+  });
+});
+
+Deno.test("validateEvent() scrubs IP and e-mail addresses from error_code and subscription_plan", () => {
+  const event = accepted(makeWireEvent({
+    event_type: "ERROR",
+    error_code: "E_CONN 10.1.2.3 fe80::1%eth0",
+    subscription_plan: "family:ann@example.org",
+  })).event;
+  assert.equal(event.errorCode, "E_CONN [ip] [ip]");
+  assert.equal(event.subscriptionPlan, "family:[email]");
+  assert.equal(
+    accepted(makeWireEvent({ error_code: "E_DRM_1.2.3" })).event.errorCode,
+    "E_DRM_1.2.3",
+  );
+});
+
+Deno.test("validateEvent() refuses ids holding an e-mail or IP address: ids must be opaque", () => {
+  const cases = [
+    ["user_id", "bob@example.com"],
+    ["device_id", "192.168.0.12"],
+    ["content_id", "2001:db8::1"],
+    ["event_id", "e-1-ann@example.org"],
+  ] as const;
+  for (const [field, id] of cases) {
+    const issues = refused(makeWireEvent({ [field]: id }));
+    assert.deepEqual(issues.map((i) => i.path), [field], id);
+    assert.match(issues[0].message, /^ids must be opaque: .*(e-mail|IP) address/);
+  }
+  for (const id of ["user-42", "aa:bb:cc:dd:ee:ff", "movie-1.2.3", "S01E02"]) {
+    assert.equal(accepted(makeWireEvent({ device_id: id })).event.deviceId, id);
+  }
+});
+
+Deno.test("validateEvent() refuses disallowed metadata keys with STRICT_SCHEMA, with a reason", () => {
+  const input = { ...makeWireEvent({ extra_metadata: { platform: "tizen", owner: "x" } }), zz: 1 };
+  const issues = refused(input, { isStrictSchema: true });
+  assert.deepEqual(issues, [
+    { path: "zz", message: "is not a known field" },
+    { path: "extra_metadata.owner", message: "is not an allowed metadata key (see METADATA_KEYS)" },
+  ]);
 });

@@ -21,6 +21,8 @@ export interface EventsDeps {
   maxEventAgeMs: number;
   gdprRegions: readonly string[];
   isStrictSchema: boolean;
+  /** `extra_metadata` keys that are kept; the others are dropped and named in the 202. */
+  metadataKeys: readonly string[];
   now?: () => number;
 }
 
@@ -40,12 +42,14 @@ interface Ignored {
 export function eventsRoutes(deps: EventsDeps): Hono {
   const app = new Hono();
   const now = deps.now ?? Date.now;
+  const metadataKeys: ReadonlySet<string> = new Set(deps.metadataKeys);
   const context = (): ValidationContext => ({
     nowMs: now(),
     maxFutureSkewMs: deps.maxFutureSkewMs,
     maxEventAgeMs: deps.maxEventAgeMs,
     gdprRegions: deps.gdprRegions,
     isStrictSchema: deps.isStrictSchema,
+    metadataKeys,
     anonymizer: deps.anonymizer,
   });
 

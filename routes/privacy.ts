@@ -1,31 +1,85 @@
 /**
- * `POST /privacy/requests`: records a do-not-track or deletion request and tells the user's actor (via
- * the log where several nodes share the work), so
- * every later event from that user is flagged by the retention rule. The body is bounded in size and read
- * time by the app (`readBodyWithin`), like every route's.
+ * Privacy requests as records: `POST /privacy/requests` files one (deletion, access, do-not-track,
+ * opt-out of sale/sharing) with its legal deadline; `GET /privacy/requests[/{id}]` tracks them;
+ * `GET /privacy/requests/{id}/export` answers an access request. A deletion runs in the background
+ * (see `Eraser`); do-not-track reaches the user's actor in log order. Bodies are bounded in size and
+ * read time by the app (`readBodyWithin`), like every route's.
  *
  * @module
  */
 import { Hono } from "hono";
 import type { Kysely } from "kysely";
 import { z } from "zod";
-import { insertPrivacyRequest } from "../db/queries.ts";
+import type { ErasedUsers } from "../actors/erased_users.ts";
+import type { Eraser } from "../actors/erasure.ts";
+import {
+  exportUser,
+  fileRequest,
+  getDeletionOf,
+  getRequest,
+  listRequests,
+  REQUEST_TYPES,
+  type RequestType,
+  setRequestStatus,
+} from "../db/privacy_store.ts";
 import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";
 import { ID_SCHEMA } from "./event_schema.ts";
 
+/** Legal frameworks a request can be filed under, and how long each gives to answer. */
+export const JURISDICTIONS = ["gdpr", "ccpa"] as const;
+/** A legal framework of a request. */
+export type Jurisdiction = typeof JURISDICTIONS[number];
+
+/** When a request received at `receivedAtMs` is due: GDPR one calendar month, CCPA 45 days. */
+export function dueAtMs(jurisdiction: Jurisdiction, receivedAtMs: number): number {
+  if (jurisdiction === "ccpa") return receivedAtMs + 45 * 86_400_000;
+  const due = new Date(receivedAtMs);
+  const day = due.getUTCDate();
+  due.setUTCMonth(due.getUTCMonth() + 1);
+  // 31 January + one month is the last day of February, not 3 March.
+  if (due.getUTCDate() !== day) due.setUTCDate(0);
+  return due.getTime();
+}
+
 const REQUEST = z.strictObject({
   user_id: ID_SCHEMA,
-  type: z.enum(["do_not_track", "deletion"]),
+  type: z.enum(REQUEST_TYPES),
+  jurisdiction: z.enum(JURISDICTIONS).optional(),
 });
 
+const LIST = z.object({
+  status: z.enum(["received", "in_progress", "completed", "failed"]).optional(),
+  type: z.enum(REQUEST_TYPES).optional(),
+  overdue: z.enum(["true", "false"]).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().regex(/^\d{1,18}$/, "must be the next_cursor of a previous page").optional(),
+});
+
+/** What the privacy routes need. */
+export interface PrivacyDeps {
+  db: Kysely<Database>;
+  /** Delivers a privacy request to the user's actor (directly, or through the log). */
+  recordOptOut: (userId: string, optOut: OptOut) => Promise<void> | void;
+  eraser: Eraser;
+  erased: ErasedUsers;
+  defaultJurisdiction: Jurisdiction;
+  now?: () => number;
+}
+
+function invalid(what: string, issues: z.core.$ZodIssue[]) {
+  return {
+    error: `Invalid ${what}: see issues`,
+    issues: issues.map((i) => ({ path: i.path.join(".") || "(root)", message: i.message })),
+  };
+}
+
 /** The privacy sub-app. */
-export function privacyRoutes(
-  db: Kysely<Database>,
-  recordOptOut: (userId: string, optOut: OptOut) => Promise<void> | void,
-  now = Date.now,
-): Hono {
+export function privacyRoutes(deps: PrivacyDeps): Hono {
+  const { db } = deps;
+  const now = deps.now ?? Date.now;
   const app = new Hono();
+
   app.post("/requests", async (c) => {
     let body: unknown;
     try {
@@ -34,24 +88,88 @@ export function privacyRoutes(
       return c.json({ error: `Malformed JSON: ${(error as Error).message}`, issues: [] }, 400);
     }
     const parsed = REQUEST.safeParse(body);
-    if (!parsed.success) {
-      return c.json({
-        error: "Invalid privacy request: see issues",
-        issues: parsed.error.issues.map((i) => ({
-          path: i.path.join(".") || "(root)",
-          message: i.message,
-        })),
-      }, 422);
-    }
+    if (!parsed.success) return c.json(invalid("privacy request", parsed.error.issues), 422);
     const { user_id: userId, type } = parsed.data;
-    const requestedAtMs = now();
-    // Durable first, then in memory: a restart reloads it from the table.
-    const isNew = await insertPrivacyRequest(db, userId, type, requestedAtMs);
-    await recordOptOut(userId, { type, sinceMs: requestedAtMs, source: "api" });
+    const jurisdiction = parsed.data.jurisdiction ?? deps.defaultJurisdiction;
+    const receivedAtMs = now();
+    if (type === "deletion") {
+      // An erased user is known only by pseudonym: a repeat gets the record of the first request.
+      const pseudonym = deps.erased.pseudonymFor(userId);
+      const done = pseudonym === null ? null : await getDeletionOf(db, pseudonym, receivedAtMs);
+      if (done !== null) return c.json({ ...done, is_repeat: true }, 202);
+    }
+    const { request, isNew } = await fileRequest(db, {
+      userId,
+      type: type as RequestType,
+      jurisdiction,
+      receivedAtMs,
+      dueAtMs: dueAtMs(jurisdiction, receivedAtMs),
+    });
+    if (!isNew) return c.json({ ...request, is_repeat: true }, 202);
+    if (type === "deletion") {
+      // From here on the user's events are stored under a pseudonym; the erasure runs on.
+      await deps.eraser.begin(request.id, userId, receivedAtMs);
+    } else if (type === "do_not_track") {
+      await deps.recordOptOut(userId, { type, sinceMs: receivedAtMs, source: "api" });
+      await setRequestStatus(db, request.id, "completed", { recorded: true }, now());
+    } else if (type === "opt_out_sale_share") {
+      // Recorded: the platform must stop selling or sharing; events after it are not violations.
+      await setRequestStatus(db, request.id, "completed", { recorded: true }, now());
+    } else {
+      const data = await exportUser(db, userId, now());
+      await setRequestStatus(db, request.id, "completed", {
+        events: data.events.length,
+        flags: data.flags.length,
+        requests: data.requests.length,
+      }, now());
+    }
     return c.json(
-      { user_id: userId, type, status: isNew ? "recorded" : "already_recorded" },
-      isNew ? 201 : 200,
+      { ...((await getRequest(db, request.id, now())) ?? request), is_repeat: false },
+      202,
     );
   });
+
+  app.get("/requests", async (c) => {
+    const query = Object.fromEntries(
+      Object.entries(c.req.query()).filter(([, value]) => value !== ""),
+    );
+    const parsed = LIST.safeParse(query);
+    if (!parsed.success) return c.json(invalid("query", parsed.error.issues), 400);
+    const q = parsed.data;
+    return c.json(
+      await listRequests(db, {
+        status: q.status,
+        type: q.type,
+        isOverdue: q.overdue === "true",
+        limit: q.limit,
+        beforeId: q.cursor,
+      }, now()),
+    );
+  });
+
+  app.get("/requests/:id", async (c) => {
+    const request = await getRequest(db, c.req.param("id"), now());
+    if (request === null) {
+      return c.json(
+        { error: `Not found: privacy request "${c.req.param("id")}"`, issues: [] },
+        404,
+      );
+    }
+    return c.json(request);
+  });
+
+  app.get("/requests/:id/export", async (c) => {
+    const request = await getRequest(db, c.req.param("id"), now());
+    if (request === null || request.type !== "access") {
+      return c.json({
+        error: `Not found: access request "${
+          c.req.param("id")
+        }" (exports exist for access requests)`,
+        issues: [],
+      }, 404);
+    }
+    return c.json({ request, data: await exportUser(db, request.user_id, now()) });
+  });
+
   return app;
 }

@@ -20,6 +20,11 @@ export interface OptOut {
   /** When the request was recorded (API receive time, or event time of a DNT event). */
   sinceMs: number;
   source: "api" | "event";
+  /**
+   * Set on a deletion that erases the user: the user's state is dropped and later events, which
+   * arrive under this pseudonym, are the ones flagged.
+   */
+  pseudonym?: string;
 }
 
 /** Flags an event that arrived after its user's opt-out was on record (HIGH), or returns null. */

@@ -193,7 +193,11 @@ export function formatReport(
       ["accepted", n(report.accepted), "duplicates are accepted, then counted"],
       ["rejected", n(report.rejected), `by status: ${byStatus(report.rejected_by_status)}`],
       ["undelivered", n(report.undelivered), "given up after retries"],
-      ["privacy requests recorded", n(report.privacy_requests_recorded), "201 or 200"],
+      [
+        "privacy requests recorded",
+        n(report.privacy_requests_recorded),
+        "202 (200/201 from older servers)",
+      ],
       ["HTTP requests", n(report.http_requests), byStatus(report.responses_by_status)],
       [
         "retries",

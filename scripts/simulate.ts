@@ -134,7 +134,7 @@ export async function sendPrivacyRequests(
     report.privacy_requests_sent++;
     const answer = await post(`${o.url}/privacy/requests`, JSON.stringify(request), o, report);
     if (answer === null) continue;
-    if (answer.status === 201 || answer.status === 200) {
+    if (answer.status === 202 || answer.status === 201 || answer.status === 200) {
       report.privacy_requests_recorded++;
     } else if (answer.status === 401 || answer.status === 403) {
       report.aborted = `the server answered ${answer.status} to a privacy request: ` +

@@ -193,9 +193,13 @@ export async function everyRuleFires(start: Start): Promise<void> {
     // retention via the API: events after the request are flagged, not before.
     await h.send([makeWireEvent({ event_id: "p0", user_id: "leaver", atMs: t0 + 30_000 })]);
     const res = await h.post("/privacy/requests", { user_id: "leaver", type: "deletion" });
-    assert.equal(res.status, 201);
+    assert.equal(res.status, 202);
+    const first = await res.json();
     const again = await h.post("/privacy/requests", { user_id: "leaver", type: "deletion" });
-    assert.equal(again.status, 200);
+    assert.equal(again.status, 202);
+    const repeat = await again.json();
+    assert.equal(repeat.id, first.id);
+    assert.equal(repeat.is_repeat, true);
     await h.send([
       makeWireEvent({ event_id: "p1", user_id: "leaver", atMs: t0 + 31_000 }),
       makeWireEvent({ event_id: "p2", user_id: "leaver", atMs: t0 + 32_000 }),

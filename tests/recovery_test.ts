@@ -29,7 +29,7 @@ Deno.test("[recovery] a worker that dies is restarted and its shards replayed fr
         }));
     await h.send(wave(0, 300));
     const optOut = await h.post("/privacy/requests", { user_id: "viewer0", type: "deletion" });
-    assert.equal(optOut.status, 201);
+    assert.equal(optOut.status, 202);
     await h.flush();
     // Unflushed events in the dying worker's memory must come back from the log.
     await h.send(wave(300, 300));

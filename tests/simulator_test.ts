@@ -17,7 +17,7 @@ Deno.test("[simulate] the simulator's traffic makes the server report what it ex
     await sendPhase(traffic.phase1);
     for (const request of traffic.requests) {
       const res = await h.post("/privacy/requests", request);
-      assert.equal(res.status, 201);
+      assert.equal(res.status, 202);
       await res.body?.cancel();
     }
     await sendPhase(traffic.phase2);

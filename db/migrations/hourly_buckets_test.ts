@@ -203,7 +203,8 @@ async function insertOldRows(db: Kysely<Database>): Promise<void> {
 async function withUpgraded(check: (db: Kysely<Database>) => Promise<void>): Promise<void> {
   const db = await openOldDatabase();
   try {
-    assert.deepEqual(await migrateToLatest(db), ["2026_11_30_0003_hourly_buckets"]);
+    // The upgrade runs first; the migrations after it apply to the upgraded schema as well.
+    assert.equal((await migrateToLatest(db))[0], "2026_11_30_0003_hourly_buckets");
     await check(db);
   } finally {
     await db.destroy();

@@ -1,0 +1,311 @@
+/**
+ * `GET /metrics` in the Prometheus text format, and the middleware timing every request. The main
+ * thread owns the one registry: workers report flushes in their status messages (the region hands them
+ * to {@link PipelineMetrics.observer}), and worker gauges are read from `region.health()` at scrape time.
+ *
+ * @module
+ */
+import process from "node:process";
+import { Hono } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { routePath } from "hono/route";
+import client from "prom-client";
+import type { EventLog } from "../actors/event_log.ts";
+import type { FlushReport } from "../actors/protocol.ts";
+import type { Region, RegionHealth, RegionObserver } from "../actors/region.ts";
+import {
+  type AuthConfig,
+  digestOf,
+  isAuthEnabled,
+  isEqualConstantTime,
+  requireRole,
+} from "./auth.ts";
+
+/** How one ingested event ended; exactly one per event (a late duplicate is a duplicate). */
+export type IngestResult = "accepted" | "rejected" | "duplicate" | "late";
+
+const HTTP_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const FLUSH_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const INGEST_ROUTES = new Set(["/events", "/events/batch"]);
+
+/** The pipeline's Prometheus registry and every metric in it; one per pipeline, no global state. */
+export class PipelineMetrics {
+  readonly registry: client.Registry = new client.Registry();
+  #ingest;
+  #http;
+  #flushDuration;
+  #flushRows;
+  #flushFailures;
+  #flags;
+  #pending;
+  #inFlight;
+  #failing;
+  #lag;
+
+  /** `startedAtMs` is when the process started (epoch ms), for uptime and start time. */
+  constructor(startedAtMs: number = Date.now() - performance.now()) {
+    const registers = [this.registry];
+    this.#ingest = new client.Counter({
+      name: "ingest_events_total",
+      help: "Events sent to ingest, by outcome (exclusive: a late duplicate counts as duplicate).",
+      labelNames: ["result"] as const,
+      registers,
+    });
+    for (const result of ["accepted", "rejected", "duplicate", "late"] as const) {
+      this.#ingest.inc({ result }, 0);
+    }
+    this.#http = new client.Histogram({
+      name: "http_request_duration_seconds",
+      help: "Time to answer an HTTP request, by route pattern, method and status.",
+      labelNames: ["route", "method", "status"] as const,
+      buckets: HTTP_BUCKETS_S,
+      registers,
+    });
+    this.#flushDuration = new client.Histogram({
+      name: "flush_duration_seconds",
+      help: "Duration of worker flush attempts that had something to write (failed ones too).",
+      buckets: FLUSH_BUCKETS_S,
+      registers,
+    });
+    this.#flushRows = new client.Counter({
+      name: "flush_rows_total",
+      help: "Rows committed by worker flushes, by table (raw_events is 0 with a durable log).",
+      labelNames: ["table"] as const,
+      registers,
+    });
+    for (const table of ["raw_events", "flags"]) this.#flushRows.inc({ table }, 0);
+    this.#flushFailures = new client.Counter({
+      name: "flush_failures_total",
+      help: "Worker flush attempts that rolled back or were fenced.",
+      registers,
+    });
+    this.#flags = new client.Counter({
+      name: "flags_raised_total",
+      help: "Flag rows committed by flushes, by rule and level (an escalation counts again).",
+      labelNames: ["rule", "level"] as const,
+      registers,
+    });
+    const gauge = (name: string, help: string) =>
+      new client.Gauge({ name, help, labelNames: ["worker"] as const, registers });
+    this.#pending = gauge("worker_pending_events", "Events applied by a worker, not yet flushed.");
+    this.#inFlight = gauge("worker_batches_in_flight", "Batches posted to a worker, not acked.");
+    this.#failing = gauge("worker_flush_failing", "1 while a worker's last flush failed.");
+    this.#lag = new client.Gauge({
+      name: "log_lag_events",
+      help: "Events accepted into the log but not yet applied by a worker (buffered or in flight).",
+      registers,
+    });
+    registerProcessMetrics(registers, startedAtMs);
+  }
+
+  /** Counts `count` events with one outcome. */
+  countIngest(result: IngestResult, count: number): void {
+    if (count > 0) this.#ingest.inc({ result }, count);
+  }
+
+  /**
+   * Counts one postgres-log append from what it committed: rows without a new position, or repeated
+   * within the append, are duplicates; the others are late or accepted.
+   */
+  countAppended(
+    rows: ReadonlyArray<{ eventId: string; isLate: boolean }>,
+    positions: ReadonlyMap<string, number>,
+  ): void {
+    const seen = new Set<string>();
+    let duplicates = 0;
+    let late = 0;
+    for (const row of rows) {
+      if (!positions.has(row.eventId) || seen.has(row.eventId)) duplicates++;
+      else if (row.isLate) late++;
+      seen.add(row.eventId);
+    }
+    this.countIngest("duplicate", duplicates);
+    this.countIngest("late", late);
+    this.countIngest("accepted", rows.length - duplicates - late);
+  }
+
+  /** Observes one answered request; `route` is a pattern such as `/events/:id`, never a raw path. */
+  observeRequest(route: string, method: string, status: number, seconds: number): void {
+    this.#http.observe({ route, method, status: String(status) }, seconds);
+  }
+
+  /** What the region reports: memory-log routing and worker flushes. */
+  readonly observer: RegionObserver = {
+    onRouted: (eventCount, lateCount) => {
+      this.countIngest("late", lateCount);
+      this.countIngest("accepted", eventCount - lateCount);
+    },
+    onFlushReport: (_workerIndex, report) => this.#observeFlushes(report),
+  };
+
+  /** Sets the worker gauges from the region's health (called at scrape time). */
+  observeHealth(health: RegionHealth): void {
+    this.#pending.reset();
+    this.#inFlight.reset();
+    this.#failing.reset();
+    let lag = 0;
+    for (const w of health.workers) {
+      const worker = String(w.index);
+      this.#pending.set({ worker }, w.pendingEvents);
+      this.#inFlight.set({ worker }, w.inFlight);
+      this.#failing.set({ worker }, w.isFlushFailing ? 1 : 0);
+      lag += w.unappliedEvents;
+    }
+    this.#lag.set(lag);
+  }
+
+  #observeFlushes(report: FlushReport): void {
+    for (const ms of report.durationsMs) this.#flushDuration.observe(ms / 1000);
+    if (report.failures > 0) this.#flushFailures.inc(report.failures);
+    if (report.rows.rawEvents > 0) {
+      this.#flushRows.inc({ table: "raw_events" }, report.rows.rawEvents);
+    }
+    if (report.rows.flags > 0) this.#flushRows.inc({ table: "flags" }, report.rows.flags);
+    for (const [key, count] of Object.entries(report.flags)) {
+      const [rule, level] = key.split(" ");
+      this.#flags.inc({ rule, level }, count);
+    }
+  }
+}
+
+/**
+ * Process metrics read from Deno itself. prom-client's default collector reads `/proc/self/*`,
+ * which Deno 2 refuses without `--allow-all`, so under the server's permissions it reports a
+ * resident memory of 0; `Deno.memoryUsage()` and `process.cpuUsage()` need no permission.
+ */
+function registerProcessMetrics(registers: client.Registry[], startedAtMs: number): void {
+  const memory = (name: string, help: string, read: (m: Deno.MemoryUsage) => number) =>
+    new client.Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read(Deno.memoryUsage()));
+      },
+    });
+  memory("process_resident_memory_bytes", "Resident memory size in bytes.", (m) => m.rss);
+  memory("process_heap_used_bytes", "V8 heap in use, in bytes.", (m) => m.heapUsed);
+  memory("process_heap_total_bytes", "V8 heap reserved, in bytes.", (m) => m.heapTotal);
+  memory("process_external_memory_bytes", "Memory of V8-bound C++ objects.", (m) => m.external);
+  new client.Gauge({
+    name: "process_start_time_seconds",
+    help: "Start time of the process since the Unix epoch, in seconds.",
+    registers,
+  }).set(startedAtMs / 1000);
+  new client.Gauge({
+    name: "process_uptime_seconds",
+    help: "Seconds since the process started.",
+    registers,
+    collect() {
+      this.set((Date.now() - startedAtMs) / 1000);
+    },
+  });
+  const cpu = (
+    name: string,
+    help: string,
+    read: (u: ReturnType<typeof process.cpuUsage>) => number,
+  ) => {
+    let reported = 0;
+    new client.Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const seconds = read(process.cpuUsage()) / 1e6;
+        if (seconds > reported) this.inc(seconds - reported);
+        reported = Math.max(reported, seconds);
+      },
+    });
+  };
+  cpu("process_cpu_user_seconds_total", "User CPU time, in seconds.", (u) => u.user);
+  cpu("process_cpu_system_seconds_total", "System CPU time, in seconds.", (u) => u.system);
+  cpu(
+    "process_cpu_seconds_total",
+    "User and system CPU time, in seconds.",
+    (u) => u.user + u.system,
+  );
+}
+
+/**
+ * Middleware timing every request under its route pattern, and counting events rejected at ingest
+ * (read from the answer: 422 on `POST /events`, the `rejected` list of `POST /events/batch`).
+ */
+export function httpMetrics(metrics: PipelineMetrics): MiddlewareHandler {
+  return async (c, next) => {
+    const startedMs = performance.now();
+    try {
+      await next();
+    } finally {
+      const route = routePath(c);
+      metrics.observeRequest(
+        route,
+        c.req.method,
+        c.res.status,
+        (performance.now() - startedMs) / 1000,
+      );
+      if (c.req.method === "POST" && INGEST_ROUTES.has(route)) {
+        await countRejected(c, route, metrics);
+      }
+    }
+  };
+}
+
+async function countRejected(c: Context, route: string, metrics: PipelineMetrics): Promise<void> {
+  const status = c.res.status;
+  if (route === "/events") {
+    if (status === 422) metrics.countIngest("rejected", 1);
+    return;
+  }
+  if (status !== 202 && status !== 422) return;
+  const body: unknown = await c.res.clone().json();
+  const rejected = (body as { rejected?: unknown }).rejected;
+  if (Array.isArray(rejected)) metrics.countIngest("rejected", rejected.length);
+}
+
+/**
+ * Counts every acknowledged event as accepted: for the redis log, which decides lateness and
+ * recognises retries inside its append and does not tell which.
+ */
+export function countAcknowledged(log: EventLog, metrics: PipelineMetrics): EventLog {
+  return {
+    kind: log.kind,
+    refusal: () => log.refusal(),
+    append: async (events) => {
+      await log.append(events);
+      metrics.countIngest("accepted", events.length);
+    },
+  };
+}
+
+/** `GET /metrics`: mount under `/metrics` behind {@link requireMetricsAccess}. */
+export function metricsRoutes(metrics: PipelineMetrics, region: Region): Hono {
+  const app = new Hono();
+  app.get("/", async (c) => {
+    metrics.observeHealth(region.health());
+    const text = await metrics.registry.metrics();
+    return c.body(text, 200, { "content-type": metrics.registry.contentType });
+  });
+  return app;
+}
+
+/**
+ * Guards `/metrics`: open while no token at all is configured; otherwise the `METRICS_TOKEN` or an
+ * admin token (runs after `authenticate`). A `METRICS_TOKEN` alone (other auth off) still protects
+ * metrics: setting it says they are private.
+ */
+export function requireMetricsAccess(auth: AuthConfig, metricsToken?: string): MiddlewareHandler {
+  const byRole = requireRole(["admin"]);
+  const digest = metricsToken === undefined ? undefined : digestOf(metricsToken);
+  const isAuthOn = isAuthEnabled(auth);
+  return async (c, next) => {
+    if (digest === undefined) return isAuthOn ? await byRole(c, next) : await next();
+    const match = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+    if (match !== null && isEqualConstantTime(digestOf(match[1]), digest)) return await next();
+    if (isAuthOn) return await byRole(c, next);
+    c.header("WWW-Authenticate", 'Bearer realm="ott-pipeline"');
+    return c.json({
+      error: "Missing or unknown bearer token: send the METRICS_TOKEN",
+      issues: [],
+    }, 401);
+  };
+}

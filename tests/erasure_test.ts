@@ -1,0 +1,205 @@
+import assert from "node:assert/strict";
+import { sql } from "kysely";
+import { type Harness, startHarness } from "./_harness.ts";
+import { recentBase } from "./_scenarios.ts";
+import { makeWireEvent } from "./fixtures.ts";
+import type { Kysely } from "kysely";
+import type { Database } from "../db/schema.ts";
+
+/** Rows of every table whose text holds `needle`, by table: what a `pg_dump` would show. */
+async function tracesOf(db: Kysely<Database>, needle: string): Promise<Record<string, number>> {
+  const tables = await sql<{ name: string }>`select table_name as name
+    from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE'`
+    .execute(db);
+  const found: Record<string, number> = {};
+  for (const { name } of tables.rows) {
+    const result = await sql<{ n: string | number }>`select count(*) as n from ${sql.table(name)} t
+      where t::text like ${"%" + needle + "%"}`.execute(db);
+    const n = Number(result.rows[0].n);
+    if (n > 0) found[name] = n;
+  }
+  return found;
+}
+
+interface RequestRecord {
+  id: string;
+  status: string;
+  type: string;
+  user_id: string;
+  due_at: string;
+  received_at: string;
+  is_repeat?: boolean;
+  result: Record<string, number> | null;
+}
+
+async function fileRequest(h: Harness, body: unknown): Promise<RequestRecord> {
+  const res = await h.post("/privacy/requests", body);
+  assert.equal(res.status, 202, await res.clone().text());
+  return await res.json();
+}
+
+function aliceAndBob(t0: number) {
+  const alice = Array.from({ length: 10 }, (_, i) =>
+    makeWireEvent({
+      event_id: `alice-evt-${i}`,
+      user_id: "alice-7f3",
+      device_id: "alice-tv",
+      content_id: `title${i % 3}`,
+      region: ["DE", "FR", "IT", "ES", "PL"][i % 5],
+      has_consent: i % 2 === 0,
+      ip_address: `198.51.100.${i}`,
+      atMs: t0 + i * 1_000,
+    }));
+  const bob = Array.from({ length: 5 }, (_, i) =>
+    makeWireEvent({
+      event_id: `bob-evt-${i}`,
+      user_id: "bob-2c1",
+      device_id: "bob-tv",
+      content_id: `title${i % 3}`,
+      atMs: t0 + i * 1_000,
+    }));
+  return { alice, bob };
+}
+
+Deno.test("[privacy] a deletion erases the user everywhere, keeps aggregates, and survives a restart", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "ott-erasure-" });
+  const config = { queue: "postgres" as const, dataDir };
+  let h = await startHarness(config);
+  try {
+    const t0 = recentBase();
+    const { alice, bob } = aliceAndBob(t0);
+    await h.send([...alice, ...bob]);
+    await h.flush();
+    const before = await h.json<{ total_events: number }>("/stats/summary");
+    assert.equal(before.total_events, 15);
+    assert.ok(Object.keys(await tracesOf(h.pipeline.db, "alice-7f3")).length > 0);
+
+    const request = await fileRequest(h, { user_id: "alice-7f3", type: "deletion" });
+    assert.equal(request.type, "deletion");
+    // GDPR: one calendar month to answer.
+    const due = new Date(request.received_at);
+    due.setUTCMonth(due.getUTCMonth() + 1);
+    assert.equal(Date.parse(request.due_at), due.getTime());
+
+    // After the 202: a new event, and a TV retrying an event that is being erased.
+    await h.send([
+      makeWireEvent({ event_id: "alice-after", user_id: "alice-7f3", atMs: t0 + 20_000 }),
+      alice[0],
+    ]);
+    await h.pipeline.eraser.idle();
+    const done = await h.json<RequestRecord>(`/privacy/requests/${request.id}`);
+    assert.equal(done.status, "completed", JSON.stringify(done));
+    assert.equal(done.result?.raw_events, 10);
+    assert.ok(done.user_id.startsWith("erased-"), done.user_id);
+    await h.flush();
+
+    assert.deepEqual(await tracesOf(h.pipeline.db, "alice-7f3"), {});
+    assert.deepEqual(await tracesOf(h.pipeline.db, "alice-tv"), {});
+    assert.deepEqual(await tracesOf(h.pipeline.db, "198.51.100."), {});
+    assert.ok(Object.keys(await tracesOf(h.pipeline.db, "bob-2c1")).length > 0);
+
+    // Anonymous aggregates stay; the new event counts once, the retried erased one is a duplicate.
+    const after = await h.json<{ total_events: number; duplicate_events: number }>(
+      "/stats/summary",
+    );
+    assert.equal(after.total_events, 16);
+    assert.ok(after.duplicate_events >= 1);
+    // The event after the request is flagged under the pseudonym, not the id.
+    const retention = await h.json<{ items: Array<{ user_id: string; event_id: string }> }>(
+      "/compliance/events?rule=retention",
+    );
+    assert.deepEqual(retention.items.map((f) => [f.user_id, f.event_id]), [
+      [done.user_id, "alice-after"],
+    ]);
+
+    // A repeat is answered with the first record.
+    const repeat = await fileRequest(h, { user_id: "alice-7f3", type: "deletion" });
+    assert.equal(repeat.id, request.id);
+    assert.equal(repeat.is_repeat, true);
+
+    // Restart: the log replays, and nothing about the user comes back.
+    await h.pipeline.stop();
+    h = await startHarness(config);
+    await h.send([
+      makeWireEvent({ event_id: "alice-later", user_id: "alice-7f3", atMs: t0 + 30_000 }),
+    ]);
+    await h.flush();
+    assert.deepEqual(await tracesOf(h.pipeline.db, "alice-7f3"), {});
+    const restarted = await h.json<{ total_events: number }>("/stats/summary");
+    assert.equal(restarted.total_events, 17);
+    const flagged = await h.json<{ items: Array<{ user_id: string; event_id: string }> }>(
+      "/compliance/events?rule=retention",
+    );
+    assert.ok(
+      flagged.items.some((f) => f.event_id === "alice-later" && f.user_id === done.user_id),
+    );
+  } finally {
+    await h.pipeline.stop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("[privacy] an access request exports exactly one user's data", async () => {
+  const h = await startHarness({ queue: "postgres" });
+  try {
+    const { alice, bob } = aliceAndBob(recentBase());
+    await h.send([...alice, ...bob]);
+    await h.flush();
+    const request = await fileRequest(h, {
+      user_id: "alice-7f3",
+      type: "access",
+      jurisdiction: "ccpa",
+    });
+    assert.equal(request.status, "completed");
+    assert.equal(Date.parse(request.due_at) - Date.parse(request.received_at), 45 * 86_400_000);
+    const exported = await h.json<{
+      data: { events: Array<{ event_id: string }>; flags: unknown[]; requests: unknown[] };
+    }>(`/privacy/requests/${request.id}/export`);
+    assert.deepEqual(
+      exported.data.events.map((e) => e.event_id).sort(),
+      alice.map((e) => e.event_id).sort(),
+    );
+    assert.ok(exported.data.flags.length > 0, "alice's privacy flags are hers");
+    assert.equal(exported.data.requests.length, 1);
+    assert.ok(!JSON.stringify(exported).includes("bob"));
+    // An access request is answered anew each time; a deletion's export does not exist.
+    const second = await fileRequest(h, { user_id: "alice-7f3", type: "access" });
+    assert.notEqual(second.id, request.id);
+    const deletion = await fileRequest(h, { user_id: "bob-2c1", type: "deletion" });
+    assert.equal((await h.get(`/privacy/requests/${deletion.id}/export`)).status, 404);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+Deno.test("[privacy] requests are listed newest first with filters, and bad filters get 400", async () => {
+  const h = await startHarness({ queue: "postgres" });
+  try {
+    for (
+      const [user, type] of [["u1", "do_not_track"], ["u2", "opt_out_sale_share"], ["u3", "access"]]
+    ) {
+      const record = await fileRequest(h, { user_id: user, type });
+      assert.equal(record.status, "completed");
+    }
+    const all = await h.json<{ items: RequestRecord[]; next_cursor: string | null }>(
+      "/privacy/requests?limit=2",
+    );
+    assert.deepEqual(all.items.map((r) => r.user_id), ["u3", "u2"]);
+    const rest = await h.json<{ items: RequestRecord[]; next_cursor: string | null }>(
+      `/privacy/requests?limit=2&cursor=${all.next_cursor}`,
+    );
+    assert.deepEqual(rest.items.map((r) => r.user_id), ["u1"]);
+    assert.equal(rest.next_cursor, null);
+    const dnt = await h.json<{ items: RequestRecord[] }>(
+      "/privacy/requests?type=do_not_track&status=",
+    );
+    assert.deepEqual(dnt.items.map((r) => r.user_id), ["u1"]);
+    const overdue = await h.json<{ items: RequestRecord[] }>("/privacy/requests?overdue=true");
+    assert.equal(overdue.items.length, 0);
+    assert.equal((await h.get("/privacy/requests?status=lost")).status, 400);
+    assert.equal((await h.get("/privacy/requests/999999")).status, 404);
+    assert.equal((await h.get("/privacy/requests/abc")).status, 404);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
