@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "./config.ts";
+import { test } from "./tests/_permissions.ts";
 
 const SECRET = "0123456789abcdef-secret";
 
-Deno.test("parseConfig() applies the documented defaults", () => {
+test("parseConfig() applies the documented defaults", () => {
   const config = parseConfig({}, 6);
   assert.equal(config.port, 8000);
   assert.equal(config.hostname, "0.0.0.0");
@@ -40,12 +41,12 @@ Deno.test("parseConfig() applies the documented defaults", () => {
   });
 });
 
-Deno.test("parseConfig() uses WORKERS over the core count, and at least one worker", () => {
+test("parseConfig() uses WORKERS over the core count, and at least one worker", () => {
   assert.equal(parseConfig({ WORKERS: "3" }, 16).workers, 3);
   assert.equal(parseConfig({}, 0).workers, 1);
 });
 
-Deno.test("parseConfig() reads numbers and ratios from strings", () => {
+test("parseConfig() reads numbers and ratios from strings", () => {
   const config = parseConfig({
     PORT: "9090",
     SHARDS: "128",
@@ -60,7 +61,7 @@ Deno.test("parseConfig() reads numbers and ratios from strings", () => {
   assert.equal(config.thresholds.sharingMaxRegions, 3);
 });
 
-Deno.test("parseConfig() splits token lists on commas, trimming and dropping empties", () => {
+test("parseConfig() splits token lists on commas, trimming and dropping empties", () => {
   const config = parseConfig({ INGEST_TOKENS: " a , ,b,, c ", READ_TOKENS: "r1" }, 2);
   assert.deepEqual(config.ingestTokens, ["a", "b", "c"]);
   assert.deepEqual(config.readTokens, ["r1"]);
@@ -84,7 +85,7 @@ Deno.test("parseConfig() lists every invalid variable in one error", () => {
   );
 });
 
-Deno.test("parseConfig() rejects SHARING_HIGH_* below SHARING_MAX_*", () => {
+test("parseConfig() rejects SHARING_HIGH_* below SHARING_MAX_*", () => {
   const message = /SHARING_HIGH_\* must be at least SHARING_MAX_\*/;
   assert.throws(
     () => parseConfig({ SHARING_MAX_REGIONS: "5", SHARING_HIGH_REGIONS: "4" }, 2),
@@ -95,12 +96,12 @@ Deno.test("parseConfig() rejects SHARING_HIGH_* below SHARING_MAX_*", () => {
   assert.equal(equal.thresholds.sharingHighIps, 6);
 });
 
-Deno.test("parseConfig() ignores unknown variables", () => {
+test("parseConfig() ignores unknown variables", () => {
   const config = parseConfig({ PATH: "/usr/bin", HOME: "", FOO: "not-a-number" }, 2);
   assert.equal(config.port, 8000);
 });
 
-Deno.test("parseConfig() treats empty strings as unset", () => {
+test("parseConfig() treats empty strings as unset", () => {
   const config = parseConfig({
     PORT: "",
     SHARDS: "",
@@ -115,7 +116,7 @@ Deno.test("parseConfig() treats empty strings as unset", () => {
   assert.equal(config.isIpHashSecretGenerated, true);
 });
 
-Deno.test("parseConfig() generates a random IP secret when unset and says so", () => {
+test("parseConfig() generates a random IP secret when unset and says so", () => {
   const a = parseConfig({}, 2);
   const b = parseConfig({}, 2);
   assert.equal(a.isIpHashSecretGenerated, true);
@@ -123,13 +124,13 @@ Deno.test("parseConfig() generates a random IP secret when unset and says so", (
   assert.notEqual(a.ipHashSecret, b.ipHashSecret);
 });
 
-Deno.test("parseConfig() keeps a configured IP secret and marks it as not generated", () => {
+test("parseConfig() keeps a configured IP secret and marks it as not generated", () => {
   const config = parseConfig({ IP_HASH_SECRET: SECRET }, 2);
   assert.equal(config.ipHashSecret, SECRET);
   assert.equal(config.isIpHashSecretGenerated, false);
 });
 
-Deno.test({
+test({
   name: "parseConfig() does not turn a whitespace-only PORT into port 0",
   fn() {
     let port: number | undefined;
@@ -143,18 +144,18 @@ Deno.test({
   },
 });
 
-Deno.test("parseConfig() keeps QUEUE=memory when asked, though postgres is the default", () => {
+test("parseConfig() keeps QUEUE=memory when asked, though postgres is the default", () => {
   assert.equal(parseConfig({ QUEUE: "memory" }, 2).queue, "memory");
   assert.throws(() => parseConfig({ QUEUE: "kafka" }, 2), /QUEUE/);
 });
 
-Deno.test("parseConfig() reads STRICT_SCHEMA as true or false only", () => {
+test("parseConfig() reads STRICT_SCHEMA as true or false only", () => {
   assert.equal(parseConfig({ STRICT_SCHEMA: "true" }, 2).isStrictSchema, true);
   assert.equal(parseConfig({ STRICT_SCHEMA: "false" }, 2).isStrictSchema, false);
   assert.throws(() => parseConfig({ STRICT_SCHEMA: "yes" }, 2), /STRICT_SCHEMA/);
 });
 
-Deno.test("parseConfig() reads METADATA_KEYS as a key list, blank meaning the defaults", () => {
+test("parseConfig() reads METADATA_KEYS as a key list, blank meaning the defaults", () => {
   const defaults = parseConfig({}, 2).metadataKeys;
   assert.ok(defaults.includes("platform") && defaults.includes("app_version"));
   assert.deepEqual(parseConfig({ METADATA_KEYS: "" }, 2).metadataKeys, defaults);
@@ -166,7 +167,7 @@ Deno.test("parseConfig() reads METADATA_KEYS as a key list, blank meaning the de
   assert.throws(() => parseConfig({ METADATA_KEYS: "platform,a.b" }, 2), /METADATA_KEYS/);
 });
 
-Deno.test("parseConfig() reads GDPR_REGIONS as upper-cased country codes, UK as GB", () => {
+test("parseConfig() reads GDPR_REGIONS as upper-cased country codes, UK as GB", () => {
   assert.deepEqual(parseConfig({ GDPR_REGIONS: "de, fr ,uk,,CH" }, 2).gdprRegions, [
     "DE",
     "FR",
@@ -177,7 +178,7 @@ Deno.test("parseConfig() reads GDPR_REGIONS as upper-cased country codes, UK as 
   assert.throws(() => parseConfig({ GDPR_REGIONS: "DE-BY" }, 2), /GDPR_REGIONS/);
 });
 
-Deno.test("parseConfig() bounds the lateness, event age and body read time", () => {
+test("parseConfig() bounds the lateness, event age and body read time", () => {
   const week = 604_800_000;
   assert.equal(parseConfig({ ALLOWED_LATENESS_MS: String(week) }, 2).allowedLatenessMs, week);
   assert.throws(
@@ -190,7 +191,7 @@ Deno.test("parseConfig() bounds the lateness, event age and body read time", () 
   assert.throws(() => parseConfig({ BODY_READ_TIMEOUT_MS: "0" }, 2), /BODY_READ_TIMEOUT_MS/);
 });
 
-Deno.test("parseConfig() rejects MAX_EVENT_AGE_MS below ALLOWED_LATENESS_MS", () => {
+test("parseConfig() rejects MAX_EVENT_AGE_MS below ALLOWED_LATENESS_MS", () => {
   assert.throws(
     () => parseConfig({ MAX_EVENT_AGE_MS: "3600000" }, 2),
     /MAX_EVENT_AGE_MS must be at least ALLOWED_LATENESS_MS/,

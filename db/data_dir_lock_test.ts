@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { openDatabase } from "./client.ts";
 import { DataDirInUseError, LOCK_FILE_NAME, lockDataDir } from "./data_dir_lock.ts";
+import { test } from "../tests/_permissions.ts";
 
 const LOCK_MODULE = new URL("./data_dir_lock.ts", import.meta.url).href;
 
@@ -36,7 +37,7 @@ function killIfRunning(child: Deno.ChildProcess): void {
   }
 }
 
-Deno.test("lockDataDir() refuses a second owner in another process at once, naming the pid", async () => {
+test("lockDataDir() refuses a second owner in another process at once, naming the pid", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-lock-" });
   const lock = await lockDataDir(dataDir);
   try {
@@ -54,7 +55,7 @@ Deno.test("lockDataDir() refuses a second owner in another process at once, nami
   }
 });
 
-Deno.test("lockDataDir() refuses a second open in the same process", async () => {
+test("lockDataDir() refuses a second open in the same process", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-lock-" });
   const lock = await lockDataDir(dataDir);
   try {
@@ -69,7 +70,7 @@ Deno.test("lockDataDir() refuses a second open in the same process", async () =>
   }
 });
 
-Deno.test("lockDataDir() can be taken again once released", async () => {
+test("lockDataDir() can be taken again once released", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-lock-" });
   try {
     const first = await lockDataDir(`${dataDir}/nested`);
@@ -83,7 +84,7 @@ Deno.test("lockDataDir() can be taken again once released", async () => {
   }
 });
 
-Deno.test("lockDataDir() is not blocked by the lock file of a process killed with SIGKILL", async () => {
+test("lockDataDir() is not blocked by the lock file of a process killed with SIGKILL", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-lock-" });
   const code = `
     import { lockDataDir } from ${JSON.stringify(LOCK_MODULE)};
@@ -116,7 +117,7 @@ Deno.test("lockDataDir() is not blocked by the lock file of a process killed wit
   }
 });
 
-Deno.test("openDatabase() owns a PGlite data directory until db.destroy(), even with no query run", async () => {
+test("openDatabase() owns a PGlite data directory until db.destroy(), even with no query run", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-lock-pglite-" });
   try {
     const { db } = await openDatabase({ databaseUrl: undefined, dataDir });

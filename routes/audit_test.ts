@@ -15,6 +15,7 @@ import {
   sanitizeRequestId,
 } from "./audit.ts";
 import { type ApiToken, authenticate, requireRole } from "./auth.ts";
+import { test } from "../tests/_permissions.ts";
 
 const T0 = Date.parse("2026-11-30T10:00:00Z");
 
@@ -39,8 +40,8 @@ function onEveryDatabase(name: string, scenario: (db: Kysely<Database>) => Promi
       await db.destroy();
     }
   };
-  Deno.test(`[audit] ${name} (pglite)`, () => run(undefined));
-  Deno.test({
+  test(`[audit] ${name} (pglite)`, () => run(undefined));
+  test({
     name: `[postgres] ${name}`,
     ignore: TEST_DATABASE_URL === undefined,
     fn: () => withFreshPostgres(TEST_DATABASE_URL!, run),
@@ -55,7 +56,7 @@ Deno.test("sanitizeRequestId() keeps up to 128 safe characters or gives up", () 
   assert.equal(sanitizeRequestId(undefined), undefined);
 });
 
-Deno.test("[audit] reads of compliance data and refusals are written, never a secret; /audit is admin only", async () => {
+test("[audit] reads of compliance data and refusals are written, never a secret; /audit is admin only", async () => {
   const h = await startHarness({ apiTokens: TOKENS });
   try {
     const compliance = await h.get("/compliance/summary?user_id=u-7", {

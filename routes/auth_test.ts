@@ -12,6 +12,7 @@ import {
   parseApiTokens,
   resolveTokens,
 } from "./auth.ts";
+import { test } from "../tests/_permissions.ts";
 
 Deno.test("parseApiTokens() reads role:name:secret entries, the secret keeping its colons", () => {
   const parsed = parseApiTokens(" ingest:tv-fleet:s1 , admin:ops:a:b:c,,analyst:ana:s3 ");
@@ -41,7 +42,7 @@ Deno.test("parseApiTokens() lists every bad entry by position and never echoes a
   assert.doesNotMatch(parsed.problems.join(" "), /hunter2/);
 });
 
-Deno.test("parseConfig() reads API_TOKENS and AUDIT_RETENTION_DAYS, refusing bad entries", () => {
+test("parseConfig() reads API_TOKENS and AUDIT_RETENTION_DAYS, refusing bad entries", () => {
   const config = parseConfig({ API_TOKENS: "privacy:dpo:s-1", AUDIT_RETENTION_DAYS: "30" }, 2);
   assert.deepEqual(config.apiTokens, [{ role: "privacy", name: "dpo", secret: "s-1" }]);
   assert.equal(config.auditRetentionDays, 30);
@@ -169,7 +170,7 @@ function withToken([path, init]: [string, RequestInit], token?: string): [string
   return [`http://test${path}`, { ...init, headers }];
 }
 
-Deno.test("[http] every route prefix admits exactly its roles: 2xx inside, 403 outside, 401 without", async () => {
+test("[http] every route prefix admits exactly its roles: 2xx inside, 403 outside, 401 without", async () => {
   const h = await startHarness({
     apiTokens: [
       { role: "ingest", name: "tv-fleet", secret: CALLERS.ingest },
@@ -210,7 +211,7 @@ Deno.test("[http] every route prefix admits exactly its roles: 2xx inside, 403 o
   }
 });
 
-Deno.test("[http] GET /auth/whoami names the caller, and the anonymous admin while auth is off", async () => {
+test("[http] GET /auth/whoami names the caller, and the anonymous admin while auth is off", async () => {
   const on = await startHarness({
     apiTokens: [{ role: "privacy", name: "dpo", secret: "dpo-secret" }],
     readTokens: ["old-reader"],

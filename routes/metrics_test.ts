@@ -5,6 +5,7 @@ import { makeWireEvent } from "../tests/fixtures.ts";
 import { Hono, type MiddlewareHandler } from "hono";
 import type { Config } from "../config.ts";
 import { httpMetrics, PipelineMetrics } from "./metrics.ts";
+import { HAS_SUITE_PERMISSIONS, test } from "../tests/_permissions.ts";
 
 /** Samples of a Prometheus text exposition, keyed `name{label="value",...}` in the order written. */
 function parseMetrics(text: string): Map<string, number> {
@@ -63,7 +64,7 @@ Deno.test("PipelineMetrics counts worker flush reports and postgres-log appends"
   assert.equal(samples.get('ingest_events_total{result="duplicate"}'), 2);
 });
 
-Deno.test("[metrics] GET /metrics counts accepted, rejected and late events exactly", async () => {
+test("[metrics] GET /metrics counts accepted, rejected and late events exactly", async () => {
   const h = await startHarness();
   const t0 = recentBase();
   try {
@@ -104,7 +105,7 @@ Deno.test("[metrics] GET /metrics counts accepted, rejected and late events exac
   }
 });
 
-Deno.test("[metrics] the durable log counts duplicates, and a late duplicate as a duplicate", async () => {
+test("[metrics] the durable log counts duplicates, and a late duplicate as a duplicate", async () => {
   const h = await startHarness({ queue: "postgres" });
   const t0 = recentBase();
   try {
@@ -127,7 +128,7 @@ Deno.test("[metrics] the durable log counts duplicates, and a late duplicate as 
   }
 });
 
-Deno.test("[metrics] routes are labelled by pattern, workers by index, flushes reported", async () => {
+test("[metrics] routes are labelled by pattern, workers by index, flushes reported", async () => {
   const h = await startHarness();
   const t0 = recentBase();
   try {
@@ -168,7 +169,7 @@ Deno.test("[metrics] routes are labelled by pattern, workers by index, flushes r
   }
 });
 
-Deno.test("[metrics] GET /metrics needs an admin token or the METRICS_TOKEN once auth is on", async (t) => {
+test("[metrics] GET /metrics needs an admin token or the METRICS_TOKEN once auth is on", async (t) => {
   const metricsToken = "scrape-0123456789abcdef";
   const tokens: Partial<Config> = {
     apiTokens: [
@@ -231,9 +232,9 @@ Deno.test("[metrics] GET /metrics needs an admin token or the METRICS_TOKEN once
  * middleware's own time (its wall time minus the handlers it awaits) is measured too.
  * Run with `METRICS_BENCH=1` (`METRICS_BENCH_ROUNDS`, `METRICS_BENCH_BLOCK`); it prints the ratios.
  */
-Deno.test({
+test({
   name: "[metrics] bench: timing requests costs little on a 100-event batch",
-  ignore: Deno.env.get("METRICS_BENCH") === undefined,
+  ignore: !HAS_SUITE_PERMISSIONS || Deno.env.get("METRICS_BENCH") === undefined,
   fn: async () => {
     const h = await startHarness({ maxPendingEvents: 100_000_000, maxInFlightBatches: 1_000_000 });
     try {

@@ -12,6 +12,7 @@ import {
   type WireEvent,
 } from "./_sim_traffic.ts";
 import { type SenderOptions, sendItems, sendPrivacyRequests } from "./simulate.ts";
+import { test } from "../tests/_permissions.ts";
 
 const NOW = Date.UTC(2026, 10, 23, 12, 0, 0, 456);
 const BIG = generateTraffic(20_000, 42, NOW);
@@ -240,7 +241,7 @@ const FAST: Omit<SenderOptions, "url"> = {
   timeoutMs: 5_000,
 };
 
-Deno.test("sendItems() batches, retries a 503 after Retry-After and counts rejected items", async () => {
+test("sendItems() batches, retries a 503 after Retry-After and counts rejected items", async () => {
   const seen: Array<{ path: string; size: number; auth: string | null }> = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const body = await req.json();
@@ -274,7 +275,7 @@ Deno.test("sendItems() batches, retries a 503 after Retry-After and counts rejec
   }
 });
 
-Deno.test("sendItems() posts single events, and a refused token stops the run", async () => {
+test("sendItems() posts single events, and a refused token stops the run", async () => {
   const paths: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     paths.push(new URL(req.url).pathname);
@@ -301,7 +302,7 @@ Deno.test("sendItems() posts single events, and a refused token stops the run", 
   }
 });
 
-Deno.test("sendItems() counts network errors and undelivered events instead of crashing", async () => {
+test("sendItems() counts network errors and undelivered events instead of crashing", async () => {
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     () => new Response(),

@@ -3,13 +3,23 @@
  *
  * @module
  */
-import { Redis } from "ioredis";
+import { HAS_SUITE_PERMISSIONS } from "./_permissions.ts";
+
+// ioredis is imported where used, not at the top: loading it reads the whole environment (its
+// `debug` dependency does), which throws at module load under plain `deno test`.
 
 /** Redis URL for the cluster tests (the local server CI starts). */
-export const TEST_REDIS_URL = Deno.env.get("TEST_REDIS_URL") ?? "redis://127.0.0.1:6379";
+export const TEST_REDIS_URL =
+  (HAS_SUITE_PERMISSIONS ? Deno.env.get("TEST_REDIS_URL") : undefined) ??
+    "redis://127.0.0.1:6379";
 
-/** True when a Redis server answers at {@link TEST_REDIS_URL}. */
+/**
+ * True when a Redis server answers at {@link TEST_REDIS_URL}; false without the suite's permissions
+ * (plain `deno test`), where the probe could neither load ioredis nor connect.
+ */
 export async function isRedisUp(): Promise<boolean> {
+  if (!HAS_SUITE_PERMISSIONS) return false;
+  const { Redis } = await import("ioredis");
   const redis = new Redis(TEST_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0 });
   redis.on("error", () => {}); // the probe's own failure is the answer, reported by the return value
   try {
@@ -29,6 +39,7 @@ export async function withRedisPrefix(fn: (prefix: string) => Promise<void>): Pr
   try {
     await fn(prefix);
   } finally {
+    const { Redis } = await import("ioredis");
     const redis = new Redis(TEST_REDIS_URL);
     let cursor = "0";
     do {

@@ -9,10 +9,16 @@ import pg from "pg";
 import type { Config } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { type Pipeline, type PipelineOptions, startPipeline } from "../main.ts";
+import { HAS_SUITE_PERMISSIONS } from "./_permissions.ts";
 import { testConfig, type WireEvent } from "./fixtures.ts";
 
-/** PostgreSQL URL for the database tests, or undefined to skip them. */
-export const TEST_DATABASE_URL = Deno.env.get("TEST_DATABASE_URL") || undefined;
+/**
+ * PostgreSQL URL for the database tests, or undefined to skip them (also without env permission,
+ * as under plain `deno test`, where reading it would throw).
+ */
+export const TEST_DATABASE_URL = HAS_SUITE_PERMISSIONS
+  ? Deno.env.get("TEST_DATABASE_URL") || undefined
+  : undefined;
 
 /** A started pipeline plus request helpers. */
 export interface Harness {

@@ -5,6 +5,7 @@ import { TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { type LoadResult, sendLoad, type ServerProcess, spawnServer } from "./_server_process.ts";
 import { makeWireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
 const ignore = TEST_DATABASE_URL === undefined || !(await isRedisUp());
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -96,7 +97,7 @@ async function clusterScenario(
   );
 }
 
-Deno.test({
+test({
   name: "[cluster] a node killed under load: its shards move and totals stay exact",
   ignore,
   fn: () =>
@@ -106,7 +107,7 @@ Deno.test({
     }, () => {}),
 });
 
-Deno.test({
+test({
   name: "[cluster] a node paused past its lease is fenced: its late flushes are rejected",
   ignore,
   fn: () =>
@@ -119,7 +120,7 @@ Deno.test({
     }),
 });
 
-Deno.test({
+test({
   name: "[cluster] a retry after DEDUPE_TTL_MS and a restart is counted once, not twice",
   ignore,
   fn: () =>

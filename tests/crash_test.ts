@@ -5,6 +5,7 @@ import { TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { sendLoad, spawnServer } from "./_server_process.ts";
 import { makeWireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -89,7 +90,7 @@ async function killNineScenario(env: Record<string, string>, databaseUrl: string
   );
 }
 
-Deno.test({
+test({
   name: "[crash] kill -9 under load loses no acknowledged event and counts none twice (PostgreSQL)",
   ignore: TEST_DATABASE_URL === undefined,
   fn: () =>
@@ -100,7 +101,7 @@ Deno.test({
       )),
 });
 
-Deno.test("[crash] kill -9 under load loses no acknowledged event and counts none twice (PGlite)", async () => {
+test("[crash] kill -9 under load loses no acknowledged event and counts none twice (PGlite)", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-kill9-" });
   try {
     await killNineScenario(
@@ -112,7 +113,7 @@ Deno.test("[crash] kill -9 under load loses no acknowledged event and counts non
   }
 });
 
-Deno.test({
+test({
   name:
     "[crash] kill -9 under load loses no acknowledged event and counts none twice (QUEUE=redis)",
   ignore: TEST_DATABASE_URL === undefined || !(await isRedisUp()),

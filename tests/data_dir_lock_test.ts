@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { lockDataDir } from "../db/data_dir_lock.ts";
 import { freePort, spawnServer } from "./_server_process.ts";
+import { test } from "./_permissions.ts";
 
-Deno.test("[lock] a second server on the same DATA_DIR exits at once and the first keeps serving", async () => {
+test("[lock] a second server on the same DATA_DIR exits at once and the first keeps serving", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-lock-e2e-" });
   const env = { DATA_DIR: dataDir, QUEUE: "postgres", WORKERS: "1" };
   const first = await spawnServer(env);

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { startHarness } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { makeWireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
-Deno.test("[drain] a graceful stop flushes every acknowledged event and later requests get 503", async () => {
+test("[drain] a graceful stop flushes every acknowledged event and later requests get 503", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-drain-" });
   try {
     const t0 = recentBase();

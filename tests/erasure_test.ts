@@ -5,6 +5,7 @@ import { recentBase } from "./_scenarios.ts";
 import { makeWireEvent } from "./fixtures.ts";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.ts";
+import { test } from "./_permissions.ts";
 
 /** Rows of every table whose text holds `needle`, by table: what a `pg_dump` would show. */
 async function tracesOf(db: Kysely<Database>, needle: string): Promise<Record<string, number>> {
@@ -61,7 +62,7 @@ function aliceAndBob(t0: number) {
   return { alice, bob };
 }
 
-Deno.test("[privacy] a deletion erases the user everywhere, keeps aggregates, and survives a restart", async () => {
+test("[privacy] a deletion erases the user everywhere, keeps aggregates, and survives a restart", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-erasure-" });
   const config = { queue: "postgres" as const, dataDir };
   let h = await startHarness(config);
@@ -139,7 +140,7 @@ Deno.test("[privacy] a deletion erases the user everywhere, keeps aggregates, an
   }
 });
 
-Deno.test("[privacy] an access request exports exactly one user's data", async () => {
+test("[privacy] an access request exports exactly one user's data", async () => {
   const h = await startHarness({ queue: "postgres" });
   try {
     const { alice, bob } = aliceAndBob(recentBase());
@@ -172,7 +173,7 @@ Deno.test("[privacy] an access request exports exactly one user's data", async (
   }
 });
 
-Deno.test("[privacy] requests are listed newest first with filters, and bad filters get 400", async () => {
+test("[privacy] requests are listed newest first with filters, and bad filters get 400", async () => {
   const h = await startHarness({ queue: "postgres" });
   try {
     for (

@@ -84,6 +84,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
   return {
     ...parseConfig({
       IP_HASH_SECRET: "test-secret-0123456789",
+      NODE_ID: "test-node",
       LOG_LEVEL: "error",
       QUEUE: "memory",
       ALLOWED_LATENESS_MS: "600000",

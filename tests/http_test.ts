@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { startHarness } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { makeWireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
-Deno.test("[http] ingest validates input and answers with clear 4xx reasons", async (t) => {
+test("[http] ingest validates input and answers with clear 4xx reasons", async (t) => {
   const h = await startHarness();
   const t0 = recentBase();
   try {
@@ -281,7 +282,7 @@ Deno.test("[http] ingest validates input and answers with clear 4xx reasons", as
   }
 });
 
-Deno.test("[http] bearer auth separates ingest and read roles", async () => {
+test("[http] bearer auth separates ingest and read roles", async () => {
   const h = await startHarness({ ingestTokens: ["tv-token"], readTokens: ["analyst-token"] });
   try {
     const event = makeWireEvent({ atMs: recentBase() });
@@ -307,7 +308,7 @@ Deno.test("[http] bearer auth separates ingest and read roles", async () => {
   }
 });
 
-Deno.test("[http] ingest answers 503 with Retry-After when workers hold too many unflushed events", async () => {
+test("[http] ingest answers 503 with Retry-After when workers hold too many unflushed events", async () => {
   const h = await startHarness({ maxPendingEvents: 20, workers: 1 });
   try {
     const t0 = recentBase();
@@ -334,7 +335,7 @@ Deno.test("[http] ingest answers 503 with Retry-After when workers hold too many
   }
 });
 
-Deno.test("[http] STRICT_SCHEMA refuses unknown fields and a slow body answers 408", async (t) => {
+test("[http] STRICT_SCHEMA refuses unknown fields and a slow body answers 408", async (t) => {
   const h = await startHarness({ isStrictSchema: true, bodyReadTimeoutMs: 100 });
   try {
     const t0 = recentBase();

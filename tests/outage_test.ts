@@ -3,6 +3,7 @@ import { type Harness, startHarness, TEST_DATABASE_URL, withFreshPostgres } from
 import { recentBase } from "./_scenarios.ts";
 import { TcpProxy } from "./_tcp_proxy.ts";
 import { makeWireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
 const ignore = TEST_DATABASE_URL === undefined;
 
@@ -19,7 +20,7 @@ async function sendOne(h: Harness, id: string, atMs: number): Promise<number> {
   return res.status;
 }
 
-Deno.test({
+test({
   name:
     "[outage] QUEUE=postgres: database down gives 503 and degraded readiness, totals exact after",
   ignore,
@@ -59,7 +60,7 @@ Deno.test({
     }),
 });
 
-Deno.test({
+test({
   name:
     "[outage] QUEUE=memory: flushes retry with backoff, ingest 503s when buffers fill, nothing lost",
   ignore,

@@ -1,6 +1,7 @@
 import type { Config } from "../config.ts";
 import { startHarness, TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { everyRuleFires, exactAggregates, paginatesFlags, type Start } from "./_scenarios.ts";
+import { test } from "./_permissions.ts";
 
 const ignore = TEST_DATABASE_URL === undefined;
 
@@ -19,19 +20,19 @@ function onFreshDatabase(
 }
 
 for (const queue of ["memory", "postgres"] as const) {
-  Deno.test({
+  test({
     name: `[postgres] a known event set gives exact aggregates (QUEUE=${queue})`,
     ignore,
     fn: onFreshDatabase(exactAggregates, queue),
   });
-  Deno.test({
+  test({
     name: `[postgres] every compliance rule fires with evidence (QUEUE=${queue})`,
     ignore,
     fn: onFreshDatabase(everyRuleFires, queue),
   });
 }
 
-Deno.test({
+test({
   name: "[postgres] /compliance/events pages through every flag once",
   ignore,
   fn: onFreshDatabase(paginatesFlags, "memory"),

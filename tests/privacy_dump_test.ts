@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { type ServerProcess, spawnServer } from "./_server_process.ts";
 import { makeWireEvent, type WireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
 /** Every IP and e-mail address the test sends; none may appear in the database. */
 const SECRETS = {
@@ -83,7 +84,7 @@ async function pgDump(databaseUrl: string): Promise<string> {
   return decoder.decode(output.stdout);
 }
 
-Deno.test({
+test({
   name: "[privacy] a pg_dump after ingest holds none of the IP or e-mail addresses clients sent",
   ignore: TEST_DATABASE_URL === undefined,
   fn: () =>

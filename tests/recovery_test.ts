@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { startHarness } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { makeWireEvent } from "./fixtures.ts";
+import { test } from "./_permissions.ts";
 
 const crashingWorker = new URL("./_crashing_worker.ts", import.meta.url);
 
@@ -13,7 +14,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
   }
 }
 
-Deno.test("[recovery] a worker that dies is restarted and its shards replayed from the log", async () => {
+test("[recovery] a worker that dies is restarted and its shards replayed from the log", async () => {
   const marker = await Deno.makeTempFile({ prefix: "ott-crash-" });
   Deno.env.set("CRASH_MARKER", marker);
   const h = await startHarness({ queue: "postgres", workers: 2 }, { workerUrl: crashingWorker });
@@ -60,7 +61,7 @@ Deno.test("[recovery] a worker that dies is restarted and its shards replayed fr
   }
 });
 
-Deno.test("[recovery] an event sent again after a restart is counted once (QUEUE=postgres)", async () => {
+test("[recovery] an event sent again after a restart is counted once (QUEUE=postgres)", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-dup-" });
   try {
     const t0 = recentBase();
@@ -83,7 +84,7 @@ Deno.test("[recovery] an event sent again after a restart is counted once (QUEUE
   }
 });
 
-Deno.test("[recovery] a restart replays nothing when every shard applied the log (QUEUE=postgres)", async () => {
+test("[recovery] a restart replays nothing when every shard applied the log (QUEUE=postgres)", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "ott-replay-" });
   try {
     const t0 = recentBase();

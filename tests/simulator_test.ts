@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { generateTraffic } from "../scripts/_sim_traffic.ts";
 import { startHarness } from "./_harness.ts";
+import { test } from "./_permissions.ts";
 
-Deno.test("[simulate] the simulator's traffic makes the server report what it expects", async () => {
+test("[simulate] the simulator's traffic makes the server report what it expects", async () => {
   const h = await startHarness();
   try {
     const traffic = generateTraffic(6_000, 42, Math.floor(Date.now() / 1000) * 1000);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { startHarness } from "./_harness.ts";
+import { test } from "./_permissions.ts";
 
 /**
  * A client shaped like the third-party Python TV simulator that found the counting bugs: one event
@@ -38,7 +39,7 @@ function tvClientEvents(count: number, nowMs: number): Array<Record<string, unkn
   });
 }
 
-Deno.test("[tv-client] every event a real TV client sends one at a time is accepted and counted", async () => {
+test("[tv-client] every event a real TV client sends one at a time is accepted and counted", async () => {
   // The default durable log, with the default allowed lateness: what a newcomer starts.
   const h = await startHarness({ queue: "postgres", allowedLatenessMs: 7_200_000 });
   try {

@@ -8,6 +8,7 @@ import { getSummary } from "../stats_queries.ts";
 import type { Database } from "../schema.ts";
 import * as initial from "./2026_11_23_0001_initial.ts";
 import * as eventLog from "./2026_11_24_0002_event_log.ts";
+import { test } from "../../tests/_permissions.ts";
 
 const H8 = "2026-11-20T08:00:00.000Z";
 const H9 = "2026-11-20T09:00:00.000Z";
@@ -211,7 +212,7 @@ async function withUpgraded(check: (db: Kysely<Database>) => Promise<void>): Pro
   }
 }
 
-Deno.test("[db] upgrading to hourly buckets counts every raw event, late ones included, in its hour", async () => {
+test("[db] upgrading to hourly buckets counts every raw event, late ones included, in its hour", async () => {
   await withUpgraded(async (db) => {
     const rows = await db.selectFrom("event_types_hourly").selectAll().execute();
     const total = rows.reduce((sum, r) => sum + Number(r.events), 0);
@@ -234,7 +235,7 @@ Deno.test("[db] upgrading to hourly buckets counts every raw event, late ones in
   });
 });
 
-Deno.test("[db] upgrading to hourly buckets keeps event totals and old watch time in the 1970 bucket", async () => {
+test("[db] upgrading to hourly buckets keeps event totals and old watch time in the 1970 bucket", async () => {
   await withUpgraded(async (db) => {
     const rows = await db.selectFrom("event_facts_hourly").selectAll().execute();
     const sum = (pick: (r: typeof rows[number]) => unknown) =>
@@ -275,7 +276,7 @@ Deno.test("[db] upgrading to hourly buckets keeps event totals and old watch tim
   });
 });
 
-Deno.test("[db] upgrading to hourly buckets keeps error codes, device counts and flagged events", async () => {
+test("[db] upgrading to hourly buckets keeps error codes, device counts and flagged events", async () => {
   await withUpgraded(async (db) => {
     const codes = await db.selectFrom("error_codes_hourly").selectAll().execute();
     assert.deepEqual(
@@ -310,7 +311,7 @@ Deno.test("[db] upgrading to hourly buckets keeps error codes, device counts and
   });
 });
 
-Deno.test("[db] upgrading to hourly buckets builds viewer sketches that count the distinct users", async () => {
+test("[db] upgrading to hourly buckets builds viewer sketches that count the distinct users", async () => {
   await withUpgraded(async (db) => {
     const sketches = await db.selectFrom("viewer_sketches_hourly").selectAll().execute();
     const all = sketches.filter((s) => s.scope === "");
@@ -330,7 +331,7 @@ Deno.test("[db] upgrading to hourly buckets builds viewer sketches that count th
   });
 });
 
-Deno.test("[db] upgrading to hourly buckets keeps only the duplicate counter and drops the all-time tables", async () => {
+test("[db] upgrading to hourly buckets keeps only the duplicate counter and drops the all-time tables", async () => {
   await withUpgraded(async (db) => {
     const counters = await db.selectFrom("stat_counters").selectAll().execute();
     assert.deepEqual(counters.map((c) => [c.name, Number(c.value)]), [["duplicate_events", 3]]);
@@ -361,7 +362,7 @@ Deno.test("[db] upgrading to hourly buckets keeps only the duplicate counter and
   });
 });
 
-Deno.test("[db] getSummary() after upgrading to hourly buckets reports the old numbers", async () => {
+test("[db] getSummary() after upgrading to hourly buckets reports the old numbers", async () => {
   await withUpgraded(async (db) => {
     const summary = await getSummary(db);
     assert.equal(summary.total_events, 10);
