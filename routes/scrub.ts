@@ -71,14 +71,20 @@ const EMAIL_SOURCE = `(?<!${ATEXT})${ATEXT}+(?:@|%40)${DOMAIN}`;
 const IP = new RegExp(`${IPV6_SOURCE}|${IPV4_SOURCE}`, "gu");
 const EMAIL = new RegExp(EMAIL_SOURCE, "gu");
 
+// Cheap prefilters run on every id and metadata string of every event: an IPv4 address has a dot,
+// an IPv6 address at least two colons, an e-mail an `@` (or `%40`). Most strings have none.
+const mayHoldIp = (text: string): boolean =>
+  text.includes(".") || text.indexOf(":") !== text.lastIndexOf(":");
+const mayHoldEmail = (text: string): boolean => text.includes("@") || text.includes("%40");
+
 /** True when the text contains an IPv4 or IPv6 address. */
 export function containsIp(text: string): boolean {
-  return text.search(IP) !== -1;
+  return mayHoldIp(text) && text.search(IP) !== -1;
 }
 
 /** True when the text contains an e-mail address (plain or with a URL-encoded `@`). */
 export function containsEmail(text: string): boolean {
-  return text.search(EMAIL) !== -1;
+  return mayHoldEmail(text) && text.search(EMAIL) !== -1;
 }
 
 /**
@@ -86,8 +92,8 @@ export function containsEmail(text: string): boolean {
  * the rest of the text is kept, so an error code stays readable.
  */
 export function scrubText(text: string, isIpExempt = false): string {
-  const noEmail = text.replace(EMAIL, EMAIL_MARKER);
-  return isIpExempt ? noEmail : noEmail.replace(IP, IP_MARKER);
+  const noEmail = mayHoldEmail(text) ? text.replace(EMAIL, EMAIL_MARKER) : text;
+  return isIpExempt || !mayHoldIp(noEmail) ? noEmail : noEmail.replace(IP, IP_MARKER);
 }
 
 /** True for a metadata key whose values are versions, where `10.0.0.1` is not an address. */

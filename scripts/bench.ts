@@ -212,7 +212,13 @@ async function run(args: Args): Promise<Row[]> {
     `${here}_bench_baseline.ts`,
     "{port}",
   ], {});
-  const pipeline = await startProcess(serverArgs(), { ...baseEnv, DATA_DIR: dataDir });
+  // The default log is durable (postgres); the ingest rows measure the memory queue, which the
+  // README compares with earlier runs, and the end-to-end rows measure each log.
+  const pipeline = await startProcess(serverArgs(), {
+    ...baseEnv,
+    QUEUE: "memory",
+    DATA_DIR: dataDir,
+  });
   try {
     const d = args.duration;
     const c = args.connections;
@@ -265,9 +271,19 @@ async function run(args: Args): Promise<Row[]> {
     await stop(pipeline);
     const freshDir = await Deno.makeTempDir({ prefix: "ott-bench-e2e-" });
     const results = [];
-    const memory = await startProcess(serverArgs(), { ...baseEnv, DATA_DIR: freshDir });
+    const memory = await startProcess(serverArgs(), {
+      ...baseEnv,
+      QUEUE: "memory",
+      DATA_DIR: freshDir,
+    });
     results.push(await e2e("end-to-end, QUEUE=memory, PGlite", memory));
     await stop(memory);
+    // The default start: durable log on embedded PGlite.
+    const defaultDir = await Deno.makeTempDir({ prefix: "ott-bench-e2e-" });
+    const durable = await startProcess(serverArgs(), { ...baseEnv, DATA_DIR: defaultDir });
+    results.push(await e2e("end-to-end, QUEUE=postgres (default), PGlite", durable));
+    await stop(durable);
+    await Deno.remove(defaultDir, { recursive: true });
     const hasPostgres = await isReachable(async () => {
       const client = new pg.Client({ connectionString: args["database-url"] });
       await client.connect();
