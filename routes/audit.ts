@@ -156,7 +156,8 @@ export function captureSubject(logger: Logger): MiddlewareHandler {
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
-const AUDIT_QUERY = z.strictObject({
+/** Query of `GET /audit`. */
+export const AUDIT_QUERY = z.strictObject({
   actor: z.string().regex(NAME, "must be a token name: 1-64 letters, digits, _ . -").optional(),
   from: z.iso.datetime({ offset: true }).optional(),
   to: z.iso.datetime({ offset: true }).optional(),

@@ -42,13 +42,15 @@ export function dueAtMs(jurisdiction: Jurisdiction, receivedAtMs: number): numbe
   return due.getTime();
 }
 
-const REQUEST = z.strictObject({
+/** Body of `POST /privacy/requests`. */
+export const REQUEST = z.strictObject({
   user_id: ID_SCHEMA,
   type: z.enum(REQUEST_TYPES),
   jurisdiction: z.enum(JURISDICTIONS).optional(),
 });
 
-const LIST = z.object({
+/** Query of `GET /privacy/requests`. */
+export const LIST = z.object({
   status: z.enum(["received", "in_progress", "completed", "failed"]).optional(),
   type: z.enum(REQUEST_TYPES).optional(),
   overdue: z.enum(["true", "false"]).optional(),

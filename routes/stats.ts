@@ -23,7 +23,8 @@ export const MAX_SERIES = 50;
 const blankAsAbsent = (s: unknown) => (s === "" ? undefined : s);
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess(blankAsAbsent, schema.optional());
 
-const SERIES_QUERY = z.object({
+/** Query of `GET /stats/timeseries`. */
+export const SERIES_QUERY = z.object({
   metric: z.enum(METRICS),
   bucket: z.enum(Object.keys(BUCKETS) as ["1h", "1d"]).default("1h"),
   from: z.string(),

@@ -5,7 +5,16 @@
  *
  * @module
  */
+import { z } from "zod";
 import type { TimeRange } from "../db/stats_queries.ts";
+
+/** The query parameters {@link parseRange} reads, for the API's OpenAPI document. */
+export const RANGE_QUERY = z.object({
+  from: z.string().optional().meta({
+    description: "Start (inclusive), ISO-8601 on a UTC hour, e.g. 2026-11-30T10:00:00Z",
+  }),
+  to: z.string().optional().meta({ description: "End (exclusive), ISO-8601 on a UTC hour" }),
+});
 
 /** A parsed range, or the reason it was refused. */
 export type ParsedRange = { ok: true; range: TimeRange } | { ok: false; error: string };
