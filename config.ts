@@ -48,6 +48,12 @@ export interface Config {
   metricsToken: string | undefined;
   /** Audit rows older than this many days are deleted. */
   auditRetentionDays: number;
+  /** Raw events older than this many days (event time) are deleted, once every shard applied them. */
+  rawEventsRetentionDays: number;
+  /** Risk flags older than this many days (event time) are deleted. */
+  flagsRetentionDays: number;
+  /** Answered access requests older than this many days are deleted. */
+  privacyRequestRetentionDays: number;
   /** HMAC key for IP addresses; `isIpHashSecretGenerated` tells whether it was made up at start. */
   ipHashSecret: string;
   isIpHashSecretGenerated: boolean;
@@ -69,6 +75,13 @@ export interface Config {
   metadataKeys: string[];
   /** Countries (ISO 3166-1 alpha-2) where GDPR-like rules apply; region `EU` always does. */
   gdprRegions: string[];
+  /** Where flags at or above `minLevel` are POSTed (unset: no alerts). */
+  alerts: {
+    url: string | undefined;
+    secret: string | undefined;
+    minLevel: "LOW" | "MEDIUM" | "HIGH";
+    isUserIncluded: boolean;
+  };
   /** Legal framework of a privacy request that names none: sets its deadline. */
   privacyJurisdiction: "gdpr" | "ccpa";
   /** Key of erased users' hashes and pseudonyms; unset: a key the database keeps for itself. */
@@ -123,10 +136,21 @@ export const ENV_SCHEMA = z.object({
   METRICS_TOKEN: z.string().min(16, "METRICS_TOKEN must be at least 16 characters").optional(),
   API_TOKENS: apiTokens.default([]),
   AUDIT_RETENTION_DAYS: intFrom(1, 36_500).default(365),
+  RAW_EVENTS_RETENTION_DAYS: intFrom(1, 36_500).default(30),
+  FLAGS_RETENTION_DAYS: intFrom(1, 36_500).default(365),
+  // CCPA keeps records of consumer requests for 24 months.
+  PRIVACY_REQUEST_RETENTION_DAYS: intFrom(1, 36_500).default(730),
   IP_HASH_SECRET: z.string().min(16, "IP_HASH_SECRET must be at least 16 characters").optional(),
   PSEUDONYM_SECRET: z.string().min(16, "PSEUDONYM_SECRET must be at least 16 characters")
     .optional(),
   PRIVACY_JURISDICTION: z.enum(["gdpr", "ccpa"]).default("gdpr"),
+  ALERT_WEBHOOK_URL: z.string().url().optional(),
+  ALERT_WEBHOOK_SECRET: z.string().min(16, "ALERT_WEBHOOK_SECRET must be at least 16 characters")
+    .optional(),
+  ALERT_MIN_LEVEL: z.string().transform((s) => s.toUpperCase()).pipe(
+    z.enum(["LOW", "MEDIUM", "HIGH"]),
+  ).default("HIGH"),
+  ALERT_INCLUDE_USER: boolean.default("false"),
   ALLOWED_LATENESS_MS: intFrom(0, 7 * DAY_MS).default(7_200_000),
   MAX_FUTURE_SKEW_MS: intFrom(0, 86_400_000).default(300_000),
   MAX_EVENT_AGE_MS: intFrom(60_000, 366 * DAY_MS).default(7 * DAY_MS),
@@ -150,6 +174,7 @@ export const ENV_SCHEMA = z.object({
   QUALITY_WINDOW_MS: intFrom(10_000, 86_400_000).default(300_000),
   QUALITY_MIN_EVENTS: intFrom(1, 1_000_000).default(20),
   QUALITY_MAX_ERROR_RATE: ratio.default(0.2),
+  QUALITY_MIN_DEVICES: intFrom(1, 1000).default(3),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -194,6 +219,12 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
         "(older events are refused before they could be counted as late)",
     );
   }
+  if (e.RAW_EVENTS_RETENTION_DAYS * DAY_MS < e.MAX_EVENT_AGE_MS) {
+    throw new Error(
+      "Cannot start: invalid configuration: RAW_EVENTS_RETENTION_DAYS must cover MAX_EVENT_AGE_MS " +
+        "(a stored event id is what makes a retried event a duplicate)",
+    );
+  }
   const sources = [e.API_TOKENS.map((t) => t.secret), e.INGEST_TOKENS, e.READ_TOKENS]
     .map((secrets) => new Set(secrets));
   const secretCount = sources.reduce((sum, secrets) => sum + secrets.size, 0);
@@ -229,6 +260,9 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     readTokens: e.READ_TOKENS,
     metricsToken: e.METRICS_TOKEN,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+    rawEventsRetentionDays: e.RAW_EVENTS_RETENTION_DAYS,
+    flagsRetentionDays: e.FLAGS_RETENTION_DAYS,
+    privacyRequestRetentionDays: e.PRIVACY_REQUEST_RETENTION_DAYS,
     ipHashSecret: e.IP_HASH_SECRET ?? randomSecret(),
     isIpHashSecretGenerated,
     allowedLatenessMs: e.ALLOWED_LATENESS_MS,
@@ -243,6 +277,12 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     isStrictSchema: e.STRICT_SCHEMA === "true",
     metadataKeys: e.METADATA_KEYS,
     gdprRegions: e.GDPR_REGIONS,
+    alerts: {
+      url: e.ALERT_WEBHOOK_URL,
+      secret: e.ALERT_WEBHOOK_SECRET,
+      minLevel: e.ALERT_MIN_LEVEL,
+      isUserIncluded: e.ALERT_INCLUDE_USER === "true",
+    },
     privacyJurisdiction: e.PRIVACY_JURISDICTION,
     pseudonymSecret: e.PSEUDONYM_SECRET,
     thresholds: {
@@ -254,6 +294,7 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
       qualityWindowMs: e.QUALITY_WINDOW_MS,
       qualityMinEvents: e.QUALITY_MIN_EVENTS,
       qualityMaxErrorRate: e.QUALITY_MAX_ERROR_RATE,
+      qualityMinDevices: e.QUALITY_MIN_DEVICES,
     },
     logLevel: e.LOG_LEVEL,
   };

@@ -38,6 +38,7 @@ test("parseConfig() applies the documented defaults", () => {
     qualityWindowMs: 300_000,
     qualityMinEvents: 20,
     qualityMaxErrorRate: 0.2,
+    qualityMinDevices: 3,
   });
 });
 
@@ -53,12 +54,14 @@ test("parseConfig() reads numbers and ratios from strings", () => {
     FLUSH_INTERVAL_MS: "250",
     QUALITY_MAX_ERROR_RATE: "0.35",
     SHARING_MAX_REGIONS: "3",
+    QUALITY_MIN_DEVICES: "5",
   }, 2);
   assert.equal(config.port, 9090);
   assert.equal(config.shards, 128);
   assert.equal(config.flushIntervalMs, 250);
   assert.equal(config.thresholds.qualityMaxErrorRate, 0.35);
   assert.equal(config.thresholds.sharingMaxRegions, 3);
+  assert.equal(config.thresholds.qualityMinDevices, 5);
 });
 
 test("parseConfig() splits token lists on commas, trimming and dropping empties", () => {
@@ -73,6 +76,7 @@ Deno.test("parseConfig() rejects an invalid value with a message naming the vari
   assert.throws(() => parseConfig({ SHARDS: "0" }, 2), /SHARDS/);
   assert.throws(() => parseConfig({ FLUSH_INTERVAL_MS: "1.5" }, 2), /FLUSH_INTERVAL_MS/);
   assert.throws(() => parseConfig({ QUALITY_MAX_ERROR_RATE: "1.5" }, 2), /QUALITY_MAX_ERROR_RATE/);
+  assert.throws(() => parseConfig({ QUALITY_MIN_DEVICES: "0" }, 2), /QUALITY_MIN_DEVICES/);
   assert.throws(() => parseConfig({ LOG_LEVEL: "loud" }, 2), /LOG_LEVEL/);
   assert.throws(() => parseConfig({ DATABASE_URL: "not a url" }, 2), /DATABASE_URL/);
   assert.throws(() => parseConfig({ IP_HASH_SECRET: "short" }, 2), /IP_HASH_SECRET/);
@@ -198,4 +202,30 @@ test("parseConfig() rejects MAX_EVENT_AGE_MS below ALLOWED_LATENESS_MS", () => {
   );
   const equal = parseConfig({ MAX_EVENT_AGE_MS: "3600000", ALLOWED_LATENESS_MS: "3600000" }, 2);
   assert.equal(equal.maxEventAgeMs, 3_600_000);
+});
+
+test("parseConfig() keeps raw events 30 days, flags a year and access records 24 months", () => {
+  const config = parseConfig({}, 2);
+  assert.equal(config.rawEventsRetentionDays, 30);
+  assert.equal(config.flagsRetentionDays, 365);
+  assert.equal(config.privacyRequestRetentionDays, 730);
+  const set = parseConfig({
+    RAW_EVENTS_RETENTION_DAYS: "7",
+    FLAGS_RETENTION_DAYS: "1",
+    PRIVACY_REQUEST_RETENTION_DAYS: "1",
+  }, 2);
+  assert.deepEqual(
+    [set.rawEventsRetentionDays, set.flagsRetentionDays, set.privacyRequestRetentionDays],
+    [7, 1, 1],
+  );
+  for (const name of ["RAW_EVENTS", "FLAGS", "PRIVACY_REQUEST"]) {
+    const variable = `${name}_RETENTION_DAYS`;
+    assert.throws(() => parseConfig({ [variable]: "0" }, 2), new RegExp(variable));
+    assert.throws(() => parseConfig({ [variable]: "1.5" }, 2), new RegExp(variable));
+  }
+  // A retried event is recognised by its stored id for as long as ingest still accepts it.
+  assert.throws(
+    () => parseConfig({ RAW_EVENTS_RETENTION_DAYS: "6" }, 2),
+    /RAW_EVENTS_RETENTION_DAYS must cover MAX_EVENT_AGE_MS/,
+  );
 });

@@ -13,6 +13,7 @@ import { type Config, loadConfig } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
 import { writeFlush } from "./db/flush.ts";
 import { migrateToLatest } from "./db/migrate.ts";
+import { startRetentionPruner } from "./db/retention.ts";
 import { loadOptOuts, nextLogPosition } from "./db/queries.ts";
 import {
   acquireShards,
@@ -32,8 +33,15 @@ import { createLogger, type Logger } from "./log.ts";
 import { createApp } from "./routes/app.ts";
 import { ErasedUsers, ErasingLog } from "./actors/erased_users.ts";
 import { Eraser } from "./actors/erasure.ts";
-import { loadErasedHashes, pseudonymKey } from "./db/privacy_store.ts";
-import type { OptOut } from "./rules/mod.ts";
+import {
+  loadErasedHashes,
+  overdueRequestCount,
+  pseudonymKey,
+  requestCountsByStatus,
+} from "./db/privacy_store.ts";
+import { pendingAlertCount } from "./db/alert_outbox.ts";
+import { LEVEL_RANK, type OptOut } from "./rules/mod.ts";
+import { AlertSender } from "./actors/alert_sender.ts";
 import { startAuditPruner } from "./routes/audit.ts";
 import { isAuthEnabled } from "./routes/auth.ts";
 import { IpAnonymizer } from "./routes/ip_anonymizer.ts";
@@ -45,6 +53,8 @@ export interface Pipeline {
   region: Region;
   log: EventLog;
   db: Kysely<Database>;
+  /** Delivers alert webhooks, when `ALERT_WEBHOOK_URL` is set. */
+  alerts: AlertSender | undefined;
   /** Runs deletion requests; `idle()` waits for the running ones. */
   eraser: Eraser;
   /** Lets wall-clock time in: workers prune, passivate and flush when due. */
@@ -61,6 +71,8 @@ export interface Pipeline {
 export interface PipelineOptions {
   /** Module of the shard worker; tests substitute a wrapper that can crash. */
   workerUrl?: URL;
+  /** Poll the alert outbox every second (default); tests drive `alerts.runOnce` instead. */
+  isAlertPolling?: boolean;
 }
 
 /** Opens and migrates the database, starts the workers and builds the app. */
@@ -84,12 +96,16 @@ export async function startPipeline(
     // Durable and redis logs number raw events with the sequence; a memory log before them did not.
     if (config.queue !== "memory") await syncLogSequence(db);
     const firstPosition = await nextLogPosition(db);
+    const alertMinRank = config.alerts.url === undefined
+      ? undefined
+      : LEVEL_RANK[config.alerts.minLevel];
     let cluster: ClusterNode | undefined;
     const metrics = new PipelineMetrics();
     const region = await Region.start({
       observer: metrics.observer,
       ...config,
-      writeBatch: (batch) => writeFlush(db, batch),
+      alertMinRank,
+      writeBatch: (batch) => writeFlush(db, batch, { alertMinRank }),
       firstPosition,
       isLogDurable,
       workerUrl: options.workerUrl,
@@ -211,11 +227,33 @@ export async function startPipeline(
     const close = () =>
       closing ??= (async () => {
         await drain();
+        await alerts?.stop();
         for (const connection of redisConnections) connection.disconnect();
         await db.destroy();
       })();
     await eraser.resume();
+    metrics.watchDatabase({
+      requestsByStatus: () => requestCountsByStatus(db),
+      overdueRequests: () => overdueRequestCount(db, Date.now()),
+      pendingAlerts: () => pendingAlertCount(db),
+    });
+    let alerts: AlertSender | undefined;
+    if (config.alerts.url !== undefined) {
+      alerts = new AlertSender({
+        db,
+        url: config.alerts.url,
+        secret: config.alerts.secret,
+        isUserIncluded: config.alerts.isUserIncluded,
+        logger,
+        onOutcome: (outcome) => metrics.countAlert(outcome),
+      });
+      if (config.alerts.secret === undefined) {
+        logger.warn("ALERT_WEBHOOK_SECRET is not set: alerts are sent unsigned");
+      }
+      if (options.isAlertPolling !== false) alerts.start(1_000);
+    }
     return {
+      alerts,
       app,
       region,
       log,
@@ -302,6 +340,7 @@ async function serve(): Promise<void> {
   const pipeline = await startPipeline(config, logger);
   const ticker = setInterval(() => pipeline.tick(), config.flushIntervalMs);
   const stopAuditPruner = startAuditPruner(pipeline.db, config.auditRetentionDays, logger);
+  const stopRetentionPruner = startRetentionPruner(pipeline.db, config, logger);
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
@@ -322,6 +361,7 @@ async function serve(): Promise<void> {
     logger.info(`Received ${signal}: draining (new events get 503), flushing, then exiting`);
     clearInterval(ticker);
     stopAuditPruner();
+    await stopRetentionPruner();
     await pipeline.drain();
     // Stop listening before the database closes, so late reads are not answered with 500.
     await server.shutdown();

@@ -21,6 +21,8 @@ export interface WorkerInit {
   databaseUrl: string | undefined;
   /** Opt-outs on record for users whose shards this worker hosts. */
   optOuts: Array<[string, OptOut]>;
+  /** Flags at or above this level rank go to the alert outbox in their flush (unset: none). */
+  alertMinRank?: number;
   /** The log stores raw events itself (durable backends), so flushes must not write them. */
   isLogDurable: boolean;
   /** Log positions are per stream (redis log): raw rows are numbered by a database sequence. */

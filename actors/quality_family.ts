@@ -47,6 +47,8 @@ interface WindowCounts {
   errorCount: number;
   errorsByCode: Record<string, number>;
   sampleEventIds: string[];
+  /** Devices that sent an error, at most `qualityMinDevices`: enough to judge a content window. */
+  errorDevices: Set<string>;
 }
 
 interface QualityEntity {
@@ -90,7 +92,13 @@ export class QualityFamily {
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
     let counts = entity.windows.get(windowStartMs);
     if (counts === undefined) {
-      counts = { eventCount: 0, errorCount: 0, errorsByCode: {}, sampleEventIds: [] };
+      counts = {
+        eventCount: 0,
+        errorCount: 0,
+        errorsByCode: {},
+        sampleEventIds: [],
+        errorDevices: new Set(),
+      };
       entity.windows.set(windowStartMs, counts);
     }
     counts.eventCount++;
@@ -99,6 +107,10 @@ export class QualityFamily {
       const code = event.errorCode ?? "UNKNOWN";
       counts.errorsByCode[code] = (counts.errorsByCode[code] ?? 0) + 1;
       if (counts.sampleEventIds.length < SAMPLE_IDS) counts.sampleEventIds.push(event.eventId);
+      // Bounded: past the threshold, more devices change nothing the rule decides.
+      if (counts.errorDevices.size < this.#o.thresholds.qualityMinDevices) {
+        counts.errorDevices.add(event.deviceId);
+      }
     }
     try {
       const flag = contentQualityRule(event, {
@@ -110,6 +122,7 @@ export class QualityFamily {
         errorCount: counts.errorCount,
         errorsByCode: counts.errorsByCode,
         sampleEventIds: counts.sampleEventIds,
+        errorDeviceCount: counts.errorDevices.size,
       }, this.#o.thresholds);
       if (flag !== null) addFlag(out, flag);
     } catch (error) {

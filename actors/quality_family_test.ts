@@ -9,13 +9,24 @@ const SHARDS = 8;
 const WINDOW = 300_000;
 const NOW = 1_000;
 
-/** A content family that judges windows of at least 4 events with more than 50% errors. */
-function family(overrides: Partial<QualityFamilyOptions> = {}): QualityFamily {
+/**
+ * A content family that judges windows of at least 4 events with more than 50% errors; errors from
+ * one device are enough unless `qualityMinDevices` is given.
+ */
+function family(
+  overrides: Partial<QualityFamilyOptions> = {},
+  qualityMinDevices = 1,
+): QualityFamily {
   return new QualityFamily({
     family: "content",
     shardCount: SHARDS,
     dedupeIdsPerShard: 1000,
-    thresholds: { ...testConfig().thresholds, qualityMinEvents: 4, qualityMaxErrorRate: 0.5 },
+    thresholds: {
+      ...testConfig().thresholds,
+      qualityMinEvents: 4,
+      qualityMaxErrorRate: 0.5,
+      qualityMinDevices,
+    },
     onRuleError: (rule, event, error) => {
       throw new Error(`Rule "${rule}" failed on "${event.eventId}"`, { cause: error });
     },
@@ -63,6 +74,7 @@ Deno.test("QualityFamily.apply() flags once the minimum is reached with a rate a
     errors: 3,
     error_rate: 0.75,
     errors_by_code: { DRM_LICENSE_FAILED: 2, UNKNOWN: 1 },
+    error_devices: 1,
   });
   assert.equal(flag.evidence.event_ids.length, 3);
   assert.equal(flag.evidence.event_ids[2], fourth.eventId);
@@ -77,7 +89,7 @@ Deno.test("QualityFamily.apply() counts further events over the threshold into t
   contents.apply(play({ atMs: T0 + 5 }), NOW, batch); // 3/6 = threshold: no longer over it
   const flag = onlyFlag(batch);
   assert.equal(flag.flaggedEventCount, 2);
-  assert.equal(flag.evidence.observed["events"], 4, "the first sighting's evidence is kept");
+  assert.equal(flag.evidence.observed["events"], 5, "the evidence is the latest snapshot");
 });
 
 Deno.test("QualityFamily.apply() gives the next window its own counts and flag key", () => {
@@ -209,6 +221,7 @@ Deno.test("QualityFamily.apply() leaves non-playback events such as LOGIN out of
     errors: 4,
     error_rate: 1,
     errors_by_code: { DRM_LICENSE_FAILED: 4 },
+    error_devices: 1,
   });
 });
 
@@ -223,4 +236,50 @@ Deno.test("QualityFamily.apply() does not count a PLAY that carries an error cod
   assert.equal(batch.flags.size, 0, "2 errors in 4 events is not above 50%");
   contents.apply(error({ atMs: T0 + 10 }), NOW, batch);
   assert.deepEqual(onlyFlag(batch).evidence.observed["errors_by_code"], { DRM_LICENSE_FAILED: 3 });
+});
+
+Deno.test("QualityFamily.apply() does not flag a content whose errors come from 2 devices", () => {
+  const contents = family({}, 3);
+  const batch = emptyBatch();
+  for (let i = 0; i < 6; i++) {
+    contents.apply(
+      error({ deviceId: `tv-${i % 2}`, userId: `viewer-${i}`, atMs: T0 + i }),
+      NOW,
+      batch,
+    );
+  }
+  assert.equal(batch.flags.size, 0, "one or two broken TVs are the device flag's business");
+});
+
+Deno.test("QualityFamily.apply() flags a content once errors come from 3 devices, naming no viewer", () => {
+  const contents = family({}, 3);
+  const batch = emptyBatch();
+  contents.apply(error({ deviceId: "tv-a", userId: "viewer-a", atMs: T0 }), NOW, batch);
+  contents.apply(error({ deviceId: "tv-a", userId: "viewer-a", atMs: T0 + 1 }), NOW, batch);
+  contents.apply(play({ deviceId: "tv-c", userId: "viewer-c", atMs: T0 + 2 }), NOW, batch);
+  contents.apply(error({ deviceId: "tv-b", userId: "viewer-b", atMs: T0 + 3 }), NOW, batch);
+  assert.equal(batch.flags.size, 0, "4 events, 3 errors, but only 2 devices");
+  const third = error({ deviceId: "tv-c", userId: "viewer-c", region: "IT", atMs: T0 + 4 });
+  contents.apply(third, NOW, batch);
+  contents.apply(error({ deviceId: "tv-d", userId: "viewer-d", atMs: T0 + 5 }), NOW, batch);
+  const flag = onlyFlag(batch);
+  assert.equal(flag.eventId, third.eventId);
+  assert.equal(flag.userId, "");
+  assert.equal(flag.region, "");
+  assert.equal(flag.isEu, false);
+  assert.equal(flag.ruleVersion, 2);
+  assert.equal(flag.flaggedEventCount, 2);
+  assert.equal(flag.evidence.observed["error_devices"], 3, "counting stops at the threshold");
+  assert.equal(flag.evidence.thresholds["min_devices"], 3);
+});
+
+Deno.test("QualityFamily.apply() flags a lone broken device in the device family", () => {
+  const devices = family({ family: "device" }, 3);
+  const batch = emptyBatch();
+  for (let i = 0; i < 4; i++) {
+    devices.apply(error({ deviceId: "tv-9", userId: "viewer-9", atMs: T0 + i }), NOW, batch);
+  }
+  const flag = onlyFlag(batch);
+  assert.equal(flag.entityType, "device");
+  assert.equal(flag.userId, "viewer-9");
 });

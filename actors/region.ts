@@ -51,6 +51,8 @@ export interface RegionOptions {
   dedupeMaxIds: number;
   thresholds: RuleThresholds;
   databaseUrl: string | undefined;
+  /** Flags at or above this level rank go to the alert outbox in their flush (unset: no alerts). */
+  alertMinRank?: number;
   /** Writes a worker's batch when workers cannot reach the database themselves (PGlite). */
   writeBatch: (batch: FlushBatch) => Promise<void>;
   /** First log position to hand out when the region positions events itself (memory log). */
@@ -457,6 +459,7 @@ export class Region {
       thresholds: this.#o.thresholds,
       databaseUrl: this.#o.databaseUrl,
       isLogDurable: this.#o.isLogDurable,
+      alertMinRank: this.#o.alertMinRank,
       hasStreamPositions: this.#o.cluster !== undefined,
       shards: [...leases.entries()].filter(([key]) => isOwned(key)),
       optOuts: optOuts.filter(([userId]) => this.#workerOf(userId) === index),

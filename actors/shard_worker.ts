@@ -45,7 +45,8 @@ async function start(message: Extract<ToWorker, { type: "init" }>): Promise<void
     });
     const workerDb = opened.db;
     db = workerDb;
-    sink = (batch) => writeFlush(workerDb, batch);
+    const alertMinRank = message.init.alertMinRank;
+    sink = (batch) => writeFlush(workerDb, batch, { alertMinRank });
   }
   host = new ShardHost(message.init, send, sink);
   send({ type: "ready" });

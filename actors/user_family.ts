@@ -9,13 +9,18 @@ import { factKey, hourOf, KEY_SEP } from "../db/flush_batch.ts";
 import { addPacked, packedRegister } from "../db/hll.ts";
 import {
   accountSharingRule,
+  dntOnSince,
+  type DntSetting,
+  dntSettingOf,
   type Flag,
   isPlaybackType,
   type OptOut,
+  optOutInForce,
   privacyRule,
   retentionRule,
   type RuleThresholds,
   type TelemetryEvent,
+  withDntSetting,
 } from "../rules/mod.ts";
 import {
   addCounter,
@@ -66,8 +71,13 @@ export class UserFamily {
   #o: UserFamilyOptions;
   #entities = new Map<string, UserEntity>();
   #recent: RecentIdsByShard;
-  /** Opt-outs are kept for every user on record (bounded by requests, not by users). */
-  #optOuts = new Map<string, OptOut>();
+  /** API do-not-track and deletion requests, the earliest per user (bounded by requests). */
+  #requests = new Map<string, OptOut>();
+  /**
+   * Do-not-track settings from events, kept only for users who turned it on at least once (an "off"
+   * alone is the default and starts no history), so bounded by those users, not by all users.
+   */
+  #dntSettings = new Map<string, DntSetting[]>();
   #scratch = emptyBatch();
 
   constructor(options: UserFamilyOptions) {
@@ -81,19 +91,27 @@ export class UserFamily {
   }
 
   /**
-   * Records a privacy request for a user; the earliest request on record is the one reported. A
-   * deletion with a pseudonym erases the user from memory instead: later events arrive under the
-   * pseudonym, whose own deletion request is delivered separately (it may live in another shard).
+   * Records a privacy request for a user; the earliest API request on record is the one reported. A
+   * do-not-track from events (loaded from the database at start) is a setting turned on at `sinceMs`,
+   * which later events may turn off. A deletion with a pseudonym erases the user from memory
+   * instead: later events arrive under the pseudonym, whose own deletion request is delivered
+   * separately (it may live in another shard).
    */
   recordOptOut(userId: string, optOut: OptOut): void {
     if (optOut.type === "deletion" && optOut.pseudonym !== undefined) {
       this.#entities.delete(userId);
-      this.#optOuts.delete(userId);
+      this.#requests.delete(userId);
+      this.#dntSettings.delete(userId);
       return;
     }
-    const existing = this.#optOuts.get(userId);
+    if (optOut.source === "event") {
+      const history = this.#dntSettings.get(userId) ?? [];
+      this.#dntSettings.set(userId, withDntSetting(history, { atMs: optOut.sinceMs, isOn: true }));
+      return;
+    }
+    const existing = this.#requests.get(userId);
     if (existing === undefined || existing.sinceMs > optOut.sinceMs) {
-      this.#optOuts.set(userId, optOut);
+      this.#requests.set(userId, optOut);
     }
   }
 
@@ -115,12 +133,20 @@ export class UserFamily {
       out.rawEvents.push(row);
     }
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
-    const optOut = this.#optOuts.get(event.userId);
+    // Retention judges by event time, so the event's own setting counts first: it is in force as of
+    // its time (the event that turns do-not-track on is not flagged, nor is the one that turns it off).
+    const request = this.#requests.get(event.userId);
+    const before = this.#dntSettings.get(event.userId);
+    const isOn = dntSettingOf(event);
+    let history = before ?? [];
+    if (isOn !== null && (isOn || before !== undefined)) {
+      history = withDntSetting(history, { atMs: event.atMs, isOn });
+      this.#dntSettings.set(event.userId, history);
+    }
+    const optOut = optOutInForce(event.atMs, request, history);
     this.#runRule("privacy", event, out, () => privacyRule(event));
     this.#runRule("retention", event, out, () => retentionRule(event, optOut));
-    if (event.doNotTrack && optOut === undefined) {
-      const dnt: OptOut = { type: "do_not_track", sinceMs: event.atMs, source: "event" };
-      this.#optOuts.set(event.userId, dnt);
+    if (isOn === true && request === undefined && dntOnSince(before ?? [], event.atMs) === null) {
       out.optOuts.push({ userId: event.userId, type: "do_not_track", sinceMs: event.atMs });
     }
     // Every unique event counts in the aggregates of its own event-time hour, however late it is;

@@ -346,25 +346,101 @@ Deno.test("UserFamily.apply() does not flag other users after one user's do-not-
   assert.equal(flagsOf(batch, "retention").length, 0);
 });
 
-Deno.test("UserFamily.recordOptOut() makes the user's next event flagged by retention", () => {
+Deno.test("UserFamily.recordOptOut() makes the user's events after it flagged by retention", () => {
   const users = family();
   const batch = emptyBatch();
-  users.apply(ev({ eventId: "before" }), NOW, batch);
-  users.recordOptOut("user-1", { type: "deletion", sinceMs: T0, source: "api" });
-  users.apply(ev({ eventId: "after" }), NOW, batch);
+  users.apply(ev({ eventId: "before", atMs: T0 }), NOW, batch);
+  users.recordOptOut("user-1", { type: "deletion", sinceMs: T0 + MINUTE, source: "api" });
+  users.apply(ev({ eventId: "after", atMs: T0 + 2 * MINUTE }), NOW, batch);
   const retention = flagsOf(batch, "retention");
   assert.deepEqual(retention.map((f) => f.eventId), ["after"]);
   assert.equal(retention[0].level, "HIGH");
+  assert.equal(retention[0].ruleVersion, 2);
   assert.equal(retention[0].evidence.observed["request_type"], "deletion");
+});
+
+Deno.test("UserFamily.apply() does not flag an event from before the request that arrives after it", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.recordOptOut("user-1", { type: "deletion", sinceMs: T0 + MINUTE, source: "api" });
+  // A TV that was offline delivers what it recorded before the request, then what came after.
+  const offline = ev({ eventId: "offline", atMs: T0 + 30_000, receivedAtMs: T0 + HOUR });
+  const after = ev({ eventId: "after", atMs: T0 + MINUTE + 1, receivedAtMs: T0 + HOUR });
+  users.apply(offline, NOW, batch);
+  users.apply(after, NOW, batch);
+  assert.deepEqual(flagsOf(batch, "retention").map((f) => f.eventId), ["after"]);
 });
 
 Deno.test("UserFamily.apply() flags a do-not-track event of a user already opted out via the API", () => {
   const users = family();
   const batch = emptyBatch();
   users.recordOptOut("user-1", { type: "deletion", sinceMs: T0, source: "api" });
-  const dnt = ev({ doNotTrack: true });
+  const dnt = ev({ doNotTrack: true, hasDoNotTrack: true, atMs: T0 + 1 });
   users.apply(dnt, NOW, batch);
   assert.deepEqual(flagsOf(batch, "retention").map((f) => f.eventId), [dnt.eventId]);
+  assert.deepEqual(batch.optOuts, []);
+});
+
+Deno.test("UserFamily.apply() lets a later do_not_track false turn do-not-track off", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ eventId: "on", doNotTrack: true, hasDoNotTrack: true, atMs: T0 }), NOW, batch);
+  users.apply(ev({ eventId: "during", atMs: T0 + MINUTE }), NOW, batch);
+  const setOff = ev({
+    eventId: "off",
+    doNotTrack: false,
+    hasDoNotTrack: true,
+    atMs: T0 + 2 * MINUTE,
+  });
+  users.apply(setOff, NOW, batch);
+  users.apply(ev({ eventId: "later", atMs: T0 + 3 * MINUTE }), NOW, batch);
+  // Delivered last by a TV that was offline: it happened while do-not-track was on.
+  users.apply(ev({ eventId: "offline", atMs: T0 + 90_000 }), NOW, batch);
+  assert.deepEqual(flagsOf(batch, "retention").map((f) => f.eventId).sort(), [
+    "during",
+    "offline",
+  ]);
+  assert.equal(batch.optOuts.length, 1);
+});
+
+Deno.test("UserFamily.apply() reads a missing do_not_track as no setting, not as off", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ doNotTrack: true, hasDoNotTrack: true, atMs: T0 }), NOW, batch);
+  // Absent on the wire, or read back from the postgres log: doNotTrack false, hasDoNotTrack not true.
+  users.apply(ev({ eventId: "silent", hasDoNotTrack: false, atMs: T0 + MINUTE }), NOW, batch);
+  users.apply(ev({ eventId: "replayed", atMs: T0 + 2 * MINUTE }), NOW, batch);
+  assert.deepEqual(flagsOf(batch, "retention").map((f) => f.eventId), ["silent", "replayed"]);
+});
+
+Deno.test("UserFamily.apply() keeps a do-not-track filed through the API whatever events say", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.recordOptOut("user-1", { type: "do_not_track", sinceMs: T0, source: "api" });
+  users.apply(ev({ eventId: "off", hasDoNotTrack: true, atMs: T0 + MINUTE }), NOW, batch);
+  users.apply(ev({ eventId: "later", atMs: T0 + 2 * MINUTE }), NOW, batch);
+  const retention = flagsOf(batch, "retention");
+  assert.deepEqual(retention.map((f) => f.eventId), ["off", "later"]);
+  assert.ok(retention.every((f) => f.evidence.observed["request_source"] === "api"));
+});
+
+Deno.test("UserFamily.recordOptOut() takes a do-not-track from events as a setting later ones turn off", () => {
+  const users = family();
+  const batch = emptyBatch();
+  // As loaded from privacy_requests at start (source "event").
+  users.recordOptOut("user-1", { type: "do_not_track", sinceMs: T0, source: "event" });
+  users.apply(ev({ eventId: "during", atMs: T0 + MINUTE }), NOW, batch);
+  users.apply(ev({ eventId: "off", hasDoNotTrack: true, atMs: T0 + 2 * MINUTE }), NOW, batch);
+  users.apply(ev({ eventId: "later", atMs: T0 + 3 * MINUTE }), NOW, batch);
+  assert.deepEqual(flagsOf(batch, "retention").map((f) => f.eventId), ["during"]);
+});
+
+Deno.test("UserFamily.apply() does not start a do-not-track history from an off setting alone", () => {
+  const users = family();
+  const batch = emptyBatch();
+  users.apply(ev({ eventId: "off", hasDoNotTrack: true, atMs: T0 }), NOW, batch);
+  users.apply(ev({ eventId: "next", atMs: T0 + MINUTE }), NOW, batch);
+  assert.equal(flagsOf(batch, "retention").length, 0);
   assert.deepEqual(batch.optOuts, []);
 });
 
@@ -387,7 +463,8 @@ Deno.test("UserFamily.apply() raises one MEDIUM sharing flag per period for 3 re
     distinct_regions: 3,
     distinct_ips: 1,
   });
-  assert.deepEqual(sharing[0].evidence.event_ids, ["de", "fr", "it"]);
+  // The evidence is the latest snapshot: the last event seen from each region.
+  assert.deepEqual(sharing[0].evidence.event_ids, ["de", "fr", "it2"]);
 });
 
 Deno.test("UserFamily.apply() starts a new sharing flag in the next period", () => {

@@ -12,12 +12,23 @@ import type { Database } from "./schema.ts";
 import { insertRawEvents } from "./log_store.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
 import { packSketch } from "./hll.ts";
+import { enqueueAlerts } from "./alert_outbox.ts";
 
 /** Rows per raw-event statement: bounds a statement's size however many events are pending. */
 const RAW_CHUNK = 5_000;
 
+/** What a flush does besides writing the batch. */
+export interface FlushOptions {
+  /** Flags at or above this level rank go to the alert outbox (unset: no alerts configured). */
+  alertMinRank?: number;
+}
+
 /** Writes every part of the batch in one transaction. */
-export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promise<void> {
+export async function writeFlush(
+  db: Kysely<Database>,
+  batch: FlushBatch,
+  options: FlushOptions = {},
+): Promise<void> {
   await db.transaction().execute(async (trx) => {
     for (let i = 0; i < batch.rawEvents.length; i += RAW_CHUNK) {
       await insertRawEvents(trx, batch.rawEvents.slice(i, i + RAW_CHUNK));
@@ -30,6 +41,10 @@ export async function writeFlush(db: Kysely<Database>, batch: FlushBatch): Promi
     await upsertViewers(trx, batch);
     await upsertFlaggedEvents(trx, batch.flaggedEvents);
     await upsertFlags(trx, batch);
+    if (options.alertMinRank !== undefined) {
+      // Same transaction as the flags: an alert is neither lost nor made up by a crash.
+      await enqueueAlerts(trx, [...batch.flags.keys()], options.alertMinRank);
+    }
     await upsertRisks(trx, batch);
     await insertOptOuts(trx, batch);
     await advanceCheckpoints(trx, batch);
@@ -153,7 +168,25 @@ async function upsertFlags(trx: Trx, batch: FlushBatch): Promise<void> {
   if (batch.flags.size === 0) return;
   const flags = sorted(batch.flags.entries()).map(([, f]) => f);
   const col = <T>(pick: (f: typeof flags[number]) => T) => flags.map(pick);
-  // A flag seen again adds its events; a higher level replaces level, reason and evidence.
+  // Before the upsert, with the rows locked (in key order) so they cannot change in between: an
+  // escalation keeps the evidence and level it replaces in flag_history, and re-opens a flag a
+  // person dismissed or resolved (a higher level is new information they have not seen).
+  await sql`
+    with old as materialized (
+      select r.id, r.level, r.level_rank, r.evidence, r.status, r.assignee, f.level as new_level,
+        f.level_rank as new_rank
+      from risk_flags r join unnest(${col((f) => f.flagKey)}::text[],
+        ${col((f) => f.level)}::text[], ${col((f) => LEVEL_RANK[f.level])}::smallint[])
+        as f(flag_key, level, level_rank) on r.flag_key = f.flag_key
+      order by r.flag_key for update of r)
+    insert into flag_history (flag_id, at, actor_name, actor_role, from_status, to_status, reason,
+      assignee, evidence, level)
+    select id, now(), 'pipeline', 'pipeline', status,
+      case when status in ('dismissed', 'resolved') then 'open' else status end,
+      'escalated to ' || new_level, assignee, evidence, level
+    from old where new_rank > level_rank order by id`.execute(trx);
+  // A flag seen again adds its events; the evidence (and reason) is the latest snapshot at the same
+  // or a higher level, and a higher level also replaces the level and counts a revision.
   await sql`
     insert into risk_flags (flag_key, rule, rule_version, level, level_rank, entity_type, entity_id,
       event_id, user_id, region, is_eu, occurred_at, reason, evidence, flagged_events)
@@ -174,10 +207,14 @@ async function upsertFlags(trx: Trx, batch: FlushBatch): Promise<void> {
       flagged_events = risk_flags.flagged_events + excluded.flagged_events,
       level = case when excluded.level_rank > risk_flags.level_rank
         then excluded.level else risk_flags.level end,
-      reason = case when excluded.level_rank > risk_flags.level_rank
+      reason = case when excluded.level_rank >= risk_flags.level_rank
         then excluded.reason else risk_flags.reason end,
-      evidence = case when excluded.level_rank > risk_flags.level_rank
+      evidence = case when excluded.level_rank >= risk_flags.level_rank
         then excluded.evidence else risk_flags.evidence end,
+      revision = risk_flags.revision
+        + case when excluded.level_rank > risk_flags.level_rank then 1 else 0 end,
+      status = case when excluded.level_rank > risk_flags.level_rank
+        and risk_flags.status in ('dismissed', 'resolved') then 'open' else risk_flags.status end,
       level_rank = greatest(risk_flags.level_rank, excluded.level_rank),
       updated_at = now()`.execute(trx);
 }

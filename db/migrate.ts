@@ -10,6 +10,8 @@ import * as eventLog from "./migrations/2026_11_24_0002_event_log.ts";
 import * as hourlyBuckets from "./migrations/2026_11_30_0003_hourly_buckets.ts";
 import * as audit from "./migrations/2026_11_30_0004_audit.ts";
 import * as privacyOperations from "./migrations/2026_11_30_0005_privacy_operations.ts";
+import * as flagReview from "./migrations/2026_11_30_0006_flag_review.ts";
+import * as alertOutbox from "./migrations/2026_11_30_0007_alert_outbox.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -18,6 +20,8 @@ const MIGRATIONS: Record<string, Migration> = {
   "2026_11_30_0003_hourly_buckets": hourlyBuckets,
   "2026_11_30_0004_audit": audit,
   "2026_11_30_0005_privacy_operations": privacyOperations,
+  "2026_11_30_0006_flag_review": flagReview,
+  "2026_11_30_0007_alert_outbox": alertOutbox,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */

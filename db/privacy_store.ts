@@ -166,6 +166,11 @@ export async function setRequestStatus(
   }).where("id", "=", id as never).execute();
 }
 
+/** Marks a request filed through the API (a do-not-track first recorded from an event). */
+export async function setRequestSource(db: Db, id: string, source: "api" | "event"): Promise<void> {
+  await db.updateTable("privacy_requests").set({ source }).where("id", "=", id as never).execute();
+}
+
 /** Deletion requests not finished yet (a crash interrupted them), oldest first. */
 export async function openDeletions(db: Db): Promise<Array<{ id: string; userId: string }>> {
   const rows = await db.selectFrom("privacy_requests").select(["id", "user_id"])
@@ -267,6 +272,15 @@ export async function eraseUserRows(db: Db, user: {
       .execute(trx);
     const left = await trx.selectFrom("raw_events").select((eb) => eb.fn.countAll().as("n"))
       .where("user_id", "=", userId).executeTakeFirst();
+    // Review history keeps earlier evidence snapshots: they name the user as the flags do.
+    await sql`update flag_history h set
+      reason = replace(h.reason, ${quoted(userId)}, ${quoted(pseudonym)}),
+      evidence = case when h.evidence is null then null else
+        replace(h.evidence::text, ${quoted(userId)}, ${quoted(pseudonym)})::jsonb
+          || '{"event_ids": []}'::jsonb end
+      from risk_flags f where h.flag_id = f.id
+        and (f.user_id = ${userId} or (f.entity_type = 'user' and f.entity_id = ${userId}))`
+      .execute(trx);
     const flags = await sql`update risk_flags set
       user_id = ${pseudonym},
       entity_id = case when entity_type = 'user' and entity_id = ${userId}
@@ -355,4 +369,19 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
     requests: requests.map((r) => toRequest(r, nowMs)),
     risk: risk === undefined ? null : { level: risk.level, flag_count: num(risk.flag_count) },
   };
+}
+
+/** Requests by status, for `/metrics`. */
+export async function requestCountsByStatus(db: Db): Promise<Record<string, number>> {
+  const rows = await db.selectFrom("privacy_requests")
+    .select(["status", (eb) => eb.fn.countAll().as("n")]).groupBy("status").execute();
+  return Object.fromEntries(rows.map((r) => [r.status, num(r.n)]));
+}
+
+/** Open requests past their due date, for `/metrics`. */
+export async function overdueRequestCount(db: Db, nowMs: number): Promise<number> {
+  const row = await db.selectFrom("privacy_requests").select((eb) => eb.fn.countAll().as("n"))
+    .where("status", "in", ["received", "in_progress"])
+    .where("due_at", "<", new Date(nowMs).toISOString()).executeTakeFirst();
+  return num(row?.n);
 }

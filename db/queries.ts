@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type Selectable, sql } from "kysely";
 import type { Database } from "./schema.ts";
 import { type OptOut, type OptOutType, RULE_IDS } from "../rules/mod.ts";
 import type { TimeRange } from "./stats_queries.ts";
@@ -24,7 +24,8 @@ export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
   if (range.fromMs !== undefined) flagged = flagged.where("hour", ">=", isoOf(range.fromMs));
   if (range.toMs !== undefined) flagged = flagged.where("hour", "<", isoOf(range.toMs));
   let flagRows = db.selectFrom("risk_flags")
-    .select(["rule", "level", (eb) => eb.fn.countAll().as("flags")]).groupBy(["rule", "level"]);
+    .select(["rule", "level", "status", (eb) => eb.fn.countAll().as("flags")])
+    .groupBy(["rule", "level", "status"]);
   if (range.fromMs !== undefined) {
     flagRows = flagRows.where("occurred_at", ">=", isoOf(range.fromMs));
   }
@@ -33,9 +34,11 @@ export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
   const flags: Record<string, number> = Object.fromEntries(RULE_IDS.map((r) => [r, 0]));
   const levels: Record<string, number> = { HIGH: 0, MEDIUM: 0, LOW: 0 };
   for (const row of await flagged.execute()) flaggedByRule[row.rule] = num(row.events);
+  const statuses: Record<string, number> = Object.fromEntries(FLAG_STATUSES.map((s) => [s, 0]));
   for (const row of await flagRows.execute()) {
     flags[row.rule] = (flags[row.rule] ?? 0) + num(row.flags);
     levels[row.level] = (levels[row.level] ?? 0) + num(row.flags);
+    statuses[row.status] = (statuses[row.status] ?? 0) + num(row.flags);
   }
   return {
     from: range.fromMs === undefined ? null : isoOf(range.fromMs),
@@ -43,14 +46,32 @@ export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
     flagged_events_by_rule: flaggedByRule,
     flags_by_rule: flags,
     flags_by_level: levels,
+    flags_by_status: statuses,
   };
 }
+
+/** Review statuses of a flag: `open` until a person decides (GDPR Art. 22). */
+export const FLAG_STATUSES = [
+  "open",
+  "acknowledged",
+  "escalated",
+  "dismissed",
+  "resolved",
+] as const;
+
+/** A review status of a flag. */
+export type FlagStatus = (typeof FLAG_STATUSES)[number];
 
 /** Filters and keyset cursor of `/compliance/events`. */
 export interface FlagQuery {
   rule?: string;
   level?: string;
   region?: string;
+  status?: FlagStatus;
+  userId?: string;
+  entityId?: string;
+  /** Event time (`occurred_at`) of the flag, `from` inclusive, `to` exclusive. */
+  range?: TimeRange;
   limit: number;
   /** Return flags with an id below this one (the previous page's `next_cursor`). */
   beforeId?: number;
@@ -62,29 +83,115 @@ export async function listFlags(db: Db, q: FlagQuery) {
   if (q.rule !== undefined) query = query.where("rule", "=", q.rule);
   if (q.level !== undefined) query = query.where("level", "=", q.level);
   if (q.region !== undefined) query = query.where("region", "=", q.region);
+  if (q.status !== undefined) query = query.where("status", "=", q.status);
+  if (q.userId !== undefined) query = query.where("user_id", "=", q.userId);
+  if (q.entityId !== undefined) query = query.where("entity_id", "=", q.entityId);
+  if (q.range?.fromMs !== undefined) {
+    query = query.where("occurred_at", ">=", isoOf(q.range.fromMs));
+  }
+  if (q.range?.toMs !== undefined) query = query.where("occurred_at", "<", isoOf(q.range.toMs));
   if (q.beforeId !== undefined) query = query.where("id", "<", q.beforeId);
   const rows = await query.execute();
   const page = rows.slice(0, q.limit);
   return {
-    items: page.map((r) => ({
-      id: num(r.id),
-      rule: r.rule,
-      rule_version: r.rule_version,
-      level: r.level,
-      entity_type: r.entity_type,
-      entity_id: r.entity_id,
-      event_id: r.event_id,
-      user_id: r.user_id,
-      region: r.region,
-      is_eu: r.is_eu,
-      occurred_at: new Date(r.occurred_at).toISOString(),
-      raised_at: new Date(r.raised_at).toISOString(),
-      flagged_events: num(r.flagged_events),
-      reason: r.reason,
-      evidence: typeof r.evidence === "string" ? JSON.parse(r.evidence) : r.evidence,
-    })),
+    items: page.map(flagItem),
     next_cursor: rows.length > q.limit ? String(num(page[page.length - 1].id)) : null,
   };
+}
+
+const jsonOf = (v: unknown): unknown => (typeof v === "string" ? JSON.parse(v) : v);
+
+function flagItem(r: Selectable<Database["risk_flags"]>) {
+  return {
+    id: num(r.id),
+    rule: r.rule,
+    rule_version: r.rule_version,
+    level: r.level,
+    entity_type: r.entity_type,
+    entity_id: r.entity_id,
+    event_id: r.event_id,
+    user_id: r.user_id,
+    region: r.region,
+    is_eu: r.is_eu,
+    occurred_at: new Date(r.occurred_at).toISOString(),
+    raised_at: new Date(r.raised_at).toISOString(),
+    flagged_events: num(r.flagged_events),
+    reason: r.reason,
+    evidence: jsonOf(r.evidence),
+    status: r.status,
+    assignee: r.assignee,
+    revision: num(r.revision),
+  };
+}
+
+/** One flag as `/compliance/events` lists it, with its review history oldest first; null if unknown. */
+export async function getFlag(db: Db, id: number) {
+  const flag = await db.selectFrom("risk_flags").selectAll().where("id", "=", id)
+    .executeTakeFirst();
+  if (flag === undefined) return null;
+  const history = await db.selectFrom("flag_history").selectAll().where("flag_id", "=", id)
+    .orderBy("id").execute();
+  return {
+    ...flagItem(flag),
+    history: history.map((h) => ({
+      id: num(h.id),
+      at: new Date(h.at).toISOString(),
+      actor_name: h.actor_name,
+      actor_role: h.actor_role,
+      from_status: h.from_status,
+      to_status: h.to_status,
+      reason: h.reason,
+      assignee: h.assignee,
+      level: h.level,
+      evidence: jsonOf(h.evidence),
+    })),
+  };
+}
+
+/** A person's decision on a flag; `assignee` undefined keeps the current one, null clears it. */
+export interface FlagReview {
+  status: FlagStatus;
+  reason?: string;
+  assignee?: string | null;
+  /** The revision the reviewer saw: refused when the evidence has changed since. */
+  revision?: number;
+  actor: { name: string; role: string };
+}
+
+/**
+ * Records a review decision and its history row in one transaction (the flag row locked, so the
+ * pipeline cannot escalate it in between): `not_found` for an unknown id, `stale` with the current
+ * revision when the reviewer saw an older one.
+ */
+export async function reviewFlag(
+  db: Db,
+  id: number,
+  review: FlagReview,
+): Promise<"reviewed" | "not_found" | { stale: number }> {
+  return await db.transaction().execute(async (trx) => {
+    const flag = await trx.selectFrom("risk_flags")
+      .select(["status", "assignee", "level", "revision"]).where("id", "=", id).forUpdate()
+      .executeTakeFirst();
+    if (flag === undefined) return "not_found";
+    if (review.revision !== undefined && review.revision !== num(flag.revision)) {
+      return { stale: num(flag.revision) };
+    }
+    const assignee = review.assignee === undefined ? flag.assignee : review.assignee;
+    await trx.updateTable("risk_flags").set({ status: review.status, assignee })
+      .where("id", "=", id).execute();
+    await trx.insertInto("flag_history").values({
+      flag_id: id,
+      actor_name: review.actor.name,
+      actor_role: review.actor.role,
+      from_status: flag.status,
+      to_status: review.status,
+      reason: review.reason ?? null,
+      assignee,
+      evidence: null,
+      level: flag.level,
+    }).execute();
+    return "reviewed";
+  });
 }
 
 /**

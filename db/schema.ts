@@ -32,11 +32,13 @@ export interface Database {
     flagged_events: BigCount;
   };
   risk_flags: RiskFlagsTable;
+  flag_history: FlagHistoryTable;
   entity_risk: EntityRiskTable;
   privacy_requests: PrivacyRequestsTable;
   erased_subjects: ErasedSubjectsTable;
   erased_events: ErasedEventsTable;
   app_secrets: AppSecretsTable;
+  alert_outbox: AlertOutboxTable;
   shard_checkpoints: ShardCheckpointsTable;
   audit_log: AuditLogTable;
 }
@@ -101,6 +103,27 @@ export interface RiskFlagsTable {
   flagged_events: BigCount;
   raised_at: Timestamp;
   updated_at: Timestamp;
+  /** Review status: open, acknowledged, escalated, dismissed or resolved. */
+  status: Generated<string>;
+  assignee: string | null;
+  /** Evidence snapshots so far: 1 when raised, one more per escalation to a higher level. */
+  revision: Generated<number>;
+}
+
+/** Review decisions and escalations of a flag, oldest first by id; an escalation keeps the evidence
+ * and level it replaced. */
+export interface FlagHistoryTable {
+  id: ColumnType<number | string, never, never>;
+  flag_id: number | string;
+  at: ColumnType<Date | string, string | undefined, string>;
+  actor_name: string;
+  actor_role: string;
+  from_status: string;
+  to_status: string;
+  reason: string | null;
+  assignee: string | null;
+  evidence: unknown | null;
+  level: string | null;
 }
 
 /** Highest risk level reached by each user, content or device. */
@@ -174,4 +197,16 @@ export interface AuditLogTable {
   count: ColumnType<number, number | undefined, number>;
   /** Digest of minute, source, path, status and actor for refusals; null (never folded) otherwise. */
   fold_key: string | null;
+}
+
+/** Alerts to deliver: one row per flag id and revision, written in the flush that raised it. */
+export interface AlertOutboxTable {
+  id: ColumnType<number | string, never, never>;
+  flag_id: BigCount;
+  revision: number;
+  created_at: ColumnType<Date | string, string | undefined, string>;
+  next_attempt_at: ColumnType<Date | string, string | undefined, string>;
+  attempts: ColumnType<number, number | undefined, number>;
+  delivered_at: Timestamp | null;
+  last_error: string | null;
 }

@@ -28,6 +28,7 @@ import {
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
 import { type Jurisdiction, privacyRoutes } from "./privacy.ts";
 import { docsRoutes } from "./openapi.ts";
+import { dashboardRoutes } from "./dashboard.ts";
 import type { ErasedUsers } from "../actors/erased_users.ts";
 import type { Eraser } from "../actors/erasure.ts";
 import { statsRoutes } from "./stats.ts";
@@ -110,6 +111,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/auth", authRoutes(deps.auth));
   if (deps.metrics !== undefined) app.route("/metrics", metricsRoutes(deps.metrics, deps.region));
   app.route("/", docsRoutes());
+  app.route("/", dashboardRoutes());
   app.route("/", healthRoutes(deps.db, deps.region, deps.log.kind, deps.readiness));
   app.notFound((c) =>
     c.json({ error: `Not found: ${c.req.method} ${c.req.path}`, issues: [] }, 404)

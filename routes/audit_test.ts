@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
 import type { Kysely } from "kysely";
-import { openDatabase } from "../db/client.ts";
-import { migrateToLatest } from "../db/migrate.ts";
 import type { Database } from "../db/schema.ts";
 import { createLogger } from "../log.ts";
-import { startHarness, TEST_DATABASE_URL, withFreshPostgres } from "../tests/_harness.ts";
+import { startHarness, testOnEveryDatabase } from "../tests/_harness.ts";
 import {
   auditRoutes,
   auditTrail,
@@ -29,23 +27,9 @@ const bearer = (name: string) => ({
   authorization: `Bearer ${TOKENS.find((t) => t.name === name)!.secret}`,
 });
 
-/** Runs `scenario` on a fresh migrated PGlite, and on PostgreSQL when TEST_DATABASE_URL is set. */
+/** One test per database (PGlite, and PostgreSQL when configured). */
 function onEveryDatabase(name: string, scenario: (db: Kysely<Database>) => Promise<void>): void {
-  const run = async (databaseUrl: string | undefined) => {
-    const { db } = await openDatabase({ databaseUrl, dataDir: "memory://" });
-    try {
-      await migrateToLatest(db);
-      await scenario(db);
-    } finally {
-      await db.destroy();
-    }
-  };
-  test(`[audit] ${name} (pglite)`, () => run(undefined));
-  test({
-    name: `[postgres] ${name}`,
-    ignore: TEST_DATABASE_URL === undefined,
-    fn: () => withFreshPostgres(TEST_DATABASE_URL!, run),
-  });
+  testOnEveryDatabase("audit", name, scenario);
 }
 
 Deno.test("sanitizeRequestId() keeps up to 128 safe characters or gives up", () => {

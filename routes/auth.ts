@@ -196,10 +196,15 @@ export function requireRole(roles: readonly Role[]): MiddlewareHandler {
   };
 }
 
-/** `GET /whoami`: who the token belongs to, for any valid token. Mount under `/auth`. */
+/**
+ * `GET /whoami`: who the token belongs to, for any valid token; `GET /status`: whether auth is on.
+ * Mount under `/auth`.
+ */
 export function authRoutes(config: AuthConfig): Hono {
   const app = new Hono();
   const state = isAuthEnabled(config) ? "on" : "off";
+  // Public: lets a page know whether to ask for a token before it calls anything (no 401 to log).
+  app.get("/status", (c) => c.json({ auth: state }));
   app.use("/whoami", requireRole(ROLES));
   app.get("/whoami", (c) => {
     const principal = c.get("principal") ?? ANONYMOUS;

@@ -1,28 +1,78 @@
 /**
  * Compliance reads for privacy and legal teams: flag counts, the flagged-event list with evidence
  * (keyset-paginated, newest first), and flagged counts per region with EU and US-CA groupings; the
- * counts take an optional `from` / `to` range of UTC hours of event time.
+ * counts take an optional `from` / `to` range of UTC hours of event time. Flag review (GDPR Art. 22:
+ * a person decides): one flag with its history, and a reviewer's status change with its reason.
  *
  * @module
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import type { Kysely } from "kysely";
 import { z } from "zod";
-import { getComplianceRegions, getComplianceSummary, listFlags } from "../db/queries.ts";
+import {
+  FLAG_STATUSES,
+  getComplianceRegions,
+  getComplianceSummary,
+  getFlag,
+  listFlags,
+  reviewFlag,
+} from "../db/queries.ts";
 import type { Database } from "../db/schema.ts";
 import { RULE_IDS } from "../rules/mod.ts";
-import { REGION_SCHEMA } from "./event_schema.ts";
+import { ANONYMOUS } from "./auth.ts";
+import { ID_SCHEMA, REGION_SCHEMA } from "./event_schema.ts";
 import { parseRange } from "./time_range.ts";
 
-const LIST_QUERY = z.strictObject({
+/** Query of `GET /compliance/events`. */
+export const LIST_QUERY = z.strictObject({
   rule: z.enum(RULE_IDS as [string, ...string[]]).optional(),
   level: z.string().transform((s) => s.toUpperCase()).pipe(z.enum(["LOW", "MEDIUM", "HIGH"]))
     .optional(),
   region: REGION_SCHEMA.optional(),
+  status: z.enum(FLAG_STATUSES).optional(),
+  user_id: ID_SCHEMA.optional(),
+  entity_id: ID_SCHEMA.optional(),
+  // Checked by parseRange, as on the other reads.
+  from: z.string().optional(),
+  to: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   cursor: z.string().regex(/^\d{1,18}$/, "must be a next_cursor value from a previous page")
     .optional(),
 });
+
+/** Free text a reviewer writes: trimmed, 1-1000 characters, no control characters but newlines. */
+const NOTE = z.string().trim().min(1).max(1000)
+  // deno-lint-ignore no-control-regex
+  .regex(/^[^\u0000-\u0009\u000b-\u001f\u007f]*$/, "must not contain control characters")
+  .refine((s) => s.isWellFormed(), "must be well-formed Unicode");
+
+/** Body of `PATCH /compliance/flags/{id}`. */
+export const REVIEW = z.strictObject({
+  status: z.enum(FLAG_STATUSES),
+  reason: NOTE.optional(),
+  assignee: z.string().trim().min(1).max(128)
+    // deno-lint-ignore no-control-regex
+    .regex(/^[^\u0000-\u001f\u007f]*$/, "must not contain control characters")
+    .refine((s) => s.isWellFormed(), "must be well-formed Unicode").nullable().optional(),
+  revision: z.number().int().min(1).optional(),
+}).superRefine((review, ctx) => {
+  // A decision that closes a flag must say why (GDPR Art. 22: a person decides, and is accountable).
+  const isClosing = review.status === "dismissed" || review.status === "resolved";
+  // A blank reason is already refused by its own check.
+  if (isClosing && review.reason === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["reason"],
+      message: `is required when the status is ${review.status}`,
+    });
+  }
+});
+
+const FLAG_ID = /^\d{1,18}$/;
+
+function issuesOf(error: z.ZodError) {
+  return error.issues.map((i) => ({ path: i.path.join(".") || "(root)", message: i.message }));
+}
 
 /** The compliance sub-app. */
 export function complianceRoutes(
@@ -40,24 +90,65 @@ export function complianceRoutes(
     const given = Object.entries(c.req.query()).filter(([, value]) => value.trim() !== "");
     const parsed = LIST_QUERY.safeParse(Object.fromEntries(given));
     if (!parsed.success) {
-      return c.json({
-        error: "Invalid query: see issues",
-        issues: parsed.error.issues.map((i) => ({
-          path: i.path.join(".") || "(root)",
-          message: i.message,
-        })),
-      }, 400);
+      return c.json({ error: "Invalid query: see issues", issues: issuesOf(parsed.error) }, 400);
     }
     const q = parsed.data;
+    const range = parseRange(q.from, q.to);
+    if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
     return c.json(
       await listFlags(db, {
         rule: q.rule,
         level: q.level,
         region: q.region,
+        status: q.status,
+        userId: q.user_id,
+        entityId: q.entity_id,
+        range: range.range,
         limit: q.limit,
         beforeId: q.cursor === undefined ? undefined : Number(q.cursor),
       }),
     );
+  });
+  app.get("/flags/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!FLAG_ID.test(id)) return badFlagId(c, id);
+    const flag = await getFlag(db, Number(id));
+    if (flag === null) return c.json({ error: `Not found: flag "${id}"`, issues: [] }, 404);
+    return c.json(flag);
+  });
+  app.patch("/flags/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!FLAG_ID.test(id)) return badFlagId(c, id);
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch (error) {
+      return c.json({ error: `Malformed JSON: ${(error as Error).message}`, issues: [] }, 400);
+    }
+    const parsed = REVIEW.safeParse(body);
+    if (!parsed.success) {
+      return c.json(
+        { error: "Invalid flag review: see issues", issues: issuesOf(parsed.error) },
+        422,
+      );
+    }
+    // With auth off every caller is the anonymous admin, and the history says so.
+    const principal = c.get("principal") ?? ANONYMOUS;
+    const outcome = await reviewFlag(db, Number(id), {
+      ...parsed.data,
+      actor: { name: principal.name, role: principal.role },
+    });
+    if (outcome === "not_found") {
+      return c.json({ error: `Not found: flag "${id}"`, issues: [] }, 404);
+    }
+    if (outcome !== "reviewed") {
+      return c.json({
+        error: `Cannot review flag "${id}": it is at revision ${outcome.stale}, ` +
+          `received ${parsed.data.revision}; read it again and decide on the new evidence`,
+        issues: [],
+      }, 409);
+    }
+    return c.json(await getFlag(db, Number(id)));
   });
   app.get("/regions", async (c) => {
     const range = parseRange(c.req.query("from"), c.req.query("to"));
@@ -65,4 +156,11 @@ export function complianceRoutes(
     return c.json(await getComplianceRegions(db, isEu, range.range));
   });
   return app;
+}
+
+function badFlagId(c: Context, id: string): Response {
+  return c.json({
+    error: `Invalid flag id: expected the numeric id of a flag, received "${id}"`,
+    issues: [],
+  }, 400);
 }

@@ -225,6 +225,7 @@ export function validateEvent(input: unknown, ctx: ValidationContext): Validatio
       ipPrefix: prefix,
       errorCode: e.error_code,
       doNotTrack: e.do_not_track ?? false,
+      hasDoNotTrack: e.do_not_track !== undefined,
       metadata: scrubMetadata(e.extra_metadata, ctx.metadataKeys).metadata,
       receivedAtMs: ctx.nowMs,
     },

@@ -96,6 +96,60 @@ export class PipelineMetrics {
       registers,
     });
     registerProcessMetrics(registers, startedAtMs);
+    this.#alerts = new client.Counter({
+      name: "alerts_total",
+      help: "Alert webhook delivery attempts, by outcome (a failed one is retried with backoff).",
+      labelNames: ["outcome"] as const,
+      registers,
+    });
+    for (const outcome of ["delivered", "failed"]) this.#alerts.inc({ outcome }, 0);
+  }
+
+  #alerts;
+
+  /** Counts one alert delivery attempt. */
+  countAlert(outcome: "delivered" | "failed"): void {
+    this.#alerts.inc({ outcome });
+  }
+
+  /**
+   * Gauges read from the database at scrape time: privacy requests by status, overdue ones, and
+   * undelivered alerts.
+   */
+  watchDatabase(read: {
+    requestsByStatus(): Promise<Record<string, number>>;
+    overdueRequests(): Promise<number>;
+    pendingAlerts(): Promise<number>;
+  }): void {
+    const registers = [this.registry];
+    new client.Gauge({
+      name: "privacy_requests",
+      help: "Privacy requests on record, by status.",
+      labelNames: ["status"] as const,
+      registers,
+      async collect() {
+        const counts = await read.requestsByStatus();
+        for (const status of ["received", "in_progress", "completed", "failed"]) {
+          this.set({ status }, counts[status] ?? 0);
+        }
+      },
+    });
+    new client.Gauge({
+      name: "privacy_requests_overdue",
+      help: "Open privacy requests past their due date.",
+      registers,
+      async collect() {
+        this.set(await read.overdueRequests());
+      },
+    });
+    new client.Gauge({
+      name: "alert_outbox_pending",
+      help: "Alerts written to the outbox and not delivered yet.",
+      registers,
+      async collect() {
+        this.set(await read.pendingAlerts());
+      },
+    });
   }
 
   /** Counts `count` events with one outcome. */

@@ -12,6 +12,7 @@ import { EVENT_SCHEMA } from "./event_schema.ts";
 import { LIST as PRIVACY_LIST, REQUEST as PRIVACY_REQUEST } from "./privacy.ts";
 import { SERIES_QUERY } from "./stats.ts";
 import { AUDIT_QUERY } from "./audit.ts";
+import { LIST_QUERY as FLAG_LIST, REVIEW } from "./compliance.ts";
 import { RANGE_QUERY } from "./time_range.ts";
 
 /** Who may call a route. */
@@ -164,7 +165,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     summary: what === "events"
       ? "Flags with their evidence, newest first, keyset-paginated"
       : `Flag and flagged-event counts ${what === "regions" ? "per region" : "by rule and level"}`,
-    query: what === "events" ? undefined : RANGE_QUERY,
+    query: what === "events" ? FLAG_LIST : RANGE_QUERY,
     responses: { 200: ok("Flags or counts"), 400: err("Bad filter or range"), ...REFUSALS },
   })),
   {
@@ -187,7 +188,9 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "privacy",
     summary:
       "Review a flag: acknowledge, escalate, dismiss or resolve it (reason required to close)",
+    body: REVIEW,
     responses: {
+      409: err("The flag has a newer revision than the one reviewed"),
       200: ok("The flag after the change"),
       400: err("Not a flag id, or malformed JSON"),
       404: err("No such flag"),
@@ -264,6 +267,14 @@ export const ROUTE_DOCS: RouteDoc[] = [
   },
   {
     method: "get",
+    path: "/auth/status",
+    tag: "operations",
+    access: "public",
+    summary: "Whether auth is on (so a page knows to ask for a token first)",
+    responses: { 200: ok("auth: on or off", z.object({ auth: z.enum(["on", "off"]) })) },
+  },
+  {
+    method: "get",
     path: "/metrics",
     tag: "operations",
     access: "metrics",
@@ -304,6 +315,25 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "public",
     summary: "Interactive API reference",
     responses: { 200: { description: "HTML page", contentType: "text/html" } },
+  },
+  {
+    method: "get",
+    path: "/dashboard",
+    tag: "operations",
+    access: "public",
+    summary: "Dashboard page (its data comes from the API with the viewer's token)",
+    responses: { 200: { description: "HTML page", contentType: "text/html" } },
+  },
+  {
+    method: "get",
+    path: "/dashboard/assets/{file}",
+    tag: "operations",
+    access: "public",
+    summary: "Script, style and chart library of the dashboard",
+    responses: {
+      200: { description: "The asset", contentType: "text/javascript" },
+      404: err("Not an asset of the dashboard"),
+    },
   },
   {
     method: "get",

@@ -20,6 +20,7 @@ import {
   listRequests,
   REQUEST_TYPES,
   type RequestType,
+  setRequestSource,
   setRequestStatus,
 } from "../db/privacy_store.ts";
 import type { Database } from "../db/schema.ts";
@@ -107,6 +108,13 @@ export function privacyRoutes(deps: PrivacyDeps): Hono {
       receivedAtMs,
       dueAtMs: dueAtMs(jurisdiction, receivedAtMs),
     });
+    if (!isNew && type === "do_not_track" && request.source === "event") {
+      // A TV's do-not-track setting can be turned off again; the person's own request cannot, so
+      // it becomes the API request on record and reaches the rules as one.
+      await setRequestSource(db, request.id, "api");
+      await deps.recordOptOut(userId, { type, sinceMs: receivedAtMs, source: "api" });
+      return c.json({ ...(await getRequest(db, request.id, now()))!, is_repeat: true }, 202);
+    }
     if (!isNew) return c.json({ ...request, is_repeat: true }, 202);
     if (type === "deletion") {
       // From here on the user's events are stored under a pseudonym; the erasure runs on.

@@ -6,7 +6,8 @@ import {
   type QualityFacts,
 } from "./content_quality.ts";
 
-// Defaults: 5-minute window, at least 20 events, error rate strictly above 0.2.
+// Defaults: 5-minute window, at least 20 events, error rate strictly above 0.2, errors from at
+// least 3 devices for a content.
 const THRESHOLDS = testConfig().thresholds;
 const WINDOW = 300_000;
 
@@ -24,6 +25,7 @@ function facts(
     errorCount,
     errorsByCode: { DRM_LICENSE_FAILED: errorCount },
     sampleEventIds: Array.from({ length: Math.min(errorCount, 3) }, (_, i) => `e-${i + 1}`),
+    errorDeviceCount: 3,
     ...o,
   };
 }
@@ -78,21 +80,23 @@ Deno.test("contentQualityRule() records thresholds, window, observed values and 
   assert.equal(flag.entityType, "content");
   assert.equal(flag.entityId, "content-1");
   assert.equal(flag.eventId, "e-9");
-  assert.equal(flag.userId, "user-4");
-  assert.equal(flag.region, "IT");
+  assert.equal(flag.userId, "", "a title's flag names no viewer");
+  assert.equal(flag.region, "");
+  assert.equal(flag.isEu, false);
   assert.equal(flag.atMs, T0 + 1000);
   assert.equal(flag.flaggedEventCount, 1);
   assert.equal(flag.reason, 'Content "content-1" had 5 errors in 20 events (25.0%) in one window');
   assert.deepEqual(flag.evidence, {
     rule: "content_quality",
     rule_version: CONTENT_QUALITY_RULE_VERSION,
-    thresholds: { window_ms: WINDOW, min_events: 20, max_error_rate: 0.2 },
+    thresholds: { window_ms: WINDOW, min_events: 20, max_error_rate: 0.2, min_devices: 3 },
     window: { start: "2026-11-23T12:00:00.000Z", end: "2026-11-23T12:05:00.000Z" },
     observed: {
       events: 20,
       errors: 5,
       error_rate: 0.25,
       errors_by_code: { DRM_LICENSE_FAILED: 3, UNKNOWN: 2 },
+      error_devices: 3,
     },
     event_ids: ["e-1", "e-2", "e-3"],
   });
@@ -108,4 +112,37 @@ Deno.test("contentQualityRule() does not mutate deep-frozen input and copies it 
   assert.deepEqual({ event, quality, thresholds }, before);
   assert.notEqual(flag.evidence.observed["errors_by_code"], quality.errorsByCode);
   assert.notEqual(flag.evidence.event_ids, quality.sampleEventIds);
+});
+
+Deno.test("contentQualityRule() flags a content only with errors from the minimum of devices", () => {
+  assert.equal(CONTENT_QUALITY_RULE_VERSION, 2);
+  assert.equal(THRESHOLDS.qualityMinDevices, 3);
+  assert.equal(
+    contentQualityRule(makeEvent(), facts(20, 20, { errorDeviceCount: 1 }), THRESHOLDS),
+    null,
+  );
+  assert.equal(
+    contentQualityRule(makeEvent(), facts(20, 20, { errorDeviceCount: 2 }), THRESHOLDS),
+    null,
+  );
+  const flag = contentQualityRule(makeEvent(), facts(20, 5, { errorDeviceCount: 3 }), THRESHOLDS);
+  assert.ok(flag !== null);
+  assert.equal(flag.evidence.observed["error_devices"], 3);
+});
+
+Deno.test("contentQualityRule() flags a lone device and keeps its viewer and region", () => {
+  const event = makeEvent({ userId: "user-4", region: "IT", isEu: true });
+  const device = facts(20, 20, { entityType: "device", entityId: "tv-1", errorDeviceCount: 1 });
+  const flag = contentQualityRule(event, device, THRESHOLDS);
+  assert.ok(flag !== null);
+  assert.equal(flag.userId, "user-4");
+  assert.equal(flag.region, "IT");
+  assert.equal(flag.isEu, true);
+  assert.equal(flag.ruleVersion, 2);
+  assert.deepEqual(flag.evidence.thresholds, {
+    window_ms: WINDOW,
+    min_events: 20,
+    max_error_rate: 0.2,
+  });
+  assert.equal("error_devices" in flag.evidence.observed, false);
 });

@@ -44,7 +44,13 @@ export interface TelemetryEvent {
   /** Truncated network prefix, e.g. `203.0.113.0/24` or `2001:db8:1::/48`. */
   ipPrefix: string;
   errorCode: string | null;
+  /** `do_not_track` as stored (NOT NULL): false when the TV sent false or nothing. */
   doNotTrack: boolean;
+  /**
+   * True when the TV sent `do_not_track` at all, so an explicit false (a setting turned off) differs
+   * from silence. Absent on events read back from the postgres log, which stores only the boolean.
+   */
+  hasDoNotTrack?: boolean;
   metadata: Record<string, unknown>;
   /** Server receive time in epoch milliseconds. */
   receivedAtMs: number;

@@ -2,15 +2,21 @@ import assert from "node:assert/strict";
 import { deepFreeze, makeFlag } from "../tests/fixtures.ts";
 import { mergeFlag } from "./flag_merge.ts";
 
-Deno.test("mergeFlag() adds event counts and keeps the earlier evidence on equal levels", () => {
+Deno.test("mergeFlag() adds event counts and takes the latest evidence on equal levels", () => {
   const older = makeFlag({ eventId: "e-1", level: "MEDIUM", flaggedEventCount: 2 });
-  const newer = makeFlag({ eventId: "e-2", level: "MEDIUM", flaggedEventCount: 3 });
+  const newer = makeFlag({
+    eventId: "e-2",
+    level: "MEDIUM",
+    flaggedEventCount: 3,
+    reason: "seen again with more regions",
+    evidence: { ...older.evidence, event_ids: ["e-1", "e-2"] },
+  });
   const merged = mergeFlag(older, newer);
   assert.equal(merged.flaggedEventCount, 5);
   assert.equal(merged.level, "MEDIUM");
   assert.equal(merged.eventId, "e-1");
-  assert.equal(merged.reason, older.reason);
-  assert.deepEqual(merged.evidence, older.evidence);
+  assert.equal(merged.reason, "seen again with more regions");
+  assert.deepEqual(merged.evidence.event_ids, ["e-1", "e-2"]);
 });
 
 Deno.test("mergeFlag() takes the level and evidence of a newer escalation", () => {

@@ -76,6 +76,8 @@ export interface RuleThresholds {
   qualityMinEvents: number;
   /** Error rate strictly above this raises a flag. */
   qualityMaxErrorRate: number;
+  /** A content flag needs errors from at least this many distinct devices in the window. */
+  qualityMinDevices: number;
 }
 
 /** The defaults documented in the README. */
@@ -88,6 +90,7 @@ export const DEFAULT_THRESHOLDS: Readonly<RuleThresholds> = {
   qualityWindowMs: 300_000,
   qualityMinEvents: 20,
   qualityMaxErrorRate: 0.2,
+  qualityMinDevices: 3,
 };
 
 /** An event-time window as stored in evidence. */

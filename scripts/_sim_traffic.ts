@@ -33,7 +33,9 @@ export interface PrivacyRequest {
  * Rule hits the server should report for this traffic (`GET /compliance/summary`), counted over the
  * unique valid events: privacy and retention in flagged events, account sharing in users (one flag or
  * more each), content quality in `content:id` / `device:id` entities and in entity windows (the server
- * checks its rule after every event, so it may flag a few windows more, never fewer).
+ * checks its rule after every event, so it may flag a few windows more, never fewer). Retention (v2)
+ * judges by event time: the API requests are filed after every event of the traffic happened, so
+ * only the do-not-track events make retention hits.
  */
 export interface Expectations {
   unique_events: number;
@@ -64,8 +66,11 @@ export interface Traffic {
   expectations: Expectations;
 }
 
-/** Quality rule thresholds the expectations are computed with (the server's defaults). */
-export const QUALITY = { windowMs: 300_000, minEvents: 20, maxErrorRate: 0.2 };
+/**
+ * Quality rule thresholds the expectations are computed with (the server's defaults): a content
+ * window also needs errors from `minDevices` distinct TVs.
+ */
+export const QUALITY = { windowMs: 300_000, minEvents: 20, maxErrorRate: 0.2, minDevices: 3 };
 /** Account sharing thresholds (the server's defaults): MEDIUM above max, HIGH above high. */
 export const SHARING = { maxRegions: 2, maxIps: 3, highRegions: 4, highIps: 6 };
 /**
@@ -166,9 +171,11 @@ export function generateTraffic(count: number, seed: number, nowMs: number): Tra
     user_id: v.id,
     type: i % 2 === 0 ? "do_not_track" : "deletion",
   }));
-  const optedOut = new Set([...requests.map((r) => r.user_id), ...dnt.map((d) => d.event.user_id)]);
+  // Only do-not-track events opt out in event time: the API requests are filed after `nowMs`, later
+  // than every event, so the phase 2 events of their users happened before them (not violations).
+  const dntSinceMs = new Map(dnt.map((d) => [d.event.user_id, d.atMs]));
   const expectations = {
-    ...expectationsOf(drafts, optedOut, splitMs),
+    ...expectationsOf(drafts, dntSinceMs),
     duplicates_sent: junk.duplicates,
     malformed_sent: junk.malformed,
     privacy_requests: requests.length,
@@ -179,18 +186,17 @@ export function generateTraffic(count: number, seed: number, nowMs: number): Tra
 /** Counts the rule hits over the unique valid events, the way the server's rules see them. */
 function expectationsOf(
   drafts: Draft[],
-  optedOut: Set<string>,
-  splitMs: number,
+  dntSinceMs: ReadonlyMap<string, number>,
 ): Omit<Expectations, "duplicates_sent" | "malformed_sent" | "privacy_requests"> {
   const places = new Map<string, { regions: Set<string>; ips: Set<string> }>();
-  const windows = new Map<string, { events: number; errors: number }>();
+  const windows = new Map<string, { events: number; errors: number; devices: Set<string> }>();
   let privacy = 0;
   let retention = 0;
   let dnt = 0;
   for (const { atMs, event: e } of drafts) {
     if (e.is_eu && !e.has_consent) privacy++;
-    // Opt-outs land right before phase 2 (API requests) or 1 ms before it (do-not-track events).
-    if (optedOut.has(e.user_id) && atMs >= splitMs) retention++;
+    // A do-not-track event sits 1 ms before phase 2: its user's phase 2 events happened after it.
+    if (atMs > (dntSinceMs.get(e.user_id) ?? Infinity)) retention++;
     if (e.do_not_track === true) dnt++;
     const seen = places.get(e.user_id) ?? { regions: new Set<string>(), ips: new Set<string>() };
     seen.regions.add(e.region);
@@ -199,9 +205,12 @@ function expectationsOf(
     const windowStartMs = Math.floor(atMs / QUALITY.windowMs) * QUALITY.windowMs;
     for (const entity of [`content:${e.content_id}`, `device:${e.device_id}`]) {
       const key = `${entity}@${windowStartMs}`;
-      const w = windows.get(key) ?? { events: 0, errors: 0 };
+      const w = windows.get(key) ?? { events: 0, errors: 0, devices: new Set<string>() };
       w.events++;
-      if (e.event_type === "ERROR") w.errors++;
+      if (e.event_type === "ERROR") {
+        w.errors++;
+        w.devices.add(e.device_id);
+      }
       windows.set(key, w);
     }
   }
@@ -214,7 +223,9 @@ function expectationsOf(
   const entities = new Set<string>();
   let flaggedWindows = 0;
   for (const [key, w] of windows) {
-    if (w.events >= QUALITY.minEvents && w.errors / w.events > QUALITY.maxErrorRate) {
+    // One broken TV does not make a title bad: a content window needs errors from several TVs.
+    const hasDevices = !key.startsWith("content:") || w.devices.size >= QUALITY.minDevices;
+    if (w.events >= QUALITY.minEvents && w.errors / w.events > QUALITY.maxErrorRate && hasDevices) {
       entities.add(key.slice(0, key.lastIndexOf("@")));
       flaggedWindows++;
     }

@@ -27,35 +27,48 @@ function uniqueValid(items: readonly unknown[]): WireEvent[] {
   });
 }
 
-/** Recounts every expectation the way the server processes the traffic, in send order. */
+/**
+ * Recounts every expectation the way the server processes the traffic, in send order: retention
+ * (v2) flags an event that happened after its user's opt-out, in event time.
+ */
 function recount(t: Traffic) {
-  const optedOut = new Set<string>();
+  const optedOutSinceMs = new Map<string, number>();
   let privacy = 0;
   let retention = 0;
   const places = new Map<string, { regions: Set<string>; ips: Set<string> }>();
-  const windows = new Map<string, { n: number; errors: number }>();
+  const windows = new Map<string, { n: number; errors: number; devices: Set<string> }>();
   const apply = (e: WireEvent) => {
+    const atMs = Date.parse(e.timestamp);
     if (e.is_eu && !e.has_consent) privacy++;
-    if (optedOut.has(e.user_id)) retention++;
-    if (e.do_not_track === true) optedOut.add(e.user_id);
+    if (atMs > (optedOutSinceMs.get(e.user_id) ?? Infinity)) retention++;
+    if (e.do_not_track === true && !optedOutSinceMs.has(e.user_id)) {
+      optedOutSinceMs.set(e.user_id, atMs);
+    }
     const p = places.get(e.user_id) ?? { regions: new Set(), ips: new Set() };
     places.set(e.user_id, p);
     p.regions.add(e.region);
     p.ips.add(e.ip_address);
-    const w = Math.floor(Date.parse(e.timestamp) / QUALITY.windowMs);
+    const w = Math.floor(atMs / QUALITY.windowMs);
     for (const key of [`content:${e.content_id}|${w}`, `device:${e.device_id}|${w}`]) {
-      const c = windows.get(key) ?? { n: 0, errors: 0 };
+      const c = windows.get(key) ?? { n: 0, errors: 0, devices: new Set() };
       windows.set(key, c);
       c.n++;
-      if (e.event_type === "ERROR") c.errors++;
+      if (e.event_type === "ERROR") {
+        c.errors++;
+        c.devices.add(e.device_id);
+      }
     }
   };
   const [phase1, phase2] = [uniqueValid(t.phase1), uniqueValid(t.phase2)];
   phase1.forEach(apply);
-  for (const r of t.requests) optedOut.add(r.user_id);
+  // The requests are filed when the traffic is sent, after every event's time (at most NOW).
+  for (const r of t.requests) {
+    optedOutSinceMs.set(r.user_id, Math.min(optedOutSinceMs.get(r.user_id) ?? NOW, NOW));
+  }
   phase2.forEach(apply);
-  const over = [...windows].filter(([, c]) =>
-    c.n >= QUALITY.minEvents && c.errors / c.n > QUALITY.maxErrorRate
+  const over = [...windows].filter(([key, c]) =>
+    c.n >= QUALITY.minEvents && c.errors / c.n > QUALITY.maxErrorRate &&
+    (key.startsWith("device:") || c.devices.size >= QUALITY.minDevices)
   ).map(([key]) => key.split("|")[0]);
   const sharers = [...places].filter(([, p]) =>
     p.regions.size > SHARING.maxRegions || p.ips.size > SHARING.maxIps

@@ -11,6 +11,11 @@ import { createLogger } from "../log.ts";
 import { type Pipeline, type PipelineOptions, startPipeline } from "../main.ts";
 import { HAS_SUITE_PERMISSIONS } from "./_permissions.ts";
 import { testConfig, type WireEvent } from "./fixtures.ts";
+import type { Kysely } from "kysely";
+import { openDatabase } from "../db/client.ts";
+import { migrateToLatest } from "../db/migrate.ts";
+import type { Database } from "../db/schema.ts";
+import { test } from "./_permissions.ts";
 
 /**
  * PostgreSQL URL for the database tests, or undefined to skip them (also without env permission,
@@ -94,4 +99,39 @@ export async function withFreshPostgres(
     await admin.query(`drop database if exists ${name} with (force)`);
     await admin.end();
   }
+}
+
+/** Runs `fn` on a migrated PGlite in memory (no URL) or on a fresh PostgreSQL database. */
+export async function withMigratedDatabase(
+  databaseUrl: string | undefined,
+  fn: (db: Kysely<Database>) => Promise<void>,
+): Promise<void> {
+  const run = async (url: string | undefined) => {
+    const { db } = await openDatabase({ databaseUrl: url, dataDir: "memory://" });
+    try {
+      await migrateToLatest(db);
+      await fn(db);
+    } finally {
+      await db.destroy();
+    }
+  };
+  if (databaseUrl === undefined) await run(undefined);
+  else await withFreshPostgres(databaseUrl, run);
+}
+
+/**
+ * Registers one test per database: `[area] name (pglite)` always, `[postgres] name` when
+ * TEST_DATABASE_URL is set; each gets a fresh migrated database.
+ */
+export function testOnEveryDatabase(
+  area: string,
+  name: string,
+  scenario: (db: Kysely<Database>) => Promise<void>,
+): void {
+  test(`[${area}] ${name} (pglite)`, () => withMigratedDatabase(undefined, scenario));
+  test({
+    name: `[postgres] ${name}`,
+    ignore: TEST_DATABASE_URL === undefined,
+    fn: () => withMigratedDatabase(TEST_DATABASE_URL, scenario),
+  });
 }

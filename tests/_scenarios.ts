@@ -170,7 +170,8 @@ export async function everyRuleFires(start: Start): Promise<void> {
         atMs: t0 + i * 1000,
       }));
     });
-    // content quality: 5 errors in 20 events of one title and device, one window.
+    // content quality: 5 errors in 20 events of one title and device, one window (the device flag),
+    // then errors of the title on 2 more TVs: errors from 3 devices (the content flag).
     for (let i = 0; i < 20; i++) {
       const isError = i < 5;
       events.push(makeWireEvent({
@@ -183,6 +184,17 @@ export async function everyRuleFires(start: Start): Promise<void> {
         atMs: t0 + 10_000 + i,
       }));
     }
+    for (const [i, device] of ["tv-2", "tv-3"].entries()) {
+      events.push(makeWireEvent({
+        event_id: `q${20 + i}`,
+        user_id: `viewer${20 + i}`,
+        content_id: "broken-title",
+        device_id: device,
+        event_type: "ERROR",
+        error_code: "MANIFEST_404",
+        atMs: t0 + 10_020 + i,
+      }));
+    }
     // retention via an event: the DNT event records the request, the next one is flagged.
     events.push(
       makeWireEvent({ event_id: "r1", user_id: "dnt-tv", do_not_track: true, atMs: t0 + 20_000 }),
@@ -190,10 +202,12 @@ export async function everyRuleFires(start: Start): Promise<void> {
     events.push(makeWireEvent({ event_id: "r2", user_id: "dnt-tv", atMs: t0 + 21_000 }));
     await h.send(events);
 
-    // retention via the API: events after the request are flagged, not before.
+    // retention via the API: events that happened after the request are flagged, not those before,
+    // even when they arrive after it (a TV that was offline).
     await h.send([makeWireEvent({ event_id: "p0", user_id: "leaver", atMs: t0 + 30_000 })]);
     const res = await h.post("/privacy/requests", { user_id: "leaver", type: "deletion" });
     assert.equal(res.status, 202);
+    const afterMs = Date.now() + 1_000;
     const first = await res.json();
     const again = await h.post("/privacy/requests", { user_id: "leaver", type: "deletion" });
     assert.equal(again.status, 202);
@@ -201,8 +215,9 @@ export async function everyRuleFires(start: Start): Promise<void> {
     assert.equal(repeat.id, first.id);
     assert.equal(repeat.is_repeat, true);
     await h.send([
-      makeWireEvent({ event_id: "p1", user_id: "leaver", atMs: t0 + 31_000 }),
-      makeWireEvent({ event_id: "p2", user_id: "leaver", atMs: t0 + 32_000 }),
+      makeWireEvent({ event_id: "p-offline", user_id: "leaver", atMs: t0 + 31_000 }),
+      makeWireEvent({ event_id: "p1", user_id: "leaver", atMs: afterMs }),
+      makeWireEvent({ event_id: "p2", user_id: "leaver", atMs: afterMs + 1_000 }),
     ]);
     await h.flush();
 
@@ -236,7 +251,14 @@ export async function everyRuleFires(start: Start): Promise<void> {
       "/compliance/events?rule=content_quality",
     );
     assert.deepEqual(quality.items.map((f) => f.entity_type).sort(), ["content", "device"]);
-    assert.equal(quality.items[0].evidence.observed.error_rate, 0.25);
+    const device = quality.items.find((f) => f.entity_type === "device");
+    const content = quality.items.find((f) => f.entity_type === "content");
+    assert.equal(device?.evidence.observed.error_rate, 0.25);
+    assert.equal(device?.user_id, "viewer19");
+    assert.equal(content?.evidence.observed.error_rate, 7 / 22);
+    assert.equal(content?.evidence.observed.error_devices, 3);
+    assert.equal(content?.event_id, "q21");
+    assert.equal(content?.user_id, "", "a title's flag names no viewer");
 
     const retention = await h.json<{ items: FlagItem[] }>(
       "/compliance/events?rule=retention",

@@ -84,7 +84,7 @@ test("[privacy] a deletion erases the user everywhere, keeps aggregates, and sur
 
     // After the 202: a new event, and a TV retrying an event that is being erased.
     await h.send([
-      makeWireEvent({ event_id: "alice-after", user_id: "alice-7f3", atMs: t0 + 20_000 }),
+      makeWireEvent({ event_id: "alice-after", user_id: "alice-7f3", atMs: Date.now() + 1_000 }),
       alice[0],
     ]);
     await h.pipeline.eraser.idle();
@@ -122,7 +122,7 @@ test("[privacy] a deletion erases the user everywhere, keeps aggregates, and sur
     await h.pipeline.stop();
     h = await startHarness(config);
     await h.send([
-      makeWireEvent({ event_id: "alice-later", user_id: "alice-7f3", atMs: t0 + 30_000 }),
+      makeWireEvent({ event_id: "alice-later", user_id: "alice-7f3", atMs: Date.now() + 1_000 }),
     ]);
     await h.flush();
     assert.deepEqual(await tracesOf(h.pipeline.db, "alice-7f3"), {});
@@ -200,6 +200,37 @@ test("[privacy] requests are listed newest first with filters, and bad filters g
     assert.equal((await h.get("/privacy/requests?status=lost")).status, 400);
     assert.equal((await h.get("/privacy/requests/999999")).status, 404);
     assert.equal((await h.get("/privacy/requests/abc")).status, 404);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+test("[privacy] a do-not-track filed through the API after a TV's setting stays in force", async () => {
+  const h = await startHarness({ queue: "postgres" });
+  try {
+    const now = Date.now();
+    await h.send([
+      makeWireEvent({
+        event_id: "d1",
+        user_id: "dnt-user",
+        do_not_track: true,
+        atMs: now - 60_000,
+      }),
+    ]);
+    await h.flush();
+    const record = await fileRequest(h, { user_id: "dnt-user", type: "do_not_track" });
+    assert.equal(record.is_repeat, true);
+    assert.equal((record as unknown as { source: string }).source, "api");
+    // The TV turns its setting off; the person's request still holds.
+    await h.send([
+      makeWireEvent({ event_id: "d2", user_id: "dnt-user", do_not_track: false, atMs: now + 500 }),
+      makeWireEvent({ event_id: "d3", user_id: "dnt-user", atMs: now + 1_000 }),
+    ]);
+    await h.flush();
+    const flagged = await h.json<{ items: Array<{ event_id: string }> }>(
+      "/compliance/events?rule=retention",
+    );
+    assert.ok(flagged.items.some((f) => f.event_id === "d3"), JSON.stringify(flagged.items));
   } finally {
     await h.pipeline.stop();
   }

@@ -1,0 +1,151 @@
+/**
+ * Retention of stored personal data: raw events, risk flags and answered access requests are deleted
+ * once older than their configured number of days, in bounded batches so one run never holds long
+ * locks. Aggregates hold no personal data and are kept; audit rows and erased-event tombstones have
+ * their own pruning.
+ *
+ * @module
+ */
+import { type DeleteResult, type Kysely, sql } from "kysely";
+import type { Logger } from "../log.ts";
+import type { Database } from "./schema.ts";
+
+type Db = Kysely<Database>;
+
+const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+
+/**
+ * Request types whose answered records expire. Deletion and do-not-track records are kept: the rules
+ * rebuild opt-outs from them at start. Sale/sharing opt-outs are kept: the record is the opt-out.
+ */
+export const EXPIRING_REQUEST_TYPES: readonly string[] = ["access"];
+
+/** How many days each table keeps its rows (the resolved `*_RETENTION_DAYS` settings). */
+export interface RetentionSettings {
+  rawEventsRetentionDays: number;
+  flagsRetentionDays: number;
+  privacyRequestRetentionDays: number;
+}
+
+/** Bounds of one {@link pruneExpired} run. */
+export interface PruneLimits {
+  /** Rows per delete statement. */
+  batchSize?: number;
+  /** Delete statements per table per run. */
+  maxBatches?: number;
+  /** Stops the run between statements (at shutdown). */
+  signal?: AbortSignal;
+}
+
+/** Rows a run deleted, per table. */
+export interface PruneCounts {
+  raw_events: number;
+  risk_flags: number;
+  privacy_requests: number;
+}
+
+/**
+ * Deletes the rows older than their table's retention at `nowMs`: raw events by event time (never
+ * above the lowest shard checkpoint: shards that have not applied them still replay them), flags by
+ * event time (their `flag_history` rows cascade), and completed or failed access requests by the time
+ * they were received. At most `maxBatches` statements of `batchSize` rows per table.
+ */
+export async function pruneExpired(
+  db: Db,
+  nowMs: number,
+  settings: RetentionSettings,
+  limits: PruneLimits = {},
+): Promise<PruneCounts> {
+  const { batchSize = 5000, maxBatches = 100, signal } = limits;
+  const cutoff = (days: number) => new Date(nowMs - days * DAY_MS).toISOString();
+  const rawCutoff = cutoff(settings.rawEventsRetentionDays);
+  const flagCutoff = cutoff(settings.flagsRetentionDays);
+  const requestCutoff = cutoff(settings.privacyRequestRetentionDays);
+  const inBatches = async (deleteBatch: () => Promise<DeleteResult>): Promise<number> => {
+    let deleted = 0;
+    for (let i = 0; i < maxBatches && signal?.aborted !== true; i++) {
+      const count = Number((await deleteBatch()).numDeletedRows);
+      deleted += count;
+      if (count < batchSize) break;
+    }
+    return deleted;
+  };
+  const raw_events = await inBatches(() =>
+    db.deleteFrom("raw_events").where(
+      "event_id",
+      "in",
+      (eb) =>
+        eb.selectFrom("raw_events").select("event_id").where("occurred_at", "<", rawCutoff)
+          // The log above the lowest checkpoint is still to be replayed by some shard.
+          .where(
+            "position",
+            "<=",
+            sql<number>`(select coalesce(min(position), 0) from shard_checkpoints)`,
+          )
+          .limit(batchSize),
+    ).executeTakeFirst()
+  );
+  const risk_flags = await inBatches(() =>
+    db.deleteFrom("risk_flags").where(
+      "id",
+      "in",
+      (eb) =>
+        eb.selectFrom("risk_flags").select("id").where("occurred_at", "<", flagCutoff)
+          .limit(batchSize),
+    ).executeTakeFirst()
+  );
+  const privacy_requests = await inBatches(() =>
+    db.deleteFrom("privacy_requests").where(
+      "id",
+      "in",
+      (eb) =>
+        eb.selectFrom("privacy_requests").select("id")
+          .where("request_type", "in", [...EXPIRING_REQUEST_TYPES])
+          .where("status", "in", ["completed", "failed"])
+          .where("requested_at", "<", requestCutoff)
+          .limit(batchSize),
+    ).executeTakeFirst()
+  );
+  return { raw_events, risk_flags, privacy_requests };
+}
+
+/**
+ * Runs {@link pruneExpired} now and then hourly (a run still going skips the next); returns the stop,
+ * which ends the running run after its current statement and resolves when it has.
+ */
+export function startRetentionPruner(
+  db: Db,
+  settings: RetentionSettings,
+  logger: Logger,
+): () => Promise<void> {
+  const controller = new AbortController();
+  let running: Promise<void> | null = null;
+  const prune = () => {
+    if (running !== null || controller.signal.aborted) return;
+    running = pruneExpired(db, Date.now(), settings, { signal: controller.signal })
+      .then((counts) => {
+        if (Object.values(counts).some((count) => count > 0)) {
+          logger.info("Pruned expired rows", {
+            ...counts,
+            raw_events_retention_days: settings.rawEventsRetentionDays,
+            flags_retention_days: settings.flagsRetentionDays,
+            privacy_request_retention_days: settings.privacyRequestRetentionDays,
+          });
+        }
+      })
+      .catch((error) =>
+        logger.warn("Cannot prune expired rows: will retry in an hour", {
+          error: error instanceof Error ? error.message : String(error),
+        })
+      )
+      .finally(() => running = null);
+  };
+  prune();
+  const timer = setInterval(prune, HOUR_MS);
+  return async () => {
+    clearInterval(timer);
+    controller.abort();
+    await running;
+  };
+}

@@ -1,0 +1,251 @@
+// The dashboard: reads the same HTTP API as any client, shows only the panels the token's role may
+// read (asked once from GET /auth/whoami), refreshes every 10 s. The token lives in sessionStorage
+// (this tab only) and travels in the Authorization header, never in a URL.
+"use strict";
+
+const TOKEN_KEY = "ott-dashboard-token";
+const REFRESH_MS = 10_000;
+const HOUR_MS = 3_600_000;
+const $ = (id) => document.getElementById(id);
+let role = null;
+let chart = null;
+let timer = null;
+
+function headers() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token === null ? {} : { authorization: `Bearer ${token}` };
+}
+
+async function api(path, init = {}) {
+  const response = await fetch(path, {
+    ...init,
+    headers: { ...headers(), ...(init.headers ?? {}) },
+  });
+  const body = await response.json();
+  if (!response.ok) {
+    const error = new Error(body.error ?? `${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function range() {
+  const hours = Number($("range").value);
+  const to = Math.ceil(Date.now() / HOUR_MS) * HOUR_MS;
+  return { from: new Date(to - hours * HOUR_MS).toISOString(), to: new Date(to).toISOString() };
+}
+
+function query(params) {
+  return new URLSearchParams(params).toString();
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = String(text);
+  row.appendChild(td);
+  return td;
+}
+
+function fillRows(table, rows) {
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  for (const values of rows) {
+    const row = document.createElement("tr");
+    for (const value of values) {
+      if (value instanceof Node) row.appendChild(value);
+      else cell(row, value);
+    }
+    body.appendChild(row);
+  }
+}
+
+const formatted = (n) => n.toLocaleString("en-US");
+
+async function loadTotals(r) {
+  const summary = await api(`/stats/summary?${query(r)}`);
+  $("total-events").textContent = formatted(summary.total_events);
+  $("total-plays").textContent = formatted(summary.plays);
+  $("total-error-rate").textContent = `${(summary.error_rate * 100).toFixed(2)}%`;
+  $("total-viewers").textContent = formatted(summary.unique_viewers);
+}
+
+async function loadChart(r) {
+  const [events, errors] = await Promise.all(
+    ["events", "error_rate"].map((metric) =>
+      api(`/stats/timeseries?${query({ metric, bucket: "1h", ...r })}`)
+    ),
+  );
+  const points = events.series[0]?.points ?? [];
+  const data = [
+    points.map((p) => Date.parse(p.t) / 1000),
+    points.map((p) => p.value),
+    (errors.series[0]?.points ?? []).map((p) => p.value * 100),
+  ];
+  if (chart === null) {
+    chart = new uPlot(
+      {
+        width: Math.min(900, document.body.clientWidth - 64),
+        height: 220,
+        series: [
+          {},
+          { label: "events / hour", stroke: "#2563eb" },
+          { label: "error rate %", stroke: "#dc2626", scale: "%" },
+        ],
+        axes: [{}, {}, { side: 1, scale: "%", grid: { show: false } }],
+      },
+      data,
+      $("chart"),
+    );
+  } else {
+    chart.setData(data);
+  }
+}
+
+async function loadTops(r) {
+  await Promise.all(["content_id", "region", "platform"].map(async (groupBy) => {
+    const result = await api(
+      `/stats/timeseries?${
+        query({ metric: "errors", bucket: "1h", group_by: groupBy, limit: "5", ...r })
+      }`,
+    );
+    const rows = result.series
+      .map((s) => [s.key ?? "unknown", s.points.reduce((sum, p) => sum + p.value, 0)])
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1]);
+    fillRows($(`top-${groupBy}`), rows.map(([key, n]) => [key, formatted(n)]));
+  }));
+}
+
+async function loadCompliance(r) {
+  const summary = await api(`/compliance/summary?${query(r)}`);
+  const rules = Object.keys(summary.flagged_events_by_rule);
+  fillRows(
+    $("compliance"),
+    rules.map((rule) => [
+      rule,
+      formatted(summary.flagged_events_by_rule[rule]),
+      formatted(summary.flags_by_rule[rule] ?? 0),
+    ]),
+  );
+}
+
+function reviewButton(flag, status, label) {
+  const button = document.createElement("button");
+  button.textContent = label;
+  button.addEventListener("click", async () => {
+    const body = { status };
+    if (status === "dismissed") {
+      const reason = globalThis.prompt("Why is this flag dismissed?");
+      if (reason === null || reason.trim() === "") return;
+      body.reason = reason;
+    }
+    try {
+      await api(`/compliance/flags/${flag.id}`, {
+        method: "PATCH",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      await refresh();
+    } catch (error) {
+      $("updated").textContent = `Cannot review flag ${flag.id}: ${error.message}`;
+    }
+  });
+  return button;
+}
+
+async function loadFlags() {
+  const page = await api("/compliance/events?level=HIGH&limit=10");
+  fillRows(
+    $("flags"),
+    page.items.map((flag) => {
+      const actions = document.createElement("td");
+      if (flag.status === "open") {
+        actions.append(
+          reviewButton(flag, "acknowledged", "Acknowledge"),
+          reviewButton(flag, "dismissed", "Dismiss"),
+        );
+      }
+      return [
+        flag.rule,
+        `${flag.entity_type} ${flag.entity_id}`,
+        flag.reason,
+        flag.status,
+        actions,
+      ];
+    }),
+  );
+}
+
+async function loadRequests() {
+  const pages = await Promise.all(
+    ["received", "in_progress"].map((status) =>
+      api(`/privacy/requests?${query({ status, limit: "20" })}`)
+    ),
+  );
+  const open = pages.flatMap((p) => p.items).sort((a, b) => (a.due_at < b.due_at ? -1 : 1));
+  fillRows(
+    $("requests"),
+    open.map((
+      r,
+    ) => [r.id, r.type, r.status, `${r.due_at.slice(0, 10)}${r.overdue ? " OVERDUE" : ""}`]),
+  );
+}
+
+async function refresh() {
+  const r = range();
+  const mayRead = (panelRoles) => role === "admin" || panelRoles.includes(role);
+  const work = [];
+  if (mayRead(["analyst", "privacy"])) work.push(loadTotals(r), loadChart(r), loadTops(r));
+  if (mayRead(["privacy"])) work.push(loadCompliance(r), loadFlags(), loadRequests());
+  const results = await Promise.allSettled(work);
+  const failed = results.filter((x) => x.status === "rejected");
+  if (failed.some((x) => x.reason.status === 401)) return showLogin("The token was refused");
+  $("updated").textContent = failed.length === 0
+    ? `Updated ${new Date().toLocaleTimeString()}`
+    : `Some panels could not load: ${failed.map((x) => x.reason.message).join("; ")}`;
+}
+
+function showLogin(message) {
+  clearInterval(timer);
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("panels").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message ?? "";
+}
+
+async function start() {
+  const { auth } = await api("/auth/status");
+  if (auth === "on" && sessionStorage.getItem(TOKEN_KEY) === null) return showLogin("");
+  let me;
+  try {
+    me = await api("/auth/whoami");
+  } catch (error) {
+    if (error.status === 401) {
+      return showLogin(sessionStorage.getItem(TOKEN_KEY) ? "Unknown token" : "");
+    }
+    throw error;
+  }
+  role = me.role;
+  $("who").textContent = me.auth === "off" ? "auth off" : `${me.name} (${me.role})`;
+  $("logout").hidden = me.auth === "off";
+  $("login").hidden = true;
+  for (const section of document.querySelectorAll("section[data-roles]")) {
+    section.hidden = !(role === "admin" || section.dataset.roles.split(" ").includes(role));
+  }
+  $("panels").hidden = false;
+  await refresh();
+  clearInterval(timer);
+  timer = setInterval(() => void refresh(), REFRESH_MS);
+}
+
+$("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  void start();
+});
+$("logout").addEventListener("click", () => showLogin("Token forgotten"));
+$("range").addEventListener("change", () => void refresh());
+void start();
