@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import type { Hono } from "hono";
 import type { Kysely } from "kysely";
-import { type EventLog, MemoryLog } from "./actors/event_log.ts";
+import { type EventLog, openLog } from "./actors/log/mod.ts";
 import { Region } from "./actors/region.ts";
 import { type Config, loadConfig } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
@@ -15,21 +15,9 @@ import { writeFlush } from "./db/flush.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { startRetentionPruner } from "./db/retention.ts";
 import { loadOptOuts, nextLogPosition } from "./db/queries.ts";
-import {
-  acquireShards,
-  appendToLog,
-  lastLogPosition,
-  loadCheckpoints,
-  readLog,
-  storedReceipts,
-  syncLogSequence,
-} from "./db/log_store.ts";
-import type { Redis } from "ioredis";
-import { ClusterNode } from "./actors/cluster.ts";
-import { RedisLog } from "./actors/redis_log.ts";
-import { PostgresLog } from "./actors/postgres_log.ts";
+import { acquireShards, lastLogPosition, readLog, syncLogSequence } from "./db/log_store.ts";
 import type { Database } from "./db/schema.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, type Logger } from "./logger.ts";
 import { createApp } from "./routes/app.ts";
 import { ErasedUsers, ErasingLog } from "./actors/erased_users.ts";
 import { Eraser } from "./actors/erasure.ts";
@@ -99,7 +87,8 @@ export async function startPipeline(
     const alertMinRank = config.alerts.url === undefined
       ? undefined
       : LEVEL_RANK[config.alerts.minLevel];
-    let cluster: ClusterNode | undefined;
+    // The region starts before the log (the log needs it); shards it loses go to the log.
+    const logRef: { current?: EventLog } = {};
     const metrics = new PipelineMetrics();
     const region = await Region.start({
       observer: metrics.observer,
@@ -110,7 +99,7 @@ export async function startPipeline(
       isLogDurable,
       workerUrl: options.workerUrl,
       cluster: config.queue === "redis"
-        ? { onShardsLost: (keys) => cluster?.onShardsLost(keys) }
+        ? { onShardsLost: (keys) => logRef.current?.onShardsLost(keys) }
         : undefined,
       shardStore: {
         acquire: (keys) => acquireShards(db, keys),
@@ -120,35 +109,20 @@ export async function startPipeline(
       },
       logger,
     });
-    let log: EventLog;
-    let redisConnections: Redis[] = [];
-    if (config.queue === "redis") {
-      const started = await startCluster(config, db, region, logger);
-      ({ log, cluster } = started);
-      redisConnections = started.connections;
-    } else if (isLogDurable) {
-      log = new PostgresLog(region, {
-        append: async (rows) => {
-          const result = await appendToLog(db, rows);
-          metrics.countAppended(rows, result.positions);
-          return result;
-        },
-        maxQueuedEvents: config.maxPendingEvents,
-        logger,
-      });
-    } else {
-      log = new MemoryLog(region);
-    }
-    const clusterNode = cluster;
-    const recordOptOut = log instanceof RedisLog
-      ? (userId: string, optOut: OptOut) => log.recordOptOut(userId, optOut)
-      : (userId: string, optOut: OptOut) => region.recordOptOut(userId, optOut);
+    const opened = await openLog(config, {
+      db,
+      region,
+      logger,
+      onAppended: (rows, result) => metrics.countAppended(rows, result.positions),
+    });
+    logRef.current = opened;
+    const recordOptOut = (userId: string, optOut: OptOut) => opened.recordOptOut(userId, optOut);
     const erased = new ErasedUsers(
       await pseudonymKey(db, config.pseudonymSecret),
       await loadErasedHashes(db),
     );
     // In a cluster, other nodes erase users too: learn their hashes within a few heartbeats.
-    const erasedRefresh = clusterNode === undefined ? undefined : setInterval(() => {
+    const erasedRefresh = !opened.isShared ? undefined : setInterval(() => {
       loadErasedHashes(db).then((hashes) => hashes.forEach((hash) => erased.add(hash)))
         .catch((error) =>
           logger.warn("Cannot refresh erased users", { error: (error as Error).message })
@@ -162,7 +136,7 @@ export async function startPipeline(
         const errors = await region.flush();
         if (errors.length > 0) throw new Error(`Cannot flush workers: ${errors.join("; ")}`);
         // Other nodes own other shards: give them a few flush intervals to apply and commit.
-        if (clusterNode !== undefined) {
+        if (opened.isShared) {
           await new Promise((resolve) => setTimeout(resolve, 3 * config.flushIntervalMs));
         }
       },
@@ -175,7 +149,10 @@ export async function startPipeline(
       region,
       // The memory and postgres logs are counted where they decide lateness and duplicates.
       // Events of erased users are appended under their pseudonym, whatever the backend.
-      log: new ErasingLog(log instanceof RedisLog ? countAcknowledged(log, metrics) : log, erased),
+      log: new ErasingLog(
+        opened.kind === "redis" ? countAcknowledged(opened, metrics) : opened,
+        erased,
+      ),
       metrics,
       metricsToken: config.metricsToken,
       anonymizer: new IpAnonymizer(config.ipHashSecret),
@@ -193,14 +170,8 @@ export async function startPipeline(
       eraser,
       erased,
       privacyJurisdiction: config.privacyJurisdiction,
-      readiness: clusterNode === undefined ? undefined : () => ({
-        problems: log instanceof RedisLog && log.isFailing ? ["redis appends failing"] : [],
-        details: {
-          node_id: config.redis.nodeId,
-          members: clusterNode.members,
-          owned_shards: clusterNode.ownedShards.length,
-        },
-      }),
+      rawEventsRetentionDays: config.rawEventsRetentionDays,
+      readiness: () => opened.readiness(),
     });
     let draining: Promise<void> | null = null;
     let closing: Promise<void> | null = null;
@@ -209,26 +180,24 @@ export async function startPipeline(
         // An erasure cut short stays in progress and resumes at the next start.
         eraser.stop();
         clearInterval(erasedRefresh);
-        if (log instanceof PostgresLog) await log.close();
         const drainRegion = async () => {
           const errors = await region.drain();
           if (errors.length > 0) {
             logger.error(
-              log.kind === "memory"
+              opened.kind === "memory"
                 ? "Drain could not flush everything; unflushed events are lost"
                 : "Drain could not flush everything; the log keeps the events for the next start",
               { errors },
             );
           }
         };
-        if (clusterNode === undefined) await drainRegion();
-        else await clusterNode.stop(drainRegion);
+        await opened.drain(drainRegion);
       })();
     const close = () =>
       closing ??= (async () => {
         await drain();
         await alerts?.stop();
-        for (const connection of redisConnections) connection.disconnect();
+        opened.close();
         await db.destroy();
       })();
     await eraser.resume();
@@ -256,7 +225,7 @@ export async function startPipeline(
       alerts,
       app,
       region,
-      log,
+      log: opened,
       db,
       eraser,
       tick: (nowMs = Date.now()) => region.tick(nowMs),
@@ -268,50 +237,6 @@ export async function startPipeline(
     await db.destroy();
     throw error;
   }
-}
-
-/** Connects to Redis (one connection for commands, one for blocking reads) and joins the cluster. */
-async function startCluster(config: Config, db: Kysely<Database>, region: Region, logger: Logger) {
-  const { Redis } = await import("ioredis");
-  const connect = async () => {
-    const connection = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 2 });
-    connection.on(
-      "error",
-      (error: Error) => logger.warn("Redis connection error", { error: error.message }),
-    );
-    await connection.connect();
-    return connection;
-  };
-  const redis = await connect();
-  const reader = await connect();
-  const log = new RedisLog(region, {
-    redis,
-    keyPrefix: config.redis.keyPrefix,
-    shards: config.shards,
-    dedupeTtlMs: config.redis.dedupeTtlMs,
-    logger,
-  });
-  const cluster = new ClusterNode({
-    nodeId: config.redis.nodeId,
-    keyPrefix: config.redis.keyPrefix,
-    shards: config.shards,
-    leaseMs: config.redis.leaseMs,
-    heartbeatMs: config.redis.heartbeatMs,
-    redis,
-    reader,
-    region,
-    acquire: (keys) => acquireShards(db, keys),
-    checkpoints: (keys) => loadCheckpoints(db, keys),
-    loadOptOuts: () => loadOptOuts(db),
-    storedReceipts: (ids) => storedReceipts(db, ids),
-    logger,
-  });
-  await cluster.start();
-  logger.info(`Joined the cluster as "${config.redis.nodeId}"`, {
-    members: cluster.members,
-    owned_shards: cluster.ownedShards.length,
-  });
-  return { log, cluster, connections: [redis, reader] };
 }
 
 /** Runs the server until SIGINT or SIGTERM. */

@@ -10,7 +10,7 @@ import { createHmac } from "node:crypto";
 import type { Kysely } from "kysely";
 import { claimDueAlerts, type DueAlert, markDelivered, markFailed } from "../db/alert_outbox.ts";
 import type { Database } from "../db/schema.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../logger.ts";
 
 /** Settings of the sender. */
 export interface AlertSenderOptions {

@@ -6,7 +6,7 @@
  * @module
  */
 import { createHmac } from "node:crypto";
-import type { EventLog } from "./event_log.ts";
+import type { Appender } from "./log/mod.ts";
 import type { IncomingEvent, Refusal } from "./region.ts";
 
 /** Prefix of every pseudonym, so a reader sees at once that a row belongs to an erased user. */
@@ -54,11 +54,11 @@ export class ErasedUsers {
  * Wraps a log so events of erased users are appended under their pseudonym. The HMAC is computed
  * only once at least one user was erased (about 1 µs per event then).
  */
-export class ErasingLog implements EventLog {
-  #inner: EventLog;
+export class ErasingLog implements Appender {
+  #inner: Appender;
   #erased: ErasedUsers;
 
-  constructor(inner: EventLog, erased: ErasedUsers) {
+  constructor(inner: Appender, erased: ErasedUsers) {
     this.#inner = inner;
     this.#erased = erased;
   }
@@ -68,7 +68,7 @@ export class ErasingLog implements EventLog {
   }
 
   /** The wrapped log, for callers that need its backend (readiness, drain). */
-  get inner(): EventLog {
+  get inner(): Appender {
     return this.#inner;
   }
 

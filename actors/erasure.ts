@@ -15,7 +15,7 @@ import {
   setRequestStatus,
 } from "../db/privacy_store.ts";
 import type { Database } from "../db/schema.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../logger.ts";
 import type { OptOut } from "../rules/mod.ts";
 import type { ErasedUsers } from "./erased_users.ts";
 

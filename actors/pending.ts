@@ -6,6 +6,7 @@
 import { type CountDelta, type FlushBatch, hourOf, KEY_SEP } from "../db/flush_batch.ts";
 import { mergeSketch, type SparseSketch } from "../db/hll.ts";
 import { type Flag, LEVEL_RANK, mergeFlag } from "../rules/mod.ts";
+import { type EntityType, formatShardKey } from "./shard_key.ts";
 
 /** A batch with nothing in it. */
 export function emptyBatch(): FlushBatch {
@@ -85,8 +86,13 @@ export function addFlag(b: FlushBatch, flag: Flag): void {
 }
 
 /** Raises a checkpoint to `position` (checkpoints only move forward). */
-export function advanceCheckpoint(b: FlushBatch, family: string, shard: number, position: number) {
-  const key = `${family}:${shard}`;
+export function advanceCheckpoint(
+  b: FlushBatch,
+  family: EntityType,
+  shard: number,
+  position: number,
+): void {
+  const key = formatShardKey(family, shard);
   if ((b.checkpoints.get(key) ?? -1) < position) b.checkpoints.set(key, position);
 }
 

@@ -7,7 +7,7 @@
  * @module
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../logger.ts";
 import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
 import type {
   DuplicateMark,
@@ -20,6 +20,8 @@ import type {
 } from "./protocol.ts";
 import type { QualityEvent } from "./quality_family.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
+import { ENTITY_TYPES, type EntityType, formatShardKey, parseShardKey } from "./shard_key.ts";
+import { Watermark } from "./watermark.ts";
 
 /** An event as the ingest route hands it over: not yet positioned in the log. */
 export type IncomingEvent = Omit<TelemetryEvent, "position" | "isLate">;
@@ -132,7 +134,6 @@ export interface RegionHealth {
 const REPLAY_PAGE = 5_000;
 /** How long a flush request waits for a worker's answer before it counts as failed. */
 const FLUSH_ANSWER_TIMEOUT_MS = 60_000;
-const FAMILIES = ["user", "content", "device"] as const;
 
 /** Routes events to shard workers and owns their lifecycle. */
 export class Region {
@@ -141,7 +142,6 @@ export class Region {
   #nextPosition: number;
   /** Highest position handed to workers; a replay reads the log up to here. */
   #lastDispatchedPosition = 0;
-  #watermarkMs = 0;
   #nextBatchId = 1;
   #nextRequestId = 1;
   #postTimer: ReturnType<typeof setTimeout> | null = null;
@@ -152,9 +152,12 @@ export class Region {
   #releaseWaiters = new Map<number, (error: string | null) => void>();
   #writeChain: Promise<void> = Promise.resolve();
 
+  #watermark: Watermark;
+
   private constructor(options: RegionOptions) {
     this.#o = options;
     this.#nextPosition = options.firstPosition;
+    this.#watermark = new Watermark(options.allowedLatenessMs);
   }
 
   /** Spawns the workers, replays the durable log into them, and resolves once all are ready. */
@@ -175,7 +178,7 @@ export class Region {
 
   /** Highest event time seen; events older than it minus the allowed lateness are late. */
   get watermarkMs(): number {
-    return this.#watermarkMs;
+    return this.#watermark.ms;
   }
 
   /** Returns why new events cannot be taken now, or null when they can. */
@@ -192,20 +195,9 @@ export class Region {
     return null;
   }
 
-  /**
-   * Advances the watermark over the events and tells which are late. Lateness is decided once, here,
-   * so the user, content and device sides agree, and a durable log stores the decision.
-   *
-   * The watermark is the newest event time seen, each event's time capped at the moment the server
-   * received it: a TV whose clock runs ahead (up to the accepted future skew) cannot push it past
-   * the server's clock and make everyone else late.
-   */
+  /** Advances the watermark over the events and tells which are late (see {@link Watermark}). */
   markLateness(events: ReadonlyArray<{ atMs: number; receivedAtMs: number }>): boolean[] {
-    return events.map((event) => {
-      const boundedMs = Math.min(event.atMs, event.receivedAtMs);
-      if (boundedMs > this.#watermarkMs) this.#watermarkMs = boundedMs;
-      return event.atMs < this.#watermarkMs - this.#o.allowedLatenessMs;
-    });
+    return this.#watermark.advance(events);
   }
 
   /**
@@ -259,7 +251,7 @@ export class Region {
     this.#postAll();
     for (const slot of this.#slots) {
       if (!slot.isAlive) continue;
-      const message: ToWorker = { type: "tick", nowMs, watermarkMs: this.#watermarkMs };
+      const message: ToWorker = { type: "tick", nowMs, watermarkMs: this.#watermark.ms };
       slot.worker.postMessage(message);
     }
   }
@@ -323,7 +315,7 @@ export class Region {
   health(): RegionHealth {
     return {
       isDraining: this.#isDraining,
-      watermarkMs: this.#watermarkMs,
+      watermarkMs: this.#watermark.ms,
       restartedWorkers: this.#restartedWorkers,
       replayedEvents: this.#replayedEvents,
       workers: this.#slots.map((s) => ({
@@ -351,7 +343,7 @@ export class Region {
     const keys: string[] = [];
     for (let shard = 0; shard < this.#o.shards; shard++) {
       if (!owned.has(workerOfShard(shard, this.#o.workers))) continue;
-      for (const family of FAMILIES) keys.push(`${family}:${shard}`);
+      for (const type of ENTITY_TYPES) keys.push(formatShardKey(type, shard));
     }
     // Under cluster ownership workers start empty; the cluster adopts shards as it wins leases.
     const leases = this.#o.cluster === undefined
@@ -448,7 +440,7 @@ export class Region {
       this.#onWorkerDeath(slot, e.message);
     };
     const isOwned = (key: string) =>
-      workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers) === index;
+      workerOfShard(parseShardKey(key).shard, this.#o.workers) === index;
     const init: WorkerInit = {
       workerIndex: index,
       shardCount: this.#o.shards,
@@ -518,7 +510,7 @@ export class Region {
     this.#postAll();
     const byWorker = new Map<number, Array<[string, ShardLease]>>();
     for (const [key, lease] of leases) {
-      const index = workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers);
+      const index = workerOfShard(parseShardKey(key).shard, this.#o.workers);
       byWorker.set(index, [...(byWorker.get(index) ?? []), [key, lease]]);
     }
     for (const [index, shards] of byWorker) {
@@ -536,7 +528,7 @@ export class Region {
     this.#postAll();
     const byWorker = new Map<number, string[]>();
     for (const key of keys) {
-      const index = workerOfShard(Number(key.slice(key.indexOf(":") + 1)), this.#o.workers);
+      const index = workerOfShard(parseShardKey(key).shard, this.#o.workers);
       byWorker.set(index, [...(byWorker.get(index) ?? []), key]);
     }
     const results = await Promise.all([...byWorker].map(([index, workerKeys]) => {
@@ -557,7 +549,7 @@ export class Region {
 
   /** Queues events read from one family's stream for the workers owning their shards. */
   dispatchFamily(
-    family: "user" | "content" | "device",
+    family: EntityType,
     events: TelemetryEvent[],
     duplicates: DuplicateMark[] = [],
   ): void {
@@ -718,7 +710,7 @@ export class Region {
       type: "events",
       batchId: this.#nextBatchId++,
       nowMs: Date.now(),
-      watermarkMs: this.#watermarkMs,
+      watermarkMs: this.#watermark.ms,
       user: events.user,
       content: events.content,
       device: events.device,

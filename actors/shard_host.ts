@@ -17,6 +17,7 @@ import type {
 } from "./protocol.ts";
 import { QualityFamily } from "./quality_family.ts";
 import { UserFamily } from "./user_family.ts";
+import { parseShardKey } from "./shard_key.ts";
 
 /** Writes one batch in one transaction; rejects if nothing was committed. */
 export type FlushSink = (batch: FlushBatch) => Promise<void>;
@@ -100,7 +101,7 @@ export class ShardHost {
   /** Takes shards (`family:shard` keys) with their checkpoints and owner epochs. */
   #adopt(shards: Array<[string, ShardLease]>): void {
     for (const [key, lease] of shards) {
-      const [family, shard] = splitKey(key);
+      const { entityType: family, shard } = parseShardKey(key);
       this.#owned[family].set(shard, lease.position);
       this.#epochs.set(key, lease.epoch);
     }
@@ -109,7 +110,7 @@ export class ShardHost {
   /** Forgets shards: no more events, flushes or state for them here. */
   #drop(keys: string[]): void {
     for (const key of keys) {
-      const [family, shard] = splitKey(key);
+      const { entityType: family, shard } = parseShardKey(key);
       this.#owned[family].delete(shard);
       this.#epochs.delete(key);
       const owner = family === "user"
@@ -340,9 +341,4 @@ export class ShardHost {
 /** A short description of a thrown value for logs and status. */
 export function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function splitKey(key: string): ["user" | "content" | "device", number] {
-  const colon = key.indexOf(":");
-  return [key.slice(0, colon) as "user" | "content" | "device", Number(key.slice(colon + 1))];
 }

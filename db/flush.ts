@@ -13,6 +13,7 @@ import { insertRawEvents } from "./log_store.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
 import { packSketch } from "./hll.ts";
 import { enqueueAlerts } from "./alert_outbox.ts";
+import { parseShardKey } from "../actors/shard_key.ts";
 
 /** Rows per raw-event statement: bounds a statement's size however many events are pending. */
 const RAW_CHUNK = 5_000;
@@ -251,8 +252,8 @@ async function insertOptOuts(trx: Trx, batch: FlushBatch): Promise<void> {
 async function advanceCheckpoints(trx: Trx, batch: FlushBatch): Promise<void> {
   if (batch.checkpoints.size === 0) return;
   const rows = sorted(batch.checkpoints.entries()).map(([key, position]) => {
-    const [family, shard] = key.split(":");
-    return { key, family, shard: Number(shard), position, epoch: batch.epochs.get(key) ?? -1 };
+    const { entityType: family, shard } = parseShardKey(key);
+    return { key, family, shard, position, epoch: batch.epochs.get(key) ?? -1 };
   });
   // Fencing: only the current owner (same epoch) may move a checkpoint. A stale owner (a worker
   // declared dead, a paused node) updates fewer rows and its whole transaction rolls back.

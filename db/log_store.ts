@@ -8,6 +8,7 @@ import { type Kysely, sql } from "kysely";
 import type { RawEventRow } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
 import type { TelemetryEvent } from "../rules/mod.ts";
+import { type EntityType, formatShardKey, parseShardKey } from "../actors/shard_key.ts";
 
 type Db = Kysely<Database>;
 
@@ -136,8 +137,9 @@ export interface ShardLeaseRow {
 export async function acquireShards(db: Db, keys: string[]): Promise<Map<string, ShardLeaseRow>> {
   if (keys.length === 0) return new Map();
   const sortedKeys = [...keys].sort();
-  const families = sortedKeys.map((k) => k.slice(0, k.indexOf(":")));
-  const shards = sortedKeys.map((k) => Number(k.slice(k.indexOf(":") + 1)));
+  const parsed = sortedKeys.map(parseShardKey);
+  const families = parsed.map((k) => k.entityType);
+  const shards = parsed.map((k) => k.shard);
   const result = await sql<{ family: string; shard: number; position: string; epoch: string }>`
     insert into shard_checkpoints (family, shard, position, epoch)
     select f, s, 0, 1 from unnest(${families}::text[], ${shards}::int[]) as k(f, s)
@@ -146,7 +148,7 @@ export async function acquireShards(db: Db, keys: string[]): Promise<Map<string,
     returning family, shard, position, epoch`.execute(db);
   return new Map(
     result.rows.map((r) => [
-      `${r.family}:${r.shard}`,
+      formatShardKey(r.family as EntityType, r.shard),
       { position: Number(r.position), epoch: Number(r.epoch) },
     ]),
   );
@@ -168,10 +170,12 @@ export async function loadCheckpoints(db: Db, keys: string[]): Promise<Map<strin
   if (keys.length === 0) return new Map();
   const result = await sql<{ family: string; shard: number; position: string | number }>`
     select c.family, c.shard, c.position from shard_checkpoints c
-    join unnest(${keys.map((k) => k.slice(0, k.indexOf(":")))}::text[],
-      ${keys.map((k) => Number(k.slice(k.indexOf(":") + 1)))}::int[]) as k(family, shard)
+    join unnest(${keys.map((k) => parseShardKey(k).entityType)}::text[],
+      ${keys.map((k) => parseShardKey(k).shard)}::int[]) as k(family, shard)
       on c.family = k.family and c.shard = k.shard`.execute(db);
-  return new Map(result.rows.map((r) => [`${r.family}:${r.shard}`, Number(r.position)]));
+  return new Map(
+    result.rows.map((r) => [formatShardKey(r.family as EntityType, r.shard), Number(r.position)]),
+  );
 }
 
 /**

@@ -385,3 +385,63 @@ export async function overdueRequestCount(db: Db, nowMs: number): Promise<number
     .where("due_at", "<", new Date(nowMs).toISOString()).executeTakeFirst();
   return num(row?.n);
 }
+
+/**
+ * Records a Global Privacy Control signal (`Sec-GPC: 1`) as a completed CCPA opt-out of sale and
+ * sharing for each user, in one statement; a user with an opt-out on record keeps that record.
+ */
+export async function recordGpcOptOuts(
+  db: Db,
+  userIds: readonly string[],
+  receivedAtMs: number,
+): Promise<number> {
+  if (userIds.length === 0) return 0;
+  const at = new Date(receivedAtMs).toISOString();
+  const result = await sql`insert into privacy_requests (user_id, request_type, source,
+      requested_at, status, jurisdiction, due_at, completed_at, result)
+    select u, 'opt_out_sale_share', 'gpc', ${at}::timestamptz, 'completed', 'ccpa',
+      ${at}::timestamptz, ${at}::timestamptz, '{"recorded": true}'::jsonb
+    from unnest(${[...userIds]}::text[]) as g(u)
+    on conflict (user_id, request_type) where request_type <> 'access' do nothing`.execute(db);
+  return num(result.numAffectedRows);
+}
+
+/** Most consent changes one history answers (the earliest ones). */
+export const MAX_CONSENT_CHANGES = 1000;
+
+/** A change of a user's consent, at event time. */
+export interface ConsentChange {
+  at: string;
+  has_consent: boolean;
+  event_id: string;
+}
+
+/**
+ * A user's consent history from the stored raw events: the events whose consent differs from the
+ * previous event's (the first included) in event time order, and the consent of the latest event.
+ */
+export async function consentHistory(
+  db: Db,
+  userId: string,
+  limit: number = MAX_CONSENT_CHANGES,
+): Promise<{ changes: ConsentChange[]; current: boolean | null }> {
+  // Ties in event time are broken by event id, so the same rows always give the same history.
+  const changes = await sql<{ occurred_at: Date | string; has_consent: boolean; event_id: string }>`
+    select occurred_at, has_consent, event_id from (
+      select occurred_at, has_consent, event_id,
+        lag(has_consent) over (order by occurred_at, event_id) as previous
+      from raw_events where user_id = ${userId}
+    ) e where previous is distinct from has_consent
+    order by occurred_at, event_id limit ${limit}`.execute(db);
+  const latest = await db.selectFrom("raw_events").select("has_consent")
+    .where("user_id", "=", userId).orderBy("occurred_at", "desc").orderBy("event_id", "desc")
+    .limit(1).executeTakeFirst();
+  return {
+    changes: changes.rows.map((r) => ({
+      at: iso(r.occurred_at)!,
+      has_consent: r.has_consent,
+      event_id: r.event_id,
+    })),
+    current: latest?.has_consent ?? null,
+  };
+}

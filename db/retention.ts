@@ -7,7 +7,7 @@
  * @module
  */
 import { type DeleteResult, type Kysely, sql } from "kysely";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../logger.ts";
 import type { Database } from "./schema.ts";
 
 type Db = Kysely<Database>;

@@ -8,11 +8,11 @@ import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { Kysely } from "kysely";
-import type { EventLog } from "../actors/event_log.ts";
+import type { Appender } from "../actors/log/mod.ts";
 import type { Region } from "../actors/region.ts";
 import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../logger.ts";
 import { auditRoutes, auditTrail, captureSubject, requestId } from "./audit.ts";
 import { type AuthConfig, authenticate, authRoutes, requireRole } from "./auth.ts";
 import { complianceRoutes } from "./compliance.ts";
@@ -37,7 +37,7 @@ import { statsRoutes } from "./stats.ts";
 export interface AppDeps {
   db: Kysely<Database>;
   region: Region;
-  log: EventLog;
+  log: Appender;
   anonymizer: IpAnonymizer;
   auth: AuthConfig;
   maxBodyBytes: number;
@@ -63,6 +63,7 @@ export interface AppDeps {
   erased: ErasedUsers;
   /** Legal framework of privacy requests that name none. */
   privacyJurisdiction: Jurisdiction;
+  rawEventsRetentionDays?: number;
   /** Extra readiness problems and details (cluster membership). */
   readiness?: () => { problems: string[]; details: Record<string, unknown> };
   now?: () => number;
@@ -105,7 +106,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/events", eventsRoutes(deps));
   const isEu = (region: string) => isGdprRegion(region, deps.gdprRegions);
   app.route("/stats", statsRoutes(deps.db, isEu));
-  app.route("/compliance", complianceRoutes(deps.db, isEu));
+  app.route("/compliance", complianceRoutes(deps.db, isEu, deps.now));
   app.route("/privacy", privacyRoutes({ ...deps, defaultJurisdiction: deps.privacyJurisdiction }));
   app.route("/audit", auditRoutes(deps.db));
   app.route("/auth", authRoutes(deps.auth));

@@ -13,7 +13,7 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Insertable, Kysely } from "kysely";
 import { z } from "zod";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../logger.ts";
 import type { AuditLogTable, Database } from "../db/schema.ts";
 
 declare module "hono" {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.ts";
-import { createLogger } from "../log.ts";
+import { createLogger } from "../logger.ts";
 import { startHarness, testOnEveryDatabase } from "../tests/_harness.ts";
 import {
   auditRoutes,

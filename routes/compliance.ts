@@ -3,6 +3,7 @@
  * (keyset-paginated, newest first), and flagged counts per region with EU and US-CA groupings; the
  * counts take an optional `from` / `to` range of UTC hours of event time. Flag review (GDPR Art. 22:
  * a person decides): one flag with its history, and a reviewer's status change with its reason.
+ * Risk scores per user, content or device, computed from the flags at read time.
  *
  * @module
  */
@@ -17,17 +18,26 @@ import {
   listFlags,
   reviewFlag,
 } from "../db/queries.ts";
+import {
+  decodeRiskCursor,
+  ENTITY_TYPES,
+  getEntityRisk,
+  listEntityRisks,
+  type RiskCursor,
+} from "../db/risk_queries.ts";
 import type { Database } from "../db/schema.ts";
 import { RULE_IDS } from "../rules/mod.ts";
 import { ANONYMOUS } from "./auth.ts";
 import { ID_SCHEMA, REGION_SCHEMA } from "./event_schema.ts";
 import { parseRange } from "./time_range.ts";
 
+/** A level in any case (`high`, `HIGH`), upper-cased. */
+const LEVEL = z.string().transform((s) => s.toUpperCase()).pipe(z.enum(["LOW", "MEDIUM", "HIGH"]));
+
 /** Query of `GET /compliance/events`. */
 export const LIST_QUERY = z.strictObject({
   rule: z.enum(RULE_IDS as [string, ...string[]]).optional(),
-  level: z.string().transform((s) => s.toUpperCase()).pipe(z.enum(["LOW", "MEDIUM", "HIGH"]))
-    .optional(),
+  level: LEVEL.optional(),
   region: REGION_SCHEMA.optional(),
   status: z.enum(FLAG_STATUSES).optional(),
   user_id: ID_SCHEMA.optional(),
@@ -38,6 +48,23 @@ export const LIST_QUERY = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
   cursor: z.string().regex(/^\d{1,18}$/, "must be a next_cursor value from a previous page")
     .optional(),
+});
+
+/** Query of `GET /compliance/risk`. */
+export const RISK_QUERY = z.strictObject({
+  entity_type: z.enum(ENTITY_TYPES).optional(),
+  level: LEVEL.optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().transform((text, ctx): RiskCursor => {
+    const cursor = decodeRiskCursor(text);
+    if (cursor !== null) return cursor;
+    ctx.issues.push({
+      code: "custom",
+      input: text,
+      message: "must be a next_cursor value from a previous page",
+    });
+    return z.NEVER;
+  }).optional(),
 });
 
 /** Free text a reviewer writes: trimmed, 1-1000 characters, no control characters but newlines. */
@@ -74,10 +101,11 @@ function issuesOf(error: z.ZodError) {
   return error.issues.map((i) => ({ path: i.path.join(".") || "(root)", message: i.message }));
 }
 
-/** The compliance sub-app. */
+/** The compliance sub-app; `now` is the clock risk scores decay against. */
 export function complianceRoutes(
   db: Kysely<Database>,
   isEu: (region: string) => boolean,
+  now: () => number = Date.now,
 ): Hono {
   const app = new Hono();
   app.get("/summary", async (c) => {
@@ -86,9 +114,7 @@ export function complianceRoutes(
     return c.json(await getComplianceSummary(db, range.range));
   });
   app.get("/events", async (c) => {
-    // An empty parameter (`?rule=&level=`) means no filter, as a form with blank fields sends it.
-    const given = Object.entries(c.req.query()).filter(([, value]) => value.trim() !== "");
-    const parsed = LIST_QUERY.safeParse(Object.fromEntries(given));
+    const parsed = LIST_QUERY.safeParse(givenQuery(c));
     if (!parsed.success) {
       return c.json({ error: "Invalid query: see issues", issues: issuesOf(parsed.error) }, 400);
     }
@@ -150,12 +176,58 @@ export function complianceRoutes(
     }
     return c.json(await getFlag(db, Number(id)));
   });
+  app.get("/risk", async (c) => {
+    const parsed = RISK_QUERY.safeParse(givenQuery(c));
+    if (!parsed.success) {
+      return c.json({ error: "Invalid query: see issues", issues: issuesOf(parsed.error) }, 400);
+    }
+    const q = parsed.data;
+    return c.json(
+      await listEntityRisks(db, {
+        entityType: q.entity_type,
+        level: q.level,
+        limit: q.limit,
+        after: q.cursor,
+      }, now()),
+    );
+  });
+  app.get("/risk/:entity_type/:id", async (c) => {
+    const entityType = z.enum(ENTITY_TYPES).safeParse(c.req.param("entity_type"));
+    if (!entityType.success) {
+      return c.json({
+        error: `Invalid entity type: expected user, content or device, received "${
+          c.req.param("entity_type")
+        }"`,
+        issues: [],
+      }, 400);
+    }
+    const id = ID_SCHEMA.safeParse(c.req.param("id"));
+    if (!id.success) {
+      return c.json({ error: "Invalid entity id: see issues", issues: issuesOf(id.error) }, 400);
+    }
+    const risk = await getEntityRisk(db, entityType.data, id.data, now());
+    if (risk === null) {
+      return c.json(
+        { error: `Not found: no flag on ${entityType.data} "${id.data}"`, issues: [] },
+        404,
+      );
+    }
+    return c.json(risk);
+  });
   app.get("/regions", async (c) => {
     const range = parseRange(c.req.query("from"), c.req.query("to"));
     if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
     return c.json(await getComplianceRegions(db, isEu, range.range));
   });
   return app;
+}
+
+/** The query parameters that are not blank: an empty one (`?rule=&level=`) means no filter, as a
+ * form with blank fields sends it. */
+function givenQuery(c: Context): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(c.req.query()).filter(([, value]) => value.trim() !== ""),
+  );
 }
 
 function badFlagId(c: Context, id: string): Response {

@@ -2,19 +2,26 @@
  * Ingest: `POST /events` (one event) and `POST /events/batch` (JSON array or NDJSON). Validates at the
  * boundary, answers 202 only once the log has accepted the events (naming the unknown fields it dropped),
  * and 503 under backpressure. The body size and read time are bounded by the app (`readBodyWithin`).
+ * A `Sec-GPC: 1` header (Global Privacy Control) records an opt-out of sale and sharing for the user
+ * of each accepted event, once per user.
  *
  * @module
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
-import { AppendError, type EventLog } from "../actors/event_log.ts";
+import type { Kysely } from "kysely";
+import type { ErasedUsers } from "../actors/erased_users.ts";
+import { type Appender, AppendError } from "../actors/log/mod.ts";
 import type { IncomingEvent } from "../actors/region.ts";
+import { recordGpcOptOuts } from "../db/privacy_store.ts";
+import type { Database } from "../db/schema.ts";
+import type { Logger } from "../logger.ts";
 import { type Issue, validateEvent, type ValidationContext } from "./event_schema.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
 
 /** What the ingest routes need. */
 export interface EventsDeps {
-  log: EventLog;
+  log: Appender;
   anonymizer: IpAnonymizer;
   maxBatchEvents: number;
   maxFutureSkewMs: number;
@@ -23,8 +30,16 @@ export interface EventsDeps {
   isStrictSchema: boolean;
   /** `extra_metadata` keys that are kept; the others are dropped and named in the 202. */
   metadataKeys: readonly string[];
+  /** Where Global Privacy Control opt-outs are recorded. */
+  db: Kysely<Database>;
+  /** Erased users: their opt-outs are recorded under their pseudonym. */
+  erased: ErasedUsers;
+  logger: Logger;
   now?: () => number;
 }
+
+/** Users whose GPC opt-out this process has seen on record: beyond it, the database dedupes. */
+const GPC_REMEMBERED_USERS = 100_000;
 
 /** A batch item that failed validation. */
 interface Rejected {
@@ -52,6 +67,33 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     metadataKeys,
     anonymizer: deps.anonymizer,
   });
+  const gpcRecorded = new RecentKeys(GPC_REMEMBERED_USERS);
+
+  /**
+   * Records the GPC opt-out of the users of appended events not yet seen on record, in one insert.
+   * A failure is logged, not answered: the events are stored, and the next signal retries.
+   */
+  const recordGpc = async (c: Context, events: IncomingEvent[]): Promise<{ gpc?: true }> => {
+    if (c.req.header("sec-gpc")?.trim() !== "1") return {};
+    const users = new Set<string>();
+    for (const userId of new Set(events.map((e) => e.userId))) {
+      // An erased user's events are stored under the pseudonym: so is the opt-out.
+      const recordedAs = deps.erased.pseudonymFor(userId) ?? userId;
+      if (!gpcRecorded.has(recordedAs)) users.add(recordedAs);
+    }
+    if (users.size === 0) return { gpc: true };
+    try {
+      await recordGpcOptOuts(deps.db, [...users], now());
+      for (const userId of users) gpcRecorded.add(userId);
+    } catch (error) {
+      deps.logger.error("Cannot record Global Privacy Control opt-outs: the next signal retries", {
+        path: c.req.path,
+        users: users.size,
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
+    return { gpc: true };
+  };
 
   app.post("/", async (c) => {
     const refused = refuse(c, deps.log);
@@ -65,8 +107,9 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     }
     const failed = await appendOr503(c, deps.log, [result.event]);
     if (failed !== null) return failed;
+    const gpc = await recordGpc(c, [result.event]);
     return c.json(
-      { accepted: 1, event_id: result.event.eventId, ignored_fields: result.ignoredFields },
+      { accepted: 1, event_id: result.event.eventId, ignored_fields: result.ignoredFields, ...gpc },
       202,
     );
   });
@@ -112,13 +155,33 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     }
     const failed = await appendOr503(c, deps.log, accepted);
     if (failed !== null) return failed;
-    return c.json({ accepted: accepted.length, rejected, ignored }, 202);
+    const gpc = await recordGpc(c, accepted);
+    return c.json({ accepted: accepted.length, rejected, ignored, ...gpc }, 202);
   });
 
   return app;
 }
 
-function refuse(c: Context, log: EventLog): Response | null {
+/** A bounded set of keys; when full, the least recently seen key leaves (a Map keeps order). */
+class RecentKeys {
+  #keys = new Map<string, true>();
+  constructor(readonly maxKeys: number) {}
+
+  /** True if the key is held; marks it recently seen. */
+  has(key: string): boolean {
+    if (!this.#keys.delete(key)) return false;
+    this.#keys.set(key, true);
+    return true;
+  }
+
+  add(key: string): void {
+    this.#keys.delete(key);
+    this.#keys.set(key, true);
+    if (this.#keys.size > this.maxKeys) this.#keys.delete(this.#keys.keys().next().value!);
+  }
+}
+
+function refuse(c: Context, log: Appender): Response | null {
   const refusal = log.refusal();
   if (refusal === null) return null;
   const messages = {
@@ -134,7 +197,7 @@ function refuse(c: Context, log: EventLog): Response | null {
 /** Appends, or answers 503 when the log could not make the events durable (nothing was acknowledged). */
 async function appendOr503(
   c: Context,
-  log: EventLog,
+  log: Appender,
   events: IncomingEvent[],
 ): Promise<Response | null> {
   try {

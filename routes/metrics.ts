@@ -10,7 +10,7 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import client from "prom-client";
-import type { EventLog } from "../actors/event_log.ts";
+import type { Appender } from "../actors/log/mod.ts";
 import type { FlushReport } from "../actors/protocol.ts";
 import type { Region, RegionHealth, RegionObserver } from "../actors/region.ts";
 import {
@@ -320,7 +320,7 @@ async function countRejected(c: Context, route: string, metrics: PipelineMetrics
  * Counts every acknowledged event as accepted: for the redis log, which decides lateness and
  * recognises retries inside its append and does not tell which.
  */
-export function countAcknowledged(log: EventLog, metrics: PipelineMetrics): EventLog {
+export function countAcknowledged(log: Appender, metrics: PipelineMetrics): Appender {
   return {
     kind: log.kind,
     refusal: () => log.refusal(),

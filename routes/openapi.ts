@@ -12,7 +12,7 @@ import { EVENT_SCHEMA } from "./event_schema.ts";
 import { LIST as PRIVACY_LIST, REQUEST as PRIVACY_REQUEST } from "./privacy.ts";
 import { SERIES_QUERY } from "./stats.ts";
 import { AUDIT_QUERY } from "./audit.ts";
-import { LIST_QUERY as FLAG_LIST, REVIEW } from "./compliance.ts";
+import { LIST_QUERY as FLAG_LIST, REVIEW, RISK_QUERY } from "./compliance.ts";
 import { RANGE_QUERY } from "./time_range.ts";
 
 /** Who may call a route. */
@@ -55,11 +55,13 @@ const INGESTED = z.object({
   accepted: z.literal(1),
   event_id: z.string(),
   ignored_fields: z.array(z.string()),
+  gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
 const BATCH_INGESTED = z.object({
   accepted: z.number().int(),
   rejected: z.array(z.object({ index: z.number().int(), issues: ERROR.shape.issues })),
   ignored: z.array(z.object({ index: z.number().int(), fields: z.array(z.string()) })),
+  gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
 const PRIVACY_RECORD = z.object({
   id: z.string(),
@@ -199,6 +201,28 @@ export const ROUTE_DOCS: RouteDoc[] = [
     },
   },
   {
+    method: "get",
+    path: "/compliance/risk",
+    tag: "compliance",
+    access: "privacy",
+    summary: "Risk scores of flagged users, contents and devices, highest first, keyset-paginated",
+    query: RISK_QUERY,
+    responses: { 200: ok("A page of scores"), 400: err("Bad filter or cursor"), ...REFUSALS },
+  },
+  {
+    method: "get",
+    path: "/compliance/risk/{entity_type}/{id}",
+    tag: "compliance",
+    access: "privacy",
+    summary: "One entity's risk score, level and flag counts by rule and status",
+    responses: {
+      200: ok("The score"),
+      400: err("Not an entity type or id"),
+      404: err("The entity has no flag"),
+      ...REFUSALS,
+    },
+  },
+  {
     method: "post",
     path: "/privacy/requests",
     tag: "privacy",
@@ -247,6 +271,15 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "privacy",
     summary: "Everything held about the user of an access request",
     responses: { 200: ok("The export"), 404: err("No such access request"), ...REFUSALS },
+  },
+  {
+    method: "get",
+    path: "/privacy/users/{user_id}/consent",
+    tag: "privacy",
+    access: "privacy",
+    summary:
+      "A user's consent changes at event time, from the raw events still kept (at most 1,000)",
+    responses: { 200: ok("The changes and current consent"), 400: err("Bad user id"), ...REFUSALS },
   },
   {
     method: "get",

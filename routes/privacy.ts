@@ -1,9 +1,11 @@
 /**
  * Privacy requests as records: `POST /privacy/requests` files one (deletion, access, do-not-track,
  * opt-out of sale/sharing) with its legal deadline; `GET /privacy/requests[/{id}]` tracks them;
- * `GET /privacy/requests/{id}/export` answers an access request. A deletion runs in the background
- * (see `Eraser`); do-not-track reaches the user's actor in log order. Bodies are bounded in size and
- * read time by the app (`readBodyWithin`), like every route's.
+ * `GET /privacy/requests/{id}/export` answers an access request;
+ * `GET /privacy/users/{user_id}/consent` shows how a user's consent changed, from the raw events
+ * still kept. A deletion runs in the background (see `Eraser`); do-not-track reaches the user's actor
+ * in log order. Bodies are bounded in size and read time by the app (`readBodyWithin`), like every
+ * route's.
  *
  * @module
  */
@@ -13,6 +15,7 @@ import { z } from "zod";
 import type { ErasedUsers } from "../actors/erased_users.ts";
 import type { Eraser } from "../actors/erasure.ts";
 import {
+  consentHistory,
   exportUser,
   fileRequest,
   getDeletionOf,
@@ -67,6 +70,8 @@ export interface PrivacyDeps {
   eraser: Eraser;
   erased: ErasedUsers;
   defaultJurisdiction: Jurisdiction;
+  /** Days raw events are kept (`RAW_EVENTS_RETENTION_DAYS`): how far back consent history goes. */
+  rawEventsRetentionDays?: number;
   now?: () => number;
 }
 
@@ -179,6 +184,22 @@ export function privacyRoutes(deps: PrivacyDeps): Hono {
       }, 404);
     }
     return c.json({ request, data: await exportUser(db, request.user_id, now()) });
+  });
+
+  app.get("/users/:user_id/consent", async (c) => {
+    const parsed = ID_SCHEMA.safeParse(c.req.param("user_id"));
+    if (!parsed.success) return c.json(invalid("user id", parsed.error.issues), 400);
+    const userId = parsed.data;
+    // The audit row names the user as subject, so an erasure pseudonymises it like the others.
+    c.set("auditSubject", userId);
+    const { changes, current } = await consentHistory(db, userId);
+    return c.json({
+      user_id: userId,
+      changes,
+      current,
+      source: "raw_events",
+      retained_days: deps.rawEventsRetentionDays ?? null,
+    });
   });
 
   return app;

@@ -7,7 +7,7 @@
 // @ts-types="@types/pg"
 import pg from "pg";
 import type { Config } from "../config.ts";
-import { createLogger } from "../log.ts";
+import { createLogger } from "../logger.ts";
 import { type Pipeline, type PipelineOptions, startPipeline } from "../main.ts";
 import { HAS_SUITE_PERMISSIONS } from "./_permissions.ts";
 import { testConfig, type WireEvent } from "./fixtures.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { shardOf } from "./shard_of.ts";
+import { shardOf } from "../../shard_of.ts";
 
 const FULL_RANGE = 0x1_0000_0000;
 

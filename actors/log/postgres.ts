@@ -5,11 +5,12 @@
  *
  * @module
  */
-import type { AppendResult, LogRow } from "../db/log_store.ts";
-import type { Logger } from "../log.ts";
-import type { TelemetryEvent } from "../rules/mod.ts";
-import { AppendError, type EventLog } from "./event_log.ts";
-import type { IncomingEvent, Refusal, Region } from "./region.ts";
+import type { AppendResult, LogRow } from "../../db/log_store.ts";
+import type { Logger } from "../../logger.ts";
+import type { TelemetryEvent } from "../../rules/mod.ts";
+import type { OptOut } from "../../rules/mod.ts";
+import { AppendError, type EventLog, type LogReadiness } from "./mod.ts";
+import type { IncomingEvent, Refusal, Region } from "../region.ts";
 
 /** Settings of the postgres log. */
 export interface PostgresLogOptions {
@@ -31,6 +32,7 @@ interface Waiting {
 /** Durable single-node log on PostgreSQL (or PGlite). */
 export class PostgresLog implements EventLog {
   readonly kind = "postgres";
+  readonly isShared = false;
   #region: Region;
   #o: PostgresLogOptions;
   #queue: Waiting[] = [];
@@ -65,10 +67,28 @@ export class PostgresLog implements EventLog {
   }
 
   /** Refuses new appends and resolves once everything appended before is committed or failed. */
-  async close(): Promise<void> {
+  async stopIntake(): Promise<void> {
     this.#isClosed = true;
     while (this.#writer !== null) await this.#writer;
   }
+
+  recordOptOut(userId: string, optOut: OptOut): Promise<void> {
+    this.#region.recordOptOut(userId, optOut);
+    return Promise.resolve();
+  }
+
+  readiness(): LogReadiness {
+    return { problems: this.#isFailing ? ["log appends failing"] : [], details: {} };
+  }
+
+  async drain(drainRegion: () => Promise<void>): Promise<void> {
+    await this.stopIntake();
+    await drainRegion();
+  }
+
+  close(): void {}
+
+  onShardsLost(): void {}
 
   async #drainQueue(): Promise<void> {
     // Let requests that arrive in the same tick join the first group.

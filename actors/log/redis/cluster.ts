@@ -8,15 +8,13 @@
  * @module
  */
 import type { Redis } from "ioredis";
-import type { Logger } from "../log.ts";
-import type { OptOut, TelemetryEvent } from "../rules/mod.ts";
-import type { DuplicateMark, ShardLease } from "./protocol.ts";
-import type { IncomingEvent, Region } from "./region.ts";
+import type { Logger } from "../../../logger.ts";
+import type { OptOut, TelemetryEvent } from "../../../rules/mod.ts";
+import type { DuplicateMark, ShardLease } from "../../protocol.ts";
+import type { IncomingEvent, Region } from "../../region.ts";
 import { ownerOf } from "./rendezvous.ts";
 import { positionOfStreamId, streamIdOfPosition } from "./stream_ids.ts";
-
-type Family = "user" | "content" | "device";
-const FAMILIES: readonly Family[] = ["user", "content", "device"];
+import { ENTITY_TYPES, formatShardKey, parseShardKey } from "../../shard_key.ts";
 
 /** Renews the leases this node holds; returns the keys whose lease it no longer holds. */
 const RENEW_SCRIPT = `
@@ -179,9 +177,9 @@ export class ClusterNode {
     this.#members = members;
 
     const desired = new Set<string>();
-    for (const family of FAMILIES) {
+    for (const family of ENTITY_TYPES) {
       for (let shard = 0; shard < this.#o.shards; shard++) {
-        const key = `${family}:${shard}`;
+        const key = formatShardKey(family, shard);
         if (ownerOf(key, members) === this.#o.nodeId) desired.add(key);
       }
     }
@@ -342,7 +340,7 @@ export class ClusterNode {
   }
 
   #dispatch(key: string, entries: Entry[], stored: Map<string, number>): void {
-    const family = key.slice(0, key.indexOf(":")) as Family;
+    const family = parseShardKey(key).entityType;
     let events: TelemetryEvent[] = [];
     let duplicates: DuplicateMark[] = [];
     const flush = () => {

@@ -6,11 +6,11 @@
  * @module
  */
 import type { Redis } from "ioredis";
-import type { Logger } from "../log.ts";
-import type { OptOut } from "../rules/mod.ts";
-import { AppendError, type EventLog } from "./event_log.ts";
-import type { IncomingEvent, Refusal, Region } from "./region.ts";
-import { shardOf } from "./shard_of.ts";
+import type { Logger } from "../../../logger.ts";
+import type { OptOut } from "../../../rules/mod.ts";
+import { type Appender, AppendError } from "../mod.ts";
+import type { IncomingEvent, Refusal, Region } from "../../region.ts";
+import { shardOf } from "../../shard_of.ts";
 
 /**
  * Appends a batch atomically. The `#!lua` header makes Redis refuse the whole script up front when
@@ -44,8 +44,8 @@ export interface RedisLogOptions {
   logger: Logger;
 }
 
-/** Several-node log on Redis Streams; owners read the streams (see `ClusterNode`). */
-export class RedisLog implements EventLog {
+/** Appends to Redis Streams; owners read the streams (see `ClusterNode`). */
+export class RedisLog implements Appender {
   readonly kind = "redis";
   #region: Region;
   #o: RedisLogOptions;

@@ -1,0 +1,90 @@
+/**
+ * The log: where the ingest route hands accepted events over, and where privacy requests travel in
+ * order with a user's events. Backends differ in when they acknowledge (see the README's delivery
+ * guarantees) and in how many nodes share the shards; actors, rules and flushes do not change with
+ * them. {@link openLog} is the only place that knows the concrete backends.
+ *
+ * @module
+ */
+import type { Kysely } from "kysely";
+import type { Config, QueueKind } from "../../config.ts";
+import { type AppendResult, appendToLog, type LogRow } from "../../db/log_store.ts";
+import type { Database } from "../../db/schema.ts";
+import type { Logger } from "../../logger.ts";
+import type { OptOut } from "../../rules/mod.ts";
+import type { IncomingEvent, Refusal, Region } from "../region.ts";
+import { MemoryLog } from "./memory.ts";
+import { PostgresLog } from "./postgres.ts";
+
+/** What the ingest route needs: append, and why appends would be refused. */
+export interface Appender {
+  /** Which backend this is, for logs and `/readyz`. */
+  readonly kind: string;
+  /** Why appends would be refused right now, or null. */
+  refusal(): Refusal | null;
+  /** Appends the events; resolving means they are the pipeline's responsibility. */
+  append(events: IncomingEvent[]): Promise<void>;
+}
+
+/** Readiness problems and details a log adds to `/readyz`. */
+export interface LogReadiness {
+  problems: string[];
+  details: Record<string, unknown>;
+}
+
+/** A log backend with its whole life: append, privacy requests, readiness, drain, close. */
+export interface EventLog extends Appender {
+  readonly kind: QueueKind;
+  /** Several nodes share the shards (the user's actor may run elsewhere). */
+  readonly isShared: boolean;
+  /** Delivers a privacy request to the user's actor, after the user's events appended before. */
+  recordOptOut(userId: string, optOut: OptOut): Promise<void>;
+  /** What `/readyz` should say about the log. */
+  readiness(): LogReadiness;
+  /**
+   * Stops intake (appends get 503), lets `drainRegion` flush what the workers applied, and leaves
+   * (a cluster node gives its shards back).
+   */
+  drain(drainRegion: () => Promise<void>): Promise<void>;
+  /** Closes connections; call after {@link EventLog.drain}. */
+  close(): void;
+  /** The region lost shards (fenced flush, worker restart): take them again where still ours. */
+  onShardsLost(keys: string[]): void;
+}
+
+/** An append that could not be made durable; the route answers 503 and the client retries. */
+export class AppendError extends Error {
+  override name = "AppendError";
+}
+
+/** What opening a log needs besides configuration. */
+export interface LogDeps {
+  db: Kysely<Database>;
+  region: Region;
+  logger: Logger;
+  /** Sees every append's result (metrics). */
+  onAppended?: (rows: LogRow[], result: AppendResult) => void;
+}
+
+/** Opens the log `config.queue` names. */
+export async function openLog(config: Config, deps: LogDeps): Promise<EventLog> {
+  switch (config.queue) {
+    case "memory":
+      return new MemoryLog(deps.region);
+    case "postgres":
+      return new PostgresLog(deps.region, {
+        append: async (rows) => {
+          const result = await appendToLog(deps.db, rows);
+          deps.onAppended?.(rows, result);
+          return result;
+        },
+        maxQueuedEvents: config.maxPendingEvents,
+        logger: deps.logger,
+      });
+    case "redis": {
+      // Loaded only when used: ioredis reads the whole environment when it loads.
+      const { openRedisLog } = await import("./redis/mod.ts");
+      return await openRedisLog(config, deps);
+    }
+  }
+}
