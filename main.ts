@@ -141,6 +141,9 @@ export async function startPipeline(
         }
       },
       isLogPositional: config.queue !== "redis",
+      eraseLogEntries: opened.eraseUser === undefined
+        ? undefined
+        : (userId) => opened.eraseUser!(userId),
       maxEventAgeMs: config.maxEventAgeMs,
       logger,
     });

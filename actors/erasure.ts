@@ -18,6 +18,7 @@ import type { Database } from "../db/schema.ts";
 import type { Logger } from "../logger.ts";
 import type { OptOut } from "../rules/mod.ts";
 import type { ErasedUsers } from "./erased_users.ts";
+import type { ErasedEntries } from "./log/mod.ts";
 
 /** What an erasure needs from the rest of the pipeline. */
 export interface EraserOptions {
@@ -27,6 +28,8 @@ export interface EraserOptions {
   recordOptOut(userId: string, optOut: OptOut): Promise<void> | void;
   /** Makes every event applied so far durable (flush the workers; in a cluster, also wait). */
   settle(): Promise<void>;
+  /** Deletes the user's entries the log keeps outside `raw_events` (redis streams). */
+  eraseLogEntries?: (userId: string) => Promise<ErasedEntries>;
   /** Raw events are the log (memory, postgres): erase only below every shard's checkpoint. */
   isLogPositional: boolean;
   maxEventAgeMs: number;
@@ -116,6 +119,8 @@ export class Eraser {
         privacy_requests: 0,
         audit_rows: 0,
       };
+      let streamEntries = 0;
+      let entriesLeft = 0;
       const maxPasses = this.#o.maxPasses ?? 20;
       for (let pass = 1; pass <= maxPasses; pass++) {
         if (this.#isStopped) throw new StoppedError();
@@ -128,13 +133,20 @@ export class Eraser {
         for (const key of Object.keys(total) as Array<keyof ErasureCounts>) {
           total[key] = key === "raw_events_left" ? counts[key] : total[key] + counts[key];
         }
-        if (counts.raw_events_left === 0) {
+        const entries = await this.#o.eraseLogEntries?.(userId) ?? { deleted: 0, left: 0 };
+        streamEntries += entries.deleted;
+        entriesLeft = entries.left;
+        if (counts.raw_events_left === 0 && entries.left === 0) {
           const { raw_events_left: _, ...result } = total;
           await setRequestStatus(
             db,
             requestId,
             "completed",
-            { ...result, passes: pass },
+            {
+              ...result,
+              ...(this.#o.eraseLogEntries === undefined ? {} : { log_entries: streamEntries }),
+              passes: pass,
+            },
             this.#now(),
           );
           this.#o.logger.info(`Privacy request ${requestId} completed: user erased`, result);
@@ -143,7 +155,8 @@ export class Eraser {
         await new Promise((resolve) => setTimeout(resolve, this.#o.passDelayMs ?? 500));
       }
       throw new Error(
-        `${total.raw_events_left} raw events are still above a shard checkpoint after ${maxPasses} passes`,
+        `${total.raw_events_left} raw events and ${entriesLeft} log entries are still above a ` +
+          `shard checkpoint after ${maxPasses} passes`,
       );
     } catch (error) {
       if (error instanceof StoppedError || this.#isStopped) {

@@ -195,3 +195,81 @@ test({
       })
     ),
 });
+
+test({
+  name: "[cluster] a deletion removes the user's stream entries and rows, and keeps the others'",
+  ignore,
+  fn: () =>
+    withRedisPrefix((prefix) =>
+      withFreshPostgres(TEST_DATABASE_URL!, async (databaseUrl) => {
+        const server = await spawnServer({
+          DATABASE_URL: databaseUrl,
+          QUEUE: "redis",
+          REDIS_URL: TEST_REDIS_URL,
+          REDIS_KEY_PREFIX: prefix,
+          NODE_ID: "solo",
+          // Long heartbeats: the periodic trim (every 10) must not be what removes the entries.
+          HEARTBEAT_MS: "2000",
+          LEASE_MS: "6000",
+          FLUSH_INTERVAL_MS: "200",
+          WORKERS: "1",
+          SHARDS: "8",
+        });
+        const { Redis } = await import("ioredis");
+        const redis = new Redis(TEST_REDIS_URL);
+        try {
+          await delay(500);
+          const t0 = recentBase();
+          const events = ["erin-9z", "frank-4q"].flatMap((user) =>
+            Array.from({ length: 5 }, (_, i) =>
+              makeWireEvent({
+                event_id: `${user}-e${i}`,
+                user_id: user,
+                content_id: `title${i}`,
+                atMs: t0 + i,
+              }))
+          );
+          const sent = await fetch(`${server.url}/events/batch`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(events),
+          });
+          assert.equal(sent.status, 202);
+          const streamsHolding = async (needle: string) => {
+            let found = 0;
+            for (const key of await redis.keys(`${prefix}ev:*`)) {
+              for (const [, fields] of await redis.xrange(key, "-", "+")) {
+                if (fields[1].includes(needle)) found++;
+              }
+            }
+            return found;
+          };
+          // Each event is in its user, content and device stream.
+          assert.equal(await streamsHolding("erin-9z"), 15);
+          const filed = await fetch(`${server.url}/privacy/requests`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ user_id: "erin-9z", type: "deletion" }),
+          });
+          assert.equal(filed.status, 202);
+          const { id } = await filed.json();
+          const deadline = Date.now() + 20_000;
+          let request = await (await fetch(`${server.url}/privacy/requests/${id}`)).json();
+          while (request.status !== "completed" && Date.now() < deadline) {
+            await delay(100);
+            request = await (await fetch(`${server.url}/privacy/requests/${id}`)).json();
+          }
+          assert.equal(request.status, "completed", JSON.stringify(request));
+          assert.equal(await streamsHolding("erin-9z"), 0);
+          assert.equal(await streamsHolding("frank-4q"), 15);
+          assert.ok(request.result.log_entries >= 15, JSON.stringify(request.result));
+          const summary = await (await fetch(`${server.url}/stats/summary`)).json();
+          assert.equal(summary.total_events, 10);
+        } finally {
+          redis.disconnect();
+          server.kill("SIGTERM");
+          await server.exited();
+        }
+      })
+    ),
+});

@@ -50,6 +50,17 @@ export interface EventLog extends Appender {
   close(): void;
   /** The region lost shards (fenced flush, worker restart): take them again where still ours. */
   onShardsLost(keys: string[]): void;
+  /**
+   * Deletes what the log itself keeps about a user outside `raw_events` (redis stream entries),
+   * only where every shard has applied it. Logs that keep nothing else leave it out.
+   */
+  eraseUser?(userId: string): Promise<ErasedEntries>;
+}
+
+/** What {@link EventLog.eraseUser} removed, and how many entries wait for their shard. */
+export interface ErasedEntries {
+  deleted: number;
+  left: number;
 }
 
 /** An append that could not be made durable; the route answers 503 and the client retries. */

@@ -11,8 +11,10 @@ import { acquireShards, loadCheckpoints, storedReceipts } from "../../../db/log_
 import { loadOptOuts } from "../../../db/queries.ts";
 import type { OptOut } from "../../../rules/mod.ts";
 import type { IncomingEvent, Refusal } from "../../region.ts";
-import type { EventLog, LogDeps, LogReadiness } from "../mod.ts";
+import type { ErasedEntries, EventLog, LogDeps, LogReadiness } from "../mod.ts";
+import { ENTITY_TYPES, formatShardKey } from "../../shard_key.ts";
 import { ClusterNode } from "./cluster.ts";
+import { positionOfStreamId } from "./stream_ids.ts";
 import { RedisLog } from "./append.ts";
 
 /** A node of a cluster sharing Redis and PostgreSQL. */
@@ -24,11 +26,24 @@ class SharedLog implements EventLog {
   #connections: Redis[];
   #nodeId: string;
 
-  constructor(appender: RedisLog, cluster: ClusterNode, connections: Redis[], nodeId: string) {
+  #eraseEntries: (userId: string) => Promise<ErasedEntries>;
+
+  constructor(
+    appender: RedisLog,
+    cluster: ClusterNode,
+    connections: Redis[],
+    nodeId: string,
+    eraseEntries: (userId: string) => Promise<ErasedEntries>,
+  ) {
     this.#appender = appender;
     this.#cluster = cluster;
     this.#connections = connections;
     this.#nodeId = nodeId;
+    this.#eraseEntries = eraseEntries;
+  }
+
+  eraseUser(userId: string): Promise<ErasedEntries> {
+    return this.#eraseEntries(userId);
   }
 
   refusal(): Refusal | null {
@@ -109,5 +124,64 @@ export async function openRedisLog(config: Config, deps: LogDeps): Promise<Event
     members: cluster.members,
     owned_shards: cluster.ownedShards.length,
   });
-  return new SharedLog(appender, cluster, [redis, reader], config.redis.nodeId);
+  const eraseEntries = (userId: string) =>
+    eraseStreamEntries(
+      redis,
+      config.redis.keyPrefix,
+      config.shards,
+      userId,
+      (keys) => loadCheckpoints(db, keys),
+    );
+  return new SharedLog(appender, cluster, [redis, reader], config.redis.nodeId, eraseEntries);
+}
+
+/**
+ * Deletes a user's entries (events, duplicate marks, privacy requests) from every shard stream,
+ * wherever the shard is owned. Events and duplicate marks go only at or below the stream's
+ * checkpoint: above it they are not applied yet by their shard, and stay for the next pass.
+ */
+export async function eraseStreamEntries(
+  redis: Redis,
+  keyPrefix: string,
+  shards: number,
+  userId: string,
+  checkpointsOf: (keys: string[]) => Promise<Map<string, number>>,
+): Promise<ErasedEntries> {
+  const keys = ENTITY_TYPES.flatMap((type) =>
+    Array.from({ length: shards }, (_, shard) => formatShardKey(type, shard))
+  );
+  const checkpoints = await checkpointsOf(keys);
+  let deleted = 0;
+  let left = 0;
+  for (const key of keys) {
+    const stream = `${keyPrefix}ev:${key}`;
+    const checkpoint = checkpoints.get(key) ?? 0;
+    let start = "-";
+    for (;;) {
+      const page = await redis.xrange(stream, start, "+", "COUNT", 1_000);
+      const mine: string[] = [];
+      for (const [id, fields] of page) {
+        if (!isUsersEntry(fields, userId)) continue;
+        // A privacy request entry carries no counts and never moves a checkpoint: once the
+        // erasure's passes run (after the owners had time to read it), it goes at once.
+        if (fields[0] === "o" || positionOfStreamId(id) <= checkpoint) mine.push(id);
+        else left++;
+      }
+      if (mine.length > 0) deleted += await redis.xdel(stream, ...mine);
+      if (page.length < 1_000) break;
+      start = `(${page[page.length - 1][0]}`;
+    }
+  }
+  return { deleted, left };
+}
+
+function isUsersEntry(fields: string[], userId: string): boolean {
+  const value = fields[1];
+  // Cheap test first: most entries do not even contain the id.
+  if (value === undefined || !value.includes(JSON.stringify(userId).slice(1, -1))) return false;
+  try {
+    return (JSON.parse(value) as { userId?: unknown }).userId === userId;
+  } catch {
+    return false; // an unreadable entry is skipped by readers too
+  }
 }
