@@ -122,6 +122,7 @@ export function createApp(deps: AppDeps): Hono {
       return c.json({ error: error.message || "Request rejected", issues: [] }, error.status);
     }
     deps.logger.error("Unhandled error while serving request", {
+      request_id: c.get("requestId"),
       method: c.req.method,
       path: c.req.path,
       error: error instanceof Error ? error.message : String(error),

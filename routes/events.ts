@@ -87,6 +87,7 @@ export function eventsRoutes(deps: EventsDeps): Hono {
       for (const userId of users) gpcRecorded.add(userId);
     } catch (error) {
       deps.logger.error("Cannot record Global Privacy Control opt-outs: the next signal retries", {
+        request_id: c.get("requestId"),
         path: c.req.path,
         users: users.size,
         error: error instanceof Error ? error.message : String(error),
