@@ -14,6 +14,7 @@ import {
   dntSettingOf,
   type Flag,
   isPlaybackType,
+  MAX_PRIVACY_EVENT_IDS,
   type OptOut,
   optOutInForce,
   privacyRule,
@@ -61,7 +62,11 @@ interface UserEntity {
   playingSinceMs: Map<string, number>;
   regions: LastSeen;
   ipHashes: LastSeen;
+  /** The latest UTC day with privacy-flagged events, and a bounded sample of their ids. */
+  privacyDay?: { dayMs: number; eventIds: string[] };
 }
+
+const DAY_MS = 86_400_000;
 
 /** Most distinct regions or networks remembered per user; beyond it the stalest is forgotten. */
 const MAX_DISTINCT_PER_USER = 64;
@@ -144,7 +149,12 @@ export class UserFamily {
       this.#dntSettings.set(event.userId, history);
     }
     const optOut = optOutInForce(event.atMs, request, history);
-    this.#runRule("privacy", event, out, () => privacyRule(event));
+    this.#runRule(
+      "privacy",
+      event,
+      out,
+      () => privacyRule(event, this.#privacySample(event, nowMs)),
+    );
     this.#runRule("retention", event, out, () => retentionRule(event, optOut));
     if (isOn === true && request === undefined && dntOnSince(before ?? [], event.atMs) === null) {
       out.optOuts.push({ userId: event.userId, type: "do_not_track", sinceMs: event.atMs });
@@ -222,6 +232,24 @@ export class UserFamily {
       evicted++;
     }
     return evicted;
+  }
+
+  /**
+   * The day's sample of privacy-flagged event ids for the flag's evidence, this event included (the
+   * rule decides whether it is flagged; an event that is not adds nothing).
+   */
+  #privacySample(event: TelemetryEvent, nowMs: number): string[] {
+    if (!event.isEu || event.hasConsent) return [];
+    const entity = this.#entity(event.userId, nowMs);
+    const dayMs = Math.floor(event.atMs / DAY_MS) * DAY_MS;
+    if (entity.privacyDay === undefined || entity.privacyDay.dayMs < dayMs) {
+      entity.privacyDay = { dayMs, eventIds: [] };
+    } else if (entity.privacyDay.dayMs > dayMs) {
+      return [event.eventId]; // a late event of an earlier day: its own id is the sample
+    }
+    const ids = entity.privacyDay.eventIds;
+    if (ids.length < MAX_PRIVACY_EVENT_IDS) ids.push(event.eventId);
+    return ids;
   }
 
   #entity(userId: string, nowMs: number): UserEntity {

@@ -220,7 +220,8 @@ Deno.test("UserFamily.apply() counts a late event 3 hours old in its own hour an
   assert.deepEqual(batch.rawEvents.map((r) => [r.eventId, r.isLate]), [[late.eventId, true]]);
   const privacy = flagsOf(batch, "privacy");
   assert.equal(privacy.length, 1);
-  assert.equal(privacy[0].flagKey, `privacy:${late.eventId}`);
+  assert.equal(privacy[0].eventId, late.eventId);
+  assert.deepEqual(privacy[0].evidence.event_ids, [late.eventId]);
   assert.equal(privacy[0].region, "FR");
   assert.equal(privacy[0].evidence.observed["too_late_for_windows"], true);
   assert.deepEqual(
@@ -701,4 +702,17 @@ Deno.test("UserFamily.apply() fills every aggregate map for a small known event 
   assert.deepEqual(batch.counters, new Map());
   assert.equal(batch.rawEvents.length, 5);
   assert.equal(batch.flags.size, 0);
+});
+
+Deno.test("UserFamily.apply() raises one privacy flag per user and day, counting every event", () => {
+  const users = family();
+  const batch = emptyBatch();
+  for (let i = 0; i < 3; i++) {
+    users.apply(ev({ eventId: `p${i}`, isEu: true, hasConsent: false, atMs: T0 + i }), NOW, batch);
+  }
+  const privacy = flagsOf(batch, "privacy");
+  assert.equal(privacy.length, 1);
+  assert.equal(privacy[0].flaggedEventCount, 3);
+  assert.equal(privacy[0].eventId, "p0");
+  assert.deepEqual(privacy[0].evidence.event_ids, ["p0", "p1", "p2"]);
 });
