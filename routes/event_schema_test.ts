@@ -311,3 +311,68 @@ Deno.test("validateEvent() refuses disallowed metadata keys with STRICT_SCHEMA, 
     { path: "extra_metadata.owner", message: "is not an allowed metadata key (see METADATA_KEYS)" },
   ]);
 });
+
+Deno.test("validateEvent() gives the same answer with and without its fast path, on every variant", () => {
+  const variants: unknown[] = [];
+  const types = ["PLAY", "play", "Heartbeat", "ERROR", "error", "x", "1PLAY", "PLAY!"];
+  const regions = ["DE", "de", "UK", "eu", "US-CA", "us-ny", "GBR", "D", "", "ß1"];
+  const ips = [
+    "10.0.0.1",
+    "010.0.0.1",
+    "256.1.1.1",
+    "2001:db8::1",
+    "::ffff:1.2.3.4",
+    "fe80::1",
+    "x",
+  ];
+  const times = [
+    new Date(T0).toISOString(),
+    "2026-11-30T10:00:00+01:00",
+    "2026-11-30T25:00:00Z",
+    "2026-11-30 10:00:00Z",
+    "2026-13-01T00:00:00Z",
+    "1999-12-31T23:00:00Z",
+  ];
+  const labels = [undefined, null, "", "E42", "user@example.com", "x".repeat(65), "a\u0000b", 7];
+  const metadata = [
+    undefined,
+    null,
+    {},
+    { platform: "tizen", app_version: "10.0.0.1" },
+    { note: "call 10.1.2.3", platform: "webos" },
+    [],
+    { cdn: { a: { b: { c: { d: 1 } } } } },
+    "x",
+  ];
+  const ids = ["u-1", "", "a\u0001", "bob@example.com", "10.0.0.9", "x".repeat(129), 5, "\ud800"];
+  const base = makeWireEvent({ atMs: T0 });
+  for (const event_type of types) variants.push({ ...base, event_type, error_code: "E1" });
+  for (const region of regions) variants.push({ ...base, region });
+  for (const ip_address of ips) variants.push({ ...base, ip_address });
+  for (const timestamp of times) variants.push({ ...base, timestamp });
+  for (const error_code of labels) {
+    variants.push({ ...base, error_code }, { ...base, event_type: "ERROR", error_code });
+  }
+  for (const subscription_plan of labels) variants.push({ ...base, subscription_plan });
+  for (const extra_metadata of metadata) variants.push({ ...base, extra_metadata });
+  for (const id of ids) {
+    for (const field of ["event_id", "user_id", "device_id", "content_id"]) {
+      variants.push({ ...base, [field]: id });
+    }
+  }
+  for (const is_eu of [undefined, null, true, false, "yes"]) variants.push({ ...base, is_eu });
+  for (const has_consent of [true, false, undefined, "no"]) variants.push({ ...base, has_consent });
+  for (const do_not_track of [undefined, true, false, 1]) variants.push({ ...base, do_not_track });
+  variants.push({ ...base, surprise: "x" }, [], null, "event");
+  const withoutTimestamp: Record<string, unknown> = { ...base };
+  delete withoutTimestamp.timestamp;
+  variants.push(withoutTimestamp);
+  let fastAccepted = 0;
+  for (const variant of variants) {
+    const fast = validateEvent(variant, CONTEXT, true);
+    const zod = validateEvent(variant, CONTEXT, false);
+    assert.deepEqual(fast, zod, JSON.stringify(variant));
+    if (fast.ok) fastAccepted++;
+  }
+  assert.ok(fastAccepted > 40, `only ${fastAccepted} variants were valid`);
+});
