@@ -35,6 +35,7 @@ test("parseConfig() applies the documented defaults", () => {
     sharingHighRegions: 4,
     sharingMaxIps: 3,
     sharingHighIps: 6,
+    sharingRegionLevel: "subdivision",
     qualityWindowMs: 300_000,
     qualityMinEvents: 20,
     qualityMaxErrorRate: 0.2,

@@ -166,7 +166,11 @@ export class UserFamily {
     this.#aggregate(event, watchTimeMs, out);
     // Windows only take events up to the allowed lateness behind the watermark.
     if (event.isLate) return;
-    entity.regions.see(event.region, event.atMs, event.eventId);
+    // With SHARING_REGION_LEVEL=country, US-CA and US-NY are one region (US) to the sharing rule.
+    const region = this.#o.thresholds.sharingRegionLevel === "country"
+      ? event.region.split("-")[0]
+      : event.region;
+    entity.regions.see(region, event.atMs, event.eventId);
     entity.ipHashes.see(event.ipHash, event.atMs, event.eventId);
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
     this.#runRule("account_sharing", event, out, () =>

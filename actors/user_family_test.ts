@@ -716,3 +716,19 @@ Deno.test("UserFamily.apply() raises one privacy flag per user and day, counting
   assert.equal(privacy[0].eventId, "p0");
   assert.deepEqual(privacy[0].evidence.event_ids, ["p0", "p1", "p2"]);
 });
+
+Deno.test("UserFamily.apply() compares countries, not subdivisions, with SHARING_REGION_LEVEL=country", () => {
+  const events = ["US-CA", "US-NY", "US-TX", "US-WA"].map((region, i) =>
+    ev({ eventId: `s${i}`, region, isEu: false, atMs: T0 + i * MINUTE })
+  );
+  const bySubdivision = emptyBatch();
+  const subdivisions = family();
+  for (const event of events) subdivisions.apply(event, NOW, bySubdivision);
+  assert.equal(flagsOf(bySubdivision, "account_sharing").length, 1);
+  const byCountry = emptyBatch();
+  const countries = family({
+    thresholds: { ...testConfig().thresholds, sharingRegionLevel: "country" },
+  });
+  for (const event of events) countries.apply(event, NOW, byCountry);
+  assert.equal(flagsOf(byCountry, "account_sharing").length, 0);
+});

@@ -322,7 +322,10 @@ export async function pruneErasedEvents(db: Db, nowMs: number, maxAgeMs: number)
     .where("erased_at", "<", new Date(nowMs - maxAgeMs).toISOString()).execute();
 }
 
-/** Everything held about one user, for an access request: events, flags, requests, risk. */
+/**
+ * Everything held about one user, for an access request: events, flags with their review history,
+ * requests, risk.
+ */
 export async function exportUser(db: Db, userId: string, nowMs: number) {
   const events = await db.selectFrom("raw_events").selectAll().where("user_id", "=", userId)
     .orderBy("occurred_at").orderBy("event_id").execute();
@@ -333,6 +336,8 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
         eb.and([eb("entity_type", "=", "user"), eb("entity_id", "=", userId)]),
       ])
     ).orderBy("id").execute();
+  const history = flags.length === 0 ? [] : await db.selectFrom("flag_history").selectAll()
+    .where("flag_id", "in", flags.map((f) => String(f.id)) as never[]).orderBy("id").execute();
   const requests = await db.selectFrom("privacy_requests").selectAll()
     .where("user_id", "=", userId).orderBy("id").execute();
   const risk = await db.selectFrom("entity_risk").selectAll()
@@ -365,6 +370,16 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
       reason: f.reason,
       occurred_at: iso(f.occurred_at),
       evidence: typeof f.evidence === "string" ? JSON.parse(f.evidence) : f.evidence,
+      status: f.status,
+      // Review decisions about the flag: who decided what, when and why.
+      history: history.filter((h) => String(h.flag_id) === String(f.id)).map((h) => ({
+        at: iso(h.at),
+        actor_name: h.actor_name,
+        actor_role: h.actor_role,
+        from_status: h.from_status,
+        to_status: h.to_status,
+        reason: h.reason,
+      })),
     })),
     requests: requests.map((r) => toRequest(r, nowMs)),
     risk: risk === undefined ? null : { level: risk.level, flag_count: num(risk.flag_count) },

@@ -71,6 +71,8 @@ export interface RuleThresholds {
   sharingHighRegions: number;
   sharingMaxIps: number;
   sharingHighIps: number;
+  /** Regions compared by the sharing rule: `subdivision` (US-CA and US-NY differ) or `country`. */
+  sharingRegionLevel: "country" | "subdivision";
   /** Tumbling window length of the quality rule. */
   qualityWindowMs: number;
   qualityMinEvents: number;
@@ -87,6 +89,7 @@ export const DEFAULT_THRESHOLDS: Readonly<RuleThresholds> = {
   sharingHighRegions: 4,
   sharingMaxIps: 3,
   sharingHighIps: 6,
+  sharingRegionLevel: "subdivision",
   qualityWindowMs: 300_000,
   qualityMinEvents: 20,
   qualityMaxErrorRate: 0.2,

@@ -146,6 +146,19 @@ test("[privacy] an access request exports exactly one user's data", async () => 
     const { alice, bob } = aliceAndBob(recentBase());
     await h.send([...alice, ...bob]);
     await h.flush();
+    // A reviewer's decision about one of her flags is hers to see too.
+    const herFlags = await h.json<{ items: Array<{ id: number }> }>(
+      "/compliance/events?user_id=alice-7f3",
+    );
+    const reviewed = await h.pipeline.app.request(
+      `http://test/compliance/flags/${herFlags.items[0].id}`,
+      {
+        method: "PATCH",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ status: "acknowledged" }),
+      },
+    );
+    assert.equal(reviewed.status, 200, await reviewed.clone().text());
     const request = await fileRequest(h, {
       user_id: "alice-7f3",
       type: "access",
@@ -161,6 +174,9 @@ test("[privacy] an access request exports exactly one user's data", async () => 
       alice.map((e) => e.event_id).sort(),
     );
     assert.ok(exported.data.flags.length > 0, "alice's privacy flags are hers");
+    const decided = (exported.data.flags as Array<{ history: Array<{ to_status: string }> }>)
+      .flatMap((f) => f.history.map((entry) => entry.to_status));
+    assert.deepEqual(decided, ["acknowledged"]);
     assert.equal(exported.data.requests.length, 1);
     assert.ok(!JSON.stringify(exported).includes("bob"));
     // An access request is answered anew each time; a deletion's export does not exist.
