@@ -1,14 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  type FactDims,
-  factKey,
-  type FlushBatch,
-  hourOf,
-  KEY_SEP,
-  type RawEventRow,
-} from "../db/flush_batch.ts";
+import { factKey, type FlushBatch, hourOf, KEY_SEP, type RawEventRow } from "../db/flush_batch.ts";
 import { addPacked, packedRegister } from "../db/hll.ts";
-import { makeFlag, T0 } from "../tests/fixtures.ts";
+import { makeFactDims, makeFlag, T0 } from "../tests/fixtures.ts";
 import {
   addCounter,
   addCounts,
@@ -48,16 +41,7 @@ function raw(eventId: string, position: number): RawEventRow {
   };
 }
 
-function dims(overrides: Partial<FactDims> = {}): FactDims {
-  return {
-    contentId: "content-1",
-    region: "DE",
-    platform: "tizen",
-    appVersion: "unknown",
-    subscriptionPlan: "unknown",
-    ...overrides,
-  };
-}
+const dims = makeFactDims;
 
 const FACT_C1_H0 = factKey(H0, dims());
 const FACT_C2_H0 = factKey(H0, dims({ contentId: "content-2", region: "US" }));

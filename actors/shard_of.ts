@@ -17,9 +17,18 @@ export function shardOf(key: string, shardCount: number): number {
       `Cannot route key "${key}": shard count must be a positive integer, received ${shardCount}`,
     );
   }
+  return hash32(key) % shardCount;
+}
+
+/**
+ * FNV-1a over UTF-16 code units with a murmur3 fmix32 finaliser, as an unsigned 32-bit integer.
+ * Hazard: shard placement and the unique-viewer sketches (`db/hll.ts`) persist what it returns;
+ * changing it is a data migration.
+ */
+export function hash32(text: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
   h ^= h >>> 16;
@@ -27,7 +36,7 @@ export function shardOf(key: string, shardCount: number): number {
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
-  return (h >>> 0) % shardCount;
+  return h >>> 0;
 }
 
 /** Which worker hosts a shard: shards are dealt round-robin so each worker gets a fair share. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type FactDims, factKey, type FlushBatch, hourOf, KEY_SEP } from "../db/flush_batch.ts";
 import { addPacked, packedRegister } from "../db/hll.ts";
 import type { TelemetryEvent } from "../rules/mod.ts";
-import { makeEvent, T0, testConfig } from "../tests/fixtures.ts";
+import { makeEvent, makeFactDims, T0, testConfig } from "../tests/fixtures.ts";
 import { emptyBatch } from "./pending.ts";
 import { shardOf } from "./shard_of.ts";
 import { UserFamily, type UserFamilyOptions } from "./user_family.ts";
@@ -39,17 +39,7 @@ function flagsOf(batch: FlushBatch, rule: string) {
 
 const H0 = hourOf(T0);
 
-/** The dimensions of a default fixture event, as its fact row is keyed. */
-function dims(overrides: Partial<FactDims> = {}): FactDims {
-  return {
-    contentId: "content-1",
-    region: "DE",
-    platform: "tizen",
-    appVersion: "unknown",
-    subscriptionPlan: "unknown",
-    ...overrides,
-  };
-}
+const dims = makeFactDims;
 
 /** Sums the fact rows whose dimensions match `where` (every hour unless `where.hourMs` is set). */
 function sumFacts(

@@ -7,12 +7,13 @@
  * Error: relative standard error 1.04 / sqrt(4096) = 1.6% (about 3.2% at 95% confidence) for large
  * counts; below about 10,000 viewers linear counting is used and is within about 1% (just above that
  * switch the estimate runs a little high, +1.5% on average, within the stated error).
- * The hash is FNV-1a with the murmur3 finaliser, like `shardOf` but kept apart on purpose: each is
- * persisted (shard checkpoints, stored sketches) and must only ever change with its own migration
- * (the hourly-bucket migration keeps a frozen copy of this one).
+ * The hash is `hash32` (FNV-1a with the murmur3 finaliser), the one `shardOf` uses: both persist its
+ * values (shard checkpoints, stored sketches), so it only ever changes with a migration (the
+ * hourly-bucket migration keeps a frozen copy).
  *
  * @module
  */
+import { hash32 } from "../actors/shard_of.ts";
 
 /** Bits of the hash that choose a register. */
 export const SKETCH_BITS = 12;
@@ -20,17 +21,7 @@ const REGISTERS = 1 << SKETCH_BITS;
 
 /** The register a viewer sets, packed as `index << 8 | rank`. */
 export function packedRegister(userId: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < userId.length; i++) {
-    h ^= userId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  h >>>= 0;
+  const h = hash32(userId);
   const index = h >>> (32 - SKETCH_BITS);
   const rest = (h << SKETCH_BITS) >>> 0;
   const rank = rest === 0 ? 32 - SKETCH_BITS + 1 : Math.clz32(rest) + 1;

@@ -42,14 +42,6 @@ const sighting = (level: Level, eventId: string, overrides: Partial<Flag> = {}) 
     eventId,
     reason: `${level} because of "${eventId}"`,
     ...overrides,
-    evidence: {
-      rule: "account_sharing",
-      rule_version: 1,
-      thresholds: { max_regions: 2 },
-      window: null,
-      observed: { raised_by: eventId },
-      event_ids: [eventId],
-    },
   });
 
 interface HistoryRow {

@@ -5,6 +5,7 @@
  */
 import { type Config, parseConfig } from "../config.ts";
 import type { Flag, TelemetryEvent } from "../rules/mod.ts";
+import type { FactDims } from "../db/flush_batch.ts";
 
 /** A fixed point in time all fixtures are relative to (aligned to a 5-minute window). */
 export const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -131,6 +132,18 @@ export function makeFlag(overrides: Partial<Flag> = {}): Flag {
       event_ids: [eventId],
     },
     flaggedEventCount: 1,
+    ...overrides,
+  };
+}
+
+/** The fact-row dimensions of a default fixture event, with overrides. */
+export function makeFactDims(overrides: Partial<FactDims> = {}): FactDims {
+  return {
+    contentId: "content-1",
+    region: "DE",
+    platform: "tizen",
+    appVersion: "unknown",
+    subscriptionPlan: "unknown",
     ...overrides,
   };
 }
