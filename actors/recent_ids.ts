@@ -27,6 +27,11 @@ export class RecentIds {
     return true;
   }
 
+  /** Whether the id is remembered. */
+  has(eventId: string): boolean {
+    return this.#atMsById.has(eventId);
+  }
+
   /** Forgets ids, oldest inserted first, while their event time is before `horizonMs`. */
   prune(horizonMs: number): void {
     for (const [id, atMs] of this.#atMsById) {

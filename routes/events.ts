@@ -12,6 +12,7 @@ import type { Context } from "hono";
 import type { Kysely } from "kysely";
 import type { ErasedUsers } from "../actors/erased_users.ts";
 import { type Appender, AppendError } from "../actors/log/mod.ts";
+import { RecentIds } from "../actors/recent_ids.ts";
 import type { IncomingEvent } from "../actors/region.ts";
 import { recordGpcOptOuts } from "../db/privacy_store.ts";
 import type { Database } from "../db/schema.ts";
@@ -67,7 +68,7 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     metadataKeys,
     anonymizer: deps.anonymizer,
   });
-  const gpcRecorded = new RecentKeys(GPC_REMEMBERED_USERS);
+  const gpcRecorded = new RecentIds(GPC_REMEMBERED_USERS);
 
   /**
    * Records the GPC opt-out of the users of appended events not yet seen on record, in one insert.
@@ -84,7 +85,8 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     if (users.size === 0) return { gpc: true };
     try {
       await recordGpcOptOuts(deps.db, [...users], now());
-      for (const userId of users) gpcRecorded.add(userId);
+      const atMs = now();
+      for (const userId of users) gpcRecorded.add(userId, atMs);
     } catch (error) {
       deps.logger.error("Cannot record Global Privacy Control opt-outs: the next signal retries", {
         request_id: c.get("requestId"),
@@ -161,25 +163,6 @@ export function eventsRoutes(deps: EventsDeps): Hono {
   });
 
   return app;
-}
-
-/** A bounded set of keys; when full, the least recently seen key leaves (a Map keeps order). */
-class RecentKeys {
-  #keys = new Map<string, true>();
-  constructor(readonly maxKeys: number) {}
-
-  /** True if the key is held; marks it recently seen. */
-  has(key: string): boolean {
-    if (!this.#keys.delete(key)) return false;
-    this.#keys.set(key, true);
-    return true;
-  }
-
-  add(key: string): void {
-    this.#keys.delete(key);
-    this.#keys.set(key, true);
-    if (this.#keys.size > this.maxKeys) this.#keys.delete(this.#keys.keys().next().value!);
-  }
 }
 
 function refuse(c: Context, log: Appender): Response | null {
