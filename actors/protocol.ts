@@ -11,6 +11,8 @@ import type { QualityEvent } from "./quality_family.ts";
 /** What a worker needs to start. */
 export interface WorkerInit {
   workerIndex: number;
+  /** Wall-clock time at spawn: the worker's "now" until its first tick (ticks are the only clock). */
+  nowMs: number;
   shardCount: number;
   dedupeIdsPerShard: number;
   maxSegmentMs: number;
@@ -52,7 +54,6 @@ export type ToWorker =
   | {
     type: "events";
     batchId: number;
-    nowMs: number;
     watermarkMs: number;
     user: TelemetryEvent[];
     content: QualityEvent[];

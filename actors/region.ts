@@ -1,8 +1,9 @@
 /**
  * The region: the main-thread router from key to shard to worker. It decides lateness once per event,
  * batches events per worker, tracks batches in flight for backpressure, drives time into workers with
- * ticks, writes flushes for workers when the database is PGlite, replays the durable log into workers
- * that start or restart, and drains.
+ * ticks, writes flushes for workers when the database is PGlite, restarts dead workers (with backoff
+ * while the database is down) and drains. Spawning and asking workers is {@link WorkerPool}'s job;
+ * reading the log back into them is {@link replayLog}'s.
  *
  * @module
  */
@@ -19,9 +20,11 @@ import type {
   WorkerStatus,
 } from "./protocol.ts";
 import type { QualityEvent } from "./quality_family.ts";
+import { type FamilyBatch, replayLog, toQualityEvent } from "./replay.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 import { ENTITY_TYPES, type EntityType, formatShardKey, parseShardKey } from "./shard_key.ts";
 import { Watermark } from "./watermark.ts";
+import { WorkerPool } from "./worker_pool.ts";
 
 /** An event as the ingest route hands it over: not yet positioned in the log. */
 export type IncomingEvent = Omit<TelemetryEvent, "position" | "isLate">;
@@ -87,7 +90,6 @@ export type Refusal = "draining" | "busy" | "degraded" | "recovering";
 
 interface WorkerSlot {
   index: number;
-  worker: Worker;
   user: TelemetryEvent[];
   content: QualityEvent[];
   device: QualityEvent[];
@@ -97,19 +99,14 @@ interface WorkerSlot {
   unackedBatches: number[];
   unackedEvents: number;
   status: WorkerStatus;
-  isAlive: boolean;
-  /** While true, live events wait in the buffers: the log is being replayed into the worker. */
+  /** While true, live events wait in the buffers: the worker is (re)starting or replaying. */
   isRecovering: boolean;
-  /** Flush requests this worker has not answered yet. */
-  flushRequests: Set<number>;
+  /** Failed restart attempts in a row (database down); retried with backoff. */
+  restartFailures: number;
   /** Shards (`family:shard`) adopted by this worker under cluster ownership. */
   ownedKeys: Set<string>;
-  /** Release requests this worker has not answered yet. */
-  releaseRequests: Set<number>;
   /** Called on the next acknowledgement (or death) of this worker. */
   ackWaiters: Array<() => void>;
-  onReady: () => void;
-  onStopped: () => void;
 }
 
 /** Health of the actor system, for `/readyz`. */
@@ -123,6 +120,8 @@ export interface RegionHealth {
       inFlight: number;
       /** Events buffered for or posted to the worker and not yet applied by it (log lag). */
       unappliedEvents: number;
+      /** Failed restart attempts in a row; the region keeps retrying with backoff. */
+      restartFailures: number;
     } & WorkerStatus
   >;
   watermarkMs: number;
@@ -131,25 +130,27 @@ export interface RegionHealth {
   replayedEvents: number;
 }
 
-const REPLAY_PAGE = 5_000;
 /** How long a flush request waits for a worker's answer before it counts as failed. */
 const FLUSH_ANSWER_TIMEOUT_MS = 60_000;
+/** How long a shard release waits for the worker's flush before the worker counts as failed. */
+const RELEASE_ANSWER_TIMEOUT_MS = 60_000;
+/** First and longest wait between attempts to restart a worker that could not be restarted. */
+const RESTART_BACKOFF_MS = { first: 500, max: 30_000 };
 
 /** Routes events to shard workers and owns their lifecycle. */
 export class Region {
   #o: RegionOptions;
   #slots: WorkerSlot[] = [];
+  #pool: WorkerPool;
+  #restartTimers = new Set<ReturnType<typeof setTimeout>>();
   #nextPosition: number;
   /** Highest position handed to workers; a replay reads the log up to here. */
   #lastDispatchedPosition = 0;
   #nextBatchId = 1;
-  #nextRequestId = 1;
   #postTimer: ReturnType<typeof setTimeout> | null = null;
   #isDraining = false;
   #restartedWorkers = 0;
   #replayedEvents = 0;
-  #flushWaiters = new Map<number, (error: string | null) => void>();
-  #releaseWaiters = new Map<number, (error: string | null) => void>();
   #writeChain: Promise<void> = Promise.resolve();
 
   #watermark: Watermark;
@@ -158,6 +159,12 @@ export class Region {
     this.#o = options;
     this.#nextPosition = options.firstPosition;
     this.#watermark = new Watermark(options.allowedLatenessMs);
+    this.#pool = new WorkerPool({
+      workerUrl: options.workerUrl ?? new URL("./shard_worker.ts", import.meta.url),
+      onMessage: (index, message) => this.#onMessage(this.#slots[index], message),
+      onDeath: (index, reason) => this.#onWorkerDeath(this.#slots[index], reason),
+    });
+    for (let index = 0; index < options.workers; index++) this.#slots.push(emptySlot(index));
   }
 
   /** Spawns the workers, replays the durable log into them, and resolves once all are ready. */
@@ -241,19 +248,14 @@ export class Region {
   recordOptOut(userId: string, optOut: OptOut): void {
     // Post buffered events first: events accepted before the request must not be flagged by it.
     this.#postAll();
-    this.#slotFor(userId).worker.postMessage(
-      { type: "opt_out", userId, optOut } satisfies ToWorker,
-    );
+    this.#pool.post(this.#workerOf(userId), { type: "opt_out", userId, optOut });
   }
 
   /** Lets wall-clock time into the workers: prune, passivate, and flush if due. */
   tick(nowMs: number): void {
     this.#postAll();
-    for (const slot of this.#slots) {
-      if (!slot.isAlive) continue;
-      const message: ToWorker = { type: "tick", nowMs, watermarkMs: this.#watermark.ms };
-      slot.worker.postMessage(message);
-    }
+    const message: ToWorker = { type: "tick", nowMs, watermarkMs: this.#watermark.ms };
+    for (const slot of this.#slots) this.#pool.post(slot.index, message);
   }
 
   /**
@@ -262,28 +264,11 @@ export class Region {
    */
   async flush(timeoutMs = FLUSH_ANSWER_TIMEOUT_MS): Promise<string[]> {
     this.#postAll();
+    // A worker stuck behind a hung database must not hold a drain forever: asks time out.
     const results = await Promise.all(
-      this.#slots.filter((s) => s.isAlive).map((slot) => {
-        const requestId = this.#nextRequestId++;
-        return new Promise<string | null>((resolve) => {
-          // A worker stuck behind a hung database must not hold a drain forever.
-          const timer = setTimeout(
-            () =>
-              this.#settleFlush(
-                slot,
-                requestId,
-                `worker ${slot.index} did not answer a flush within ${timeoutMs} ms`,
-              ),
-            timeoutMs,
-          );
-          this.#flushWaiters.set(requestId, (error) => {
-            clearTimeout(timer);
-            resolve(error);
-          });
-          slot.flushRequests.add(requestId);
-          slot.worker.postMessage({ type: "flush", requestId } satisfies ToWorker);
-        });
-      }),
+      this.#slots.filter((s) => this.#pool.isAlive(s.index)).map((slot) =>
+        this.#pool.ask(slot.index, (requestId) => ({ type: "flush", requestId }), timeoutMs)
+      ),
     );
     return results.filter((e): e is string => e !== null);
   }
@@ -320,10 +305,11 @@ export class Region {
       replayedEvents: this.#replayedEvents,
       workers: this.#slots.map((s) => ({
         index: s.index,
-        isAlive: s.isAlive,
+        isAlive: this.#pool.isAlive(s.index),
         isRecovering: s.isRecovering,
         inFlight: s.inFlight,
         unappliedEvents: s.user.length + s.unackedEvents,
+        restartFailures: s.restartFailures,
         ...s.status,
       })),
     };
@@ -337,7 +323,10 @@ export class Region {
     return workerOfShard(shardOf(key, this.#o.shards), this.#o.workers);
   }
 
-  /** Spawns workers owning fresh leases, replays the log into them, then releases live events. */
+  /**
+   * Spawns workers owning fresh leases, replays the log into them, then releases live events. On
+   * failure the workers it spawned are stopped again and the error is thrown.
+   */
   async #startWorkers(indexes: number[], through: number): Promise<void> {
     const owned = new Set(indexes);
     const keys: string[] = [];
@@ -345,58 +334,44 @@ export class Region {
       if (!owned.has(workerOfShard(shard, this.#o.workers))) continue;
       for (const type of ENTITY_TYPES) keys.push(formatShardKey(type, shard));
     }
-    // Under cluster ownership workers start empty; the cluster adopts shards as it wins leases.
-    const leases = this.#o.cluster === undefined
-      ? await this.#o.shardStore.acquire(keys)
-      : new Map<string, ShardLease>();
-    // Read again on every (re)start: requests recorded since, including DNT events a dead worker
-    // had flushed, must reach the new worker.
-    const optOuts = await this.#o.shardStore.loadOptOuts();
-    await Promise.all(indexes.map((index) => this.#spawn(index, leases, optOuts)));
-    if (this.#o.isLogDurable) await this.#replay(indexes, leases, through);
+    try {
+      // Under cluster ownership workers start empty; the cluster adopts shards as it wins leases.
+      const leases = this.#o.cluster === undefined
+        ? await this.#o.shardStore.acquire(keys)
+        : new Map<string, ShardLease>();
+      // Read again on every (re)start: requests recorded since, including DNT events a dead worker
+      // had flushed, must reach the new worker.
+      const optOuts = await this.#o.shardStore.loadOptOuts();
+      await Promise.all(indexes.map((index) => this.#spawn(index, leases, optOuts)));
+      if (this.#o.isLogDurable) {
+        let after = through;
+        for (const lease of leases.values()) after = Math.min(after, lease.position);
+        const replayed = await replayLog(
+          {
+            readLog: (from, to, limit) => this.#o.shardStore.readLog(from, to, limit),
+            workerOf: (key) => this.#workerOf(key),
+            markLateness: (events) => this.markLateness(events),
+            post: (index, batch, pageEnd) => this.#postEvents(this.#slots[index], batch, pageEnd),
+            caughtUp: (index) => this.#acked(this.#slots[index], 1),
+          },
+          indexes,
+          after,
+          through,
+        );
+        this.#replayedEvents += replayed;
+        if (replayed > 0) {
+          this.#o.logger.info(
+            `Replayed ${replayed} logged events into workers ${indexes.join(", ")}`,
+            { through },
+          );
+        }
+      }
+    } catch (error) {
+      for (const index of indexes) this.#pool.terminate(index, "start failed");
+      throw error;
+    }
     for (const index of indexes) this.#slots[index].isRecovering = false;
     this.#postAll();
-  }
-
-  /** Posts every logged event after the lowest checkpoint of these workers' shards, up to `through`. */
-  async #replay(indexes: number[], leases: Map<string, ShardLease>, through: number) {
-    const owned = new Set(indexes);
-    let after = through;
-    for (const lease of leases.values()) after = Math.min(after, lease.position);
-    let replayed = 0;
-    while (after < through) {
-      const events = await this.#o.shardStore.readLog(after, through, REPLAY_PAGE);
-      if (events.length === 0) break;
-      this.markLateness(events.filter((e) => !e.isLate));
-      const batches = new Map(
-        indexes.map((i) => [i, {
-          user: [] as TelemetryEvent[],
-          content: [] as QualityEvent[],
-          device: [] as QualityEvent[],
-        }]),
-      );
-      for (const event of events) {
-        const quality = toQualityEvent(event);
-        const byUser = this.#workerOf(event.userId);
-        const byContent = this.#workerOf(event.contentId);
-        const byDevice = this.#workerOf(event.deviceId);
-        if (owned.has(byUser)) batches.get(byUser)!.user.push(event);
-        if (owned.has(byContent)) batches.get(byContent)!.content.push(quality);
-        if (owned.has(byDevice)) batches.get(byDevice)!.device.push(quality);
-      }
-      const pageEnd = events[events.length - 1].position;
-      for (const [index, batch] of batches) this.#postEvents(this.#slots[index], batch, pageEnd);
-      replayed += events.length;
-      after = pageEnd;
-      // Read the next page only once the workers have caught up: memory stays bounded by a page.
-      await Promise.all(indexes.map((i) => this.#acked(this.#slots[i], 1)));
-    }
-    this.#replayedEvents += replayed;
-    if (replayed > 0) {
-      this.#o.logger.info(`Replayed ${replayed} logged events into workers ${indexes.join(", ")}`, {
-        through,
-      });
-    }
   }
 
   #spawn(
@@ -404,45 +379,18 @@ export class Region {
     leases: Map<string, ShardLease>,
     optOuts: Array<[string, OptOut]>,
   ): Promise<void> {
-    const url = this.#o.workerUrl ?? new URL("./shard_worker.ts", import.meta.url);
-    const worker = new Worker(url, { type: "module" });
-    let onReady!: () => void;
-    let onFailed!: (error: Error) => void;
-    const ready = new Promise<void>((resolve, reject) => {
-      onReady = resolve;
-      onFailed = reject;
-    });
-    const slot: WorkerSlot = {
-      index,
-      worker,
-      user: this.#slots[index]?.user ?? [],
-      content: this.#slots[index]?.content ?? [],
-      device: this.#slots[index]?.device ?? [],
-      duplicates: this.#slots[index]?.duplicates ?? [],
-      inFlight: 0,
-      unackedBatches: [],
-      unackedEvents: 0,
-      status: { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null },
-      isAlive: true,
-      isRecovering: true,
-      flushRequests: new Set(),
-      ownedKeys: new Set(),
-      releaseRequests: new Set(),
-      ackWaiters: [],
-      onReady,
-      onStopped: () => {},
-    };
-    this.#slots[index] = slot;
-    worker.onmessage = (e: MessageEvent<FromWorker>) => this.#onMessage(slot, e.data);
-    worker.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      onFailed(new Error(`Worker ${index} failed to start: ${e.message}`));
-      this.#onWorkerDeath(slot, e.message);
-    };
+    const slot = this.#slots[index];
+    // Buffered live events survive the restart; what was posted to the dead worker did not.
+    slot.inFlight = 0;
+    slot.unackedBatches = [];
+    slot.unackedEvents = 0;
+    slot.isRecovering = true;
+    slot.status = { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null };
     const isOwned = (key: string) =>
       workerOfShard(parseShardKey(key).shard, this.#o.workers) === index;
     const init: WorkerInit = {
       workerIndex: index,
+      nowMs: Date.now(),
       shardCount: this.#o.shards,
       dedupeIdsPerShard: Math.ceil(this.#o.dedupeMaxIds / this.#o.shards),
       maxSegmentMs: this.#o.maxSegmentMs,
@@ -456,15 +404,11 @@ export class Region {
       shards: [...leases.entries()].filter(([key]) => isOwned(key)),
       optOuts: optOuts.filter(([userId]) => this.#workerOf(userId) === index),
     };
-    worker.postMessage({ type: "init", init } satisfies ToWorker);
-    return ready;
+    return this.#pool.spawn(index, init);
   }
 
   #onMessage(slot: WorkerSlot, message: FromWorker): void {
     switch (message.type) {
-      case "ready":
-        slot.onReady();
-        return;
       case "ack":
         slot.inFlight = Math.max(0, slot.inFlight - 1);
         slot.unackedEvents -= slot.unackedBatches.shift() ?? 0;
@@ -473,7 +417,6 @@ export class Region {
         return;
       case "flushed":
         slot.status = this.#takeStatus(slot, message.status);
-        if (message.requestId !== null) this.#settleFlush(slot, message.requestId, message.error);
         return;
       case "db_write":
         this.#writeForWorker(slot, message.requestId, message.batch);
@@ -481,17 +424,13 @@ export class Region {
       case "log":
         this.#o.logger.log(message.level, message.message);
         return;
-      case "stopped":
-        slot.onStopped();
-        return;
-      case "released":
-        slot.releaseRequests.delete(message.requestId);
-        this.#releaseWaiters.get(message.requestId)?.(message.error);
-        this.#releaseWaiters.delete(message.requestId);
-        return;
       case "reset":
         this.#onWorkerReset(slot, message.keys, message.reason);
         return;
+      case "ready":
+      case "stopped":
+      case "released":
+        return; // answers the pool settles
     }
   }
 
@@ -514,9 +453,8 @@ export class Region {
       byWorker.set(index, [...(byWorker.get(index) ?? []), [key, lease]]);
     }
     for (const [index, shards] of byWorker) {
-      const slot = this.#slots[index];
-      for (const [key] of shards) slot.ownedKeys.add(key);
-      slot.worker.postMessage({ type: "adopt", shards } satisfies ToWorker);
+      for (const [key] of shards) this.#slots[index].ownedKeys.add(key);
+      this.#pool.post(index, { type: "adopt", shards });
     }
   }
 
@@ -532,17 +470,13 @@ export class Region {
       byWorker.set(index, [...(byWorker.get(index) ?? []), key]);
     }
     const results = await Promise.all([...byWorker].map(([index, workerKeys]) => {
-      const slot = this.#slots[index];
-      for (const key of workerKeys) slot.ownedKeys.delete(key);
-      if (!slot.isAlive) return Promise.resolve(null);
-      const requestId = this.#nextRequestId++;
-      return new Promise<string | null>((resolve) => {
-        this.#releaseWaiters.set(requestId, resolve);
-        slot.releaseRequests.add(requestId);
-        slot.worker.postMessage(
-          { type: "release", requestId, keys: workerKeys } satisfies ToWorker,
-        );
-      });
+      for (const key of workerKeys) this.#slots[index].ownedKeys.delete(key);
+      if (!this.#pool.isAlive(index)) return Promise.resolve(null);
+      return this.#pool.ask(
+        index,
+        (requestId) => ({ type: "release", requestId, keys: workerKeys }),
+        RELEASE_ANSWER_TIMEOUT_MS,
+      );
     }));
     return results.filter((e): e is string => e !== null);
   }
@@ -579,7 +513,7 @@ export class Region {
         `Use QUEUE=redis to run several nodes`,
       { reason },
     );
-    this.#onWorkerDeath(slot, `fenced: ${reason}`);
+    this.#pool.kill(slot.index, `fenced: ${reason}`);
   }
 
   /** PGlite has one owner (this thread): worker flushes are written here, one after another. */
@@ -593,57 +527,33 @@ export class Region {
         error = e instanceof Error ? e.message : String(e);
         isFenced = e instanceof Error && e.name === "FencedError";
       }
-      if (slot.isAlive) {
-        slot.worker.postMessage({ type: "db_done", requestId, error, isFenced } satisfies ToWorker);
-      }
+      this.#pool.post(slot.index, { type: "db_done", requestId, error, isFenced });
     });
   }
 
   #onWorkerDeath(slot: WorkerSlot, reason: string): void {
-    if (!slot.isAlive) return;
-    slot.isAlive = false;
-    slot.worker.terminate();
     for (const waiter of slot.ackWaiters.splice(0)) waiter();
-    for (const requestId of slot.flushRequests) {
-      this.#settleFlush(slot, requestId, `worker ${slot.index} died: ${reason}`);
-    }
-    // A release that never gets its answer would stall the cluster's ownership rounds.
-    for (const requestId of slot.releaseRequests) {
-      this.#releaseWaiters.get(requestId)?.(`worker ${slot.index} died: ${reason}`);
-      this.#releaseWaiters.delete(requestId);
-    }
-    slot.releaseRequests.clear();
     if (this.#isDraining) return;
     this.#restartedWorkers++;
     // Live events dispatched from now on wait in the buffers until the replay is done. With a
     // durable log, buffered events are dropped: they are in the log and the replay posts them.
     slot.isRecovering = true;
-    if (this.#o.isLogDurable) {
+    if (this.#o.isLogDurable || this.#o.cluster !== undefined) {
       slot.user = [];
       slot.content = [];
       slot.device = [];
+      slot.duplicates = [];
     }
     const through = this.#lastDispatchedPosition;
+    let onRestarted = () => {};
     if (this.#o.cluster !== undefined) {
       this.#o.logger.error(
         `Worker ${slot.index} died; restarting it, the cluster re-acquires its shards`,
-        {
-          reason,
-        },
+        { reason },
       );
       const lost = [...slot.ownedKeys];
-      slot.duplicates = [];
-      slot.user = [];
-      slot.content = [];
-      slot.device = [];
-      this.#startWorkers([slot.index], through).then(
-        () => this.#o.cluster?.onShardsLost(lost),
-        (error) =>
-          this.#o.logger.error(`Cannot restart worker ${slot.index}`, { error: String(error) }),
-      );
-      return;
-    }
-    if (!this.#o.isLogDurable) {
+      onRestarted = () => this.#o.cluster?.onShardsLost(lost);
+    } else if (!this.#o.isLogDurable) {
       this.#o.logger.error(
         `Worker ${slot.index} died; restarting it. Up to ${slot.status.pendingEvents} unflushed ` +
           `events of its shards are lost (memory queue)`,
@@ -655,22 +565,49 @@ export class Region {
         { reason },
       );
     }
-    this.#startWorkers([slot.index], through).catch((error) =>
-      this.#o.logger.error(`Cannot restart worker ${slot.index}`, { error: String(error) })
+    this.#restart(slot, through, onRestarted);
+  }
+
+  /**
+   * Restarts a dead worker, retrying with exponential backoff while it fails (database down). Until
+   * it succeeds, live events wait in its buffers and backpressure refuses more ("recovering").
+   */
+  #restart(slot: WorkerSlot, through: number, onRestarted: () => void): void {
+    if (this.#isDraining) return;
+    this.#startWorkers([slot.index], through).then(
+      () => {
+        if (slot.restartFailures > 0) {
+          this.#o.logger.info(
+            `Worker ${slot.index} restarted after ${slot.restartFailures} failed attempts`,
+          );
+        }
+        slot.restartFailures = 0;
+        onRestarted();
+      },
+      (error) => {
+        slot.restartFailures++;
+        const delayMs = Math.min(
+          RESTART_BACKOFF_MS.max,
+          RESTART_BACKOFF_MS.first * 2 ** (slot.restartFailures - 1),
+        );
+        this.#o.logger.error(`Cannot restart worker ${slot.index}: retrying in ${delayMs} ms`, {
+          attempt: slot.restartFailures,
+          error: error instanceof Error ? error.message : String(error),
+        });
+        const timer = setTimeout(() => {
+          this.#restartTimers.delete(timer);
+          this.#restart(slot, through, onRestarted);
+        }, delayMs);
+        this.#restartTimers.add(timer);
+      },
     );
   }
 
   /** Resolves once the worker has at most `maxInFlight` batches unacknowledged, or died. */
   async #acked(slot: WorkerSlot, maxInFlight: number): Promise<void> {
-    while (slot.isAlive && slot.inFlight > maxInFlight) {
+    while (this.#pool.isAlive(slot.index) && slot.inFlight > maxInFlight) {
       await new Promise<void>((resolve) => slot.ackWaiters.push(resolve));
     }
-  }
-
-  #settleFlush(slot: WorkerSlot, requestId: number, error: string | null): void {
-    slot.flushRequests.delete(requestId);
-    this.#flushWaiters.get(requestId)?.(error);
-    this.#flushWaiters.delete(requestId);
   }
 
   #postAll(): void {
@@ -679,7 +616,7 @@ export class Region {
       this.#postTimer = null;
     }
     for (const slot of this.#slots) {
-      if (slot.isRecovering || !slot.isAlive) continue;
+      if (slot.isRecovering || !this.#pool.isAlive(slot.index)) continue;
       if (
         slot.user.length === 0 && slot.content.length === 0 && slot.device.length === 0 &&
         slot.duplicates.length === 0
@@ -698,63 +635,48 @@ export class Region {
 
   #postEvents(
     slot: WorkerSlot,
-    events: {
-      user: TelemetryEvent[];
-      content: QualityEvent[];
-      device: QualityEvent[];
-      duplicates?: DuplicateMark[];
-    },
+    events: FamilyBatch & { duplicates?: DuplicateMark[] },
     throughPosition?: number,
   ): void {
-    const message: ToWorker = {
+    slot.inFlight++;
+    slot.unackedBatches.push(events.user.length);
+    slot.unackedEvents += events.user.length;
+    this.#pool.post(slot.index, {
       type: "events",
       batchId: this.#nextBatchId++,
-      nowMs: Date.now(),
       watermarkMs: this.#watermark.ms,
       user: events.user,
       content: events.content,
       device: events.device,
       duplicates: events.duplicates,
       throughPosition,
-    };
-    slot.inFlight++;
-    slot.unackedBatches.push(events.user.length);
-    slot.unackedEvents += events.user.length;
-    slot.worker.postMessage(message);
+    });
   }
 
   async #stopWorkers(): Promise<void> {
     if (this.#postTimer !== null) clearTimeout(this.#postTimer);
     this.#postTimer = null;
+    for (const timer of this.#restartTimers) clearTimeout(timer);
+    this.#restartTimers.clear();
     await this.#writeChain;
-    const alive = this.#slots.filter((s) => s.isAlive);
-    const stopped = Promise.all(
-      alive.map((slot) => new Promise<void>((resolve) => (slot.onStopped = resolve))),
-    );
-    for (const slot of alive) slot.worker.postMessage({ type: "stop" } satisfies ToWorker);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000)));
-    await Promise.race([stopped, timeout]);
-    clearTimeout(timer);
-    for (const slot of alive) {
-      slot.isAlive = false;
-      slot.worker.terminate();
-    }
+    await this.#pool.stopAll();
   }
 }
 
-function toQualityEvent(event: TelemetryEvent): QualityEvent {
+function emptySlot(index: number): WorkerSlot {
   return {
-    eventId: event.eventId,
-    userId: event.userId,
-    deviceId: event.deviceId,
-    contentId: event.contentId,
-    type: event.type,
-    atMs: event.atMs,
-    region: event.region,
-    isEu: event.isEu,
-    errorCode: event.errorCode,
-    isLate: event.isLate,
-    position: event.position,
+    index,
+    user: [],
+    content: [],
+    device: [],
+    duplicates: [],
+    inFlight: 0,
+    unackedBatches: [],
+    unackedEvents: 0,
+    status: { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null },
+    isRecovering: true,
+    restartFailures: 0,
+    ownedKeys: new Set(),
+    ackWaiters: [],
   };
 }

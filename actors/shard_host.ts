@@ -66,6 +66,7 @@ export class ShardHost {
     monotonicMs: () => number = () => performance.now(),
   ) {
     this.#init = init;
+    this.#lastNowMs = init.nowMs;
     this.#send = send;
     this.#sink = sink;
     this.#monotonicMs = monotonicMs;
@@ -145,14 +146,11 @@ export class ShardHost {
   async handle(message: ToWorker): Promise<void> {
     switch (message.type) {
       case "events": {
-        this.#lastNowMs = Math.max(this.#lastNowMs, message.nowMs);
-        for (const event of message.user) this.#users.apply(event, message.nowMs, this.#pending);
-        for (const event of message.content) {
-          this.#contents.apply(event, message.nowMs, this.#pending);
-        }
-        for (const event of message.device) {
-          this.#devices.apply(event, message.nowMs, this.#pending);
-        }
+        // Time comes only from ticks: entities touched now count as touched at the last tick.
+        const nowMs = this.#lastNowMs;
+        for (const event of message.user) this.#users.apply(event, nowMs, this.#pending);
+        for (const event of message.content) this.#contents.apply(event, nowMs, this.#pending);
+        for (const event of message.device) this.#devices.apply(event, nowMs, this.#pending);
         for (const mark of message.duplicates ?? []) {
           this.#users.applyDuplicate(mark.userId, mark.position, this.#pending);
         }

@@ -20,6 +20,7 @@ function workerInit(): WorkerInit {
   ]);
   return {
     workerIndex: 0,
+    nowMs: T0,
     shardCount: SHARD_COUNT,
     dedupeIdsPerShard: 100_000,
     maxSegmentMs: 4 * 3_600_000,
@@ -79,7 +80,6 @@ async function applyEvents(host: ShardHost, from: number, to: number, perMessage
     await host.handle({
       type: "events",
       batchId: nextBatchId++,
-      nowMs: T0,
       watermarkMs: T0,
       user: events,
       content: quality,
@@ -205,7 +205,6 @@ Deno.test("ShardHost advances every owned shard's checkpoint to throughPosition 
   await host.handle({
     type: "events",
     batchId: 1,
-    nowMs: T0,
     watermarkMs: T0,
     user: [event],
     content: [],
@@ -229,7 +228,6 @@ Deno.test("ShardHost advances checkpoints to throughPosition even when no event 
   await host.handle({
     type: "events",
     batchId: 1,
-    nowMs: T0,
     watermarkMs: T0,
     user: [],
     content: [],
@@ -252,7 +250,6 @@ Deno.test("ShardHost keeps the advanced checkpoints of a failed flush for the re
   await host.handle({
     type: "events",
     batchId: 1,
-    nowMs: T0,
     watermarkMs: T0,
     user: [],
     content: [],

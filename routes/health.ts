@@ -30,6 +30,9 @@ export function healthRoutes(
     if (health.isDraining) problems.push("draining");
     for (const w of health.workers) {
       if (!w.isAlive) problems.push(`worker ${w.index} is not alive`);
+      if (w.restartFailures > 0) {
+        problems.push(`worker ${w.index} restart failed ${w.restartFailures} times, retrying`);
+      }
       if (w.isFlushFailing) problems.push(`worker ${w.index} flush failing: ${w.lastFlushError}`);
     }
     const more = extra?.();
