@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { type ApiToken, parseApiTokens } from "./routes/auth.ts";
 import { canonicalRegion, DEFAULT_GDPR_REGIONS } from "./routes/gdpr_regions.ts";
+import { IP_HASH_KEY_ID_PATTERN } from "./routes/ip_anonymizer.ts";
 import { DEFAULT_METADATA_KEYS } from "./routes/scrub.ts";
 import type { RuleThresholds } from "./rules/types.ts";
 
@@ -57,6 +58,11 @@ export interface Config {
   /** HMAC key for IP addresses; `isIpHashSecretGenerated` tells whether it was made up at start. */
   ipHashSecret: string;
   isIpHashSecretGenerated: boolean;
+  /**
+   * Id of the IP hash key, stored in front of every hash (`<keyId>:<hex>`) so a rotated secret's
+   * hashes are never compared with the old ones; `undefined` derives it from the secret.
+   */
+  ipHashKeyId: string | undefined;
   allowedLatenessMs: number;
   maxFutureSkewMs: number;
   /** Events older than now minus this are refused at ingest: too old to be counted. */
@@ -141,6 +147,8 @@ export const ENV_SCHEMA = z.object({
   // CCPA keeps records of consumer requests for 24 months.
   PRIVACY_REQUEST_RETENTION_DAYS: intFrom(1, 36_500).default(730),
   IP_HASH_SECRET: z.string().min(16, "IP_HASH_SECRET must be at least 16 characters").optional(),
+  IP_HASH_KEY_ID: z.string().regex(IP_HASH_KEY_ID_PATTERN, "must be 1-16 letters, digits, _ -")
+    .optional(),
   PSEUDONYM_SECRET: z.string().min(16, "PSEUDONYM_SECRET must be at least 16 characters")
     .optional(),
   PRIVACY_JURISDICTION: z.enum(["gdpr", "ccpa"]).default("gdpr"),
@@ -266,6 +274,7 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     privacyRequestRetentionDays: e.PRIVACY_REQUEST_RETENTION_DAYS,
     ipHashSecret: e.IP_HASH_SECRET ?? randomSecret(),
     isIpHashSecretGenerated,
+    ipHashKeyId: e.IP_HASH_KEY_ID,
     allowedLatenessMs: e.ALLOWED_LATENESS_MS,
     maxFutureSkewMs: e.MAX_FUTURE_SKEW_MS,
     maxEventAgeMs: e.MAX_EVENT_AGE_MS,

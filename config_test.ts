@@ -129,6 +129,20 @@ test("parseConfig() generates a random IP secret when unset and says so", () => 
   assert.notEqual(a.ipHashSecret, b.ipHashSecret);
 });
 
+test("parseConfig() takes IP_HASH_KEY_ID, undefined when unset (derived from the secret)", () => {
+  assert.equal(parseConfig({ IP_HASH_KEY_ID: "2026-q1_a" }, 2).ipHashKeyId, "2026-q1_a");
+  assert.equal(parseConfig({}, 2).ipHashKeyId, undefined);
+});
+
+test("parseConfig() rejects an IP_HASH_KEY_ID that cannot prefix a hash", () => {
+  for (const keyId of ["a:b", "a".repeat(17), "key id", "ключ"]) {
+    assert.throws(
+      () => parseConfig({ IP_HASH_KEY_ID: keyId }, 2),
+      /^Error: Cannot start: invalid configuration: IP_HASH_KEY_ID: must be 1-16 letters, digits, _ -/,
+    );
+  }
+});
+
 test("parseConfig() keeps a configured IP secret and marks it as not generated", () => {
   const config = parseConfig({ IP_HASH_SECRET: SECRET }, 2);
   assert.equal(config.ipHashSecret, SECRET);

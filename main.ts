@@ -158,7 +158,7 @@ export async function startPipeline(
       ),
       metrics,
       metricsToken: config.metricsToken,
-      anonymizer: new IpAnonymizer(config.ipHashSecret),
+      anonymizer: new IpAnonymizer(config.ipHashSecret, config.ipHashKeyId),
       auth: config,
       maxBodyBytes: config.maxBodyBytes,
       bodyReadTimeoutMs: config.bodyReadTimeoutMs,

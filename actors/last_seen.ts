@@ -37,10 +37,12 @@ export class LastSeen {
     return keys.sort();
   }
 
-  /** Number of distinct values seen at or after `sinceMs`. */
-  countSince(sinceMs: number): number {
+  /** Number of distinct values seen at or after `sinceMs`, only those `isCounted` accepts if given. */
+  countSince(sinceMs: number, isCounted?: (value: string) => boolean): number {
     let n = 0;
-    for (const seen of this.#byValue.values()) if (seen.atMs >= sinceMs) n++;
+    for (const [value, seen] of this.#byValue) {
+      if (seen.atMs >= sinceMs && (isCounted === undefined || isCounted(value))) n++;
+    }
     return n;
   }
 

@@ -173,12 +173,14 @@ export class UserFamily {
     entity.regions.see(region, event.atMs, event.eventId);
     entity.ipHashes.see(event.ipHash, event.atMs, event.eventId);
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
+    // Hashes are compared only within the event's key: after a rotation one address has two hashes.
+    const keyId = ipHashKeyIdOf(event.ipHash);
     this.#runRule("account_sharing", event, out, () =>
       accountSharingRule(event, {
         windowStartMs: sinceMs,
         windowEndMs: event.atMs,
         regions: entity.regions.keysSince(sinceMs),
-        ipHashCount: entity.ipHashes.countSince(sinceMs),
+        ipHashCount: entity.ipHashes.countSince(sinceMs, (hash) => ipHashKeyIdOf(hash) === keyId),
         sampleEventIds: entity.regions.eventIdsSince(sinceMs),
       }, this.#o.thresholds));
   }
@@ -346,6 +348,15 @@ export class UserFamily {
       this.#o.onRuleError(rule, event, error);
     }
   }
+}
+
+/**
+ * The key id of an IP hash (`<keyId>:<hex>`); `""` for a hash without one (stored before key ids
+ * existed, or an erased user's pseudonym), which is a key group of its own: key ids are never empty.
+ */
+export function ipHashKeyIdOf(ipHash: string): string {
+  const end = ipHash.indexOf(":");
+  return end === -1 ? "" : ipHash.slice(0, end);
 }
 
 /** The value of a dimension a TV did not report. */

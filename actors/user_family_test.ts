@@ -3,9 +3,10 @@ import { type FactDims, factKey, type FlushBatch, hourOf, KEY_SEP } from "../db/
 import { addPacked, packedRegister } from "../db/hll.ts";
 import type { TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, makeFactDims, T0, testConfig } from "../tests/fixtures.ts";
+import { IpAnonymizer } from "../routes/ip_anonymizer.ts";
 import { emptyBatch } from "./pending.ts";
 import { shardOf } from "./shard_of.ts";
-import { UserFamily, type UserFamilyOptions } from "./user_family.ts";
+import { ipHashKeyIdOf, UserFamily, type UserFamilyOptions } from "./user_family.ts";
 
 const SHARDS = 8;
 const MINUTE = 60_000;
@@ -495,6 +496,46 @@ Deno.test("UserFamily.apply() flags more than 3 networks in one region as sharin
   assert.equal(sharing.length, 1);
   assert.equal(sharing[0].level, "MEDIUM");
   assert.equal(sharing[0].evidence.observed["distinct_ips"], 4);
+});
+
+Deno.test("UserFamily.apply() counts networks only within the key of the event's IP hash", () => {
+  const keyA = new IpAnonymizer("old-secret-0123456789", "A");
+  const keyB = new IpAnonymizer("new-secret-0123456789", "B");
+  const users = family();
+  const batch = emptyBatch();
+  let atMs = T0;
+  const seeIp = (anonymizer: IpAnonymizer, ip: string) =>
+    users.apply(ev({ ipHash: anonymizer.anonymize(ip).hash, atMs: atMs++ }), NOW, batch);
+  for (const ip of ["10.0.0.1", "10.0.1.1", "10.0.2.1"]) seeIp(keyA, ip);
+  // After the rotation: one address seen before and two new ones. Mixing keys would count 4 and 6.
+  for (const ip of ["10.0.0.1", "10.0.3.1", "10.0.4.1"]) seeIp(keyB, ip);
+  assert.equal(flagsOf(batch, "account_sharing").length, 0);
+  seeIp(keyB, "10.0.5.1");
+  const sharing = flagsOf(batch, "account_sharing");
+  assert.equal(sharing.length, 1);
+  assert.equal(sharing[0].level, "MEDIUM");
+  assert.equal(sharing[0].evidence.observed["distinct_ips"], 4);
+});
+
+Deno.test("UserFamily.apply() keeps hashes without a key id in a legacy group of their own", () => {
+  const keyed = new IpAnonymizer("new-secret-0123456789", "B");
+  const users = family();
+  const batch = emptyBatch();
+  for (let i = 1; i <= 3; i++) {
+    users.apply(ev({ ipHash: keyed.anonymize(`10.0.0.${i}`).hash, atMs: T0 + i }), NOW, batch);
+  }
+  users.apply(ev({ ipHash: "f".repeat(64), atMs: T0 + 4 }), NOW, batch);
+  assert.equal(flagsOf(batch, "account_sharing").length, 0);
+  for (let i = 1; i <= 3; i++) users.apply(ev({ ipHash: `h-${i}`, atMs: T0 + 4 + i }), NOW, batch);
+  const sharing = flagsOf(batch, "account_sharing");
+  assert.equal(sharing.length, 1);
+  assert.equal(sharing[0].evidence.observed["distinct_ips"], 4);
+});
+
+Deno.test("ipHashKeyIdOf() reads the key id before the colon, empty for a legacy hash", () => {
+  assert.equal(ipHashKeyIdOf("k-1:" + "a".repeat(64)), "k-1");
+  assert.equal(ipHashKeyIdOf("a".repeat(64)), "");
+  assert.equal(ipHashKeyIdOf("erased-abc"), "");
 });
 
 Deno.test("UserFamily.apply() does not count regions seen longer than the sharing window ago", () => {

@@ -2,13 +2,16 @@
  * Turning an IP address into what may be stored: a keyed hash (for equality checks in rules) and a
  * truncated network prefix (for coarse analysis). The raw address is personal data and goes no further.
  *
+ * Each hash carries the id of the key that made it (`<keyId>:<64 hex>`), so the secret can be rotated:
+ * hashes of different keys are never compared, and stored hashes keep their old key id.
+ *
  * @module
  */
 import { createHmac } from "node:crypto";
 
 /** The stored stand-ins of one IP address. */
 export interface AnonymizedIp {
-  /** HMAC-SHA256 of the normalised address, hex. */
+  /** `<keyId>:<HMAC-SHA256 of the normalised address, hex>`. */
   hash: string;
   /** `/24` for IPv4, `/48` for IPv6. */
   prefix: string;
@@ -17,19 +20,41 @@ export interface AnonymizedIp {
 /** Addresses whose hash is kept in memory; a TV sends many events from one address. */
 const CACHE_SIZE = 50_000;
 
+/** What a key id may be (`IP_HASH_KEY_ID`): it must not contain the `:` that ends it in a hash. */
+export const IP_HASH_KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,16}$/;
+
+/**
+ * The key id of a secret when none is configured: the first 8 hex digits of an HMAC of a fixed label,
+ * a fingerprint of the key that tells nothing about any address.
+ */
+export function derivedIpHashKeyId(secret: string): string {
+  return createHmac("sha256", secret).update("ott-ip-hash-key-id").digest("hex").slice(0, 8);
+}
+
 /**
  * Hashes and truncates IP addresses with a secret key. HMAC costs about 13 µs per call here, so recent
  * results are cached in memory (bounded, never persisted).
  */
 export class IpAnonymizer {
   #secret: string;
+  #keyId: string;
   #cache = new Map<string, AnonymizedIp>();
 
-  constructor(secret: string) {
+  /** `keyId` names the secret in every hash; undefined derives it from the secret. */
+  constructor(secret: string, keyId?: string) {
     if (secret.length < 16) {
       throw new Error("Cannot hash IP addresses: the secret must be at least 16 characters");
     }
+    if (keyId !== undefined && !IP_HASH_KEY_ID_PATTERN.test(keyId)) {
+      throw new Error("Cannot hash IP addresses: the key id must be 1-16 letters, digits, _ -");
+    }
     this.#secret = secret;
+    this.#keyId = keyId ?? derivedIpHashKeyId(secret);
+  }
+
+  /** The id of the key, the part of each hash before the `:`. */
+  get keyId(): string {
+    return this.#keyId;
   }
 
   /** Anonymises a valid IPv4 or IPv6 address (validated by the caller). */
@@ -45,7 +70,8 @@ export class IpAnonymizer {
   #compute(ip: string): AnonymizedIp {
     const v4 = ipv4Of(ip);
     const normalised = v4 ?? expandIpv6(ip).join(":");
-    const hash = createHmac("sha256", this.#secret).update(normalised).digest("hex");
+    const hash = this.#keyId + ":" +
+      createHmac("sha256", this.#secret).update(normalised).digest("hex");
     if (v4 !== null) {
       const [a, b, c] = v4.split(".");
       return { hash, prefix: `${a}.${b}.${c}.0/24` };
