@@ -8,10 +8,16 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
+import { FLAG_STATUSES } from "../db/queries.ts";
+import { REQUEST_TYPES } from "../db/privacy_store.ts";
+import { ENTITY_TYPES } from "../db/risk_queries.ts";
+import { BUCKETS, METRICS } from "../db/timeseries.ts";
+import { PLAYBACK_TYPES, RULE_IDS } from "../rules/mod.ts";
 import { EVENT_SCHEMA } from "./event_schema.ts";
-import { LIST as PRIVACY_LIST, REQUEST as PRIVACY_REQUEST } from "./privacy.ts";
+import { JURISDICTIONS, LIST as PRIVACY_LIST, REQUEST as PRIVACY_REQUEST } from "./privacy.ts";
 import { SERIES_QUERY } from "./stats.ts";
 import { AUDIT_QUERY } from "./audit.ts";
+import { ROLES } from "./auth.ts";
 import { LIST_QUERY as FLAG_LIST, REVIEW, RISK_QUERY } from "./compliance.ts";
 import { RANGE_QUERY } from "./time_range.ts";
 
@@ -63,23 +69,284 @@ const BATCH_INGESTED = z.object({
   ignored: z.array(z.object({ index: z.number().int(), fields: z.array(z.string()) })),
   gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
-const PRIVACY_RECORD = z.object({
-  id: z.string(),
-  user_id: z.string(),
-  type: z.string(),
-  source: z.string(),
-  jurisdiction: z.string().nullable(),
-  status: z.enum(["received", "in_progress", "completed", "failed"]),
-  received_at: z.string(),
-  due_at: z.string().nullable(),
-  completed_at: z.string().nullable(),
-  overdue: z.boolean(),
-  result: JSON_OBJECT.nullable(),
-  is_repeat: z.boolean().optional(),
+const TIME = z.iso.datetime().meta({ description: "UTC, ISO 8601" });
+const COUNT = z.number().int().min(0);
+const RATE = z.number().min(0).max(1).meta({ description: "errors / events, 0 when no event" });
+const LEVEL = z.enum(["LOW", "MEDIUM", "HIGH"]);
+const RULE = z.enum(RULE_IDS as [string, ...string[]]);
+const FLAG_STATUS = z.enum(FLAG_STATUSES);
+/** A count per key: every key of `keys` is present (0 when none), other keys may follow. */
+const countsBy = (keys: readonly string[], description: string) =>
+  z.object(Object.fromEntries(keys.map((key) => [key, COUNT]))).catchall(COUNT).meta({
+    description,
+  });
+/** The optional range a read covered: null for an open bound. */
+const RANGE = {
+  from: TIME.nullable().meta({ description: "Start of the range (inclusive), null when open" }),
+  to: TIME.nullable().meta({ description: "End of the range (exclusive), null when open" }),
+};
+const NEXT_CURSOR = z.string().nullable().meta({
+  description: "Pass as cursor for the next page; null on the last page",
 });
 
+const PRIVACY_RECORD = z.object({
+  id: z.string(),
+  user_id: z.string().meta({ description: "The user, or their pseudonym once erased" }),
+  type: z.enum(REQUEST_TYPES),
+  source: z.enum(["api", "event", "gpc"]).meta({
+    description: "api: filed here; event: a TV's do-not-track; gpc: a Sec-GPC: 1 header",
+  }),
+  jurisdiction: z.enum(JURISDICTIONS).nullable(),
+  status: z.enum(["received", "in_progress", "completed", "failed"]),
+  received_at: TIME,
+  due_at: TIME.nullable(),
+  completed_at: TIME.nullable(),
+  overdue: z.boolean(),
+  result: JSON_OBJECT.nullable().meta({
+    description: "What the request did (e.g. erased rows per table, exported counts)",
+  }),
+  is_repeat: z.boolean().optional().meta({
+    description: "On POST: true when the request was already on record",
+  }),
+});
+
+const STATS_TOTALS = {
+  plays: COUNT,
+  watch_time_ms: COUNT,
+  events: COUNT,
+  errors: COUNT,
+  error_rate: RATE,
+  unique_viewers: COUNT.meta({ description: "Estimated distinct viewers (HyperLogLog)" }),
+};
+const STATS_SUMMARY = z.object({
+  ...RANGE,
+  total_events: COUNT,
+  events_by_type: countsBy(PLAYBACK_TYPES, "Events per event type; every playback type present"),
+  plays: COUNT,
+  watch_time_ms: COUNT,
+  errors: COUNT,
+  error_rate: RATE,
+  unique_viewers: STATS_TOTALS.unique_viewers,
+  late_events: COUNT.meta({ description: "Events that arrived after their window closed" }),
+  duplicate_events: COUNT.meta({ description: "All-time: retries of an event already stored" }),
+});
+const CONTENT_STATS = z.object({
+  content_id: z.string(),
+  ...RANGE,
+  ...STATS_TOTALS,
+  top_regions: z.array(z.object({ region: z.string(), plays: COUNT, events: COUNT })).meta({
+    description: "At most 10 regions, most plays first",
+  }),
+});
+const REGION_STATS = z.object({
+  region: z.string(),
+  is_eu: z.boolean().meta({ description: "GDPR-like rules apply (the server's GDPR_REGIONS)" }),
+  ...RANGE,
+  ...STATS_TOTALS,
+  errors_by_code: z.record(z.string(), COUNT).meta({
+    description: "Errors per error code: the 10 largest, the rest summed under other",
+  }),
+  device_mix: z.array(z.object({
+    platform: z.string(),
+    events: COUNT,
+    share: z.number().min(0).max(1),
+  })).meta({ description: "Events per platform: the 10 largest, then other" }),
+});
+const TIMESERIES = z.object({
+  metric: z.enum(METRICS),
+  bucket: z.enum(Object.keys(BUCKETS) as ["1h", "1d"]),
+  from: TIME,
+  to: TIME,
+  series: z.array(z.object({
+    key: z.string().nullable().meta({ description: "The group's value; null when not grouped" }),
+    points: z.array(z.object({ t: TIME, value: z.number() })).meta({
+      description: "One point per bucket from from to to, 0 where nothing happened",
+    }),
+  })),
+});
+
+const EVIDENCE = z.object({
+  rule: RULE,
+  rule_version: z.number().int(),
+  thresholds: z.record(z.string(), z.number()),
+  window: z.object({ start: TIME, end: TIME }).nullable().meta({
+    description: "Event-time window of a windowed rule; null for per-event rules",
+  }),
+  observed: JSON_OBJECT.meta({ description: "What the rule saw; its fields depend on the rule" }),
+  event_ids: z.array(z.string()).meta({ description: "A sample of the events it covers" }),
+});
+const FLAG = z.object({
+  id: z.number().int(),
+  rule: RULE,
+  rule_version: z.number().int(),
+  level: LEVEL,
+  entity_type: z.enum(ENTITY_TYPES),
+  entity_id: z.string(),
+  event_id: z.string().meta({ description: "The event that raised or last escalated it" }),
+  user_id: z.string().meta({ description: "Empty for a content flag" }),
+  region: z.string(),
+  is_eu: z.boolean(),
+  occurred_at: TIME,
+  raised_at: TIME,
+  flagged_events: COUNT,
+  reason: z.string(),
+  evidence: EVIDENCE,
+  status: FLAG_STATUS,
+  assignee: z.string().nullable(),
+  revision: z.number().int().min(1).meta({ description: "Send it back when reviewing" }),
+});
+const FLAG_WITH_HISTORY = FLAG.extend({
+  history: z.array(z.object({
+    id: z.number().int(),
+    at: TIME,
+    actor_name: z.string(),
+    actor_role: z.string().meta({ description: "A token role, or pipeline for an escalation" }),
+    from_status: FLAG_STATUS,
+    to_status: FLAG_STATUS,
+    reason: z.string().nullable(),
+    assignee: z.string().nullable(),
+    level: LEVEL.nullable(),
+    evidence: EVIDENCE.nullable().meta({
+      description: "An escalation keeps the evidence it replaced; null for a review",
+    }),
+  })).meta({ description: "Review decisions and escalations, oldest first" }),
+});
+const FLAG_PAGE = z.object({ items: z.array(FLAG), next_cursor: NEXT_CURSOR });
+const COMPLIANCE_SUMMARY = z.object({
+  ...RANGE,
+  flagged_events_by_rule: countsBy(RULE_IDS, "Flagged events per rule"),
+  flags_by_rule: countsBy(RULE_IDS, "Flags per rule"),
+  flags_by_level: countsBy(["HIGH", "MEDIUM", "LOW"], "Flags per level"),
+  flags_by_status: countsBy(FLAG_STATUSES, "Flags per review status"),
+});
+const RULE_COUNTS = z.object(Object.fromEntries(RULE_IDS.map((rule) => [rule, COUNT])));
+const COMPLIANCE_REGIONS = z.object({
+  ...RANGE,
+  regions: z.array(
+    z.object({ region: z.string(), is_eu: z.boolean(), flagged_events: RULE_COUNTS }),
+  )
+    .meta({ description: "Flagged events per rule in each region that has any" }),
+  groups: z.object({
+    eu: RULE_COUNTS,
+    non_eu: RULE_COUNTS,
+    us_ca: RULE_COUNTS,
+    non_us_ca: RULE_COUNTS,
+  }),
+});
+const ENTITY_RISK = z.object({
+  entity_type: z.enum(ENTITY_TYPES),
+  entity_id: z.string(),
+  score: z.number().min(0).meta({
+    description: "Sum of rule × level weights of the open flags, halving every 30 days",
+  }),
+  level: LEVEL,
+  flags_by_rule: countsBy(RULE_IDS, "Flags per rule, closed ones too"),
+  flags_by_status: countsBy(FLAG_STATUSES, "Flags per review status"),
+  first_flag_at: TIME,
+  last_flag_at: TIME,
+  open_flags: COUNT.meta({ description: "Flags not dismissed or resolved: the ones scored" }),
+});
+
+const USER_EXPORT = z.object({
+  user_id: z.string(),
+  generated_at: TIME,
+  events: z.array(z.object({
+    event_id: z.string(),
+    event_type: z.string(),
+    occurred_at: TIME,
+    received_at: TIME,
+    device_id: z.string(),
+    content_id: z.string(),
+    region: z.string(),
+    has_consent: z.boolean(),
+    do_not_track: z.boolean(),
+    ip_hash: z.string(),
+    ip_prefix: z.string(),
+    error_code: z.string().nullable(),
+    subscription_plan: z.string().nullable(),
+    extra_metadata: JSON_OBJECT.nullable(),
+  })).meta({ description: "The raw events still kept, in event time order" }),
+  flags: z.array(z.object({
+    id: z.string(),
+    rule: RULE,
+    level: LEVEL,
+    reason: z.string(),
+    occurred_at: TIME,
+    evidence: EVIDENCE,
+    status: FLAG_STATUS,
+    history: z.array(z.object({
+      at: TIME,
+      actor_name: z.string(),
+      actor_role: z.string(),
+      from_status: FLAG_STATUS,
+      to_status: FLAG_STATUS,
+      reason: z.string().nullable(),
+    })),
+  })),
+  requests: z.array(PRIVACY_RECORD),
+  risk: z.object({ level: LEVEL, flag_count: COUNT }).nullable().meta({
+    description: "The highest risk level reached, null when never flagged",
+  }),
+});
+const CONSENT = z.object({
+  user_id: z.string(),
+  changes: z.array(z.object({ at: TIME, has_consent: z.boolean(), event_id: z.string() })).meta({
+    description: "Events whose consent differs from the previous one's, the first included",
+  }),
+  current: z.boolean().nullable().meta({
+    description: "Consent of the latest event; null if none",
+  }),
+  source: z.literal("raw_events"),
+  retained_days: z.number().int().nullable().meta({
+    description: "How far back raw events (and so this history) go",
+  }),
+});
+const AUDIT_PAGE = z.object({
+  entries: z.array(z.object({
+    id: z.number().int(),
+    at: TIME,
+    request_id: z.string(),
+    actor_name: z.string().meta({ description: "Token name; unauthenticated for no valid token" }),
+    actor_role: z.string().meta({ description: "Token role; none for no valid token" }),
+    method: z.string(),
+    path: z.string(),
+    query: z.string().meta({ description: "Query string, secret-looking values redacted" }),
+    status: z.number().int(),
+    subject_user_id: z.string().nullable(),
+    source: z.string().meta({ description: "The client's network prefix, or unknown" }),
+    count: z.number().int().min(1).meta({ description: "Identical refusals folded per minute" }),
+  })),
+  next_cursor: NEXT_CURSOR,
+});
+const WHOAMI = z.object({
+  name: z.string(),
+  role: z.enum(ROLES),
+  auth: z.enum(["on", "off"]),
+});
+const READINESS = z.object({
+  status: z.enum(["ready", "degraded"]),
+  problems: z.array(z.string()).meta({ description: "Why it is degraded; empty when ready" }),
+  queue: z.string().meta({ description: "The log backend (QUEUE)" }),
+  watermark: TIME.nullable().meta({ description: "Event-time watermark; null before any event" }),
+  workers: z.array(z.object({
+    index: z.number().int(),
+    alive: z.boolean(),
+    batches_in_flight: COUNT,
+    pending_events: COUNT,
+    entities: COUNT,
+  })),
+  node_id: z.string().optional().meta({ description: "Cluster (QUEUE=redis) only" }),
+  members: z.array(z.string()).optional().meta({ description: "Cluster (QUEUE=redis) only" }),
+  owned_shards: COUNT.optional().meta({ description: "Cluster (QUEUE=redis) only" }),
+});
+const OPENAPI = z.object({
+  openapi: z.literal("3.1.0"),
+  info: z.object({ title: z.string(), version: z.string(), description: z.string() }),
+  paths: z.record(z.string(), JSON_OBJECT),
+}).meta({ description: "An OpenAPI 3.1 document" });
+
 const err = (description: string): Reply => ({ description, schema: ERROR });
-const ok = (description: string, schema: z.ZodType = JSON_OBJECT): Reply => ({
+const ok = (description: string, schema: z.ZodType): Reply => ({
   description,
   schema,
 });
@@ -140,7 +407,14 @@ export const ROUTE_DOCS: RouteDoc[] = [
     } over an optional range of event-time hours`,
     query: RANGE_QUERY,
     responses: {
-      200: ok("Counts, rates, unique viewers (HyperLogLog) and top lists"),
+      200: ok(
+        "Counts, rates, unique viewers (HyperLogLog) and top lists",
+        what === "summary"
+          ? STATS_SUMMARY
+          : what === "region/{region}"
+          ? REGION_STATS
+          : CONTENT_STATS,
+      ),
       400: err("A bound is not on a UTC hour, or is not a date"),
       ...REFUSALS,
       ...(what === "summary" ? {} : { 404: err("Never seen") }) as Record<number, Reply>,
@@ -154,7 +428,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     summary: "One metric per 1h or 1d bucket, optionally filtered and grouped",
     query: SERIES_QUERY,
     responses: {
-      200: ok("Series of points, every bucket filled"),
+      200: ok("Series of points, every bucket filled", TIMESERIES),
       400: err("Bad metric, bucket, range, filter or too many points"),
       ...REFUSALS,
     },
@@ -168,7 +442,15 @@ export const ROUTE_DOCS: RouteDoc[] = [
       ? "Flags with their evidence, newest first, keyset-paginated"
       : `Flag and flagged-event counts ${what === "regions" ? "per region" : "by rule and level"}`,
     query: what === "events" ? FLAG_LIST : RANGE_QUERY,
-    responses: { 200: ok("Flags or counts"), 400: err("Bad filter or range"), ...REFUSALS },
+    responses: {
+      200: what === "events"
+        ? ok("A page of flags, newest first", FLAG_PAGE)
+        : what === "regions"
+        ? ok("Flagged events per region and rule, with EU and US-CA groups", COMPLIANCE_REGIONS)
+        : ok("Flag and flagged-event counts", COMPLIANCE_SUMMARY),
+      400: err("Bad filter or range"),
+      ...REFUSALS,
+    },
   })),
   {
     method: "get",
@@ -177,7 +459,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "privacy",
     summary: "One flag with its evidence, review status and history",
     responses: {
-      200: ok("The flag"),
+      200: ok("The flag", FLAG_WITH_HISTORY),
       400: err("Not a flag id"),
       404: err("No such flag"),
       ...REFUSALS,
@@ -193,7 +475,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     body: REVIEW,
     responses: {
       409: err("The flag has a newer revision than the one reviewed"),
-      200: ok("The flag after the change"),
+      200: ok("The flag after the change", FLAG_WITH_HISTORY),
       400: err("Not a flag id, or malformed JSON"),
       404: err("No such flag"),
       422: err("Invalid status change"),
@@ -207,7 +489,14 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "privacy",
     summary: "Risk scores of flagged users, contents and devices, highest first, keyset-paginated",
     query: RISK_QUERY,
-    responses: { 200: ok("A page of scores"), 400: err("Bad filter or cursor"), ...REFUSALS },
+    responses: {
+      200: ok(
+        "A page of scores",
+        z.object({ items: z.array(ENTITY_RISK), next_cursor: NEXT_CURSOR }),
+      ),
+      400: err("Bad filter or cursor"),
+      ...REFUSALS,
+    },
   },
   {
     method: "get",
@@ -216,7 +505,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "privacy",
     summary: "One entity's risk score, level and flag counts by rule and status",
     responses: {
-      200: ok("The score"),
+      200: ok("The score", ENTITY_RISK),
       400: err("Not an entity type or id"),
       404: err("The entity has no flag"),
       ...REFUSALS,
@@ -249,7 +538,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
         "A page of requests",
         z.object({
           items: z.array(PRIVACY_RECORD),
-          next_cursor: z.string().nullable(),
+          next_cursor: NEXT_CURSOR,
         }),
       ),
       400: err("Bad filter"),
@@ -270,7 +559,11 @@ export const ROUTE_DOCS: RouteDoc[] = [
     tag: "privacy",
     access: "privacy",
     summary: "Everything held about the user of an access request",
-    responses: { 200: ok("The export"), 404: err("No such access request"), ...REFUSALS },
+    responses: {
+      200: ok("The export", z.object({ request: PRIVACY_RECORD, data: USER_EXPORT })),
+      404: err("No such access request"),
+      ...REFUSALS,
+    },
   },
   {
     method: "get",
@@ -279,7 +572,11 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "privacy",
     summary:
       "A user's consent changes at event time, from the raw events still kept (at most 1,000)",
-    responses: { 200: ok("The changes and current consent"), 400: err("Bad user id"), ...REFUSALS },
+    responses: {
+      200: ok("The changes and current consent", CONSENT),
+      400: err("Bad user id"),
+      ...REFUSALS,
+    },
   },
   {
     method: "get",
@@ -288,7 +585,11 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "admin",
     summary: "Who read compliance and privacy data, and every refused request",
     query: AUDIT_QUERY,
-    responses: { 200: ok("A page of audit rows"), 400: err("Bad filter"), ...REFUSALS },
+    responses: {
+      200: ok("A page of audit rows, newest first", AUDIT_PAGE),
+      400: err("Bad filter"),
+      ...REFUSALS,
+    },
   },
   {
     method: "get",
@@ -296,7 +597,10 @@ export const ROUTE_DOCS: RouteDoc[] = [
     tag: "operations",
     access: "any-token",
     summary: "The calling token's name and role",
-    responses: { 200: ok("Name, role, and whether auth is on"), 401: REFUSALS[401] },
+    responses: {
+      200: ok("Name, role, and whether auth is on (anonymous admin when off)", WHOAMI),
+      401: REFUSALS[401],
+    },
   },
   {
     method: "get",
@@ -323,7 +627,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     tag: "operations",
     access: "public",
     summary: "The process answers",
-    responses: { 200: ok("Always ok") },
+    responses: { 200: ok("Always ok", z.object({ status: z.literal("ok") })) },
   },
   {
     method: "get",
@@ -331,7 +635,10 @@ export const ROUTE_DOCS: RouteDoc[] = [
     tag: "operations",
     access: "public",
     summary: "Database reachable, workers alive, flushes succeeding",
-    responses: { 200: ok("Ready"), 503: ok("Degraded: problems lists why") },
+    responses: {
+      200: ok("Ready", READINESS.extend({ status: z.literal("ready") })),
+      503: ok("Degraded: problems lists why", READINESS.extend({ status: z.literal("degraded") })),
+    },
   },
   {
     method: "get",
@@ -339,7 +646,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     tag: "operations",
     access: "public",
     summary: "This document",
-    responses: { 200: ok("OpenAPI 3.1") },
+    responses: { 200: ok("OpenAPI 3.1", OPENAPI) },
   },
   {
     method: "get",

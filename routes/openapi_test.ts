@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { startHarness } from "../tests/_harness.ts";
+import { z } from "zod";
+import { type Harness, startHarness } from "../tests/_harness.ts";
 import { test } from "../tests/_permissions.ts";
-import { openApiDocument, ROUTE_DOCS } from "./openapi.ts";
+import { knownEvents, recentBase } from "../tests/_scenarios.ts";
+import { makeWireEvent } from "../tests/fixtures.ts";
+import { openApiDocument, ROUTE_DOCS, type RouteDoc } from "./openapi.ts";
 
 test("[docs] /openapi.json is a valid OpenAPI 3.1 document", async () => {
   const validator = new Validator();
@@ -44,6 +47,187 @@ test("[docs] the document and the reference page are served with their assets, n
       assert.ok((await asset.arrayBuffer()).byteLength > 10_000, source);
     }
     assert.equal((await h.get("/docs/assets/../../deno.json")).status, 404);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+/** The documented schema of one response; an untyped record would accept anything, so it must be an
+ * object schema naming its fields. */
+function documentedSchema(method: RouteDoc["method"], path: string, status: number): z.ZodObject {
+  const route = ROUTE_DOCS.find((r) => r.method === method && r.path === path);
+  assert.ok(route !== undefined, `${method.toUpperCase()} ${path} is not documented`);
+  const schema = route.responses[status]?.schema;
+  assert.ok(
+    schema instanceof z.ZodObject,
+    `${method.toUpperCase()} ${path} documents no object schema for ${status}`,
+  );
+  return schema;
+}
+
+/**
+ * Calls `url` and checks the status and that the body parses with the schema `ROUTE_DOCS` documents
+ * for `method docPath` (extra fields pass; a missing or mistyped field fails); returns the body.
+ */
+async function expectDocumented<T = Record<string, unknown>>(
+  h: Harness,
+  method: RouteDoc["method"],
+  docPath: string,
+  url: string,
+  options: { body?: unknown; status?: number } = {},
+): Promise<T> {
+  const status = options.status ?? 200;
+  const res = await h.pipeline.app.request(`http://test${url}`, {
+    method: method.toUpperCase(),
+    ...(options.body === undefined ? {} : {
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(options.body),
+    }),
+  });
+  const text = await res.text();
+  assert.equal(res.status, status, `${method.toUpperCase()} ${url}: ${text}`);
+  const body = JSON.parse(text);
+  const parsed = documentedSchema(method, docPath, status).safeParse(body);
+  assert.ok(
+    parsed.success,
+    `${method.toUpperCase()} ${url} does not match the documented ${status} schema of ${docPath}:\n` +
+      `${parsed.success ? "" : z.prettifyError(parsed.error)}\nbody: ${text}`,
+  );
+  return body as T;
+}
+
+test("[docs] the read routes answer with the bodies their 200 schemas document", async (t) => {
+  const h = await startHarness();
+  try {
+    const t0 = recentBase();
+    const { events } = knownEvents(t0);
+    // Three regions within the hour: an account-sharing flag, on top of u3's privacy flag.
+    const sharing = ["DE", "FR", "IT"].map((region, i) =>
+      makeWireEvent({ event_id: `share-${i}`, user_id: "sharer", region, atMs: t0 + i * 1_000 })
+    );
+    await h.send([...events, ...sharing]);
+    await h.flush();
+
+    await t.step("stats", async () => {
+      const summary = await expectDocumented<{ total_events: number }>(
+        h,
+        "get",
+        "/stats/summary",
+        "/stats/summary",
+      );
+      assert.equal(summary.total_events, events.length + sharing.length);
+      // The schema is not vacuous: a body missing a required field is refused.
+      const schema = documentedSchema("get", "/stats/summary", 200);
+      assert.equal(schema.safeParse({ ...summary, total_events: undefined }).success, false);
+      assert.equal(schema.safeParse({ ...summary, from: 0 }).success, false);
+
+      await expectDocumented(h, "get", "/stats/content/{contentId}", "/stats/content/c1");
+      const region = await expectDocumented<{ device_mix: unknown[] }>(
+        h,
+        "get",
+        "/stats/region/{region}",
+        "/stats/region/US-CA",
+      );
+      assert.ok(region.device_mix.length > 0);
+      const hour = Math.floor(t0 / 3_600_000) * 3_600_000;
+      const range = `from=${new Date(hour).toISOString()}&to=${
+        new Date(hour + 2 * 3_600_000).toISOString()
+      }`;
+      await expectDocumented(
+        h,
+        "get",
+        "/stats/timeseries",
+        `/stats/timeseries?metric=plays&${range}&group_by=region`,
+      );
+      await expectDocumented(
+        h,
+        "get",
+        "/stats/timeseries",
+        `/stats/timeseries?metric=unique_viewers&bucket=1d&from=${
+          new Date(Math.floor(t0 / 86_400_000) * 86_400_000).toISOString()
+        }&to=${new Date(Math.floor(t0 / 86_400_000) * 86_400_000 + 86_400_000).toISOString()}`,
+      );
+    });
+
+    await t.step("compliance", async () => {
+      await expectDocumented(h, "get", "/compliance/summary", "/compliance/summary");
+      await expectDocumented(h, "get", "/compliance/regions", "/compliance/regions");
+      const page = await expectDocumented<{ items: Array<{ id: number; rule: string }> }>(
+        h,
+        "get",
+        "/compliance/events",
+        "/compliance/events",
+      );
+      assert.deepEqual(page.items.map((f) => f.rule).sort(), ["account_sharing", "privacy"]);
+      const id = page.items.find((f) => f.rule === "account_sharing")!.id;
+      await expectDocumented(h, "patch", "/compliance/flags/{id}", `/compliance/flags/${id}`, {
+        body: { status: "acknowledged", reason: "Looking into it" },
+      });
+      const flag = await expectDocumented<{ history: unknown[] }>(
+        h,
+        "get",
+        "/compliance/flags/{id}",
+        `/compliance/flags/${id}`,
+      );
+      assert.equal(flag.history.length, 1);
+      await expectDocumented(h, "get", "/compliance/risk", "/compliance/risk");
+      await expectDocumented(
+        h,
+        "get",
+        "/compliance/risk/{entity_type}/{id}",
+        "/compliance/risk/user/sharer",
+      );
+    });
+
+    await t.step("privacy", async () => {
+      const filed = await expectDocumented<{ id: string }>(
+        h,
+        "post",
+        "/privacy/requests",
+        "/privacy/requests",
+        { body: { user_id: "u1", type: "access" }, status: 202 },
+      );
+      await expectDocumented(h, "post", "/privacy/requests", "/privacy/requests", {
+        body: { user_id: "u2", type: "do_not_track", jurisdiction: "ccpa" },
+        status: 202,
+      });
+      const list = await expectDocumented<{ items: unknown[] }>(
+        h,
+        "get",
+        "/privacy/requests",
+        "/privacy/requests",
+      );
+      assert.equal(list.items.length, 2);
+      await expectDocumented(
+        h,
+        "get",
+        "/privacy/requests/{id}",
+        `/privacy/requests/${filed.id}`,
+      );
+      const exported = await expectDocumented<{ data: { events: unknown[] } }>(
+        h,
+        "get",
+        "/privacy/requests/{id}/export",
+        `/privacy/requests/${filed.id}/export`,
+      );
+      assert.ok(exported.data.events.length > 0);
+      await expectDocumented(
+        h,
+        "get",
+        "/privacy/users/{user_id}/consent",
+        "/privacy/users/u3/consent",
+      );
+    });
+
+    await t.step("operations", async () => {
+      const audit = await expectDocumented<{ entries: unknown[] }>(h, "get", "/audit", "/audit");
+      assert.ok(audit.entries.length > 0);
+      await expectDocumented(h, "get", "/auth/whoami", "/auth/whoami");
+      await expectDocumented(h, "get", "/auth/status", "/auth/status");
+      await expectDocumented(h, "get", "/healthz", "/healthz");
+      await expectDocumented(h, "get", "/readyz", "/readyz");
+      await expectDocumented(h, "get", "/openapi.json", "/openapi.json");
+    });
   } finally {
     await h.pipeline.stop();
   }
