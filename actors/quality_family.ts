@@ -6,8 +6,9 @@
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
 import {
-  contentQualityRule,
   isPlaybackType,
+  QUALITY_RULES,
+  type QualityFacts,
   type RuleThresholds,
   type TelemetryEvent,
 } from "../rules/mod.ts";
@@ -112,21 +113,24 @@ export class QualityFamily {
         counts.errorDevices.add(event.deviceId);
       }
     }
-    try {
-      const flag = contentQualityRule(event, {
-        entityType: this.#o.family,
-        entityId: key,
-        windowStartMs,
-        windowEndMs: windowStartMs + windowMs,
-        eventCount: counts.eventCount,
-        errorCount: counts.errorCount,
-        errorsByCode: counts.errorsByCode,
-        sampleEventIds: counts.sampleEventIds,
-        errorDeviceCount: counts.errorDevices.size,
-      }, this.#o.thresholds);
-      if (flag !== null) addFlag(out, flag);
-    } catch (error) {
-      this.#o.onRuleError("content_quality", event, error);
+    const facts: QualityFacts = {
+      entityType: this.#o.family,
+      entityId: key,
+      windowStartMs,
+      windowEndMs: windowStartMs + windowMs,
+      eventCount: counts.eventCount,
+      errorCount: counts.errorCount,
+      errorsByCode: counts.errorsByCode,
+      sampleEventIds: counts.sampleEventIds,
+      errorDeviceCount: counts.errorDevices.size,
+    };
+    for (const rule of QUALITY_RULES) {
+      try {
+        const flag = rule.evaluate(event, facts, this.#o.thresholds);
+        if (flag !== null) addFlag(out, flag);
+      } catch (error) {
+        this.#o.onRuleError(rule.id, event, error);
+      }
     }
   }
 

@@ -8,19 +8,19 @@ import type { FlushBatch } from "../db/flush_batch.ts";
 import { factKey, hourOf, KEY_SEP } from "../db/flush_batch.ts";
 import { addPacked, packedRegister } from "../db/hll.ts";
 import {
-  accountSharingRule,
   dntOnSince,
   type DntSetting,
   dntSettingOf,
-  type Flag,
   isPlaybackType,
   MAX_PRIVACY_EVENT_IDS,
   type OptOut,
   optOutInForce,
-  privacyRule,
-  retentionRule,
   type RuleThresholds,
+  type SharingFacts,
   type TelemetryEvent,
+  USER_RULES,
+  type UserRule,
+  type UserRuleFacts,
   withDntSetting,
 } from "../rules/mod.ts";
 import {
@@ -137,7 +137,6 @@ export class UserFamily {
       if (this.#o.hasStreamPositions) delete row.position;
       out.rawEvents.push(row);
     }
-    // Per-event rules run for late events too: a consent violation is one however late it arrives.
     // Retention judges by event time, so the event's own setting counts first: it is in force as of
     // its time (the event that turns do-not-track on is not flagged, nor is the one that turns it off).
     const request = this.#requests.get(event.userId);
@@ -149,13 +148,6 @@ export class UserFamily {
       this.#dntSettings.set(event.userId, history);
     }
     const optOut = optOutInForce(event.atMs, request, history);
-    this.#runRule(
-      "privacy",
-      event,
-      out,
-      () => privacyRule(event, this.#privacySample(event, nowMs)),
-    );
-    this.#runRule("retention", event, out, () => retentionRule(event, optOut));
     if (isOn === true && request === undefined && dntOnSince(before ?? [], event.atMs) === null) {
       out.optOuts.push({ userId: event.userId, type: "do_not_track", sinceMs: event.atMs });
     }
@@ -164,8 +156,18 @@ export class UserFamily {
     const entity = this.#entity(event.userId, nowMs);
     const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(entity, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
+    // Per-event rules run for late events too: a consent violation is one however late it arrives.
     // Windows only take events up to the allowed lateness behind the watermark.
-    if (event.isLate) return;
+    const facts: UserRuleFacts = {
+      optOut,
+      privacySample: this.#privacySample(event, nowMs),
+      sharing: event.isLate ? null : this.#sharingFacts(entity, event),
+    };
+    for (const rule of USER_RULES) this.#runRule(rule, event, facts, out);
+  }
+
+  /** Adds the event to the user's sliding window and returns what the window holds. */
+  #sharingFacts(entity: UserEntity, event: TelemetryEvent): SharingFacts {
     // With SHARING_REGION_LEVEL=country, US-CA and US-NY are one region (US) to the sharing rule.
     const region = this.#o.thresholds.sharingRegionLevel === "country"
       ? event.region.split("-")[0]
@@ -175,14 +177,13 @@ export class UserFamily {
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
     // Hashes are compared only within the event's key: after a rotation one address has two hashes.
     const keyId = ipHashKeyIdOf(event.ipHash);
-    this.#runRule("account_sharing", event, out, () =>
-      accountSharingRule(event, {
-        windowStartMs: sinceMs,
-        windowEndMs: event.atMs,
-        regions: entity.regions.keysSince(sinceMs),
-        ipHashCount: entity.ipHashes.countSince(sinceMs, (hash) => ipHashKeyIdOf(hash) === keyId),
-        sampleEventIds: entity.regions.eventIdsSince(sinceMs),
-      }, this.#o.thresholds));
+    return {
+      windowStartMs: sinceMs,
+      windowEndMs: event.atMs,
+      regions: entity.regions.keysSince(sinceMs),
+      ipHashCount: entity.ipHashes.countSince(sinceMs, (hash) => ipHashKeyIdOf(hash) === keyId),
+      sampleEventIds: entity.regions.eventIdsSince(sinceMs),
+    };
   }
 
   /**
@@ -335,9 +336,9 @@ export class UserFamily {
     addPacked(sketch, packed);
   }
 
-  #runRule(rule: string, event: TelemetryEvent, out: FlushBatch, run: () => Flag | null): void {
+  #runRule(rule: UserRule, event: TelemetryEvent, facts: UserRuleFacts, out: FlushBatch): void {
     try {
-      const flag = run();
+      const flag = rule.evaluate(event, facts, this.#o.thresholds);
       if (flag === null) return;
       // A reviewer must see that this event came too late for the windowed rules.
       if (event.isLate) {
@@ -345,7 +346,7 @@ export class UserFamily {
         addFlag(out, { ...flag, evidence: { ...flag.evidence, observed } });
       } else addFlag(out, flag);
     } catch (error) {
-      this.#o.onRuleError(rule, event, error);
+      this.#o.onRuleError(rule.id, event, error);
     }
   }
 }

@@ -209,21 +209,24 @@ export async function getComplianceRegions(
   if (range.fromMs !== undefined) query = query.where("hour", ">=", isoOf(range.fromMs));
   if (range.toMs !== undefined) query = query.where("hour", "<", isoOf(range.toMs));
   const rows = await query.execute();
-  const empty = () => ({ privacy: 0, retention: 0, account_sharing: 0, content_quality: 0 });
-  type Counts = ReturnType<typeof empty>;
+  type Counts = Record<string, number>;
+  const empty = (): Counts => Object.fromEntries(RULE_IDS.map((rule) => [rule, 0]));
   const regions = new Map<string, { region: string; is_eu: boolean; flagged_events: Counts }>();
   const groups = { eu: empty(), non_eu: empty(), us_ca: empty(), non_us_ca: empty() };
   for (const row of rows) {
-    const rule = row.rule as keyof Counts;
+    const rule = row.rule;
     const n = num(row.events);
     let entry = regions.get(row.region);
     if (entry === undefined) {
       entry = { region: row.region, is_eu: isEu(row.region), flagged_events: empty() };
       regions.set(row.region, entry);
     }
-    entry.flagged_events[rule] += n;
-    groups[entry.is_eu ? "eu" : "non_eu"][rule] += n;
-    groups[row.region === "US-CA" ? "us_ca" : "non_us_ca"][rule] += n;
+    // A rule retired from the registry still has stored rows: count them under its id.
+    for (const counts of [entry.flagged_events, groups[entry.is_eu ? "eu" : "non_eu"]]) {
+      counts[rule] = (counts[rule] ?? 0) + n;
+    }
+    const byState = groups[row.region === "US-CA" ? "us_ca" : "non_us_ca"];
+    byState[rule] = (byState[rule] ?? 0) + n;
   }
   return {
     from: range.fromMs === undefined ? null : isoOf(range.fromMs),

@@ -7,20 +7,12 @@
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
 import { FLAG_STATUSES } from "./queries.ts";
-import { type EntityType, type Level, RULE_IDS, type RuleId } from "../rules/mod.ts";
+import { type EntityType, type Level, RULE_IDS, RULE_WEIGHTS } from "../rules/mod.ts";
 
 type Db = Kysely<Database>;
 
 /** Kinds of entity a score is about, as flags name them. */
 export const ENTITY_TYPES = ["user", "content", "device"] as const satisfies readonly EntityType[];
-
-/** Weight of each rule in a score: retention findings weigh half as much again. */
-export const RULE_WEIGHTS: Readonly<Record<RuleId, number>> = {
-  privacy: 1,
-  retention: 1.5,
-  account_sharing: 1,
-  content_quality: 1,
-};
 
 /** Weight of each flag level in a score. */
 export const LEVEL_WEIGHTS: Readonly<Record<Level, number>> = { LOW: 1, MEDIUM: 3, HIGH: 10 };

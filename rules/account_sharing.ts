@@ -6,6 +6,7 @@
 import type { TelemetryEvent } from "./event.ts";
 import { type Flag, type Level, type RuleThresholds, windowOf } from "./types.ts";
 import { raisedBy } from "./_flag.ts";
+import type { UserRule } from "./registry.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes. */
 export const ACCOUNT_SHARING_RULE_VERSION = 1;
@@ -69,3 +70,14 @@ export function accountSharingRule(
     flaggedEventCount: 1,
   };
 }
+
+/** The account sharing rule as the registry runs it (not on late events: windows skip them). */
+export const ACCOUNT_SHARING_RULE: UserRule = {
+  id: "account_sharing",
+  family: "user",
+  version: ACCOUNT_SHARING_RULE_VERSION,
+  weight: 1,
+  description: "One account seen from too many regions or networks within a sliding window",
+  evaluate: (event, facts, thresholds) =>
+    facts.sharing === null ? null : accountSharingRule(event, facts.sharing, thresholds),
+};

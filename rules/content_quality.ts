@@ -8,6 +8,7 @@
 import type { TelemetryEvent } from "./event.ts";
 import { type Flag, type RuleThresholds, windowOf } from "./types.ts";
 import { raisedBy } from "./_flag.ts";
+import type { QualityRule } from "./registry.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes. */
 export const CONTENT_QUALITY_RULE_VERSION = 2;
@@ -79,3 +80,13 @@ export function contentQualityRule(
     flaggedEventCount: 1,
   };
 }
+
+/** The quality rule as the registry runs it, for titles and devices alike. */
+export const CONTENT_QUALITY_RULE: QualityRule = {
+  id: "content_quality",
+  family: "quality",
+  version: CONTENT_QUALITY_RULE_VERSION,
+  weight: 1,
+  description: "Too many playback errors for one title or one device in a tumbling window",
+  evaluate: contentQualityRule,
+};

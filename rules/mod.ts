@@ -11,3 +11,4 @@ export * from "./retention.ts";
 export * from "./account_sharing.ts";
 export * from "./content_quality.ts";
 export * from "./flag_merge.ts";
+export * from "./registry.ts";

@@ -6,6 +6,7 @@
 import type { TelemetryEvent } from "./event.ts";
 import { type Flag, windowOf } from "./types.ts";
 import { raisedBy } from "./_flag.ts";
+import type { UserRule } from "./registry.ts";
 
 /** Version stored with each flag; bump when the rule's meaning changes (2: one flag per day). */
 export const PRIVACY_RULE_VERSION = 2;
@@ -48,3 +49,13 @@ export function privacyRule(event: TelemetryEvent, sampleEventIds: readonly stri
     flaggedEventCount: 1,
   };
 }
+
+/** The consent rule as the registry runs it. */
+export const PRIVACY_RULE: UserRule = {
+  id: "privacy",
+  family: "user",
+  version: PRIVACY_RULE_VERSION,
+  weight: 1,
+  description: "An EU viewer's event without consent: tracked data without a legal basis",
+  evaluate: (event, facts) => privacyRule(event, facts.privacySample),
+};

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import type { UserRule } from "./registry.ts";
 import type { TelemetryEvent } from "./event.ts";
 import type { Flag } from "./types.ts";
 import { raisedBy } from "./_flag.ts";
@@ -149,3 +150,13 @@ export function retentionRule(event: TelemetryEvent, optOut: OptOut | undefined)
     flaggedEventCount: 1,
   };
 }
+
+/** The retention rule as the registry runs it; its findings weigh half as much again in a score. */
+export const RETENTION_RULE: UserRule = {
+  id: "retention",
+  family: "user",
+  version: RETENTION_RULE_VERSION,
+  weight: 1.5,
+  description: "An event that happened after its user's do-not-track or deletion request",
+  evaluate: (event, facts) => retentionRule(event, facts.optOut),
+};

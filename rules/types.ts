@@ -4,16 +4,8 @@
  * @module
  */
 
-/** Identifier of a compliance rule. */
-export type RuleId = "privacy" | "retention" | "account_sharing" | "content_quality";
-
-/** Every rule id, in the order reports list them. */
-export const RULE_IDS: readonly RuleId[] = [
-  "privacy",
-  "retention",
-  "account_sharing",
-  "content_quality",
-];
+/** Identifier of a compliance rule: one of `RULE_IDS` in `registry.ts`. */
+export type RuleId = string;
 
 /** Risk level of a flag, ordered LOW < MEDIUM < HIGH. */
 export type Level = "LOW" | "MEDIUM" | "HIGH";
