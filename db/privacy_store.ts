@@ -364,7 +364,7 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
         : e.extra_metadata,
     })),
     flags: flags.map((f) => ({
-      id: String(f.id),
+      id: Number(f.id),
       rule: f.rule,
       level: f.level,
       reason: f.reason,

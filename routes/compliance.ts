@@ -174,7 +174,10 @@ export function complianceRoutes(
         issues: [],
       }, 409);
     }
-    return c.json(await getFlag(db, Number(id)));
+    const flag = await getFlag(db, Number(id));
+    // Reviewed, then erased or pruned before it could be read back.
+    if (flag === null) return c.json({ error: `Not found: flag "${id}"`, issues: [] }, 404);
+    return c.json(flag);
   });
   app.get("/risk", async (c) => {
     const parsed = RISK_QUERY.safeParse(givenQuery(c));

@@ -267,7 +267,7 @@ const USER_EXPORT = z.object({
     extra_metadata: JSON_OBJECT.nullable(),
   })).meta({ description: "The raw events still kept, in event time order" }),
   flags: z.array(z.object({
-    id: z.string(),
+    id: z.number().int().meta({ description: "As in /compliance/flags/{id}" }),
     rule: RULE,
     level: LEVEL,
     reason: z.string(),

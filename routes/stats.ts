@@ -53,7 +53,7 @@ export function statsRoutes(db: Kysely<Database>, isEu: (region: string) => bool
     const range = parseRange(c.req.query("from"), c.req.query("to"));
     if (!range.ok) return badRequest(c, range.error);
     const stats = await getContentStats(db, contentId, range.range);
-    if (stats === null) return c.json({ error: `Unknown content "${contentId}"` }, 404);
+    if (stats === null) return c.json({ error: `Unknown content "${contentId}"`, issues: [] }, 404);
     return c.json(stats);
   });
   app.get("/region/:region", async (c) => {
@@ -65,7 +65,7 @@ export function statsRoutes(db: Kysely<Database>, isEu: (region: string) => bool
     if (!range.ok) return badRequest(c, range.error);
     const region = parsed.data;
     const stats = await getRegionStats(db, region, isEu(region), range.range);
-    if (stats === null) return c.json({ error: `Unknown region "${region}"` }, 404);
+    if (stats === null) return c.json({ error: `Unknown region "${region}"`, issues: [] }, 404);
     return c.json(stats);
   });
   app.get("/timeseries", async (c) => {
