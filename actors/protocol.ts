@@ -14,6 +14,7 @@ export interface WorkerInit {
   /** Wall-clock time at spawn: the worker's "now" until its first tick (ticks are the only clock). */
   nowMs: number;
   shardCount: number;
+  /** Event ids remembered per shard to catch retries; 0 when the log already stores each id once. */
   dedupeIdsPerShard: number;
   maxSegmentMs: number;
   maxIdleMs: number;

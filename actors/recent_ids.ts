@@ -46,7 +46,10 @@ export class RecentIds {
   }
 }
 
-/** One {@link RecentIds} per shard, created on first use, so a released shard's ids can be dropped. */
+/**
+ * One {@link RecentIds} per shard, created on first use, so a released shard's ids can be dropped.
+ * A capacity of 0 remembers nothing and calls every id new: for logs that deduplicate already.
+ */
 export class RecentIdsByShard {
   #byShard = new Map<number, RecentIds>();
   #capacityPerShard: number;
@@ -57,6 +60,7 @@ export class RecentIdsByShard {
 
   /** Records the id in the shard's memory; returns false if it was already there (a duplicate). */
   add(shard: number, eventId: string, atMs: number): boolean {
+    if (this.#capacityPerShard === 0) return true;
     let ids = this.#byShard.get(shard);
     if (ids === undefined) {
       ids = new RecentIds(this.#capacityPerShard);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RecentIds } from "./recent_ids.ts";
+import { RecentIds, RecentIdsByShard } from "./recent_ids.ts";
 
 Deno.test("RecentIds.add() reports a repeated id as a duplicate", () => {
   const ids = new RecentIds(10);
@@ -23,4 +23,10 @@ Deno.test("RecentIds.prune() forgets ids older than the horizon", () => {
   ids.prune(2000);
   assert.equal(ids.size, 1);
   assert.equal(ids.add("old", 1000), true);
+});
+
+Deno.test("RecentIdsByShard with capacity 0 remembers nothing: every id is new", () => {
+  const ids = new RecentIdsByShard(0);
+  assert.equal(ids.add(1, "e1", 1_000), true);
+  assert.equal(ids.add(1, "e1", 1_000), true);
 });

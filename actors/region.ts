@@ -392,7 +392,11 @@ export class Region {
       workerIndex: index,
       nowMs: Date.now(),
       shardCount: this.#o.shards,
-      dedupeIdsPerShard: Math.ceil(this.#o.dedupeMaxIds / this.#o.shards),
+      // The single-node durable log deduplicates by primary key before events reach workers, so
+      // workers need no memory of ids (the redis log and the memory log do not).
+      dedupeIdsPerShard: this.#o.isLogDurable && this.#o.cluster === undefined
+        ? 0
+        : Math.ceil(this.#o.dedupeMaxIds / this.#o.shards),
       maxSegmentMs: this.#o.maxSegmentMs,
       maxIdleMs: this.#o.maxIdleMs,
       allowedLatenessMs: this.#o.allowedLatenessMs,
