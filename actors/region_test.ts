@@ -1,0 +1,270 @@
+import assert from "node:assert/strict";
+import type { FlushBatch } from "../db/flush_batch.ts";
+import type { Logger, LogLevel } from "../logger.ts";
+import { DEFAULT_THRESHOLDS, type OptOut, type TelemetryEvent } from "../rules/mod.ts";
+import { makeEvent, T0 } from "../tests/fixtures.ts";
+import { test } from "../tests/_permissions.ts";
+import type { ShardLease } from "./protocol.ts";
+import { type IncomingEvent, Region, type RegionOptions, type ShardStore } from "./region.ts";
+import { shardOf, workerOfShard } from "./shard_of.ts";
+
+const WORKERS = 2;
+const SHARDS = 8;
+const CRASHING_WORKER = new URL("../tests/_crashing_worker.ts", import.meta.url);
+
+/** Shard ownership over memory: every key starts at position 0 under epoch 1. */
+class MemoryShardStore implements ShardStore {
+  readonly log: TelemetryEvent[] = [];
+  readonly acquired: string[][] = [];
+  /** How many of the next `acquire` calls fail, as while the database is down. */
+  failingAcquires = 0;
+
+  acquire(keys: string[]): Promise<Map<string, ShardLease>> {
+    this.acquired.push(keys);
+    if (this.failingAcquires > 0) {
+      this.failingAcquires--;
+      return Promise.reject(new Error("Cannot acquire shards: database unavailable"));
+    }
+    return Promise.resolve(new Map(keys.map((key) => [key, { position: 0, epoch: 1 }])));
+  }
+
+  readLog(after: number, through: number, limit: number): Promise<TelemetryEvent[]> {
+    const entries = this.log.filter((e) => e.position > after && e.position <= through);
+    return Promise.resolve(entries.slice(0, limit));
+  }
+
+  lastPosition(): Promise<number> {
+    return Promise.resolve(this.log.at(-1)?.position ?? 0);
+  }
+
+  loadOptOuts(): Promise<Array<[string, OptOut]>> {
+    return Promise.resolve([]);
+  }
+}
+
+/** A logger that keeps its entries instead of writing them (region errors are expected here). */
+class MemoryLogger implements Logger {
+  readonly entries: Array<[LogLevel, string]> = [];
+  debug = (message: string) => this.log("debug", message);
+  info = (message: string) => this.log("info", message);
+  warn = (message: string) => this.log("warn", message);
+  error = (message: string) => this.log("error", message);
+  log(level: LogLevel, message: string): void {
+    this.entries.push([level, message]);
+  }
+}
+
+interface Setup {
+  store: MemoryShardStore;
+  logger: MemoryLogger;
+  /** Every batch the workers handed to `writeBatch`, in order. */
+  batches: FlushBatch[];
+  options: RegionOptions;
+}
+
+function setup(overrides: Partial<RegionOptions> = {}): Setup {
+  const store = new MemoryShardStore();
+  const logger = new MemoryLogger();
+  const batches: FlushBatch[] = [];
+  const options: RegionOptions = {
+    workers: WORKERS,
+    shards: SHARDS,
+    batchDelayMs: 1,
+    maxInFlightBatches: 64,
+    maxPendingEvents: 100_000,
+    allowedLatenessMs: 600_000,
+    maxIdleMs: 60_000,
+    maxSegmentMs: 4 * 3_600_000,
+    dedupeMaxIds: 100_000,
+    thresholds: DEFAULT_THRESHOLDS,
+    databaseUrl: undefined,
+    writeBatch: (batch) => {
+      batches.push(batch);
+      return Promise.resolve();
+    },
+    firstPosition: 1,
+    shardStore: store,
+    isLogDurable: false,
+    logger,
+    ...overrides,
+  };
+  return { store, logger, batches, options };
+}
+
+/** An event as ingest hands it over, number `i` of a deterministic stream. */
+function incoming(i: number, overrides: Partial<TelemetryEvent> = {}): IncomingEvent {
+  const { position: _position, isLate: _isLate, ...event } = makeEvent({
+    eventId: `e-${i}`,
+    userId: `user-${i % 13}`,
+    contentId: `content-${i % 5}`,
+    deviceId: `device-${i % 17}`,
+    type: i % 3 === 0 ? "PLAY" : "PAUSE",
+    atMs: T0 + i * 1_000,
+    receivedAtMs: T0 + i * 1_000,
+    ...overrides,
+  });
+  return event;
+}
+
+function wave(from: number, count: number): IncomingEvent[] {
+  return Array.from({ length: count }, (_, i) => incoming(from + i));
+}
+
+/** Events counted in the fact rows of all batches. */
+function countedEvents(batches: FlushBatch[]): number {
+  let events = 0;
+  for (const batch of batches) for (const delta of batch.facts.values()) events += delta.events;
+  return events;
+}
+
+/** Event ids of the raw rows of all batches, sorted. */
+function rawEventIds(batches: FlushBatch[]): string[] {
+  return batches.flatMap((b) => b.rawEvents.map((r) => r.eventId)).sort();
+}
+
+function idsOf(events: IncomingEvent[]): string[] {
+  return events.map((e) => e.eventId).sort();
+}
+
+async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test("Region.route() and flush() hand every event to writeBatch exactly once", async () => {
+  const { options, batches, store } = setup();
+  const region = await Region.start(options);
+  try {
+    const events = wave(0, 60);
+    region.route(events.slice(0, 25));
+    region.route(events.slice(25));
+    assert.deepEqual(await region.flush(), []);
+
+    assert.equal(countedEvents(batches), 60);
+    assert.deepEqual(rawEventIds(batches), idsOf(events));
+    // The memory log positions events itself, from `firstPosition` on, in routing order.
+    const positions = batches.flatMap((b) => b.rawEvents.map((r) => r.position ?? 0));
+    positions.sort((a, b) => a - b);
+    assert.deepEqual(positions, Array.from({ length: 60 }, (_, i) => i + 1));
+    // Every shard of every family checkpoints the last position, events or not.
+    const checkpoints = new Map<string, number>();
+    for (const batch of batches) {
+      for (const [key, position] of batch.checkpoints) {
+        checkpoints.set(key, Math.max(checkpoints.get(key) ?? 0, position));
+      }
+    }
+    assert.equal(checkpoints.size, 3 * SHARDS);
+    assert.ok([...checkpoints.values()].every((position) => position === 60));
+    assert.deepEqual(store.acquired.map((keys) => keys.length), [3 * SHARDS]);
+
+    // Nothing routed since: a second flush writes nothing more.
+    const written = batches.length;
+    assert.deepEqual(await region.flush(), []);
+    assert.equal(batches.length, written);
+    assert.equal(countedEvents(batches), 60);
+    for (const worker of region.health().workers) {
+      assert.equal(worker.isAlive, true);
+      assert.equal(worker.unappliedEvents, 0);
+      assert.equal(worker.pendingEvents, 0);
+    }
+  } finally {
+    await region.close();
+  }
+});
+
+test('Region.refusal() is "busy" while a worker holds its share of maxPendingEvents', async () => {
+  // Two workers share two pending events: one buffered event fills a worker's share.
+  const { options, batches } = setup({ maxPendingEvents: 2 });
+  const region = await Region.start(options);
+  try {
+    assert.equal(region.refusal(), null);
+    region.route(wave(0, 4));
+    assert.equal(region.refusal(), "busy");
+    assert.deepEqual(await region.flush(), []);
+    assert.equal(region.refusal(), null);
+    assert.equal(countedEvents(batches), 4);
+  } finally {
+    await region.close();
+  }
+});
+
+test('Region.drain() commits what was routed, then refuses with "draining"', async () => {
+  const { options, batches } = setup();
+  const region = await Region.start(options);
+  try {
+    const events = wave(0, 10);
+    region.route(events);
+    assert.deepEqual(await region.drain(), []);
+    assert.equal(countedEvents(batches), 10);
+    assert.deepEqual(rawEventIds(batches), idsOf(events));
+
+    assert.equal(region.refusal(), "draining");
+    assert.throws(() => region.route(wave(10, 1)), /Cannot route 1 events: the region is draining/);
+    assert.throws(
+      () => region.dispatch([makeEvent({ eventId: "e-late-comer", position: 99 })]),
+      /the region is draining/,
+    );
+    const health = region.health();
+    assert.equal(health.isDraining, true);
+    assert.ok(health.workers.every((w) => !w.isAlive));
+    assert.equal(countedEvents(batches), 10);
+  } finally {
+    await region.close();
+  }
+});
+
+test("Region restarts a dead worker with backoff while its shards cannot be acquired", async () => {
+  const marker = await Deno.makeTempFile({ prefix: "ott-region-crash-" });
+  Deno.env.set("CRASH_MARKER", marker);
+  const { options, batches, store, logger } = setup({ workerUrl: CRASHING_WORKER });
+  const region = await Region.start(options);
+  try {
+    const before = wave(0, 20);
+    region.route(before);
+    assert.deepEqual(await region.flush(), []);
+    assert.equal(countedEvents(batches), 20);
+
+    // The database goes down as the worker hosting "user-crash" dies on the marker event.
+    store.failingAcquires = 2;
+    const victim = workerOfShard(shardOf("user-crash", SHARDS), WORKERS);
+    region.route([incoming(1_000, { eventId: "crash-worker", userId: "user-crash" })]);
+    await until("a failed restart", () => region.health().workers[victim].restartFailures > 0);
+    assert.equal(region.health().workers[victim].isRecovering, true);
+
+    // Events routed meanwhile wait in the region's buffers for the restarted worker.
+    const during = wave(20, 20);
+    region.route(during);
+    await until("the restart", () => {
+      const worker = region.health().workers[victim];
+      return worker.restartFailures === 0 && worker.isAlive && !worker.isRecovering;
+    });
+
+    const after = wave(40, 20);
+    region.route(after);
+    assert.deepEqual(await region.flush(), []);
+    // The memory log keeps no copy: the crash batch died with the worker; everything else counts.
+    assert.equal(countedEvents(batches), 60);
+    assert.deepEqual(rawEventIds(batches), idsOf([...before, ...during, ...after]));
+
+    const health = region.health();
+    assert.equal(health.restartedWorkers, 1);
+    assert.ok(health.workers.every((w) => w.isAlive && w.restartFailures === 0));
+    // Start, two failed attempts and the successful one, each restart for the victim's shards only.
+    assert.equal(store.acquired.length, 4);
+    for (const keys of store.acquired.slice(1)) {
+      assert.equal(keys.length, 3 * SHARDS / WORKERS);
+      assert.ok(keys.every((key) => workerOfShard(Number(key.split(":")[1]), WORKERS) === victim));
+    }
+    const failures = logger.entries.filter(([level, message]) =>
+      level === "error" && message.startsWith(`Cannot restart worker ${victim}`)
+    );
+    assert.equal(failures.length, 2);
+  } finally {
+    await region.close();
+    Deno.env.delete("CRASH_MARKER");
+    await Deno.remove(marker).catch(() => {});
+  }
+});
