@@ -114,6 +114,7 @@ export async function startPipeline(
       region,
       logger,
       onAppended: (rows, result) => metrics.countAppended(rows, result.positions),
+      onAppendPath: (path) => metrics.countAppendPath(path),
     });
     logRef.current = opened;
     const recordOptOut = (userId: string, optOut: OptOut) => opened.recordOptOut(userId, optOut);
@@ -200,7 +201,7 @@ export async function startPipeline(
       closing ??= (async () => {
         await drain();
         await alerts?.stop();
-        opened.close();
+        await opened.close();
         await db.destroy();
       })();
     await eraser.resume();

@@ -103,9 +103,22 @@ export class PipelineMetrics {
       registers,
     });
     for (const outcome of ["delivered", "failed"]) this.#alerts.inc({ outcome }, 0);
+    this.#appendGroups = new client.Counter({
+      name: "log_append_groups_total",
+      help: "Postgres-log append transactions, by path: copy, or insert (PGlite, or a group " +
+        "holding a possible retry).",
+      labelNames: ["path"] as const,
+      registers,
+    });
   }
 
   #alerts;
+  #appendGroups;
+
+  /** Counts one postgres-log append transaction by the path it took. */
+  countAppendPath(path: "copy" | "insert"): void {
+    this.#appendGroups.inc({ path });
+  }
 
   /** Counts one alert delivery attempt. */
   countAlert(outcome: "delivered" | "failed"): void {

@@ -7,6 +7,9 @@
  * @module
  */
 import type { Kysely } from "kysely";
+// @ts-types="@types/pg"
+import pg from "pg";
+import { type AppendPath, CopyLogWriter } from "../../db/copy_log.ts";
 import type { Config, QueueKind } from "../../config.ts";
 import { type AppendResult, appendToLog, type LogRow } from "../../db/log_store.ts";
 import type { Database } from "../../db/schema.ts";
@@ -47,7 +50,7 @@ export interface EventLog extends Appender {
    */
   drain(drainRegion: () => Promise<void>): Promise<void>;
   /** Closes connections; call after {@link EventLog.drain}. */
-  close(): void;
+  close(): void | Promise<void>;
   /** The region lost shards (fenced flush, worker restart): take them again where still ours. */
   onShardsLost(keys: string[]): void;
   /**
@@ -75,6 +78,26 @@ export interface LogDeps {
   logger: Logger;
   /** Sees every append's result (metrics). */
   onAppended?: (rows: LogRow[], result: AppendResult) => void;
+  /** Told whether each append group took the COPY or the insert path (postgres log, metrics). */
+  onAppendPath?: (path: AppendPath, rows: number) => void;
+}
+
+/** One connection for the postgres log's appender: appends are serialised anyway. */
+function appenderPool(databaseUrl: string, logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: 1,
+    connectionTimeoutMillis: 30_000,
+    idleTimeoutMillis: 0,
+    query_timeout: 30_000,
+    keepAlive: true,
+  });
+  // A dropped connection must not crash the process; the append in progress fails and is retried.
+  const report = (error: Error) =>
+    logger.warn("Log appender connection failed", { error: error.message });
+  pool.on("error", report);
+  pool.on("connect", (client) => client.on("error", report));
+  return pool;
 }
 
 /** Opens the log `config.queue` names. */
@@ -82,16 +105,29 @@ export async function openLog(config: Config, deps: LogDeps): Promise<EventLog> 
   switch (config.queue) {
     case "memory":
       return new MemoryLog(deps.region);
-    case "postgres":
+    case "postgres": {
+      const insert = (rows: LogRow[]) => appendToLog(deps.db, rows);
+      const insertCounted = (rows: LogRow[]) => {
+        deps.onAppendPath?.("insert", rows.length);
+        return insert(rows);
+      };
+      // On PostgreSQL the appender COPYs on a connection of its own; PGlite takes the insert path.
+      const copy = config.databaseUrl === undefined ? undefined : new CopyLogWriter({
+        pool: appenderPool(config.databaseUrl, deps.logger),
+        insert,
+        onPath: deps.onAppendPath,
+      });
       return new PostgresLog(deps.region, {
         append: async (rows) => {
-          const result = await appendToLog(deps.db, rows);
+          const result = await (copy === undefined ? insertCounted(rows) : copy.append(rows));
           deps.onAppended?.(rows, result);
           return result;
         },
+        close: () => copy?.close(),
         maxQueuedEvents: config.maxPendingEvents,
         logger: deps.logger,
       });
+    }
     case "redis": {
       // Loaded only when used: ioredis reads the whole environment when it loads.
       const { openRedisLog } = await import("./redis/mod.ts");

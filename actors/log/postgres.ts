@@ -20,6 +20,8 @@ export interface PostgresLogOptions {
   maxQueuedEvents: number;
   /** Most events in one append transaction. */
   maxGroupEvents?: number;
+  /** Releases what `append` holds (the appender's connection). */
+  close?: () => Promise<void> | void;
   logger: Logger;
 }
 
@@ -86,7 +88,9 @@ export class PostgresLog implements EventLog {
     await drainRegion();
   }
 
-  close(): void {}
+  async close(): Promise<void> {
+    await this.#o.close?.();
+  }
 
   onShardsLost(): void {}
 

@@ -1,0 +1,233 @@
+/**
+ * Appending to the `raw_events` log on PostgreSQL with COPY: events are encoded once into COPY text
+ * and streamed on the appender's own connection, with positions reserved from the log's sequence, in
+ * one transaction. COPY cannot skip an `event_id` that is already stored, so a group is copied only
+ * when nothing in it is known to be a retry; otherwise, and whenever COPY fails on a duplicate key,
+ * the group goes through the exact `INSERT ... ON CONFLICT DO NOTHING` path instead. Both paths
+ * commit the same rows and the same duplicate count.
+ *
+ * @module
+ */
+// @ts-types="@types/pg"
+import type pg from "pg";
+// @ts-types="@types/pg-copy-streams"
+import { from as copyFrom } from "pg-copy-streams";
+import type { AppendResult, LogRow } from "./log_store.ts";
+
+/** Columns in COPY order. */
+const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
+  "received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, " +
+  "is_late, extra_metadata, client_is_eu, subscription_plan";
+
+/** PostgreSQL's SQLSTATE for a unique-constraint violation. */
+const UNIQUE_VIOLATION = "23505";
+
+/**
+ * Fingerprints of recently appended event ids: 52-bit hashes in a ring, so memory is fixed (about
+ * 30 bytes per id). A hit means "maybe a retry", which only sends the group down the exact path;
+ * false positives (equal fingerprints) have a chance of about capacity / 2^52 per id, 1 in 20
+ * billion at 200,000 ids. A retry of an id evicted from the ring is caught by the primary key when
+ * COPY fails.
+ */
+export class RecentFingerprints {
+  #ring: Float64Array;
+  #set = new Set<number>();
+  #next = 0;
+  #size = 0;
+
+  constructor(capacity: number) {
+    this.#ring = new Float64Array(Math.max(1, capacity));
+  }
+
+  /** Whether the id's fingerprint was added and not yet evicted. */
+  has(eventId: string): boolean {
+    return this.#set.has(fingerprint(eventId));
+  }
+
+  /** Remembers the id's fingerprint, evicting the oldest when full. */
+  add(eventId: string): void {
+    const print = fingerprint(eventId);
+    if (this.#set.has(print)) return;
+    if (this.#size === this.#ring.length) this.#set.delete(this.#ring[this.#next]);
+    else this.#size++;
+    this.#ring[this.#next] = print;
+    this.#next = (this.#next + 1) % this.#ring.length;
+    this.#set.add(print);
+  }
+}
+
+/** Two independent 32-bit FNV-1a hashes of the id, combined into a 52-bit safe integer. */
+export function fingerprint(text: string): number {
+  let a = 0x811c9dc5;
+  let b = 0x050c5d1f;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x01000193) ^ (b >>> 15);
+  }
+  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
+  b = Math.imul(b ^ (b >>> 13), 0xc2b2ae35);
+  return (a >>> 0) * 0x100000 + ((b ^ (b >>> 16)) & 0xfffff);
+}
+
+/** How a group was appended, for metrics and tests. */
+export type AppendPath = "copy" | "insert";
+
+/** Settings of {@link CopyLogWriter}. */
+export interface CopyLogWriterOptions {
+  /** A pool of its own (one connection is enough: appends are serialised). */
+  pool: pg.Pool;
+  /** The exact path: `appendToLog` over Kysely. */
+  insert: (rows: LogRow[]) => Promise<AppendResult>;
+  /** Event ids whose fingerprints are remembered (default 200,000: about 6 MB). */
+  recentIds?: number;
+  /** Told which path each group took. */
+  onPath?: (path: AppendPath, rows: number) => void;
+}
+
+/** The postgres log's append on PostgreSQL: COPY when it can, the exact insert when it must. */
+export class CopyLogWriter {
+  #o: CopyLogWriterOptions;
+  #recent: RecentFingerprints;
+
+  constructor(options: CopyLogWriterOptions) {
+    this.#o = options;
+    this.#recent = new RecentFingerprints(options.recentIds ?? 200_000);
+  }
+
+  /** Appends one group; same contract as `appendToLog`. Must not run concurrently with itself. */
+  async append(rows: LogRow[]): Promise<AppendResult> {
+    const unique: LogRow[] = [];
+    const seen = new Set<string>();
+    let isMaybeRetry = false;
+    for (const row of rows) {
+      if (seen.has(row.eventId)) continue;
+      seen.add(row.eventId);
+      if (this.#recent.has(row.eventId)) isMaybeRetry = true;
+      unique.push(row);
+    }
+    let result: AppendResult | null = null;
+    if (!isMaybeRetry) result = await this.#copy(unique, rows.length - unique.length);
+    if (result === null) {
+      result = await this.#o.insert(rows);
+      this.#o.onPath?.("insert", rows.length);
+    } else this.#o.onPath?.("copy", rows.length);
+    for (const eventId of result.positions.keys()) this.#recent.add(eventId);
+    return result;
+  }
+
+  /** Closes the appender's pool. */
+  async close(): Promise<void> {
+    await this.#o.pool.end();
+  }
+
+  /** COPYs the rows in one transaction; null when they must take the exact path instead. */
+  async #copy(rows: LogRow[], repeated: number): Promise<AppendResult | null> {
+    const client = await this.#o.pool.connect();
+    let isOpen = false;
+    try {
+      await client.query("begin");
+      isOpen = true;
+      const reserved = await client.query<{ first: string; last: string; erased: boolean }>(
+        `select min(p) as first, max(p) as last,
+          exists (select 1 from erased_events) as erased
+        from (select nextval('raw_events_position_seq') as p from generate_series(1, $1::int)) s`,
+        [rows.length],
+      );
+      const { first, last, erased } = reserved.rows[0];
+      // A block with gaps means another writer took positions meanwhile (rare): hand it over. An
+      // erased event's retry is a duplicate: its tombstone stands in for the deleted row.
+      const isRetryOfErased = erased && (await client.query<{ n: number }>(
+            `select count(*)::int as n from erased_events
+            where event_hash = any(select md5(i) from unnest($1::text[]) as i)`,
+            [rows.map((r) => r.eventId)],
+          )).rows[0].n > 0;
+      if (Number(last) - Number(first) + 1 !== rows.length || isRetryOfErased) {
+        await client.query("rollback");
+        isOpen = false;
+        return null;
+      }
+      const firstPosition = Number(first);
+      await streamCopy(client, encodeRows(rows, firstPosition));
+      if (repeated > 0) {
+        await client.query(
+          `insert into stat_counters (name, value) values ('duplicate_events', $1)
+          on conflict (name) do update set value = stat_counters.value + excluded.value`,
+          [repeated],
+        );
+      }
+      await client.query("commit");
+      isOpen = false;
+      return {
+        positions: new Map(rows.map((r, i) => [r.eventId, firstPosition + i])),
+        duplicates: repeated,
+      };
+    } catch (error) {
+      if (isOpen) await client.query("rollback").catch(() => undefined);
+      if ((error as { code?: string }).code === UNIQUE_VIOLATION) return null;
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+}
+
+function streamCopy(client: pg.PoolClient, bytes: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const stream = client.query(copyFrom(`copy raw_events (${COLUMNS}) from stdin`));
+    stream.on("error", reject);
+    stream.on("finish", () => resolve());
+    stream.end(bytes);
+  });
+}
+
+/** The rows as COPY text (tab-separated, `\N` for null), positions from `firstPosition` on. */
+export function encodeRows(rows: readonly LogRow[], firstPosition: number): Uint8Array {
+  const lines: string[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    lines[i] = text(r.eventId) + "\t" + (firstPosition + i) + "\t" + text(r.userId) + "\t" +
+      text(r.deviceId) + "\t" + text(r.contentId) + "\t" + text(r.type) + "\t" + iso(r.atMs) +
+      "\t" + iso(r.receivedAtMs) + "\t" + text(r.region) + "\t" + bool(r.isEu) + "\t" +
+      bool(r.hasConsent) + "\t" + text(r.ipHash) + "\t" + text(r.ipPrefix) + "\t" +
+      nullable(r.errorCode) + "\t" + bool(r.doNotTrack) + "\t" + bool(r.isLate) + "\t" +
+      text(JSON.stringify(r.metadata)) + "\t" + nullableBool(r.clientIsEu) + "\t" +
+      nullable(r.subscriptionPlan) + "\n";
+  }
+  return new TextEncoder().encode(lines.join(""));
+}
+
+const NEEDS_ESCAPE = /[\\\t\n\r]/;
+
+/** A text value with COPY's backslash escapes (backslash, tab, newline, carriage return). */
+function text(value: string): string {
+  if (!NEEDS_ESCAPE.test(value)) return value;
+  return value.replace(
+    /[\\\t\n\r]/g,
+    (c) => c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r",
+  );
+}
+
+function nullable(value: string | null): string {
+  return value === null ? "\\N" : text(value);
+}
+
+function bool(value: boolean): string {
+  return value ? "t" : "f";
+}
+
+function nullableBool(value: boolean | null): string {
+  return value === null ? "\\N" : bool(value);
+}
+
+let lastIsoMs = Number.NaN;
+let lastIso = "";
+
+/** ISO-8601 of an epoch-ms time; consecutive events often share the millisecond, so it is cached. */
+function iso(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIsoMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}

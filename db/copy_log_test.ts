@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { type Kysely, sql } from "kysely";
+// @ts-types="@types/pg"
+import pg from "pg";
+import {
+  type AppendPath,
+  CopyLogWriter,
+  encodeRows,
+  fingerprint,
+  RecentFingerprints,
+} from "./copy_log.ts";
+import { openDatabase } from "./client.ts";
+import { appendToLog, type LogRow, readLog } from "./log_store.ts";
+import { migrateToLatest } from "./migrate.ts";
+import type { Database } from "./schema.ts";
+import { makeEvent, T0 } from "../tests/fixtures.ts";
+import { TEST_DATABASE_URL, withFreshPostgres } from "../tests/_harness.ts";
+import { test } from "../tests/_permissions.ts";
+
+interface Setup {
+  db: Kysely<Database>;
+  writer: CopyLogWriter;
+  paths: AppendPath[];
+}
+
+/** A fresh migrated PostgreSQL database and a writer on it; `recentIds` sizes its fingerprints. */
+async function withWriter(fn: (s: Setup) => Promise<void>, recentIds = 1_000): Promise<void> {
+  await withFreshPostgres(TEST_DATABASE_URL!, async (url) => {
+    const { db } = await openDatabase({ databaseUrl: url, dataDir: "" });
+    const paths: AppendPath[] = [];
+    const writer = new CopyLogWriter({
+      pool: new pg.Pool({ connectionString: url, max: 1 }),
+      insert: (rows) => appendToLog(db, rows),
+      recentIds,
+      onPath: (path) => paths.push(path),
+    });
+    try {
+      await migrateToLatest(db);
+      await fn({ db, writer, paths });
+    } finally {
+      await writer.close();
+      await db.destroy();
+    }
+  });
+}
+
+function rows(ids: string[]): LogRow[] {
+  return ids.map((eventId, i) => {
+    const { position: _, ...row } = makeEvent({ eventId, userId: `u-${i % 7}`, atMs: T0 + i });
+    return row;
+  });
+}
+
+async function duplicateCounter(db: Kysely<Database>): Promise<number> {
+  const row = await db.selectFrom("stat_counters").select("value")
+    .where("name", "=", "duplicate_events").executeTakeFirst();
+  return Number(row?.value ?? 0);
+}
+
+async function storedCount(db: Kysely<Database>): Promise<number> {
+  const row = await sql<{ n: number }>`select count(*)::int as n from raw_events`.execute(db);
+  return row.rows[0].n;
+}
+
+const onPostgres = { ignore: TEST_DATABASE_URL === undefined };
+
+Deno.test("encodeRows() escapes COPY's special characters and writes \\N for nulls", () => {
+  const [row] = rows(["e\t1"]);
+  const text = new TextDecoder().decode(
+    encodeRows([{ ...row, errorCode: "a\\b\nc", metadata: { note: "x\ty" } }], 7),
+  );
+  const fields = text.slice(0, -1).split("\t");
+  assert.equal(fields.length, 19);
+  assert.equal(fields[0], "e\\t1");
+  assert.equal(fields[1], "7");
+  assert.equal(fields[13], "a\\\\b\\nc");
+  assert.equal(fields[16], '{"note":"x\\\\ty"}');
+  assert.equal(fields[18], "\\N");
+});
+
+Deno.test("fingerprint() tells 100,000 similar ids apart", () => {
+  const prints = new Set<number>();
+  for (let i = 0; i < 100_000; i++) prints.add(fingerprint(`e-${i}`));
+  assert.equal(prints.size, 100_000);
+  assert.ok([...prints].every((p) => Number.isSafeInteger(p) && p >= 0));
+});
+
+Deno.test("RecentFingerprints forgets the oldest id once full", () => {
+  const recent = new RecentFingerprints(2);
+  recent.add("a");
+  recent.add("b");
+  assert.equal(recent.has("a"), true);
+  recent.add("c");
+  assert.equal(recent.has("a"), false);
+  assert.equal(recent.has("b") && recent.has("c"), true);
+});
+
+test({
+  name: "[postgres] CopyLogWriter COPYs new events with contiguous positions, read back intact",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer, paths }) => {
+      const group = rows(["a", "b", "c"]);
+      group[1] = { ...group[1], errorCode: "E\t42\\x", metadata: { app_version: "1.2\n3" } };
+      const result = await writer.append(group);
+      assert.deepEqual(paths, ["copy"]);
+      const positions = ["a", "b", "c"].map((id) => result.positions.get(id)!);
+      assert.deepEqual(positions, [positions[0], positions[0] + 1, positions[0] + 2]);
+      const back = await readLog(db, 0, 1_000, 10);
+      assert.deepEqual(back.map((e) => e.eventId), ["a", "b", "c"]);
+      assert.equal(back[1].errorCode, "E\t42\\x");
+      assert.deepEqual(back[1].metadata, { app_version: "1.2\n3" });
+      assert.equal(back[0].atMs, group[0].atMs);
+      assert.equal(back[0].receivedAtMs, group[0].receivedAtMs);
+    }),
+});
+
+test({
+  name: "[postgres] CopyLogWriter counts a repeat inside a group once and stores the event once",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer, paths }) => {
+      const result = await writer.append(rows(["a", "b", "a"]));
+      assert.deepEqual(paths, ["copy"]);
+      assert.equal(result.duplicates, 1);
+      assert.equal(await storedCount(db), 2);
+      assert.equal(await duplicateCounter(db), 1);
+    }),
+});
+
+test({
+  name: "[postgres] CopyLogWriter falls back to the exact insert for retries, recent or old",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer, paths }) => {
+      await writer.append(rows(["a", "b"]));
+      // Recent: the fingerprint sends the group to the insert path at once.
+      const recent = await writer.append(rows(["a", "c"]));
+      assert.equal(recent.duplicates, 1);
+      assert.deepEqual(paths, ["copy", "insert"]);
+      // Old (forgotten by a writer that remembers 1 id): COPY fails on the key, the insert decides.
+      await withWriterOn(db, async (forgetful, forgetfulPaths) => {
+        const old = await forgetful.append(rows(["b", "d"]));
+        assert.equal(old.duplicates, 1);
+        assert.deepEqual(forgetfulPaths, ["insert"]);
+      });
+      assert.equal(await storedCount(db), 4);
+      assert.equal(await duplicateCounter(db), 2);
+    }),
+});
+
+test({
+  name: "[postgres] CopyLogWriter treats the retry of an erased event as a duplicate",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer }) => {
+      await sql`insert into erased_events (event_hash, erased_at) values (md5('gone'), now())`
+        .execute(db);
+      const fresh = await writer.append(rows(["x", "y"]));
+      assert.equal(fresh.duplicates, 0);
+      const retry = await writer.append(rows(["gone", "z"]));
+      assert.equal(retry.positions.has("gone"), false);
+      assert.equal(retry.duplicates, 1);
+      assert.equal(await storedCount(db), 3);
+    }),
+});
+
+test({
+  name: "[postgres] CopyLogWriter under load: 40 groups with old retries mixed in, each event once",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer, paths }) => {
+      let expectedDuplicates = 0;
+      const stored = new Set<string>();
+      for (let g = 0; g < 40; g++) {
+        const ids = Array.from({ length: 500 }, (_, i) => `g${g}-${i}`);
+        // Every fourth group retries an event of a group long gone from the writer's memory.
+        if (g % 4 === 3) {
+          ids[250] = "g0-7";
+          expectedDuplicates++;
+        }
+        const result = await writer.append(rows(ids));
+        for (const id of result.positions.keys()) stored.add(id);
+      }
+      assert.equal(await storedCount(db), stored.size);
+      assert.equal(stored.size, 40 * 500 - expectedDuplicates);
+      assert.equal(await duplicateCounter(db), expectedDuplicates);
+      assert.ok(paths.includes("copy") && paths.includes("insert"), paths.join(","));
+      const positions = await sql<{ n: number; distinct_n: number }>`
+        select count(*)::int as n, count(distinct position)::int as distinct_n from raw_events`
+        .execute(db);
+      assert.equal(positions.rows[0].n, positions.rows[0].distinct_n);
+    }, 100),
+});
+
+/** A second writer on the same database that remembers almost nothing. */
+async function withWriterOn(
+  db: Kysely<Database>,
+  fn: (writer: CopyLogWriter, paths: AppendPath[]) => Promise<void>,
+): Promise<void> {
+  const url = (await sql<{ db: string }>`select current_database() as db`.execute(db)).rows[0].db;
+  const server = new URL(TEST_DATABASE_URL!);
+  server.pathname = `/${url}`;
+  const paths: AppendPath[] = [];
+  const writer = new CopyLogWriter({
+    pool: new pg.Pool({ connectionString: server.toString(), max: 1 }),
+    insert: (rows) => appendToLog(db, rows),
+    recentIds: 1,
+    onPath: (path) => paths.push(path),
+  });
+  try {
+    await fn(writer, paths);
+  } finally {
+    await writer.close();
+  }
+}
