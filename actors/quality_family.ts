@@ -46,11 +46,22 @@ export interface QualityFamilyOptions {
 interface WindowCounts {
   eventCount: number;
   errorCount: number;
-  errorsByCode: Record<string, number>;
+  /** Created on the window's first error: most windows have none (per-entity memory). */
+  errors?: WindowErrors;
+}
+
+interface WindowErrors {
+  byCode: Record<string, number>;
   sampleEventIds: string[];
   /** Devices that sent an error, at most `qualityMinDevices`: enough to judge a content window. */
-  errorDevices: Set<string>;
+  devices: Set<string>;
 }
+
+const NO_ERRORS: Readonly<WindowErrors> = Object.freeze({
+  byCode: Object.freeze({}),
+  sampleEventIds: Object.freeze([]) as unknown as string[],
+  devices: new Set<string>(),
+});
 
 interface QualityEntity {
   lastTouchedMs: number;
@@ -93,24 +104,19 @@ export class QualityFamily {
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
     let counts = entity.windows.get(windowStartMs);
     if (counts === undefined) {
-      counts = {
-        eventCount: 0,
-        errorCount: 0,
-        errorsByCode: {},
-        sampleEventIds: [],
-        errorDevices: new Set(),
-      };
+      counts = { eventCount: 0, errorCount: 0 };
       entity.windows.set(windowStartMs, counts);
     }
     counts.eventCount++;
     if (event.type === "ERROR") {
       counts.errorCount++;
+      const errors = counts.errors ??= { byCode: {}, sampleEventIds: [], devices: new Set() };
       const code = event.errorCode ?? "UNKNOWN";
-      counts.errorsByCode[code] = (counts.errorsByCode[code] ?? 0) + 1;
-      if (counts.sampleEventIds.length < SAMPLE_IDS) counts.sampleEventIds.push(event.eventId);
+      errors.byCode[code] = (errors.byCode[code] ?? 0) + 1;
+      if (errors.sampleEventIds.length < SAMPLE_IDS) errors.sampleEventIds.push(event.eventId);
       // Bounded: past the threshold, more devices change nothing the rule decides.
-      if (counts.errorDevices.size < this.#o.thresholds.qualityMinDevices) {
-        counts.errorDevices.add(event.deviceId);
+      if (errors.devices.size < this.#o.thresholds.qualityMinDevices) {
+        errors.devices.add(event.deviceId);
       }
     }
     const facts: QualityFacts = {
@@ -120,9 +126,9 @@ export class QualityFamily {
       windowEndMs: windowStartMs + windowMs,
       eventCount: counts.eventCount,
       errorCount: counts.errorCount,
-      errorsByCode: counts.errorsByCode,
-      sampleEventIds: counts.sampleEventIds,
-      errorDeviceCount: counts.errorDevices.size,
+      errorsByCode: (counts.errors ?? NO_ERRORS).byCode,
+      sampleEventIds: (counts.errors ?? NO_ERRORS).sampleEventIds,
+      errorDeviceCount: (counts.errors ?? NO_ERRORS).devices.size,
     };
     for (const rule of QUALITY_RULES) {
       try {

@@ -35,6 +35,7 @@ import {
 import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
 import { LastSeen } from "./last_seen.ts";
+import { OpenSegments } from "./open_segments.ts";
 
 /** Settings of the user family. */
 export interface UserFamilyOptions {
@@ -59,7 +60,7 @@ export interface UserFamilyOptions {
 interface UserEntity {
   lastTouchedMs: number;
   /** Running playback segments by `device + KEY_SEP + content`: event time the segment started. */
-  playingSinceMs: Map<string, number>;
+  segments: OpenSegments;
   regions: LastSeen;
   ipHashes: LastSeen;
   /** The latest UTC day with privacy-flagged events, and a bounded sample of their ids. */
@@ -70,6 +71,9 @@ const DAY_MS = 86_400_000;
 
 /** Most distinct regions or networks remembered per user; beyond it the stalest is forgotten. */
 const MAX_DISTINCT_PER_USER = 64;
+
+/** Most playback segments open at once per user (device and title); beyond it the oldest closes. */
+const MAX_OPEN_SEGMENTS = 16;
 
 /** In-memory state of the user shards hosted by one worker. */
 export class UserFamily {
@@ -230,11 +234,7 @@ export class UserFamily {
       if (entity.lastTouchedMs >= idleSinceMs) continue;
       if (entity.regions.countSince(sightingsSinceMs) > 0) continue;
       if (entity.ipHashes.countSince(sightingsSinceMs) > 0) continue;
-      let isPlaying = false;
-      for (const startMs of entity.playingSinceMs.values()) {
-        if (startMs >= segmentsSinceMs) isPlaying = true;
-      }
-      if (isPlaying) continue;
+      if (entity.segments.hasStartedSince(segmentsSinceMs)) continue;
       this.#entities.delete(userId);
       evicted++;
     }
@@ -264,7 +264,7 @@ export class UserFamily {
     if (entity === undefined) {
       entity = {
         lastTouchedMs: nowMs,
-        playingSinceMs: new Map(),
+        segments: new OpenSegments(MAX_OPEN_SEGMENTS),
         regions: new LastSeen(MAX_DISTINCT_PER_USER),
         ipHashes: new LastSeen(MAX_DISTINCT_PER_USER),
       };
@@ -282,14 +282,14 @@ export class UserFamily {
   #advanceSession(entity: UserEntity, event: TelemetryEvent): number {
     if (event.type === "SEEK") return 0;
     const key = event.deviceId + KEY_SEP + event.contentId;
-    const startMs = entity.playingSinceMs.get(key);
+    const startMs = entity.segments.get(key);
     if (startMs !== undefined && event.atMs < startMs) return 0;
     let watchTimeMs = 0;
     if (startMs !== undefined) {
       watchTimeMs = Math.min(event.atMs - startMs, this.#o.maxSegmentMs);
-      entity.playingSinceMs.delete(key);
+      entity.segments.end(key);
     }
-    if (event.type === "PLAY") entity.playingSinceMs.set(key, event.atMs);
+    if (event.type === "PLAY") entity.segments.start(key, event.atMs);
     return watchTimeMs;
   }
 
