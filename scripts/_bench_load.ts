@@ -1,13 +1,17 @@
 /**
  * The benchmark's load generator, run as its own process: `connections` keep-alive loops POST events
  * to one URL for `seconds` (or until `maxEvents` are sent) and print a JSON summary with latency
- * percentiles. Only for loopback targets; it always stops by itself.
+ * percentiles. Only for loopback targets; it always stops by itself. Events come from
+ * `_bench_events.ts` (random UUID ids, so every run sends new events); `eventsPerRequest` 1 posts one
+ * object, more posts a JSON array of that many (the batch body).
  *
- * Usage: _bench_load.ts <url> <path> <eventsPerRequest> <connections> <seconds> <maxEvents> <prefix>
+ * Usage: _bench_load.ts <url> <path> <eventsPerRequest> <connections> <seconds> <maxEvents>
  *
  * @module
  */
-const [url, path, perRequestArg, connectionsArg, secondsArg, maxEventsArg, prefix] = Deno.args;
+import { benchEvent } from "./_bench_events.ts";
+
+const [url, path, perRequestArg, connectionsArg, secondsArg, maxEventsArg] = Deno.args;
 const perRequest = Number(perRequestArg);
 const connections = Number(connectionsArg);
 const deadline = performance.now() + Number(secondsArg) * 1000;
@@ -15,33 +19,15 @@ const maxEvents = Number(maxEventsArg);
 if (!/^http:\/\/(127\.0\.0\.1|localhost)[:/]/.test(url)) {
   throw new Error(`Refusing to load "${url}": the benchmark only targets loopback addresses`);
 }
+if (!Number.isInteger(perRequest) || perRequest < 1) {
+  throw new Error(
+    `Cannot load: eventsPerRequest must be a positive integer, got "${perRequestArg}"`,
+  );
+}
 
-const regions = [["DE", true], ["FR", true], ["US-CA", false], ["GB", false], [
-  "JP",
-  false,
-]] as const;
 const nowIso = new Date().toISOString();
 let sent = 0;
-/** Realistic traffic: each viewer keeps one region, network and TV; 2% errors, some EU without consent. */
-function event(n: number): string {
-  const user = n % 5000;
-  const [region, isEu] = regions[user % regions.length];
-  const isError = n % 50 === 0;
-  return JSON.stringify({
-    event_id: `${prefix}-${n}`,
-    user_id: `bench-user-${user}`,
-    device_id: `bench-tv-${user}`,
-    content_id: `bench-title-${n % 200}`,
-    event_type: isError ? "ERROR" : n % 3 === 0 ? "PAUSE" : "PLAY",
-    timestamp: nowIso,
-    region,
-    is_eu: isEu,
-    has_consent: user % 20 !== 0,
-    ip_address: `10.0.${user >> 8}.${user & 255}`,
-    error_code: isError ? "NETWORK_TIMEOUT" : null,
-    extra_metadata: { platform: "tizen", app_version: "5.2.0" },
-  });
-}
+const event = (n: number) => JSON.stringify(benchEvent(n, nowIso));
 
 const latencies: number[] = [];
 const statuses: Record<number, number> = {};

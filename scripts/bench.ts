@@ -1,14 +1,20 @@
 /**
  * `deno task bench`: ingest throughput and latency of the pipeline as ratios to a bare `Deno.serve`
  * measured in the same run on the same machine, end-to-end throughput (until flushed) of each log
- * backend, and server memory. Prints a Markdown table for the README.
+ * backend, server memory, and the performance targets as ratios to ceilings measured in the same run:
+ * a bare `Deno.serve` that only `JSON.parse`s the batch bodies, and PostgreSQL's own `COPY` of the
+ * same events into a copy of `raw_events`. Prints Markdown tables for the README (or `--json`).
  *
  * @module
  */
 import { parseArgs } from "node:util";
 // @ts-types="@types/pg"
 import pg from "pg";
+import { type FreshnessResult, measureFreshness } from "./_bench_freshness.ts";
+import { measureMemoryPerUser, type MemoryResult } from "./_bench_memory.ts";
 import { z } from "zod";
+import { type CopyCeiling, copyCeiling, hasPsql } from "./_bench_copy.ts";
+import { hasWrk, runWrk, type WrkResult } from "./_bench_wrk.ts";
 
 const ARGS = z.object({
   duration: z.coerce.number().min(1).max(120).default(10),
@@ -16,10 +22,26 @@ const ARGS = z.object({
   "e2e-events": z.coerce.number().int().min(1000).max(5_000_000).default(200_000),
   "database-url": z.string().url().default("postgres://postgres@127.0.0.1:5432/test"),
   "redis-url": z.string().url().default("redis://127.0.0.1:6379"),
+  "memory-users": z.coerce.number().int().min(0).max(2_000_000).default(200_000),
   json: z.boolean().default(false),
 });
 
 type Args = z.infer<typeof ARGS>;
+
+/** Events per batch body, in the batch rows, the JSON.parse ceiling and the end-to-end runs. */
+const BATCH = 500;
+/** The end-to-end goal: durable default log on PostgreSQL, as a share of the COPY ceiling. */
+const E2E_COPY_GOAL = 0.4;
+/** The single-event goal: `POST /events` (durable log, PostgreSQL, auth on) as a share of bare. */
+const SINGLE_GOAL = 0.3;
+/** Freshness goal: p99 from 202 to visible at most the flush interval plus this, at half the peak. */
+const FRESHNESS_SLACK_MS = 250;
+/** The server's default FLUSH_INTERVAL_MS, which the freshness run uses. */
+const FLUSH_INTERVAL_MS = 1_000;
+/** Memory goal: server RSS per active user (each with its own TV), in kB. */
+const MEMORY_GOAL_KB = 1;
+/** Seconds of discarded wrk load before each measured wrk run (JIT, connection pools). */
+const WRK_WARMUP_S = 1;
 
 interface LoadResult {
   requests: number;
@@ -41,7 +63,26 @@ interface Row {
   note: string;
 }
 
+/** One performance target: a ratio measured in this run against its goal (null: reported only). */
+interface Target {
+  target: string;
+  ratio: number | null;
+  goal: number | null;
+  /** The goal is an upper bound (freshness, memory) instead of a lower one. */
+  isAtMost?: boolean;
+  /** Printed after the numbers; "x" (a ratio) unless given. */
+  unit?: string;
+  met: boolean | null;
+  note: string;
+}
+
 const here = new URL(".", import.meta.url).pathname;
+const benchStarted = performance.now();
+
+/** A progress line on stderr (stdout carries only the report). */
+function progress(message: string): void {
+  console.error(`bench +${((performance.now() - benchStarted) / 1000).toFixed(0)} s: ${message}`);
+}
 const root = new URL("..", import.meta.url).pathname;
 
 function freePort(): number {
@@ -66,8 +107,16 @@ async function startProcess(args: string[], env: Record<string, string>): Promis
     stderr: "inherit",
   }).spawn();
   const url = `http://127.0.0.1:${port}`;
+  let exitCode: number | null = null;
+  child.status.then((status) => exitCode = status.code);
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
+    if (exitCode !== null) {
+      throw new Error(
+        `Cannot benchmark: "${args.join(" ")}" exited with code ${exitCode} before answering ` +
+          "(see its stderr above)",
+      );
+    }
     try {
       const res = await fetch(`${url}/healthz`, { method: "GET" });
       await res.body?.cancel();
@@ -77,13 +126,13 @@ async function startProcess(args: string[], env: Record<string, string>): Promis
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  child.kill("SIGKILL");
+  await stop({ url, child }, "SIGKILL");
   throw new Error(`Cannot benchmark: "${args.join(" ")}" did not start within 60 s`);
 }
 
-async function stop(server: Server): Promise<void> {
+async function stop(server: Server, signal: Deno.Signal = "SIGTERM"): Promise<void> {
   try {
-    server.child.kill("SIGTERM");
+    server.child.kill(signal);
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
   }
@@ -98,6 +147,7 @@ async function load(
   seconds: number,
   maxEvents: number,
 ): Promise<LoadResult> {
+  progress(`load ${url}${path}, ${perRequest} event(s) per request`);
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -109,7 +159,6 @@ async function load(
       String(connections),
       String(seconds),
       String(maxEvents),
-      `b${crypto.randomUUID().slice(0, 8)}`,
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -131,32 +180,68 @@ function rssMb(pid: number): number | null {
   return hwm === null ? null : Math.round(Number(hwm[1]) / 1024);
 }
 
-/** Sends `events` in batches of 100 and waits until the summary counts them all (flushed). */
+/** How long the summary's count may stand still before a flush wait gives up. */
+const STALL_MS = 60_000;
+
+/**
+ * Waits until `/stats/summary` counts at least `events`; returns the count, or null when `timeoutMs`
+ * passed or the count stood still for {@link STALL_MS} (a broken pipeline fails fast).
+ */
+async function waitCounted(
+  server: Server,
+  events: number,
+  timeoutMs: number,
+  token?: string,
+): Promise<number | null> {
+  const deadline = Date.now() + timeoutMs;
+  const headers: Record<string, string> = token === undefined
+    ? {}
+    : { authorization: `Bearer ${token}` };
+  let total = -1;
+  let changedAt = Date.now();
+  while (Date.now() < deadline && Date.now() - changedAt < STALL_MS) {
+    const res = await fetch(`${server.url}/stats/summary`, { headers });
+    if (!res.ok) {
+      throw new Error(`Cannot read /stats/summary: ${res.status} ${await res.text()}`);
+    }
+    const now: number = (await res.json()).total_events;
+    if (now >= events) return now;
+    if (now !== total) changedAt = Date.now();
+    total = now;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return null;
+}
+
+/** Sends `events` in batches of {@link BATCH} and waits until the summary counts them all (flushed). */
 async function endToEnd(server: Server, args: Args): Promise<{ eventsPerS: number; note: string }> {
   const started = performance.now();
   const result = await load(
     server.url,
     "/events/batch",
-    100,
+    BATCH,
     args.connections,
     600,
     args["e2e-events"],
   );
-  const deadline = Date.now() + 300_000;
-  while (Date.now() < deadline) {
-    const summary = await (await fetch(`${server.url}/stats/summary`)).json();
-    if (summary.total_events >= result.accepted_events) {
-      const seconds = (performance.now() - started) / 1000;
-      const refused = result.statuses["503"] ?? 0;
-      return {
-        eventsPerS: result.accepted_events / seconds,
-        note: `${result.accepted_events} events flushed in ${seconds.toFixed(1)} s` +
-          (refused > 0 ? `, ${refused} batches answered 503 and retried` : ""),
-      };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  const counted = await waitCounted(server, result.accepted_events, 300_000);
+  if (counted === null) {
+    throw new Error(
+      `Cannot finish end-to-end run: ${result.accepted_events} accepted events were not flushed ` +
+        `within 300 s (or the count stood still for ${STALL_MS / 1000} s)`,
+    );
   }
-  throw new Error("Cannot finish end-to-end run: events were not flushed within 300 s");
+  const seconds = (performance.now() - started) / 1000;
+  const refused = result.statuses["503"] ?? 0;
+  const other = Object.entries(result.statuses)
+    .filter(([status]) => status !== "202" && status !== "503")
+    .map(([status, n]) => `${n} answered ${status === "0" ? "network error" : status}`);
+  return {
+    eventsPerS: result.accepted_events / seconds,
+    note: `${result.accepted_events} events flushed in ${seconds.toFixed(1)} s` +
+      (refused > 0 ? `, ${refused} batches answered 503 and were not resent` : "") +
+      (other.length > 0 ? `, ${other.join(", ")}` : ""),
+  };
 }
 
 async function withDatabase<T>(serverUrl: string, fn: (url: string) => Promise<T>): Promise<T> {
@@ -198,13 +283,52 @@ function serverArgs(): string[] {
   ];
 }
 
-async function run(args: Args): Promise<Row[]> {
+/** 32 random hex characters, for bearer tokens. */
+const randomSecret = () =>
+  Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+
+/** wrk once for warm-up (discarded), then measured. */
+async function wrkRun(
+  url: string,
+  args: Args,
+  token: string,
+  dir: string,
+): Promise<WrkResult> {
+  const options = { url, connections: args.connections, token, dir };
+  progress(`wrk ${url}`);
+  await runWrk({ ...options, seconds: WRK_WARMUP_S });
+  return await runWrk({ ...options, seconds: args.duration });
+}
+
+function wrkNote(r: WrkResult, extra = ""): string {
+  return `wrk: ${r.requests} requests, non-2xx ${r.non2xx}, socket errors ${r.socketErrors}` +
+    extra;
+}
+
+const ratio = (a: number, b: number) => (b > 0 ? a / b : 0);
+
+async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
   const rows: Row[] = [];
+  // Blank values count as unset in the server's config, so a caller's own DATABASE_URL, QUEUE or
+  // tokens cannot leak into a scenario that does not set them.
   const baseEnv = {
     LOG_LEVEL: "warn",
     LISTEN_HOST: "127.0.0.1",
     IP_HASH_SECRET: "bench-secret-0123456789abcdef",
+    DATABASE_URL: "",
+    QUEUE: "",
+    API_TOKENS: "",
+    INGEST_TOKENS: "",
+    READ_TOKENS: "",
   };
+  const hasPostgres = await isReachable(async () => {
+    const client = new pg.Client({ connectionString: args["database-url"] });
+    await client.connect();
+    await client.end();
+  });
+  const wrkAvailable = await hasWrk();
+  const psqlAvailable = await hasPsql();
   const dataDir = await Deno.makeTempDir({ prefix: "ott-bench-" });
   const baseline = await startProcess([
     "run",
@@ -214,21 +338,29 @@ async function run(args: Args): Promise<Row[]> {
   ], {});
   // The default log is durable (postgres); the ingest rows measure the memory queue, which the
   // README compares with earlier runs, and the end-to-end rows measure each log.
-  const pipeline = await startProcess(serverArgs(), {
-    ...baseEnv,
-    QUEUE: "memory",
-    DATA_DIR: dataDir,
-  });
+  let pipeline: Server | null = null;
+  let parseEvents = 0;
+  let wrkBare: WrkResult | null = null;
+  let wrkOurs: WrkResult | null = null;
+  let wrkNoteText = "";
+  let copy: CopyCeiling | null = null;
+  let copySkipped = "";
   try {
+    pipeline = await startProcess(serverArgs(), {
+      ...baseEnv,
+      QUEUE: "memory",
+      DATA_DIR: dataDir,
+    });
     const d = args.duration;
     const c = args.connections;
     const bareSingle = await load(baseline.url, "/events", 1, c, d, Infinity);
     const ourSingle = await load(pipeline.url, "/events", 1, c, d, Infinity);
-    const bareBatch = await load(baseline.url, "/events/batch", 100, c, d, Infinity);
-    const ourBatch = await load(pipeline.url, "/events/batch", 100, c, d, Infinity);
+    const bareBatch = await load(baseline.url, "/events/batch", BATCH, c, d, Infinity);
+    const ourBatch = await load(pipeline.url, "/events/batch", BATCH, c, d, Infinity);
     const rate = (r: LoadResult) => r.requests / r.seconds;
     const events = (r: LoadResult) => r.accepted_events / r.seconds;
     const bareRss = rssMb(baseline.child.pid);
+    const bareBatchEvents = rate(bareBatch) * BATCH;
     rows.push(
       row(
         "bare Deno.serve, single event",
@@ -242,54 +374,154 @@ async function run(args: Args): Promise<Row[]> {
         "POST /events (memory queue, PGlite)",
         rate(ourSingle),
         events(ourSingle),
-        (rate(ourSingle) / rate(bareSingle)).toFixed(2),
+        ratio(rate(ourSingle), rate(bareSingle)).toFixed(2),
         ourSingle,
         rssMb(pipeline.child.pid),
       ),
       row(
-        "bare Deno.serve, 100-event body",
+        `bare Deno.serve, ${BATCH}-event body`,
         rate(bareBatch),
-        rate(bareBatch) * 100,
+        bareBatchEvents,
         "1.00",
         bareBatch,
         bareRss,
       ),
       row(
-        "POST /events/batch x100 (memory queue, PGlite)",
+        `POST /events/batch x${BATCH} (memory queue, PGlite)`,
         rate(ourBatch),
         events(ourBatch),
-        (rate(ourBatch) / rate(bareBatch)).toFixed(2),
+        ratio(rate(ourBatch), rate(bareBatch)).toFixed(2),
         ourBatch,
         rssMb(pipeline.child.pid),
       ),
     );
-    const bareBatchEvents = rate(bareBatch) * 100;
-    const e2e = async (label: string, server: Server) => {
-      const result = await endToEnd(server, args);
-      return { label, ...result, rss: rssMb(server.child.pid) };
-    };
     await stop(pipeline);
-    const freshDir = await Deno.makeTempDir({ prefix: "ott-bench-e2e-" });
+
+    // JSON.parse ceiling: the same bodies, parsed and answered, nothing else.
+    const parser = await startProcess([
+      "run",
+      "--allow-net=127.0.0.1",
+      `${here}_bench_parse.ts`,
+      "{port}",
+    ], {});
+    try {
+      const parsed = await load(parser.url, "/events/batch", BATCH, c, d, Infinity);
+      parseEvents = events(parsed);
+      rows.push(
+        row(
+          `ceiling: bare Deno.serve + JSON.parse, ${BATCH}-event body`,
+          rate(parsed),
+          parseEvents,
+          ratio(rate(parsed), rate(bareBatch)).toFixed(2),
+          parsed,
+          rssMb(parser.child.pid),
+        ),
+      );
+    } finally {
+      await stop(parser);
+    }
+
+    // Single events with wrk: bare, then the pipeline as deployed (durable log, PostgreSQL, auth).
+    if (!wrkAvailable) {
+      wrkNoteText = "skipped: wrk is not installed";
+    } else if (!hasPostgres) {
+      wrkNoteText = `skipped: PostgreSQL at ${args["database-url"]} is not reachable`;
+    } else {
+      const wrkDir = await Deno.makeTempDir({ prefix: "ott-bench-wrk-" });
+      try {
+        const ingestToken = randomSecret();
+        const readerToken = randomSecret();
+        const bare = await wrkRun(`${baseline.url}/events`, args, ingestToken, wrkDir);
+        wrkBare = bare;
+        rows.push(
+          wrkRow("wrk: bare Deno.serve, single event", bare, "1.00", rssMb(baseline.child.pid), ""),
+        );
+        await withDatabase(args["database-url"], async (databaseUrl) => {
+          const server = await startProcess(serverArgs(), {
+            ...baseEnv,
+            DATABASE_URL: databaseUrl,
+            QUEUE: "postgres",
+            API_TOKENS: `ingest:bench:${ingestToken},analyst:bench-reader:${readerToken}`,
+          });
+          try {
+            const ours = await wrkRun(`${server.url}/events`, args, ingestToken, wrkDir);
+            // Every 2xx of the measured run must reach the summary (the warm-up's events too).
+            const answered = ours.requests - ours.non2xx;
+            const counted = await waitCounted(server, answered, 120_000, readerToken);
+            wrkOurs = ours;
+            rows.push(
+              wrkRow(
+                "wrk: POST /events (durable log, PostgreSQL, auth on)",
+                ours,
+                ratio(ours.requestsPerS, bare.requestsPerS).toFixed(2),
+                rssMb(server.child.pid),
+                counted === null
+                  ? `, /stats/summary did not count ${answered} events in time`
+                  : `, /stats/summary counts ${counted} (warm-up included)`,
+              ),
+            );
+          } finally {
+            await stop(server);
+          }
+        });
+      } catch (error) {
+        if (!(error instanceof Error)) throw error;
+        wrkNoteText = `failed: ${error.message}`;
+      } finally {
+        await Deno.remove(wrkDir, { recursive: true });
+      }
+    }
+    await stop(baseline);
+
+    /** One end-to-end scenario in its own server; a failure becomes the row's note. */
+    const e2e = async (label: string, env: Record<string, string>) => {
+      progress(label);
+      let server: Server;
+      try {
+        server = await startProcess(serverArgs(), env);
+      } catch (error) {
+        if (!(error instanceof Error)) throw error;
+        return { label, eventsPerS: 0, note: `skipped: ${error.message}`, rss: null };
+      }
+      try {
+        const result = await endToEnd(server, args);
+        return { label, ...result, rss: rssMb(server.child.pid) };
+      } catch (error) {
+        if (!(error instanceof Error)) throw error;
+        return { label, eventsPerS: 0, note: `failed: ${error.message}`, rss: null };
+      } finally {
+        await stop(server);
+      }
+    };
     const results = [];
-    const memory = await startProcess(serverArgs(), {
-      ...baseEnv,
-      QUEUE: "memory",
-      DATA_DIR: freshDir,
-    });
-    results.push(await e2e("end-to-end, QUEUE=memory, PGlite", memory));
-    await stop(memory);
-    // The default start: durable log on embedded PGlite.
-    const defaultDir = await Deno.makeTempDir({ prefix: "ott-bench-e2e-" });
-    const durable = await startProcess(serverArgs(), { ...baseEnv, DATA_DIR: defaultDir });
-    results.push(await e2e("end-to-end, QUEUE=postgres (default), PGlite", durable));
-    await stop(durable);
-    await Deno.remove(defaultDir, { recursive: true });
-    const hasPostgres = await isReachable(async () => {
-      const client = new pg.Client({ connectionString: args["database-url"] });
-      await client.connect();
-      await client.end();
-    });
+    for (const queue of ["memory", "postgres"]) {
+      const dir = await Deno.makeTempDir({ prefix: "ott-bench-e2e-" });
+      try {
+        results.push(
+          await e2e(
+            `end-to-end, QUEUE=${queue}${queue === "postgres" ? " (default)" : ""}, PGlite`,
+            { ...baseEnv, QUEUE: queue, DATA_DIR: dir },
+          ),
+        );
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
     if (hasPostgres) {
+      if (psqlAvailable) {
+        progress("COPY ceiling");
+        try {
+          copy = await withDatabase(
+            args["database-url"],
+            (databaseUrl) => copyCeiling(databaseUrl, args["e2e-events"], baseEnv.IP_HASH_SECRET),
+          );
+        } catch (error) {
+          if (!(error instanceof Error)) throw error;
+          copySkipped = `failed: ${error.message}`;
+        }
+      } else {
+        copySkipped = "skipped: psql is not installed";
+      }
       for (const queue of ["memory", "postgres", "redis"]) {
         await withDatabase(args["database-url"], async (databaseUrl) => {
           const env: Record<string, string> = {
@@ -301,25 +533,14 @@ async function run(args: Args): Promise<Row[]> {
             env.REDIS_URL = args["redis-url"];
             env.REDIS_KEY_PREFIX = `ott-bench-${crypto.randomUUID().slice(0, 8)}:`;
           }
-          let server: Server;
-          try {
-            server = await startProcess(serverArgs(), env);
-          } catch (error) {
-            results.push({
-              label: `end-to-end, QUEUE=${queue}, PostgreSQL`,
-              eventsPerS: 0,
-              note: `skipped: ${(error as Error).message}`,
-              rss: null,
-            });
-            return;
-          }
-          try {
-            results.push(await e2e(`end-to-end, QUEUE=${queue}, PostgreSQL`, server));
-          } finally {
-            await stop(server);
-          }
+          const label = `end-to-end, QUEUE=${queue}${
+            queue === "postgres" ? " (default)" : ""
+          }, PostgreSQL`;
+          results.push(await e2e(label, env));
         });
       }
+    } else {
+      copySkipped = `skipped: PostgreSQL at ${args["database-url"]} is not reachable`;
     }
     const memoryRate = results[0].eventsPerS;
     for (const r of results) {
@@ -327,8 +548,8 @@ async function run(args: Args): Promise<Row[]> {
         scenario: r.label,
         reqPerS: null,
         eventsPerS: r.eventsPerS,
-        ratio: `${(r.eventsPerS / bareBatchEvents).toFixed(2)} (x${
-          (r.eventsPerS / memoryRate).toFixed(2)
+        ratio: `${ratio(r.eventsPerS, bareBatchEvents).toFixed(2)} (x${
+          ratio(r.eventsPerS, memoryRate).toFixed(2)
         } of memory/PGlite)`,
         p50: null,
         p99: null,
@@ -336,13 +557,199 @@ async function run(args: Args): Promise<Row[]> {
         note: r.note,
       });
     }
-    await Deno.remove(freshDir, { recursive: true });
+    if (copy !== null) {
+      rows.push({
+        scenario: "ceiling: COPY into a raw_events twin (2 parallel psql \\copy), PostgreSQL",
+        reqPerS: null,
+        eventsPerS: copy.rowsPerS,
+        ratio: "",
+        p50: null,
+        p99: null,
+        rssMb: null,
+        note: `${copy.rows} rows (${(copy.bytes / 1e6).toFixed(0)} MB CSV) in ${
+          copy.seconds.toFixed(1)
+        } s`,
+      });
+    }
+    const durablePg = results.find((r) =>
+      r.label.startsWith("end-to-end, QUEUE=postgres") &&
+      r.label.endsWith("PostgreSQL") && r.eventsPerS > 0
+    );
+    let freshness: FreshnessResult | null = null;
+    let freshnessNote = "skipped: no durable PostgreSQL end-to-end run to take half of";
+    if (durablePg !== undefined) {
+      progress("freshness at half the durable PostgreSQL peak");
+      try {
+        freshness = await withDatabase(args["database-url"], async (databaseUrl) => {
+          const server = await startProcess(serverArgs(), {
+            ...baseEnv,
+            DATABASE_URL: databaseUrl,
+          });
+          try {
+            return await measureFreshness(server.url, {
+              eventsPerS: durablePg.eventsPerS / 2,
+              seconds: Math.max(10, args.duration),
+              flushIntervalMs: FLUSH_INTERVAL_MS,
+            });
+          } finally {
+            await stop(server);
+          }
+        });
+        freshnessNote = `${freshness.probes} probes (${freshness.lost} lost) at ` +
+          `${Math.round(freshness.achievedEventsPerS)} events/s; p50 ${
+            Math.round(freshness.p50_ms)
+          } ms, p99 ${Math.round(freshness.p99_ms)} ms, goal ${
+            FLUSH_INTERVAL_MS + FRESHNESS_SLACK_MS
+          } ms`;
+      } catch (error) {
+        if (!(error instanceof Error)) throw error;
+        freshnessNote = `failed: ${error.message}`;
+      }
+    }
+    let memory: MemoryResult | null = null;
+    let memoryNote = hasPostgres ? "skipped: --memory-users 0" : copySkipped;
+    if (hasPostgres && args["memory-users"] > 0) {
+      progress(`memory with ${args["memory-users"]} users`);
+      try {
+        memory = await withDatabase(
+          args["database-url"],
+          (databaseUrl) =>
+            measureMemoryPerUser({
+              users: args["memory-users"],
+              env: { ...baseEnv, DATABASE_URL: databaseUrl },
+            }),
+        );
+        memoryNote =
+          `${memory.users} users with a TV each (durable log, PostgreSQL): RSS ${
+            Math.round(memory.rssBeforeMb)
+          } -> ${Math.round(memory.rssAfterMb)} MB, ${
+            memory.entitiesPerUser.toFixed(1)
+          } entities per user; ` + (memory.reclaimedAfterMs === undefined
+            ? "reclaim not measured"
+            : memory.reclaimedAfterMs === null
+            ? "entities not reclaimed within the wait"
+            : `entities back to the warm-up level ${
+              (memory.reclaimedAfterMs / 1000).toFixed(0)
+            } s after the last user (short windows)`);
+      } catch (error) {
+        if (!(error instanceof Error)) throw error;
+        memoryNote = `failed: ${error.message}`;
+      }
+    }
+    return {
+      rows,
+      targets: targets({
+        durablePg: durablePg?.eventsPerS ?? null,
+        copy: copy?.rowsPerS ?? null,
+        copySkipped,
+        parseEvents,
+        wrkBare,
+        wrkOurs,
+        wrkSkipped: wrkNoteText,
+        freshness,
+        freshnessNote,
+        memory,
+        memoryNote,
+      }),
+    };
   } finally {
     await stop(baseline);
-    await stop(pipeline).catch(() => undefined);
+    if (pipeline !== null) await stop(pipeline);
     await Deno.remove(dataDir, { recursive: true });
   }
-  return rows;
+}
+
+function targets(m: {
+  durablePg: number | null;
+  copy: number | null;
+  copySkipped: string;
+  parseEvents: number;
+  wrkBare: WrkResult | null;
+  wrkOurs: WrkResult | null;
+  wrkSkipped: string;
+  freshness: FreshnessResult | null;
+  freshnessNote: string;
+  memory: MemoryResult | null;
+  memoryNote: string;
+}): Target[] {
+  const target = (
+    name: string,
+    value: number | null,
+    goal: number | null,
+    why: string,
+    valid = true,
+  ): Target => ({
+    target: name,
+    ratio: value,
+    goal,
+    met: value === null || goal === null ? null : valid && value >= goal,
+    note: value === null ? why : valid ? "" : why,
+  });
+  const atMost = (
+    name: string,
+    value: number | null,
+    goal: number,
+    note: string,
+    unit = "x",
+  ): Target => ({
+    target: name,
+    ratio: value,
+    goal,
+    isAtMost: true,
+    unit,
+    met: value === null ? null : value <= goal,
+    note,
+  });
+  const noDurable = m.durablePg === null ? "skipped: no durable PostgreSQL end-to-end run" : "";
+  const out = [
+    target(
+      "end to end, durable default log on PostgreSQL / COPY ceiling",
+      m.durablePg === null || m.copy === null ? null : m.durablePg / m.copy,
+      E2E_COPY_GOAL,
+      noDurable || m.copySkipped,
+    ),
+    target(
+      "end to end, durable default log on PostgreSQL / JSON.parse ceiling",
+      m.durablePg === null || m.parseEvents <= 0 ? null : m.durablePg / m.parseEvents,
+      null,
+      noDurable || "skipped: no JSON.parse ceiling",
+    ),
+  ];
+  if (m.wrkBare === null || m.wrkOurs === null) {
+    out.push(
+      target("single event, POST /events / bare Deno.serve (wrk)", null, SINGLE_GOAL, m.wrkSkipped),
+    );
+  } else {
+    const ours: WrkResult = m.wrkOurs;
+    const failed = ours.non2xx + ours.socketErrors;
+    out.push(
+      target(
+        "single event, POST /events / bare Deno.serve (wrk)",
+        ratio(ours.requestsPerS, m.wrkBare.requestsPerS),
+        SINGLE_GOAL,
+        `not valid: ${ours.non2xx} non-2xx and ${ours.socketErrors} socket errors of ` +
+          `${ours.requests} requests`,
+        failed <= ours.requests * 0.001,
+      ),
+    );
+  }
+  const goalMs = FLUSH_INTERVAL_MS + FRESHNESS_SLACK_MS;
+  out.push(
+    atMost(
+      "freshness: p99 from 202 to visible / (FLUSH_INTERVAL_MS + 250 ms), at half the peak",
+      m.freshness === null ? null : m.freshness.p99_ms / goalMs,
+      1,
+      m.freshnessNote,
+    ),
+    atMost(
+      "memory: server RSS per active user with its own TV",
+      m.memory === null ? null : m.memory.kbPerUser,
+      MEMORY_GOAL_KB,
+      m.memoryNote,
+      " kB",
+    ),
+  );
+  return out;
 }
 
 function row(
@@ -354,6 +761,9 @@ function row(
   rss: number | null,
 ): Row {
   const refused = result.statuses["503"] ?? 0;
+  const other = Object.entries(result.statuses)
+    .filter(([status]) => status !== "202" && status !== "503")
+    .map(([status, n]) => `${n} answered ${status === "0" ? "network error" : status}`);
   return {
     scenario,
     reqPerS,
@@ -362,7 +772,26 @@ function row(
     p50: result.p50_ms,
     p99: result.p99_ms,
     rssMb: rss,
-    note: refused > 0 ? `${refused} answered 503 (backpressure)` : "",
+    note: [...(refused > 0 ? [`${refused} answered 503 (backpressure)`] : []), ...other].join(", "),
+  };
+}
+
+function wrkRow(
+  scenario: string,
+  result: WrkResult,
+  ratio: string,
+  rss: number | null,
+  extra: string,
+): Row {
+  return {
+    scenario,
+    reqPerS: result.requestsPerS,
+    eventsPerS: result.requestsPerS,
+    ratio,
+    p50: result.p50Ms,
+    p99: result.p99Ms,
+    rssMb: rss,
+    note: wrkNote(result, extra),
   };
 }
 
@@ -375,13 +804,16 @@ function machine(): string {
     new Date().toISOString().slice(0, 10);
 }
 
-function markdown(rows: Row[], args: Args): string {
+function markdown(rows: Row[], goals: Target[], args: Args): string {
   const f = (n: number | null, digits = 0) =>
     n === null ? "" : n.toLocaleString("en-US", { maximumFractionDigits: digits });
   const lines = [
     `Machine: ${machine()}. Load: ${args.connections} connections, ${args.duration} s per scenario, ` +
-    `generator in its own process on the same cores. End-to-end: ${args["e2e-events"]} events in ` +
-    `batches of 100, timed until \`/stats/summary\` counts them all.`,
+    `generator in its own process on the same cores (Deno \`fetch\` loops; the wrk rows use ` +
+    `\`wrk -t2\` after a ${WRK_WARMUP_S} s warm-up). End-to-end: ${args["e2e-events"]} events in ` +
+    `batches of ${BATCH}, timed until \`/stats/summary\` counts them all. Ceilings: the same ` +
+    `${BATCH}-event bodies only \`JSON.parse\`d by a bare \`Deno.serve\`; the same events' ` +
+    "`raw_events` rows loaded by two parallel `psql \\copy` into a fresh, migrated database.",
     "",
     "| scenario | req/s | events/s | ratio to bare Deno.serve | p50 ms | p99 ms | server peak RSS MB | note |",
     "|---|---|---|---|---|---|---|---|",
@@ -389,6 +821,18 @@ function markdown(rows: Row[], args: Args): string {
       `| ${r.scenario} | ${f(r.reqPerS)} | ${f(r.eventsPerS)} | ${r.ratio} | ${f(r.p50, 1)} | ${
         f(r.p99, 1)
       } | ${f(r.rssMb)} | ${r.note} |`
+    ),
+    "",
+    "| target | measured | goal | met | note |",
+    "|---|---|---|---|---|",
+    ...goals.map((t) =>
+      `| ${t.target} | ${
+        t.ratio === null ? "not measured" : `${t.ratio.toFixed(2)}${t.unit ?? "x"}`
+      } | ${
+        t.goal === null
+          ? "(reported)"
+          : `${t.isAtMost ? "<=" : ">="} ${t.goal.toFixed(1)}${t.unit ?? "x"}`
+      } | ${t.met === null ? "-" : t.met ? "yes" : "no"} | ${t.note} |`
     ),
   ];
   return lines.join("\n");
@@ -403,6 +847,7 @@ if (import.meta.main) {
       "e2e-events": { type: "string" },
       "database-url": { type: "string" },
       "redis-url": { type: "string" },
+      "memory-users": { type: "string" },
       json: { type: "boolean" },
     },
   });
@@ -411,6 +856,11 @@ if (import.meta.main) {
     console.error(parsed.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("\n"));
     Deno.exit(2);
   }
-  const rows = await run(parsed.data);
-  console.log(parsed.data.json ? JSON.stringify(rows, null, 2) : markdown(rows, parsed.data));
+  const { rows, targets } = await run(parsed.data);
+  progress("done");
+  console.log(
+    parsed.data.json
+      ? JSON.stringify({ machine: machine(), settings: parsed.data, rows, targets }, null, 2)
+      : markdown(rows, targets, parsed.data),
+  );
 }
