@@ -110,6 +110,7 @@ export async function startPipeline(
       logger,
     });
     const opened = await openLog(config, {
+      firstPosition,
       db,
       region,
       logger,

@@ -1,7 +1,7 @@
 /**
  * Appending to the `raw_events` log on PostgreSQL with COPY: events are encoded once into COPY text
- * and streamed on the appender's own connection, with positions reserved from the log's sequence, in
- * one transaction. COPY cannot skip an `event_id` that is already stored, so a group is copied only
+ * and streamed on the appender's own connections, at the positions the log gave them, in one
+ * transaction. COPY cannot skip an `event_id` that is already stored, so a group is copied only
  * when nothing in it is known to be a retry; otherwise, and whenever COPY fails on a duplicate key,
  * the group goes through the exact `INSERT ... ON CONFLICT DO NOTHING` path instead. Both paths
  * commit the same rows and the same duplicate count.
@@ -12,15 +12,16 @@
 import type pg from "pg";
 // @ts-types="@types/pg-copy-streams"
 import { from as copyFrom } from "pg-copy-streams";
-import type { AppendResult, LogRow } from "./log_store.ts";
+import type { AppendResult, PositionedRow } from "./log_store.ts";
 
 /** Columns in COPY order. */
 const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
   "received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, " +
   "is_late, extra_metadata, client_is_eu, subscription_plan";
 
-/** PostgreSQL's SQLSTATE for a unique-constraint violation. */
+/** PostgreSQL's SQLSTATEs for a unique-constraint violation and a deadlock. */
 const UNIQUE_VIOLATION = "23505";
+const DEADLOCK = "40P01";
 
 /**
  * Fingerprints of recently appended event ids: 52-bit hashes in a ring, so memory is fixed (about
@@ -75,10 +76,10 @@ export type AppendPath = "copy" | "insert";
 
 /** Settings of {@link CopyLogWriter}. */
 export interface CopyLogWriterOptions {
-  /** A pool of its own (one connection is enough: appends are serialised). */
+  /** A pool of its own, with one connection per concurrent append. */
   pool: pg.Pool;
-  /** The exact path: `appendToLog` over Kysely. */
-  insert: (rows: LogRow[]) => Promise<AppendResult>;
+  /** The exact path: `appendToLog` over Kysely, at the same positions. */
+  insert: (rows: PositionedRow[]) => Promise<AppendResult>;
   /** Event ids whose fingerprints are remembered (default 200,000: about 6 MB). */
   recentIds?: number;
   /** Told which path each group took. */
@@ -95,9 +96,13 @@ export class CopyLogWriter {
     this.#recent = new RecentFingerprints(options.recentIds ?? 200_000);
   }
 
-  /** Appends one group; same contract as `appendToLog`. Must not run concurrently with itself. */
-  async append(rows: LogRow[]): Promise<AppendResult> {
-    const unique: LogRow[] = [];
+  /**
+   * Appends one group at the positions its rows carry; same contract as `appendToLog`. Groups may
+   * run concurrently (one connection each); a key conflict or deadlock between two groups sends the
+   * losing one to the exact path, which then waits for the other's commit.
+   */
+  async append(rows: PositionedRow[]): Promise<AppendResult> {
+    const unique: PositionedRow[] = [];
     const seen = new Set<string>();
     let isMaybeRetry = false;
     for (const row of rows) {
@@ -121,55 +126,55 @@ export class CopyLogWriter {
     await this.#o.pool.end();
   }
 
-  /** COPYs the rows in one transaction; null when they must take the exact path instead. */
-  async #copy(rows: LogRow[], repeated: number): Promise<AppendResult | null> {
+  /**
+   * COPYs the rows in one transaction of three round trips (begin with the tombstone check, COPY,
+   * commit); null when they must take the exact path instead.
+   */
+  async #copy(rows: PositionedRow[], repeated: number): Promise<AppendResult | null> {
     const client = await this.#o.pool.connect();
-    let isOpen = false;
+    let isReleased = false;
     try {
-      await client.query("begin");
-      isOpen = true;
-      const reserved = await client.query<{ first: string; last: string; erased: boolean }>(
-        `select min(p) as first, max(p) as last,
-          exists (select 1 from erased_events) as erased
-        from (select nextval('raw_events_position_seq') as p from generate_series(1, $1::int)) s`,
-        [rows.length],
-      );
-      const { first, last, erased } = reserved.rows[0];
-      // A block with gaps means another writer took positions meanwhile (rare): hand it over. An
-      // erased event's retry is a duplicate: its tombstone stands in for the deleted row.
-      const isRetryOfErased = erased && (await client.query<{ n: number }>(
-            `select count(*)::int as n from erased_events
-            where event_hash = any(select md5(i) from unnest($1::text[]) as i)`,
-            [rows.map((r) => r.eventId)],
-          )).rows[0].n > 0;
-      if (Number(last) - Number(first) + 1 !== rows.length || isRetryOfErased) {
+      // One simple-protocol round trip for both statements (no parameters).
+      const opened = await client.query(
+        "begin; select exists (select 1 from erased_events) as erased",
+      ) as unknown as Array<pg.QueryResult<{ erased: boolean }>>;
+      // An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
+      if (opened[1].rows[0].erased && await isAnyErased(client, rows)) {
         await client.query("rollback");
-        isOpen = false;
         return null;
       }
-      const firstPosition = Number(first);
-      await streamCopy(client, encodeRows(rows, firstPosition));
-      if (repeated > 0) {
-        await client.query(
-          `insert into stat_counters (name, value) values ('duplicate_events', $1)
-          on conflict (name) do update set value = stat_counters.value + excluded.value`,
-          [repeated],
-        );
-      }
-      await client.query("commit");
-      isOpen = false;
+      await streamCopy(client, encodeRows(rows));
+      // `repeated` is a count this process computed: safe to inline.
+      await client.query(
+        repeated > 0
+          ? `insert into stat_counters (name, value) values ('duplicate_events', ${repeated})
+            on conflict (name) do update set value = stat_counters.value + excluded.value; commit`
+          : "commit",
+      );
       return {
-        positions: new Map(rows.map((r, i) => [r.eventId, firstPosition + i])),
+        positions: new Map(rows.map((r) => [r.eventId, r.position])),
         duplicates: repeated,
       };
     } catch (error) {
-      if (isOpen) await client.query("rollback").catch(() => undefined);
-      if ((error as { code?: string }).code === UNIQUE_VIOLATION) return null;
+      // A failed COPY can leave the connection mid-protocol: close it rather than reuse it.
+      client.release(true);
+      isReleased = true;
+      const code = (error as { code?: string }).code;
+      if (code === UNIQUE_VIOLATION || code === DEADLOCK) return null;
       throw error;
     } finally {
-      client.release();
+      if (!isReleased) client.release();
     }
   }
+}
+
+async function isAnyErased(client: pg.PoolClient, rows: PositionedRow[]): Promise<boolean> {
+  const result = await client.query<{ n: number }>(
+    `select count(*)::int as n from erased_events
+    where event_hash = any(select md5(i) from unnest($1::text[]) as i)`,
+    [rows.map((r) => r.eventId)],
+  );
+  return result.rows[0].n > 0;
 }
 
 function streamCopy(client: pg.PoolClient, bytes: Uint8Array): Promise<void> {
@@ -181,12 +186,12 @@ function streamCopy(client: pg.PoolClient, bytes: Uint8Array): Promise<void> {
   });
 }
 
-/** The rows as COPY text (tab-separated, `\N` for null), positions from `firstPosition` on. */
-export function encodeRows(rows: readonly LogRow[], firstPosition: number): Uint8Array {
+/** The rows as COPY text (tab-separated, `\N` for null). */
+export function encodeRows(rows: readonly PositionedRow[]): Uint8Array {
   const lines: string[] = new Array(rows.length);
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i];
-    lines[i] = text(r.eventId) + "\t" + (firstPosition + i) + "\t" + text(r.userId) + "\t" +
+    lines[i] = text(r.eventId) + "\t" + r.position + "\t" + text(r.userId) + "\t" +
       text(r.deviceId) + "\t" + text(r.contentId) + "\t" + text(r.type) + "\t" + iso(r.atMs) +
       "\t" + iso(r.receivedAtMs) + "\t" + text(r.region) + "\t" + bool(r.isEu) + "\t" +
       bool(r.hasConsent) + "\t" + text(r.ipHash) + "\t" + text(r.ipPrefix) + "\t" +

@@ -10,7 +10,7 @@ import {
   RecentFingerprints,
 } from "./copy_log.ts";
 import { openDatabase } from "./client.ts";
-import { appendToLog, type LogRow, readLog } from "./log_store.ts";
+import { appendToLog, type PositionedRow, readLog } from "./log_store.ts";
 import { migrateToLatest } from "./migrate.ts";
 import type { Database } from "./schema.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
@@ -24,12 +24,16 @@ interface Setup {
 }
 
 /** A fresh migrated PostgreSQL database and a writer on it; `recentIds` sizes its fingerprints. */
-async function withWriter(fn: (s: Setup) => Promise<void>, recentIds = 1_000): Promise<void> {
+async function withWriter(
+  fn: (s: Setup) => Promise<void>,
+  recentIds = 1_000,
+  connections = 1,
+): Promise<void> {
   await withFreshPostgres(TEST_DATABASE_URL!, async (url) => {
     const { db } = await openDatabase({ databaseUrl: url, dataDir: "" });
     const paths: AppendPath[] = [];
     const writer = new CopyLogWriter({
-      pool: new pg.Pool({ connectionString: url, max: 1 }),
+      pool: new pg.Pool({ connectionString: url, max: connections }),
       insert: (rows) => appendToLog(db, rows),
       recentIds,
       onPath: (path) => paths.push(path),
@@ -44,11 +48,13 @@ async function withWriter(fn: (s: Setup) => Promise<void>, recentIds = 1_000): P
   });
 }
 
-function rows(ids: string[]): LogRow[] {
-  return ids.map((eventId, i) => {
-    const { position: _, ...row } = makeEvent({ eventId, userId: `u-${i % 7}`, atMs: T0 + i });
-    return row;
-  });
+let nextPosition = 1;
+
+/** Rows with the next free positions, as the postgres log hands them out. */
+function rows(ids: string[]): PositionedRow[] {
+  return ids.map((eventId, i) =>
+    makeEvent({ eventId, userId: `u-${i % 7}`, atMs: T0 + i, position: nextPosition++ })
+  );
 }
 
 async function duplicateCounter(db: Kysely<Database>): Promise<number> {
@@ -67,7 +73,7 @@ const onPostgres = { ignore: TEST_DATABASE_URL === undefined };
 Deno.test("encodeRows() escapes COPY's special characters and writes \\N for nulls", () => {
   const [row] = rows(["e\t1"]);
   const text = new TextDecoder().decode(
-    encodeRows([{ ...row, errorCode: "a\\b\nc", metadata: { note: "x\ty" } }], 7),
+    encodeRows([{ ...row, position: 7, errorCode: "a\\b\nc", metadata: { note: "x\ty" } }]),
   );
   const fields = text.slice(0, -1).split("\t");
   assert.equal(fields.length, 19);
@@ -214,3 +220,35 @@ async function withWriterOn(
     await writer.close();
   }
 }
+
+test({
+  name: "[postgres] CopyLogWriter: concurrent groups sharing ids store each id once",
+  ...onPostgres,
+  fn: () =>
+    withWriter(
+      async ({ db, writer }) => {
+        // Four groups at once, each holding ids of the others in a different order: key conflicts
+        // and deadlocks between them must end with every id stored once and the rest counted.
+        const ids = Array.from({ length: 40 }, (_, i) => `shared-${i}`);
+        const groups = [0, 1, 2, 3].map((g) =>
+          rows([...ids.slice(g * 10), ...ids.slice(0, g * 10)].concat([`own-${g}`]))
+        );
+        const results = await Promise.allSettled(groups.map((g) => writer.append(g)));
+        const stored = new Set<string>();
+        let duplicates = 0;
+        for (const r of results) {
+          if (r.status === "rejected") continue;
+          for (const id of r.value.positions.keys()) {
+            assert.equal(stored.has(id), false, `${id} stored twice`);
+            stored.add(id);
+          }
+          duplicates += r.value.duplicates;
+        }
+        assert.equal(await storedCount(db), stored.size);
+        assert.equal(await duplicateCounter(db), duplicates);
+        assert.ok(results.some((r) => r.status === "fulfilled"));
+      },
+      1_000,
+      4,
+    ),
+});

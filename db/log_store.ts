@@ -15,6 +15,9 @@ type Db = Kysely<Database>;
 /** An event to append; the database assigns its position. */
 export type LogRow = Omit<RawEventRow, "position">;
 
+/** An event to append at a position the log chose. */
+export type PositionedRow = LogRow & { position: number };
+
 /** What an append committed. */
 export interface AppendResult {
   /** Position of every newly stored event by id; ids absent here were duplicates. */

@@ -132,13 +132,13 @@ export async function insertAuditRow(
 
 /**
  * Middleware reading `user_id` from a JSON body into the context for the audit row. Runs after
- * `readBodyWithin`, so the body is already bounded and buffered; it reads a clone, leaving the
- * original to the handler.
+ * `readBodyWithin`, so the body is already bounded and buffered in Hono's body cache, which the
+ * handler reads again.
  */
 export function captureSubject(logger: Logger): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method === "POST" && c.req.raw.body !== null) {
-      const text = await c.req.raw.clone().text();
+      const text = await c.req.text();
       try {
         const body: unknown = JSON.parse(text);
         const userId = (body as { user_id?: unknown } | null)?.user_id;

@@ -381,6 +381,21 @@ test("[http] STRICT_SCHEMA refuses unknown fields and a slow body answers 408", 
       });
       assert.ok(isCancelled, "the body stream was cancelled");
     });
+
+    await t.step("a body shorter than its content-length answers 408 too", async () => {
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('{"user_id":'));
+        },
+      });
+      const res = await h.pipeline.app.request("http://test/privacy/requests", {
+        method: "POST",
+        headers: { "content-type": "application/json", "content-length": "500" },
+        body,
+      });
+      assert.equal(res.status, 408);
+      await res.body?.cancel();
+    });
   } finally {
     await h.pipeline.stop();
   }

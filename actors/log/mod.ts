@@ -11,7 +11,12 @@ import type { Kysely } from "kysely";
 import pg from "pg";
 import { type AppendPath, CopyLogWriter } from "../../db/copy_log.ts";
 import type { Config, QueueKind } from "../../config.ts";
-import { type AppendResult, appendToLog, type LogRow } from "../../db/log_store.ts";
+import {
+  type AppendResult,
+  appendToLog,
+  type LogRow,
+  type PositionedRow,
+} from "../../db/log_store.ts";
 import type { Database } from "../../db/schema.ts";
 import type { Logger } from "../../logger.ts";
 import type { OptOut } from "../../rules/mod.ts";
@@ -80,13 +85,18 @@ export interface LogDeps {
   onAppended?: (rows: LogRow[], result: AppendResult) => void;
   /** Told whether each append group took the COPY or the insert path (postgres log, metrics). */
   onAppendPath?: (path: AppendPath, rows: number) => void;
+  /** Next free log position (above every stored position and checkpoint). */
+  firstPosition: number;
 }
 
-/** One connection for the postgres log's appender: appends are serialised anyway. */
-function appenderPool(databaseUrl: string, logger: Logger): pg.Pool {
+/** Append transactions the postgres log runs at once on PostgreSQL: they share WAL flushes. */
+const CONCURRENT_APPENDS = 4;
+
+/** The postgres log appender's own connections, one per concurrent append. */
+function appenderPool(databaseUrl: string, logger: Logger, size: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
-    max: 1,
+    max: size,
     connectionTimeoutMillis: 30_000,
     idleTimeoutMillis: 0,
     query_timeout: 30_000,
@@ -106,14 +116,14 @@ export async function openLog(config: Config, deps: LogDeps): Promise<EventLog> 
     case "memory":
       return new MemoryLog(deps.region);
     case "postgres": {
-      const insert = (rows: LogRow[]) => appendToLog(deps.db, rows);
-      const insertCounted = (rows: LogRow[]) => {
+      const insert = (rows: PositionedRow[]) => appendToLog(deps.db, rows);
+      const insertCounted = (rows: PositionedRow[]) => {
         deps.onAppendPath?.("insert", rows.length);
         return insert(rows);
       };
       // On PostgreSQL the appender COPYs on a connection of its own; PGlite takes the insert path.
       const copy = config.databaseUrl === undefined ? undefined : new CopyLogWriter({
-        pool: appenderPool(config.databaseUrl, deps.logger),
+        pool: appenderPool(config.databaseUrl, deps.logger, CONCURRENT_APPENDS),
         insert,
         onPath: deps.onAppendPath,
       });
@@ -124,6 +134,9 @@ export async function openLog(config: Config, deps: LogDeps): Promise<EventLog> 
           return result;
         },
         close: () => copy?.close(),
+        firstPosition: deps.firstPosition,
+        // PGlite has one connection: its transactions would only queue behind each other.
+        maxConcurrentAppends: copy === undefined ? 1 : CONCURRENT_APPENDS,
         maxQueuedEvents: config.maxPendingEvents,
         logger: deps.logger,
       });

@@ -1,11 +1,14 @@
 /**
- * The postgres log backend: `raw_events` is the log. Appends are group-committed (requests arriving
- * while a write runs share the next transaction) and serialised, so log positions become visible in
- * commit order. An event is acknowledged only after its transaction committed.
+ * The postgres log backend: `raw_events` is the log. Appends are group-committed: requests arriving
+ * while writes run share the next transaction. Positions are handed out here, in arrival order, when
+ * a group forms (this process is the log's only writer), so several groups can commit at once and
+ * share PostgreSQL's WAL flushes, while the region still receives groups strictly in position order:
+ * a group is dispatched only after every earlier group was dispatched or failed. An event is
+ * acknowledged only after its transaction committed and its group was dispatched.
  *
  * @module
  */
-import type { AppendResult, LogRow } from "../../db/log_store.ts";
+import type { AppendResult, PositionedRow } from "../../db/log_store.ts";
 import type { Logger } from "../../logger.ts";
 import type { TelemetryEvent } from "../../rules/mod.ts";
 import type { OptOut } from "../../rules/mod.ts";
@@ -14,8 +17,12 @@ import type { IncomingEvent, Refusal, Region } from "../region.ts";
 
 /** Settings of the postgres log. */
 export interface PostgresLogOptions {
-  /** Commits rows in one transaction; returns the positions of the new ones. */
-  append: (rows: LogRow[]) => Promise<AppendResult>;
+  /** Commits rows in one transaction; returns the positions of the new ones (duplicates absent). */
+  append: (rows: PositionedRow[]) => Promise<AppendResult>;
+  /** First position to hand out: above every stored position and checkpoint. */
+  firstPosition: number;
+  /** Groups committing at once (1 on PGlite, which has one connection). */
+  maxConcurrentAppends?: number;
   /** Events waiting for a commit before appends are refused with 503. */
   maxQueuedEvents: number;
   /** Most events in one append transaction. */
@@ -39,6 +46,10 @@ export class PostgresLog implements EventLog {
   #o: PostgresLogOptions;
   #queue: Waiting[] = [];
   #queuedEvents = 0;
+  #nextPosition: number;
+  #appending = 0;
+  /** Settles when the newest group formed so far was dispatched (or failed). */
+  #lastDispatch: Promise<void> = Promise.resolve();
   #writer: Promise<void> | null = null;
   #isFailing = false;
   #isClosed = false;
@@ -47,6 +58,7 @@ export class PostgresLog implements EventLog {
   constructor(region: Region, options: PostgresLogOptions) {
     this.#region = region;
     this.#o = options;
+    this.#nextPosition = options.firstPosition;
   }
 
   refusal(): Refusal | null {
@@ -64,14 +76,16 @@ export class PostgresLog implements EventLog {
     return new Promise((resolve, reject) => {
       this.#queue.push({ events, resolve, reject });
       this.#queuedEvents += events.length;
-      this.#writer ??= this.#drainQueue().finally(() => (this.#writer = null));
+      this.#startGroups();
     });
   }
 
   /** Refuses new appends and resolves once everything appended before is committed or failed. */
   async stopIntake(): Promise<void> {
     this.#isClosed = true;
-    while (this.#writer !== null) await this.#writer;
+    while (this.#writer !== null || this.#appending > 0 || this.#queue.length > 0) {
+      await (this.#writer ?? this.#lastDispatch);
+    }
   }
 
   recordOptOut(userId: string, optOut: OptOut): Promise<void> {
@@ -94,33 +108,58 @@ export class PostgresLog implements EventLog {
 
   onShardsLost(): void {}
 
-  async #drainQueue(): Promise<void> {
+  /** Forms and starts groups while fewer than the allowed number are committing. */
+  #startGroups(): void {
+    if (this.#writer !== null) return;
     // Let requests that arrive in the same tick join the first group.
-    await Promise.resolve();
-    const maxGroup = this.#o.maxGroupEvents ?? 5_000;
-    while (this.#queue.length > 0) {
-      const group: Waiting[] = [];
-      let size = 0;
-      while (
-        this.#queue.length > 0 && (size === 0 || size + this.#queue[0].events.length <= maxGroup)
-      ) {
-        const next = this.#queue.shift()!;
-        group.push(next);
-        size += next.events.length;
+    this.#writer = Promise.resolve().then(() => {
+      this.#writer = null;
+      const maxGroup = this.#o.maxGroupEvents ?? 5_000;
+      const maxConcurrent = this.#o.maxConcurrentAppends ?? 1;
+      while (this.#queue.length > 0 && this.#appending < maxConcurrent) {
+        const group: Waiting[] = [];
+        let size = 0;
+        while (
+          this.#queue.length > 0 &&
+          (size === 0 || size + this.#queue[0].events.length <= maxGroup)
+        ) {
+          const next = this.#queue.shift()!;
+          group.push(next);
+          size += next.events.length;
+        }
+        this.#queuedEvents -= size;
+        this.#appending++;
+        // Positions and lateness are decided here, in arrival order, before any commit.
+        const incoming = group.flatMap((w) => w.events);
+        const late = this.#region.markLateness(incoming);
+        const rows = incoming.map((e, i) => ({
+          ...e,
+          isLate: late[i],
+          position: this.#nextPosition++,
+        }));
+        const previous = this.#lastDispatch;
+        this.#lastDispatch = this.#commit(group, rows, previous)
+          .catch((error) => {
+            this.#o.logger.error("Log group failed after commit", { error: String(error) });
+            for (const w of group) {
+              w.reject(new AppendError("Cannot store events", { cause: error }));
+            }
+          })
+          .finally(() => {
+            this.#appending--;
+            if (this.#queue.length > 0) this.#startGroups();
+          });
       }
-      this.#queuedEvents -= size;
-      await this.#commit(group);
-    }
+    });
   }
 
-  async #commit(group: Waiting[]): Promise<void> {
-    const incoming = group.flatMap((w) => w.events);
-    const late = this.#region.markLateness(incoming);
-    const rows = incoming.map((e, i) => ({ ...e, isLate: late[i] }));
+  async #commit(group: Waiting[], rows: PositionedRow[], previous: Promise<void>): Promise<void> {
     let result: AppendResult;
     try {
       result = await this.#o.append(rows);
     } catch (cause) {
+      // Waits for earlier groups so the failure is reported in order too; their positions stay gaps.
+      await previous;
       this.#isFailing = true;
       const now = Date.now();
       if (now - this.#lastFailureLogMs > 1_000) {
@@ -133,6 +172,8 @@ export class PostgresLog implements EventLog {
       for (const w of group) w.reject(error);
       return;
     }
+    // The region must receive positions in order: an earlier group still committing goes first.
+    await previous;
     this.#isFailing = false;
     const positioned: TelemetryEvent[] = [];
     const seen = new Set<string>();

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import type { AppendResult, PositionedRow } from "../../db/log_store.ts";
+import type { TelemetryEvent } from "../../rules/mod.ts";
+import { makeEvent } from "../../tests/fixtures.ts";
+import { createLogger } from "../../logger.ts";
+import type { Region } from "../region.ts";
+import { PostgresLog } from "./postgres.ts";
+
+/** The region surface the log uses, recording what it is handed. */
+function fakeRegion(dispatched: TelemetryEvent[][]): Region {
+  return {
+    refusal: () => null,
+    markLateness: (events: unknown[]) => events.map(() => false),
+    dispatch: (events: TelemetryEvent[]) => dispatched.push(events),
+  } as unknown as Region;
+}
+
+function incoming(id: string) {
+  const { position: _, isLate: __, ...event } = makeEvent({ eventId: id });
+  return event;
+}
+
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+Deno.test("PostgresLog dispatches concurrent groups in position order, whichever commits first", async () => {
+  const dispatched: TelemetryEvent[][] = [];
+  const gates: Array<ReturnType<typeof deferred>> = [];
+  const appended: PositionedRow[][] = [];
+  const log = new PostgresLog(fakeRegion(dispatched), {
+    append: async (rows): Promise<AppendResult> => {
+      appended.push(rows);
+      const gate = deferred();
+      gates.push(gate);
+      await gate.promise;
+      return { positions: new Map(rows.map((r) => [r.eventId, r.position])), duplicates: 0 };
+    },
+    firstPosition: 100,
+    maxConcurrentAppends: 2,
+    maxQueuedEvents: 1_000,
+    logger: createLogger("error"),
+  });
+  const first = log.append([incoming("a"), incoming("b")]);
+  await new Promise((r) => setTimeout(r, 0));
+  const second = log.append([incoming("c")]);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(appended.length, 2, "both groups commit at once");
+  assert.deepEqual(appended.map((g) => g.map((r) => r.position)), [[100, 101], [102]]);
+  let isSecondDone = false;
+  second.then(() => (isSecondDone = true));
+  gates[1].resolve();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(dispatched.length, 0, "the later group waits for the earlier one");
+  assert.equal(isSecondDone, false);
+  gates[0].resolve();
+  await Promise.all([first, second]);
+  assert.deepEqual(dispatched.map((g) => g.map((e) => e.position)), [[100, 101], [102]]);
+  await log.stopIntake();
+});
+
+Deno.test("PostgresLog rejects a failed group, leaves its positions as a gap and goes on", async () => {
+  const dispatched: TelemetryEvent[][] = [];
+  let calls = 0;
+  const log = new PostgresLog(fakeRegion(dispatched), {
+    append: (rows): Promise<AppendResult> => {
+      calls++;
+      if (calls === 1) return Promise.reject(new Error("database down"));
+      return Promise.resolve({
+        positions: new Map(rows.map((r) => [r.eventId, r.position])),
+        duplicates: 0,
+      });
+    },
+    firstPosition: 1,
+    maxConcurrentAppends: 2,
+    maxQueuedEvents: 1_000,
+    logger: createLogger("error"),
+  });
+  await assert.rejects(log.append([incoming("a")]), /database is unavailable/);
+  await log.append([incoming("b")]);
+  assert.deepEqual(dispatched.map((g) => g.map((e) => [e.eventId, e.position])), [[["b", 2]]]);
+  await log.stopIntake();
+});
