@@ -90,7 +90,7 @@ export interface LogDeps {
 }
 
 /** Append transactions the postgres log runs at once on PostgreSQL: they share WAL flushes. */
-const CONCURRENT_APPENDS = 4;
+const CONCURRENT_APPENDS = 2;
 
 /** The postgres log appender's own connections, one per concurrent append. */
 function appenderPool(databaseUrl: string, logger: Logger, size: number): pg.Pool {
