@@ -17,6 +17,18 @@ import { makeEvent, T0 } from "../tests/fixtures.ts";
 import { TEST_DATABASE_URL, withFreshPostgres } from "../tests/_harness.ts";
 import { test } from "../tests/_permissions.ts";
 
+/**
+ * A pool that, like the server's, listens for connection errors: a connection a failed COPY closed
+ * may still be closing when the test drops its database.
+ */
+function testPool(url: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  const ignore = () => {};
+  pool.on("error", ignore);
+  pool.on("connect", (client) => client.on("error", ignore));
+  return pool;
+}
+
 interface Setup {
   db: Kysely<Database>;
   writer: CopyLogWriter;
@@ -33,7 +45,7 @@ async function withWriter(
     const { db } = await openDatabase({ databaseUrl: url, dataDir: "" });
     const paths: AppendPath[] = [];
     const writer = new CopyLogWriter({
-      pool: new pg.Pool({ connectionString: url, max: connections }),
+      pool: testPool(url, connections),
       insert: (rows) => appendToLog(db, rows),
       recentIds,
       onPath: (path) => paths.push(path),
@@ -209,7 +221,7 @@ async function withWriterOn(
   server.pathname = `/${url}`;
   const paths: AppendPath[] = [];
   const writer = new CopyLogWriter({
-    pool: new pg.Pool({ connectionString: server.toString(), max: 1 }),
+    pool: testPool(server.toString(), 1),
     insert: (rows) => appendToLog(db, rows),
     recentIds: 1,
     onPath: (path) => paths.push(path),
