@@ -92,7 +92,19 @@ export async function startPipeline(
     const metrics = new PipelineMetrics();
     const region = await Region.start({
       observer: metrics.observer,
-      ...config,
+      // Only what the region uses, named: the rest of the configuration is not its business.
+      workers: config.workers,
+      shards: config.shards,
+      batchDelayMs: config.batchDelayMs,
+      maxBatchEvents: config.maxBatchEvents,
+      maxInFlightBatches: config.maxInFlightBatches,
+      maxPendingEvents: config.maxPendingEvents,
+      allowedLatenessMs: config.allowedLatenessMs,
+      maxIdleMs: config.maxIdleMs,
+      maxSegmentMs: config.maxSegmentMs,
+      dedupeMaxIds: config.dedupeMaxIds,
+      thresholds: config.thresholds,
+      databaseUrl: config.databaseUrl,
       alertMinRank,
       writeBatch: (batch) => writeFlush(db, batch, { alertMinRank }),
       firstPosition,

@@ -5,8 +5,8 @@
  * @module
  */
 import type { FlushBatch } from "../db/flush_batch.ts";
-import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
-import type { QualityEvent } from "./quality_family.ts";
+import type { OptOut, RuleThresholds } from "../rules/mod.ts";
+import type { EventColumns } from "./event_columns.ts";
 
 /** What a worker needs to start. */
 export interface WorkerInit {
@@ -56,9 +56,8 @@ export type ToWorker =
     type: "events";
     batchId: number;
     watermarkMs: number;
-    user: TelemetryEvent[];
-    content: QualityEvent[];
-    device: QualityEvent[];
+    /** Each event once, with the families it is for in this worker (see `event_columns.ts`). */
+    events: EventColumns;
     /** Retries the log recognised (redis log): counted as duplicates, in log order. */
     duplicates?: DuplicateMark[];
     /**

@@ -19,8 +19,8 @@ import type {
   WorkerInit,
   WorkerStatus,
 } from "./protocol.ts";
-import type { QualityEvent } from "./quality_family.ts";
-import { type FamilyBatch, replayLog, toQualityEvent } from "./replay.ts";
+import { ROLE, WorkerBatch } from "./event_columns.ts";
+import { replayLog, rolesByWorker } from "./replay.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 import { ENTITY_TYPES, type EntityType, formatShardKey, parseShardKey } from "./shard_key.ts";
 import { Watermark } from "./watermark.ts";
@@ -90,9 +90,8 @@ export type Refusal = "draining" | "busy" | "degraded" | "recovering";
 
 interface WorkerSlot {
   index: number;
-  user: TelemetryEvent[];
-  content: QualityEvent[];
-  device: QualityEvent[];
+  /** Events waiting to be posted, each once, with the families it is for in this worker. */
+  batch: WorkerBatch;
   duplicates: DuplicateMark[];
   inFlight: number;
   /** User events of each batch in flight, oldest first (workers acknowledge in order). */
@@ -194,7 +193,7 @@ export class Region {
     const perWorkerPending = this.#o.maxPendingEvents / this.#o.workers;
     for (const slot of this.#slots) {
       if (slot.inFlight >= this.#o.maxInFlightBatches) return "busy";
-      if (slot.status.pendingEvents + slot.user.length >= perWorkerPending) {
+      if (slot.status.pendingEvents + slot.batch.userCount >= perWorkerPending) {
         if (slot.isRecovering) return "recovering";
         return slot.status.isFlushFailing ? "degraded" : "busy";
       }
@@ -228,17 +227,16 @@ export class Region {
       if (event.position > this.#lastDispatchedPosition) {
         this.#lastDispatchedPosition = event.position;
       }
-      const quality = toQualityEvent(event);
-      this.#slotFor(event.userId).user.push(event);
-      this.#slotFor(event.contentId).content.push(quality);
-      this.#slotFor(event.deviceId).device.push(quality);
+      for (const [index, roles] of rolesByWorker(event, this.#workerOfKey)) {
+        this.#slots[index].batch.push(event, roles);
+      }
     }
     this.#schedulePost();
   }
 
   #schedulePost(): void {
     const limit = this.#o.maxBatchEvents ?? 500;
-    if (this.#slots.some((s) => s.user.length + s.content.length >= limit)) this.#postAll();
+    if (this.#slots.some((s) => s.batch.size >= limit)) this.#postAll();
     else if (this.#postTimer === null) {
       this.#postTimer = setTimeout(() => this.#postAll(), this.#o.batchDelayMs);
     }
@@ -308,7 +306,7 @@ export class Region {
         isAlive: this.#pool.isAlive(s.index),
         isRecovering: s.isRecovering,
         inFlight: s.inFlight,
-        unappliedEvents: s.user.length + s.unackedEvents,
+        unappliedEvents: s.batch.userCount + s.unackedEvents,
         restartFailures: s.restartFailures,
         ...s.status,
       })),
@@ -318,6 +316,9 @@ export class Region {
   #slotFor(key: string): WorkerSlot {
     return this.#slots[this.#workerOf(key)];
   }
+
+  /** {@link Region.#workerOf} as a function value, for {@link rolesByWorker}. */
+  #workerOfKey = (key: string): number => this.#workerOf(key);
 
   #workerOf(key: string): number {
     return workerOfShard(shardOf(key, this.#o.shards), this.#o.workers);
@@ -351,7 +352,8 @@ export class Region {
             readLog: (from, to, limit) => this.#o.shardStore.readLog(from, to, limit),
             workerOf: (key) => this.#workerOf(key),
             markLateness: (events) => this.markLateness(events),
-            post: (index, batch, pageEnd) => this.#postEvents(this.#slots[index], batch, pageEnd),
+            post: (index, batch, pageEnd) =>
+              this.#postEvents(this.#slots[index], { batch }, pageEnd),
             caughtUp: (index) => this.#acked(this.#slots[index], 1),
           },
           indexes,
@@ -498,8 +500,7 @@ export class Region {
         ? event.contentId
         : event.deviceId;
       const slot = this.#slotFor(key);
-      if (family === "user") slot.user.push(event);
-      else slot[family].push(toQualityEvent(event));
+      slot.batch.push(event, ROLE[family]);
     }
     for (const mark of duplicates) this.#slotFor(mark.userId).duplicates.push(mark);
     this.#schedulePost();
@@ -543,9 +544,7 @@ export class Region {
     // durable log, buffered events are dropped: they are in the log and the replay posts them.
     slot.isRecovering = true;
     if (this.#o.isLogDurable || this.#o.cluster !== undefined) {
-      slot.user = [];
-      slot.content = [];
-      slot.device = [];
+      slot.batch = new WorkerBatch();
       slot.duplicates = [];
     }
     const through = this.#lastDispatchedPosition;
@@ -622,36 +621,32 @@ export class Region {
     for (const slot of this.#slots) {
       if (slot.isRecovering || !this.#pool.isAlive(slot.index)) continue;
       if (
-        slot.user.length === 0 && slot.content.length === 0 && slot.device.length === 0 &&
-        slot.duplicates.length === 0
+        slot.batch.size === 0 && slot.duplicates.length === 0
       ) continue;
       this.#postEvents(
         slot,
         slot,
         this.#o.cluster === undefined ? this.#lastDispatchedPosition : undefined,
       );
-      slot.user = [];
-      slot.content = [];
-      slot.device = [];
+      slot.batch = new WorkerBatch();
       slot.duplicates = [];
     }
   }
 
   #postEvents(
     slot: WorkerSlot,
-    events: FamilyBatch & { duplicates?: DuplicateMark[] },
+    events: { batch: WorkerBatch; duplicates?: DuplicateMark[] },
     throughPosition?: number,
   ): void {
     slot.inFlight++;
-    slot.unackedBatches.push(events.user.length);
-    slot.unackedEvents += events.user.length;
+    slot.unackedBatches.push(events.batch.userCount);
+    slot.unackedEvents += events.batch.userCount;
     this.#pool.post(slot.index, {
       type: "events",
       batchId: this.#nextBatchId++,
       watermarkMs: this.#watermark.ms,
-      user: events.user,
-      content: events.content,
-      device: events.device,
+      // With a durable log the workers store no raw events: the aggregates' keys suffice.
+      events: events.batch.toColumns(!this.#o.isLogDurable),
       duplicates: events.duplicates,
       throughPosition,
     });
@@ -670,9 +665,7 @@ export class Region {
 function emptySlot(index: number): WorkerSlot {
   return {
     index,
-    user: [],
-    content: [],
-    device: [],
+    batch: new WorkerBatch(),
     duplicates: [],
     inFlight: 0,
     unackedBatches: [],

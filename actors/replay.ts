@@ -6,14 +6,7 @@
  * @module
  */
 import type { TelemetryEvent } from "../rules/mod.ts";
-import type { QualityEvent } from "./quality_family.ts";
-
-/** Events of one worker, per family, as one message carries them. */
-export interface FamilyBatch {
-  user: TelemetryEvent[];
-  content: QualityEvent[];
-  device: QualityEvent[];
-}
+import { ROLE, WorkerBatch } from "./event_columns.ts";
 
 /** What a replay needs from the log and from the region. */
 export interface ReplayTarget {
@@ -24,7 +17,7 @@ export interface ReplayTarget {
   /** Lets the watermark see replayed events, so lateness after a restart matches before it. */
   markLateness(events: TelemetryEvent[]): void;
   /** Posts one worker's part of a page; every event at or below `throughPosition` is in it. */
-  post(index: number, batch: FamilyBatch, throughPosition: number): void;
+  post(index: number, batch: WorkerBatch, throughPosition: number): void;
   /** Resolves once the worker has taken what was posted (or died). */
   caughtUp(index: number): Promise<void>;
 }
@@ -49,17 +42,11 @@ export async function replayLog(
     const events = await target.readLog(after, through, pageSize);
     if (events.length === 0) break;
     target.markLateness(events.filter((e) => !e.isLate));
-    const batches = new Map<number, FamilyBatch>(
-      indexes.map((i) => [i, { user: [], content: [], device: [] }]),
-    );
+    const batches = new Map<number, WorkerBatch>(indexes.map((i) => [i, new WorkerBatch()]));
     for (const event of events) {
-      const quality = toQualityEvent(event);
-      const byUser = target.workerOf(event.userId);
-      const byContent = target.workerOf(event.contentId);
-      const byDevice = target.workerOf(event.deviceId);
-      if (owned.has(byUser)) batches.get(byUser)!.user.push(event);
-      if (owned.has(byContent)) batches.get(byContent)!.content.push(quality);
-      if (owned.has(byDevice)) batches.get(byDevice)!.device.push(quality);
+      for (const [index, roles] of rolesByWorker(event, target.workerOf)) {
+        if (owned.has(index)) batches.get(index)!.push(event, roles);
+      }
     }
     const pageEnd = events[events.length - 1].position;
     for (const [index, batch] of batches) target.post(index, batch, pageEnd);
@@ -70,19 +57,22 @@ export async function replayLog(
   return replayed;
 }
 
-/** The fields the content and device families read: a smaller message than the whole event. */
-export function toQualityEvent(event: TelemetryEvent): QualityEvent {
-  return {
-    eventId: event.eventId,
-    userId: event.userId,
-    deviceId: event.deviceId,
-    contentId: event.contentId,
-    type: event.type,
-    atMs: event.atMs,
-    region: event.region,
-    isEu: event.isEu,
-    errorCode: event.errorCode,
-    isLate: event.isLate,
-    position: event.position,
-  };
+/**
+ * The workers an event goes to, each with the families it is for there: up to three entries, fewer
+ * when its user, content and device live in the same worker (it then travels once).
+ */
+export function rolesByWorker(
+  event: Pick<TelemetryEvent, "userId" | "contentId" | "deviceId">,
+  workerOf: (key: string) => number,
+): Array<[number, number]> {
+  const byUser = workerOf(event.userId);
+  const byContent = workerOf(event.contentId);
+  const byDevice = workerOf(event.deviceId);
+  const out: Array<[number, number]> = [[byUser, ROLE.user]];
+  if (byContent === byUser) out[0][1] |= ROLE.content;
+  else out.push([byContent, ROLE.content]);
+  const device = out.find(([index]) => index === byDevice);
+  if (device !== undefined) device[1] |= ROLE.device;
+  else out.push([byDevice, ROLE.device]);
+  return out;
 }

@@ -1,12 +1,25 @@
 import assert from "node:assert/strict";
 import type { TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
-import { type FamilyBatch, replayLog, type ReplayTarget, toQualityEvent } from "./replay.ts";
+import { ROLE, type WorkerBatch } from "./event_columns.ts";
+import { replayLog, type ReplayTarget, rolesByWorker } from "./replay.ts";
+
+/** A posted batch as the families of the worker see it. */
+interface FamilyView {
+  user: TelemetryEvent[];
+  content: TelemetryEvent[];
+  device: TelemetryEvent[];
+}
 
 interface Post {
   index: number;
-  batch: FamilyBatch;
+  batch: FamilyView;
   throughPosition: number;
+}
+
+function familiesOf(batch: WorkerBatch): FamilyView {
+  const of = (role: number) => batch.events.filter((_, i) => (batch.roles[i] & role) !== 0);
+  return { user: of(ROLE.user), content: of(ROLE.content), device: of(ROLE.device) };
 }
 
 /**
@@ -47,9 +60,9 @@ class FakeTarget implements ReplayTarget {
     this.marked.push(events);
   }
 
-  post(index: number, batch: FamilyBatch, throughPosition: number): void {
+  post(index: number, batch: WorkerBatch, throughPosition: number): void {
     this.trace.push(`post ${index} through ${throughPosition}`);
-    this.posts.push({ index, batch, throughPosition });
+    this.posts.push({ index, batch: familiesOf(batch), throughPosition });
   }
 
   caughtUp(index: number): Promise<void> {
@@ -167,16 +180,17 @@ Deno.test("replayLog() sends each event to the workers of its user, content and 
   assert.deepEqual([...byIndex.keys()], [0, 2]);
   assert.deepEqual(byIndex.get(0), {
     user: [log[0]],
-    content: [toQualityEvent(log[2])],
-    device: [toQualityEvent(log[2])],
+    content: [log[2]],
+    device: [log[2]],
   });
   assert.deepEqual(byIndex.get(2), {
     user: [log[2], log[3]],
-    content: [toQualityEvent(log[3])],
-    device: [toQualityEvent(log[0]), toQualityEvent(log[3])],
+    content: [log[3]],
+    device: [log[0], log[3]],
   });
-  // User events travel whole (raw rows, rules); content and device ones in the smaller form.
+  // An event travels once per worker, whichever of its families that worker hosts.
   assert.equal(byIndex.get(0)!.user[0], log[0]);
+  assert.equal(byIndex.get(2)!.user[1], byIndex.get(2)!.device[1]);
 });
 
 Deno.test("replayLog() posts to every replayed worker each page, even one with no events in it", async () => {
@@ -187,8 +201,8 @@ Deno.test("replayLog() posts to every replayed worker each page, even one with n
       index: 0,
       batch: {
         user: [logged(1, 0, 0, 0), logged(2, 0, 0, 0)],
-        content: [toQualityEvent(logged(1, 0, 0, 0)), toQualityEvent(logged(2, 0, 0, 0))],
-        device: [toQualityEvent(logged(1, 0, 0, 0)), toQualityEvent(logged(2, 0, 0, 0))],
+        content: [logged(1, 0, 0, 0), logged(2, 0, 0, 0)],
+        device: [logged(1, 0, 0, 0), logged(2, 0, 0, 0)],
       },
       throughPosition: 2,
     },
@@ -253,32 +267,15 @@ Deno.test("replayLog() lets the lateness marker see only events that were not la
   assert.deepEqual(target.posts.flatMap((p) => p.batch.user), log);
 });
 
-Deno.test("toQualityEvent() keeps exactly the fields the content and device families read", () => {
-  const event = makeEvent({
-    eventId: "e-9",
-    userId: "user-9",
-    deviceId: "device-9",
-    contentId: "content-9",
-    type: "ERROR",
-    atMs: T0 + 9_000,
-    receivedAtMs: T0 + 10_000,
-    region: "FR",
-    isEu: true,
-    errorCode: "E42",
-    isLate: true,
-    position: 9,
+Deno.test("rolesByWorker() sends an event once per worker with the families it hosts there", () => {
+  const workerOf = (key: string) => Number(key.split("@")[1]);
+  const event = (u: number, c: number, d: number) => ({
+    userId: `u@${u}`,
+    contentId: `c@${c}`,
+    deviceId: `d@${d}`,
   });
-  assert.deepEqual(toQualityEvent(event), {
-    eventId: "e-9",
-    userId: "user-9",
-    deviceId: "device-9",
-    contentId: "content-9",
-    type: "ERROR",
-    atMs: T0 + 9_000,
-    region: "FR",
-    isEu: true,
-    errorCode: "E42",
-    isLate: true,
-    position: 9,
-  });
+  assert.deepEqual(rolesByWorker(event(0, 0, 0), workerOf), [[0, 7]]);
+  assert.deepEqual(rolesByWorker(event(0, 1, 0), workerOf), [[0, 5], [1, 2]]);
+  assert.deepEqual(rolesByWorker(event(0, 1, 1), workerOf), [[0, 1], [1, 6]]);
+  assert.deepEqual(rolesByWorker(event(0, 1, 2), workerOf), [[0, 1], [1, 2], [2, 4]]);
 });

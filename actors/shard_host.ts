@@ -15,6 +15,7 @@ import type {
   WorkerInit,
   WorkerStatus,
 } from "./protocol.ts";
+import { columnCount, eventAt, ROLE } from "./event_columns.ts";
 import { QualityFamily } from "./quality_family.ts";
 import { UserFamily } from "./user_family.ts";
 import { parseShardKey } from "./shard_key.ts";
@@ -148,16 +149,25 @@ export class ShardHost {
       case "events": {
         // Time comes only from ticks: entities touched now count as touched at the last tick.
         const nowMs = this.#lastNowMs;
-        for (const event of message.user) this.#users.apply(event, nowMs, this.#pending);
-        for (const event of message.content) this.#contents.apply(event, nowMs, this.#pending);
-        for (const event of message.device) this.#devices.apply(event, nowMs, this.#pending);
+        const events = message.events;
+        let userEvents = 0;
+        for (let i = 0; i < columnCount(events); i++) {
+          const event = eventAt(events, i);
+          const roles = events.roles[i];
+          if ((roles & ROLE.user) !== 0) {
+            this.#users.apply(event, nowMs, this.#pending);
+            userEvents++;
+          }
+          if ((roles & ROLE.content) !== 0) this.#contents.apply(event, nowMs, this.#pending);
+          if ((roles & ROLE.device) !== 0) this.#devices.apply(event, nowMs, this.#pending);
+        }
         for (const mark of message.duplicates ?? []) {
           this.#users.applyDuplicate(mark.userId, mark.position, this.#pending);
         }
         this.#users.discardScratch();
         this.#contents.discardScratch();
         this.#devices.discardScratch();
-        this.#pendingEvents += message.user.length;
+        this.#pendingEvents += userEvents;
         if (message.throughPosition !== undefined && message.throughPosition > this.#seenThrough) {
           this.#seenThrough = message.throughPosition;
         }

@@ -3,8 +3,11 @@ import type { FlushBatch } from "../db/flush_batch.ts";
 import { DEFAULT_THRESHOLDS, type TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
 import type { FromWorker, ShardLease, WorkerInit } from "./protocol.ts";
-import type { QualityEvent } from "./quality_family.ts";
+import { ROLE, toColumns } from "./event_columns.ts";
 import { type FlushSink, ShardHost } from "./shard_host.ts";
+
+/** An event for every family of the worker. */
+const ALL_ROLES = ROLE.user | ROLE.content | ROLE.device;
 
 const SHARD_COUNT = 4;
 const FAMILIES = ["user", "content", "device"] as const;
@@ -51,24 +54,6 @@ function eventsAt(from: number, to: number): TelemetryEvent[] {
   return events;
 }
 
-function toQuality(event: TelemetryEvent): QualityEvent {
-  const { eventId, userId, deviceId, contentId, type, atMs, region, isEu, errorCode, isLate } =
-    event;
-  return {
-    eventId,
-    userId,
-    deviceId,
-    contentId,
-    type,
-    atMs,
-    region,
-    isEu,
-    errorCode,
-    isLate,
-    position: event.position,
-  };
-}
-
 let nextBatchId = 1;
 
 /** Sends events at positions `from..to` in messages of at most `perMessage` events. */
@@ -76,14 +61,11 @@ async function applyEvents(host: ShardHost, from: number, to: number, perMessage
   for (let start = from; start <= to; start += perMessage) {
     const end = Math.min(start + perMessage - 1, to);
     const events = eventsAt(start, end);
-    const quality = events.map(toQuality);
     await host.handle({
       type: "events",
       batchId: nextBatchId++,
       watermarkMs: T0,
-      user: events,
-      content: quality,
-      device: quality,
+      events: toColumns(events, events.map(() => ALL_ROLES)),
       throughPosition: end,
     });
   }
@@ -206,9 +188,7 @@ Deno.test("ShardHost advances every owned shard's checkpoint to throughPosition 
     type: "events",
     batchId: 1,
     watermarkMs: T0,
-    user: [event],
-    content: [],
-    device: [],
+    events: toColumns([event], [ROLE.user]),
     throughPosition: 500,
   });
   await host.handle({ type: "flush", requestId: 1 });
@@ -229,9 +209,7 @@ Deno.test("ShardHost advances checkpoints to throughPosition even when no event 
     type: "events",
     batchId: 1,
     watermarkMs: T0,
-    user: [],
-    content: [],
-    device: [],
+    events: toColumns([], []),
     throughPosition: 500,
   });
   await host.handle({ type: "flush", requestId: 1 });
@@ -251,9 +229,7 @@ Deno.test("ShardHost keeps the advanced checkpoints of a failed flush for the re
     type: "events",
     batchId: 1,
     watermarkMs: T0,
-    user: [],
-    content: [],
-    device: [],
+    events: toColumns([], []),
     throughPosition: 500,
   });
   await host.handle({ type: "flush", requestId: 1 });

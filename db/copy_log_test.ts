@@ -2,13 +2,7 @@ import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 // @ts-types="@types/pg"
 import pg from "pg";
-import {
-  type AppendPath,
-  CopyLogWriter,
-  encodeRows,
-  fingerprint,
-  RecentFingerprints,
-} from "./copy_log.ts";
+import { type AppendPath, CopyLogWriter, encodeRows, iso, RecentFingerprints } from "./copy_log.ts";
 import { openDatabase } from "./client.ts";
 import { appendToLog, type PositionedRow, readLog } from "./log_store.ts";
 import { migrateToLatest } from "./migrate.ts";
@@ -96,21 +90,29 @@ Deno.test("encodeRows() escapes COPY's special characters and writes \\N for nul
   assert.equal(fields[18], "\\N");
 });
 
-Deno.test("fingerprint() tells 100,000 similar ids apart", () => {
-  const prints = new Set<number>();
-  for (let i = 0; i < 100_000; i++) prints.add(fingerprint(`e-${i}`));
-  assert.equal(prints.size, 100_000);
-  assert.ok([...prints].every((p) => Number.isSafeInteger(p) && p >= 0));
+Deno.test("iso() writes what Date#toISOString writes", () => {
+  const times = [0, 1, 999, 86_399_999, Date.UTC(2026, 10, 30, 23, 59, 59, 999), T0 + 12_345];
+  for (let i = 0; i < 2_000; i++) times.push(T0 + i * 7_919_123);
+  for (const ms of times) assert.equal(iso(ms), new Date(ms).toISOString(), String(ms));
 });
 
-Deno.test("RecentFingerprints forgets the oldest id once full", () => {
-  const recent = new RecentFingerprints(2);
-  recent.add("a");
-  recent.add("b");
-  assert.equal(recent.has("a"), true);
-  recent.add("c");
-  assert.equal(recent.has("a"), false);
-  assert.equal(recent.has("b") && recent.has("c"), true);
+Deno.test("RecentFingerprints tells 100,000 similar ids apart from ids it never saw", () => {
+  const recent = new RecentFingerprints(200_000);
+  for (let i = 0; i < 100_000; i++) recent.add(`e-${i}`);
+  for (let i = 0; i < 100_000; i++) assert.equal(recent.has(`e-${i}`), true);
+  let falseHits = 0;
+  for (let i = 0; i < 100_000; i++) if (recent.has(`f-${i}`)) falseHits++;
+  assert.equal(falseHits, 0);
+});
+
+Deno.test("RecentFingerprints forgets the oldest generation once the newest is full", () => {
+  const recent = new RecentFingerprints(4);
+  for (const id of ["a", "b"]) recent.add(id);
+  for (const id of ["c", "d"]) recent.add(id);
+  assert.equal(recent.has("a") && recent.has("d"), true);
+  recent.add("e");
+  assert.equal(recent.has("a") || recent.has("b"), false);
+  assert.equal(recent.has("c") && recent.has("d") && recent.has("e"), true);
 });
 
 test({

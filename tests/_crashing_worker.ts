@@ -15,7 +15,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   const marker = Deno.env.get("CRASH_MARKER");
   if (
     message.type === "events" && marker !== undefined &&
-    message.user.some((e) => e.eventId === "crash-worker")
+    message.events.eventId.includes("crash-worker")
   ) {
     let isArmed = true;
     try {
