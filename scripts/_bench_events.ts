@@ -1,7 +1,8 @@
 /**
- * The benchmark's events, shared by the load generator (as JSON bodies) and the COPY ceiling (as the
- * `raw_events` rows the pipeline would store for them): each viewer keeps one region, network and
- * TV; 2% errors, some EU viewers without consent; event ids are random UUIDs, as TVs send them.
+ * The benchmark's events, shared by the load generator and the freshness run's background load (as
+ * JSON bodies) and the COPY ceiling (as the `raw_events` rows the pipeline would store for them): each
+ * viewer keeps one region, network and TV; 2% errors, some EU viewers without consent; event ids are
+ * random UUIDs, as TVs send them.
  *
  * @module
  */

@@ -1,12 +1,12 @@
 /**
  * Freshness of the reads: how long after its 202 an event shows up in `/stats/*`, under background
- * load. Against a running server, paced batches keep `eventsPerS` flowing from a few concurrent loops
- * while a probe (one event with a title no other event uses, under a platform only this run's probes
- * use) is sent every `probeEveryMs`. One poll loop asks `GET /stats/timeseries?platform=<probe
- * platform>&group_by=content_id`, which lists the probes already counted; a probe's latency is the
- * arrival of the first poll answer that lists it minus the arrival of its 202 (so it includes up to
- * one poll interval plus one read). If the series route is refused, each outstanding probe is polled
- * at `GET /stats/content/{id}` instead.
+ * load. Against a running server, paced batches of the benchmark's events (`_bench_events.ts`) keep
+ * `eventsPerS` flowing from a few concurrent loops while a probe (one event with a title no other
+ * event uses, under a platform only this run's probes use) is sent every `probeEveryMs`. One poll
+ * loop asks `GET /stats/timeseries?platform=<probe platform>&group_by=content_id`, which lists the
+ * probes already counted; a probe's latency is the arrival of the first poll answer that lists it
+ * minus the arrival of its 202 (so it includes up to one poll interval plus one read). If the series
+ * route is refused, each outstanding probe is polled at `GET /stats/content/{id}` instead.
  *
  * Usage (alone): deno run -A scripts/_bench_freshness.ts [--url http://127.0.0.1:8000] [--token T]
  *   [--events-per-s 5000] [--seconds 10] [--flush-interval-ms 1000] [--database-url URL] [--json]
@@ -15,9 +15,9 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { z } from "zod";
-import { BASE_ENV, serverArgs, sleep, startProcess, stop, withDatabase } from "./_bench_server.ts";
+import { benchEvent } from "./_bench_events.ts";
+import { parseCli, sleep, withDatabase, withServer } from "./_bench_server.ts";
 
 /** Options of {@link measureFreshness}. */
 export interface FreshnessOptions {
@@ -78,35 +78,6 @@ export interface FreshnessResult {
 const HOUR_MS = 3_600_000;
 const SEQ_DIGITS = 7;
 const SEQ_MAX = 10 ** SEQ_DIGITS - 1;
-const LOAD_REGIONS = [["DE", true], ["FR", true], ["US-CA", false], ["GB", false], [
-  "JP",
-  false,
-]] as const;
-
-/**
- * One background event, as in `_bench_load.ts`: each viewer keeps one region, network and TV; 2%
- * errors, some EU viewers without consent.
- */
-export function loadEvent(prefix: string, n: number, timestamp: string): string {
-  const user = n % 5000;
-  const [region, isEu] = LOAD_REGIONS[user % LOAD_REGIONS.length];
-  const isError = n % 50 === 0;
-  return JSON.stringify({
-    event_id: `${prefix}-${n}`,
-    user_id: `bench-user-${user}`,
-    device_id: `bench-tv-${user}`,
-    content_id: `bench-title-${n % 200}`,
-    event_type: isError ? "ERROR" : n % 3 === 0 ? "PAUSE" : "PLAY",
-    timestamp,
-    region,
-    is_eu: isEu,
-    has_consent: user % 20 !== 0,
-    ip_address: `10.0.${user >> 8}.${user & 255}`,
-    error_code: isError ? "NETWORK_TIMEOUT" : null,
-    extra_metadata: { platform: "tizen", app_version: "5.2.0" },
-  });
-}
-
 interface Probe {
   contentId: string;
   ackedAt: number;
@@ -150,7 +121,7 @@ export async function measureFreshness(
     const timestamp = new Date().toISOString();
     const events = Array.from(
       { length: batchSize },
-      (_, i) => loadEvent(prefix, first + i, timestamp),
+      (_, i) => JSON.stringify(benchEvent(first + i, timestamp)),
     );
     try {
       const res = await fetch(`${base}/events/batch`, {
@@ -406,24 +377,7 @@ const CLI = z.object({
 });
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      url: { type: "string" },
-      token: { type: "string" },
-      "events-per-s": { type: "string" },
-      seconds: { type: "string" },
-      "flush-interval-ms": { type: "string" },
-      "database-url": { type: "string" },
-      json: { type: "boolean" },
-    },
-  });
-  const parsed = CLI.safeParse(values);
-  if (!parsed.success) {
-    console.error(parsed.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("\n"));
-    Deno.exit(2);
-  }
-  const args = parsed.data;
+  const args = parseCli(CLI);
   const measure = (url: string, flushIntervalMs?: number) =>
     measureFreshness(url, {
       eventsPerS: args["events-per-s"],
@@ -436,32 +390,17 @@ async function main(): Promise<void> {
     result = await measure(args.url, args["flush-interval-ms"]);
   } else {
     const flushIntervalMs = args["flush-interval-ms"] ?? 1_000;
-    const withServer = async (env: Record<string, string>) => {
-      const server = await startProcess(serverArgs(), {
-        ...BASE_ENV,
-        FLUSH_INTERVAL_MS: String(flushIntervalMs),
-        ...env,
-      });
-      try {
-        return await measure(server.url, flushIntervalMs);
-      } finally {
-        await stop(server);
-      }
-    };
-    if (args["database-url"] !== undefined) {
-      result = await withDatabase(
-        args["database-url"],
-        "fresh",
-        (databaseUrl) => withServer({ DATABASE_URL: databaseUrl }),
+    const onServer = (env: Record<string, string>) =>
+      withServer(
+        { FLUSH_INTERVAL_MS: String(flushIntervalMs), ...env },
+        (server) => measure(server.url, flushIntervalMs),
+        { tempPrefix: "ott-bench-fresh-" },
       );
-    } else {
-      const dataDir = await Deno.makeTempDir({ prefix: "ott-bench-fresh-" });
-      try {
-        result = await withServer({ DATA_DIR: dataDir });
-      } finally {
-        await Deno.remove(dataDir, { recursive: true });
-      }
-    }
+    result = args["database-url"] === undefined ? await onServer({}) : await withDatabase(
+      args["database-url"],
+      "fresh",
+      (databaseUrl) => onServer({ DATABASE_URL: databaseUrl }),
+    );
   }
   if (args.json) console.log(JSON.stringify(result, null, 2));
   else {

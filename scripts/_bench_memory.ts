@@ -23,18 +23,8 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { z } from "zod";
-import {
-  BASE_ENV,
-  processMemory,
-  type Server,
-  serverArgs,
-  sleep,
-  startProcess,
-  stop,
-  withDatabase,
-} from "./_bench_server.ts";
+import { parseCli, processMemory, sleep, withDatabase, withServer } from "./_bench_server.ts";
 
 /** Options of {@link measureMemoryPerUser}. */
 export interface MemoryOptions {
@@ -324,38 +314,8 @@ async function settle(client: Client, ms: number): Promise<MemorySample> {
   return lowestKb < sample.rssMb * 1024 ? { ...sample, rssMb: mb(lowestKb) } : sample;
 }
 
-/** Runs `fn` against a server started with `env` (a temp DATA_DIR unless a database is given). */
-async function withServer<T>(
-  env: Record<string, string>,
-  fn: (server: Server) => Promise<T>,
-): Promise<T> {
-  const full: Record<string, string> = { ...BASE_ENV, ...env };
-  let dataDir: string | undefined;
-  if (full.DATABASE_URL === undefined && full.DATA_DIR === undefined) {
-    dataDir = await Deno.makeTempDir({ prefix: "ott-bench-mem-" });
-    full.DATA_DIR = dataDir;
-  }
-  try {
-    let server: Server;
-    try {
-      server = await startProcess(serverArgs(), full);
-    } catch (error) {
-      throw new Error(
-        `Cannot measure memory: the server did not start: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
-    }
-    try {
-      return await fn(server);
-    } finally {
-      await stop(server);
-    }
-  } finally {
-    if (dataDir !== undefined) await Deno.remove(dataDir, { recursive: true });
-  }
-}
+/** How the memory runs start their servers. */
+const SERVER_OPTIONS = { tempPrefix: "ott-bench-mem-", purpose: "measure memory" };
 
 /** Measures server memory per viewer and whether passivation gives it back; see the module doc. */
 export async function measureMemoryPerUser(opts: MemoryOptions): Promise<MemoryResult> {
@@ -368,7 +328,7 @@ export async function measureMemoryPerUser(opts: MemoryOptions): Promise<MemoryR
     const client = new Client(server.url, server.child.pid, opts.token);
     const phase = await loadViewers(client, opts, `m${run}`);
     return { phase, retriedBatches: client.retriedBatches };
-  });
+  }, SERVER_OPTIONS);
   const { before, loaded } = main.phase;
   const result: MemoryResult = {
     users: opts.users,
@@ -426,7 +386,7 @@ export async function measureMemoryPerUser(opts: MemoryOptions): Promise<MemoryR
       reclaimedAfterMs,
       waitedMs,
     };
-  });
+  }, SERVER_OPTIONS);
   result.reclaimedAfterMs = result.reclaim.reclaimedAfterMs;
   return result;
 }
@@ -466,25 +426,7 @@ function report(r: MemoryResult): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      users: { type: "string" },
-      "events-per-user": { type: "string" },
-      "database-url": { type: "string" },
-      "skip-reclaim": { type: "boolean" },
-      "settle-ms": { type: "string" },
-      token: { type: "string" },
-      env: { type: "string", multiple: true },
-      json: { type: "boolean" },
-    },
-  });
-  const parsed = CLI.safeParse(values);
-  if (!parsed.success) {
-    console.error(parsed.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("\n"));
-    Deno.exit(2);
-  }
-  const args = parsed.data;
+  const args = parseCli(CLI);
   const env = Object.fromEntries(args.env.map((kv) => {
     const at = kv.indexOf("=");
     return [kv.slice(0, at), kv.slice(at + 1)];

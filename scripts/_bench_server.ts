@@ -1,12 +1,15 @@
 /**
  * Helpers the benchmark modules share: start the server (or any script) as a child process on a free
- * loopback port and wait until it answers, stop it, read its memory from `/proc`, and make a throwaway
- * PostgreSQL database.
+ * loopback port and wait until it answers, stop it (or run a function against a server started and
+ * stopped around it), read its memory from `/proc`, make a throwaway PostgreSQL database, and parse a
+ * benchmark script's command line against its zod schema.
  *
  * @module
  */
+import { parseArgs } from "node:util";
 // @ts-types="@types/pg"
 import pg from "pg";
+import { z } from "zod";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -49,6 +52,16 @@ export const BASE_ENV: Readonly<Record<string, string>> = {
 const STDERR_TAIL_BYTES = 4096;
 
 /**
+ * Thrown by {@link startProcess} when the child exits or does not answer in time: `summary` is the
+ * one-line reason, `message` adds the end of the child's stderr.
+ */
+export class StartError extends Error {
+  constructor(readonly summary: string, readonly stderr: string) {
+    super(summary + (stderr === "" ? "" : `; its stderr ended with:\n${stderr}`));
+  }
+}
+
+/**
  * Spawns `deno <args>` (`{port}` replaced by a free port) and waits until `GET /healthz` answers below
  * 500. Throws with the exit status and the end of its stderr when it exits or does not answer in time.
  * The child's stderr is passed through to ours.
@@ -81,13 +94,11 @@ export async function startProcess(
   child.status.then((status) => (state.exit = status));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;
-  const failure = (why: string) => {
-    const stderr = new TextDecoder().decode(tail).trim();
-    return new Error(
-      `Cannot benchmark: "deno ${args.join(" ")}" ${why}` +
-        (stderr === "" ? "" : `; its stderr ended with:\n${stderr}`),
+  const failure = (why: string) =>
+    new StartError(
+      `Cannot benchmark: "deno ${args.join(" ")}" ${why}`,
+      new TextDecoder().decode(tail).trim(),
     );
-  };
   while (Date.now() < deadline) {
     if (state.exit !== null) {
       await pump;
@@ -130,6 +141,50 @@ async function kill(child: Deno.ChildProcess): Promise<void> {
     if (!(error instanceof TypeError)) throw error;
   }
   await child.status;
+}
+
+/** Options of {@link withServer}. */
+export interface WithServerOptions {
+  /** Prefix of the temp DATA_DIR made when `env` has neither DATABASE_URL nor DATA_DIR. */
+  tempPrefix?: string;
+  /** When given, a start failure is rethrown as "Cannot <purpose>: the server did not start: ...". */
+  purpose?: string;
+}
+
+/**
+ * Starts the server with {@link BASE_ENV} and `env`, runs `fn` against it and stops it. Without
+ * DATABASE_URL or DATA_DIR in `env` it gets a temp DATA_DIR (embedded PGlite), removed afterwards.
+ */
+export async function withServer<T>(
+  env: Record<string, string>,
+  fn: (server: Server) => Promise<T>,
+  options: WithServerOptions = {},
+): Promise<T> {
+  const full: Record<string, string> = { ...BASE_ENV, ...env };
+  let dataDir: string | undefined;
+  if (full.DATABASE_URL === undefined && full.DATA_DIR === undefined) {
+    dataDir = await Deno.makeTempDir({ prefix: options.tempPrefix ?? "ott-bench-" });
+    full.DATA_DIR = dataDir;
+  }
+  try {
+    let server: Server;
+    try {
+      server = await startProcess(serverArgs(), full);
+    } catch (error) {
+      if (options.purpose === undefined) throw error;
+      throw new Error(
+        `Cannot ${options.purpose}: the server did not start: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    try {
+      return await fn(server);
+    } finally {
+      await stop(server);
+    }
+  } finally {
+    if (dataDir !== undefined) await Deno.remove(dataDir, { recursive: true });
+  }
 }
 
 /** Resident and peak resident memory of a process, in kB (`null` once it is gone). */
@@ -179,4 +234,31 @@ export async function withDatabase<T>(
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Parses `Deno.args` as the options named by the keys of `schema` (`--name value`; booleans as bare
+ * flags, arrays as repeatable options) and validates them with it. On invalid input it prints each
+ * issue as `--name: message` to stderr and exits with status 2.
+ */
+export function parseCli<T extends z.ZodObject>(schema: T): z.infer<T> {
+  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {};
+  for (const [name, field] of Object.entries(schema.shape)) {
+    let type: z.ZodType = field;
+    while (type instanceof z.ZodDefault || type instanceof z.ZodOptional) {
+      type = type.unwrap() as z.ZodType;
+    }
+    options[name] = type instanceof z.ZodBoolean
+      ? { type: "boolean" }
+      : type instanceof z.ZodArray
+      ? { type: "string", multiple: true }
+      : { type: "string" };
+  }
+  const { values } = parseArgs({ args: Deno.args, options });
+  const parsed = schema.safeParse(values);
+  if (!parsed.success) {
+    console.error(parsed.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("\n"));
+    Deno.exit(2);
+  }
+  return parsed.data;
 }

@@ -7,13 +7,24 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 // @ts-types="@types/pg"
 import pg from "pg";
 import { type FreshnessResult, measureFreshness } from "./_bench_freshness.ts";
 import { measureMemoryPerUser, type MemoryResult } from "./_bench_memory.ts";
 import { z } from "zod";
 import { type CopyCeiling, copyCeiling, hasPsql } from "./_bench_copy.ts";
+import {
+  BASE_ENV,
+  parseCli,
+  processMemory,
+  type Server,
+  serverArgs,
+  sleep,
+  StartError,
+  startProcess,
+  stop,
+  withDatabase,
+} from "./_bench_server.ts";
 import { hasWrk, runWrk, type WrkResult } from "./_bench_wrk.ts";
 
 const ARGS = z.object({
@@ -83,61 +94,6 @@ const benchStarted = performance.now();
 function progress(message: string): void {
   console.error(`bench +${((performance.now() - benchStarted) / 1000).toFixed(0)} s: ${message}`);
 }
-const root = new URL("..", import.meta.url).pathname;
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-interface Server {
-  url: string;
-  child: Deno.ChildProcess;
-}
-
-async function startProcess(args: string[], env: Record<string, string>): Promise<Server> {
-  const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...args.map((a) => a.replace("{port}", String(port)))],
-    env,
-    cwd: root,
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  let exitCode: number | null = null;
-  child.status.then((status) => exitCode = status.code);
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    if (exitCode !== null) {
-      throw new Error(
-        `Cannot benchmark: "${args.join(" ")}" exited with code ${exitCode} before answering ` +
-          "(see its stderr above)",
-      );
-    }
-    try {
-      const res = await fetch(`${url}/healthz`, { method: "GET" });
-      await res.body?.cancel();
-      if (res.status < 500) return { url, child };
-    } catch (error) {
-      if (!(error instanceof TypeError)) throw error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  await stop({ url, child }, "SIGKILL");
-  throw new Error(`Cannot benchmark: "${args.join(" ")}" did not start within 60 s`);
-}
-
-async function stop(server: Server, signal: Deno.Signal = "SIGTERM"): Promise<void> {
-  try {
-    server.child.kill(signal);
-  } catch (error) {
-    if (!(error instanceof TypeError)) throw error;
-  }
-  await server.child.status;
-}
 
 async function load(
   url: string,
@@ -167,17 +123,10 @@ async function load(
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
-/** Peak RSS of a process in MB (VmHWM; read with `cat`, since Deno guards /proc behind --allow-all). */
-function rssMb(pid: number): number | null {
-  const out = new Deno.Command("cat", {
-    args: [`/proc/${pid}/status`],
-    stdout: "piped",
-    stderr: "null",
-  })
-    .outputSync();
-  if (!out.success) return null;
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(new TextDecoder().decode(out.stdout));
-  return hwm === null ? null : Math.round(Number(hwm[1]) / 1024);
+/** Peak RSS of a process in MB (VmHWM), or null once it is gone. */
+async function rssMb(pid: number): Promise<number | null> {
+  const memory = await processMemory(pid);
+  return memory === null ? null : Math.round(memory.hwmKb / 1024);
 }
 
 /** How long the summary's count may stand still before a flush wait gives up. */
@@ -208,7 +157,7 @@ async function waitCounted(
     if (now >= events) return now;
     if (now !== total) changedAt = Date.now();
     total = now;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   return null;
 }
@@ -244,21 +193,6 @@ async function endToEnd(server: Server, args: Args): Promise<{ eventsPerS: numbe
   };
 }
 
-async function withDatabase<T>(serverUrl: string, fn: (url: string) => Promise<T>): Promise<T> {
-  const name = `ott_bench_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-    const url = new URL(serverUrl);
-    url.pathname = `/${name}`;
-    return await fn(url.toString());
-  } finally {
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.end();
-  }
-}
-
 async function isReachable(check: () => Promise<unknown>): Promise<boolean> {
   try {
     await check();
@@ -267,20 +201,6 @@ async function isReachable(check: () => Promise<unknown>): Promise<boolean> {
     if (error instanceof Error) return false;
     throw error;
   }
-}
-
-function serverArgs(): string[] {
-  return [
-    "run",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "--allow-write",
-    "--allow-sys",
-    `${root}main.ts`,
-    "--port",
-    "{port}",
-  ];
 }
 
 /** 32 random hex characters, for bearer tokens. */
@@ -308,14 +228,16 @@ function wrkNote(r: WrkResult, extra = ""): string {
 
 const ratio = (a: number, b: number) => (b > 0 ? a / b : 0);
 
+/** An error as a one-line table note (a start failure's stderr was passed through above). */
+const errorNote = (error: Error) =>
+  error instanceof StartError ? `${error.summary} (see its stderr above)` : error.message;
+
 async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
   const rows: Row[] = [];
   // Blank values count as unset in the server's config, so a caller's own DATABASE_URL, QUEUE or
   // tokens cannot leak into a scenario that does not set them.
   const baseEnv = {
-    LOG_LEVEL: "warn",
-    LISTEN_HOST: "127.0.0.1",
-    IP_HASH_SECRET: "bench-secret-0123456789abcdef",
+    ...BASE_ENV,
     DATABASE_URL: "",
     QUEUE: "",
     API_TOKENS: "",
@@ -359,7 +281,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
     const ourBatch = await load(pipeline.url, "/events/batch", BATCH, c, d, Infinity);
     const rate = (r: LoadResult) => r.requests / r.seconds;
     const events = (r: LoadResult) => r.accepted_events / r.seconds;
-    const bareRss = rssMb(baseline.child.pid);
+    const bareRss = await rssMb(baseline.child.pid);
     const bareBatchEvents = rate(bareBatch) * BATCH;
     rows.push(
       row(
@@ -376,7 +298,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         events(ourSingle),
         ratio(rate(ourSingle), rate(bareSingle)).toFixed(2),
         ourSingle,
-        rssMb(pipeline.child.pid),
+        await rssMb(pipeline.child.pid),
       ),
       row(
         `bare Deno.serve, ${BATCH}-event body`,
@@ -392,7 +314,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         events(ourBatch),
         ratio(rate(ourBatch), rate(bareBatch)).toFixed(2),
         ourBatch,
-        rssMb(pipeline.child.pid),
+        await rssMb(pipeline.child.pid),
       ),
     );
     await stop(pipeline);
@@ -414,7 +336,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
           parseEvents,
           ratio(rate(parsed), rate(bareBatch)).toFixed(2),
           parsed,
-          rssMb(parser.child.pid),
+          await rssMb(parser.child.pid),
         ),
       );
     } finally {
@@ -434,9 +356,15 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         const bare = await wrkRun(`${baseline.url}/events`, args, ingestToken, wrkDir);
         wrkBare = bare;
         rows.push(
-          wrkRow("wrk: bare Deno.serve, single event", bare, "1.00", rssMb(baseline.child.pid), ""),
+          wrkRow(
+            "wrk: bare Deno.serve, single event",
+            bare,
+            "1.00",
+            await rssMb(baseline.child.pid),
+            "",
+          ),
         );
-        await withDatabase(args["database-url"], async (databaseUrl) => {
+        await withDatabase(args["database-url"], "bench", async (databaseUrl) => {
           const server = await startProcess(serverArgs(), {
             ...baseEnv,
             DATABASE_URL: databaseUrl,
@@ -454,7 +382,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
                 "wrk: POST /events (durable log, PostgreSQL, auth on)",
                 ours,
                 ratio(ours.requestsPerS, bare.requestsPerS).toFixed(2),
-                rssMb(server.child.pid),
+                await rssMb(server.child.pid),
                 counted === null
                   ? `, /stats/summary did not count ${answered} events in time`
                   : `, /stats/summary counts ${counted} (warm-up included)`,
@@ -466,7 +394,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         });
       } catch (error) {
         if (!(error instanceof Error)) throw error;
-        wrkNoteText = `failed: ${error.message}`;
+        wrkNoteText = `failed: ${errorNote(error)}`;
       } finally {
         await Deno.remove(wrkDir, { recursive: true });
       }
@@ -481,11 +409,11 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         server = await startProcess(serverArgs(), env);
       } catch (error) {
         if (!(error instanceof Error)) throw error;
-        return { label, eventsPerS: 0, note: `skipped: ${error.message}`, rss: null };
+        return { label, eventsPerS: 0, note: `skipped: ${errorNote(error)}`, rss: null };
       }
       try {
         const result = await endToEnd(server, args);
-        return { label, ...result, rss: rssMb(server.child.pid) };
+        return { label, ...result, rss: await rssMb(server.child.pid) };
       } catch (error) {
         if (!(error instanceof Error)) throw error;
         return { label, eventsPerS: 0, note: `failed: ${error.message}`, rss: null };
@@ -513,7 +441,8 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         try {
           copy = await withDatabase(
             args["database-url"],
-            (databaseUrl) => copyCeiling(databaseUrl, args["e2e-events"], baseEnv.IP_HASH_SECRET),
+            "bench",
+            (databaseUrl) => copyCeiling(databaseUrl, args["e2e-events"], BASE_ENV.IP_HASH_SECRET),
           );
         } catch (error) {
           if (!(error instanceof Error)) throw error;
@@ -523,7 +452,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         copySkipped = "skipped: psql is not installed";
       }
       for (const queue of ["memory", "postgres", "redis"]) {
-        await withDatabase(args["database-url"], async (databaseUrl) => {
+        await withDatabase(args["database-url"], "bench", async (databaseUrl) => {
           const env: Record<string, string> = {
             ...baseEnv,
             DATABASE_URL: databaseUrl,
@@ -580,7 +509,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
     if (durablePg !== undefined) {
       progress("freshness at half the durable PostgreSQL peak");
       try {
-        freshness = await withDatabase(args["database-url"], async (databaseUrl) => {
+        freshness = await withDatabase(args["database-url"], "bench", async (databaseUrl) => {
           const server = await startProcess(serverArgs(), {
             ...baseEnv,
             DATABASE_URL: databaseUrl,
@@ -603,7 +532,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
           } ms`;
       } catch (error) {
         if (!(error instanceof Error)) throw error;
-        freshnessNote = `failed: ${error.message}`;
+        freshnessNote = `failed: ${errorNote(error)}`;
       }
     }
     let memory: MemoryResult | null = null;
@@ -613,6 +542,7 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
       try {
         memory = await withDatabase(
           args["database-url"],
+          "bench",
           (databaseUrl) =>
             measureMemoryPerUser({
               users: args["memory-users"],
@@ -839,28 +769,12 @@ function markdown(rows: Row[], goals: Target[], args: Args): string {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      duration: { type: "string" },
-      connections: { type: "string" },
-      "e2e-events": { type: "string" },
-      "database-url": { type: "string" },
-      "redis-url": { type: "string" },
-      "memory-users": { type: "string" },
-      json: { type: "boolean" },
-    },
-  });
-  const parsed = ARGS.safeParse(values);
-  if (!parsed.success) {
-    console.error(parsed.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("\n"));
-    Deno.exit(2);
-  }
-  const { rows, targets } = await run(parsed.data);
+  const args = parseCli(ARGS);
+  const { rows, targets } = await run(args);
   progress("done");
   console.log(
-    parsed.data.json
-      ? JSON.stringify({ machine: machine(), settings: parsed.data, rows, targets }, null, 2)
-      : markdown(rows, targets, parsed.data),
+    args.json
+      ? JSON.stringify({ machine: machine(), settings: args, rows, targets }, null, 2)
+      : markdown(rows, targets, args),
   );
 }
