@@ -1,13 +1,15 @@
 /**
- * A shard worker that dies once: the real worker, except that a batch holding an event whose id is
- * `crash-worker` kills it with an uncaught error while the marker file named by `CRASH_MARKER`
- * exists (the file is removed first, so the restarted worker replays the event without dying again).
+ * A shard worker that dies once: the real worker, except that a batch holding the event whose id is
+ * `crash-worker` for its user family (so only the worker hosting that user) kills it with an
+ * uncaught error while the marker file named by `CRASH_MARKER` exists (the file is removed first,
+ * so the restarted worker replays the event without dying again).
  *
  * @module
  */
 /// <reference lib="deno.worker" />
 import "../actors/shard_worker.ts";
 import type { ToWorker } from "../actors/protocol.ts";
+import { ROLE } from "../actors/event_columns.ts";
 
 const realHandler = self.onmessage;
 self.onmessage = (event: MessageEvent<ToWorker>) => {
@@ -15,7 +17,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   const marker = Deno.env.get("CRASH_MARKER");
   if (
     message.type === "events" && marker !== undefined &&
-    message.events.eventId.includes("crash-worker")
+    message.events.eventId.some((id, i) =>
+      id === "crash-worker" && (message.events.roles[i] & ROLE.user) !== 0
+    )
   ) {
     let isArmed = true;
     try {
