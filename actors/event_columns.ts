@@ -27,11 +27,10 @@ export interface EventColumns {
   subscriptionPlan: Array<string | null>;
   /**
    * Every event's `extra_metadata`, when the worker stores raw events itself; otherwise absent, and
-   * only the two keys the aggregates read travel, in `platform` and `appVersion`.
+   * only the keys the aggregates read travel, one column per key in `metadataColumns`.
    */
   metadata?: Array<Record<string, unknown>>;
-  platform?: unknown[];
-  appVersion?: unknown[];
+  metadataColumns?: Record<string, unknown[]>;
   atMs: Float64Array;
   receivedAtMs: Float64Array;
   position: Float64Array;
@@ -51,13 +50,13 @@ const FLAG = {
 } as const;
 
 /**
- * Packs events (and the families each is for) into columns; `isMetadataKept` false sends only the
- * metadata keys the aggregates read (when the log, not the worker, stores raw events).
+ * Packs events (and the families each is for) into columns. With `metadataKeys`, only those keys of
+ * `extra_metadata` travel (when the log, not the worker, stores raw events); without, all of it.
  */
 export function toColumns(
   events: readonly TelemetryEvent[],
   roles: readonly number[],
-  isMetadataKept = true,
+  metadataKeys?: readonly string[],
 ): EventColumns {
   const n = events.length;
   const c: EventColumns = {
@@ -77,9 +76,9 @@ export function toColumns(
     position: new Float64Array(n),
     flags: new Uint8Array(n),
   };
-  const metadata = isMetadataKept ? (c.metadata = new Array(n)) : undefined;
-  const platform = isMetadataKept ? undefined : (c.platform = new Array(n));
-  const appVersion = isMetadataKept ? undefined : (c.appVersion = new Array(n));
+  const metadata = metadataKeys === undefined ? (c.metadata = new Array(n)) : undefined;
+  const columns = metadataKeys?.map((key): [string, unknown[]] => [key, new Array(n)]);
+  if (columns !== undefined) c.metadataColumns = Object.fromEntries(columns);
   for (let i = 0; i < n; i++) {
     const e = events[i];
     c.roles[i] = roles[i];
@@ -94,10 +93,7 @@ export function toColumns(
     c.errorCode[i] = e.errorCode;
     c.subscriptionPlan[i] = e.subscriptionPlan;
     if (metadata !== undefined) metadata[i] = e.metadata;
-    else {
-      platform![i] = e.metadata["platform"];
-      appVersion![i] = e.metadata["app_version"];
-    }
+    else for (const [key, column] of columns!) column[i] = e.metadata[key];
     c.atMs[i] = e.atMs;
     c.receivedAtMs[i] = e.receivedAtMs;
     c.position[i] = e.position;
@@ -148,8 +144,10 @@ export function eventAt(c: EventColumns, i: number): TelemetryEvent {
 
 function projectedMetadata(c: EventColumns, i: number): Record<string, unknown> {
   const metadata: Record<string, unknown> = {};
-  if (c.platform?.[i] !== undefined) metadata["platform"] = c.platform[i];
-  if (c.appVersion?.[i] !== undefined) metadata["app_version"] = c.appVersion[i];
+  for (const key in c.metadataColumns) {
+    const value = c.metadataColumns[key][i];
+    if (value !== undefined) metadata[key] = value;
+  }
   return metadata;
 }
 
@@ -171,8 +169,8 @@ export class WorkerBatch {
     return this.events.length;
   }
 
-  /** The batch as columns for `postMessage` (see {@link toColumns} for `isMetadataKept`). */
-  toColumns(isMetadataKept: boolean): EventColumns {
-    return toColumns(this.events, this.roles, isMetadataKept);
+  /** The batch as columns for `postMessage` (see {@link toColumns} for `metadataKeys`). */
+  toColumns(metadataKeys?: readonly string[]): EventColumns {
+    return toColumns(this.events, this.roles, metadataKeys);
   }
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
 import { columnCount, eventAt, ROLE, toColumns } from "./event_columns.ts";
+import { AGGREGATED_METADATA_KEYS } from "./user_family.ts";
 
 Deno.test("toColumns() and eventAt() give back every field of every event, through a clone", () => {
   const events = [
@@ -41,7 +42,9 @@ Deno.test("toColumns() without metadata keeps only the keys the aggregates read"
     makeEvent({ metadata: { platform: "tizen", app_version: "5.1", model: "QN90" } }),
     makeEvent({ metadata: { model: "x" } }),
   ];
-  const cloned = structuredClone(toColumns(events, [ROLE.user, ROLE.user], false));
+  const cloned = structuredClone(
+    toColumns(events, [ROLE.user, ROLE.user], AGGREGATED_METADATA_KEYS),
+  );
   assert.equal(cloned.metadata, undefined);
   assert.deepEqual(eventAt(cloned, 0).metadata, { platform: "tizen", app_version: "5.1" });
   assert.deepEqual(eventAt(cloned, 1).metadata, {});

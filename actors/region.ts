@@ -20,7 +20,8 @@ import type {
   WorkerStatus,
 } from "./protocol.ts";
 import { ROLE, WorkerBatch } from "./event_columns.ts";
-import { replayLog, rolesByWorker } from "./replay.ts";
+import { forEachWorker, replayLog } from "./replay.ts";
+import { AGGREGATED_METADATA_KEYS } from "./user_family.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 import { ENTITY_TYPES, type EntityType, formatShardKey, parseShardKey } from "./shard_key.ts";
 import { Watermark } from "./watermark.ts";
@@ -227,9 +228,9 @@ export class Region {
       if (event.position > this.#lastDispatchedPosition) {
         this.#lastDispatchedPosition = event.position;
       }
-      for (const [index, roles] of rolesByWorker(event, this.#workerOfKey)) {
+      forEachWorker(event, this.#workerOf, (index, roles) => {
         this.#slots[index].batch.push(event, roles);
-      }
+      });
     }
     this.#schedulePost();
   }
@@ -317,12 +318,8 @@ export class Region {
     return this.#slots[this.#workerOf(key)];
   }
 
-  /** {@link Region.#workerOf} as a function value, for {@link rolesByWorker}. */
-  #workerOfKey = (key: string): number => this.#workerOf(key);
-
-  #workerOf(key: string): number {
-    return workerOfShard(shardOf(key, this.#o.shards), this.#o.workers);
-  }
+  /** The worker hosting a key's shard; a bound function, so it can be handed on as it is. */
+  #workerOf = (key: string): number => workerOfShard(shardOf(key, this.#o.shards), this.#o.workers);
 
   /**
    * Spawns workers owning fresh leases, replays the log into them, then releases live events. On
@@ -350,7 +347,7 @@ export class Region {
         const replayed = await replayLog(
           {
             readLog: (from, to, limit) => this.#o.shardStore.readLog(from, to, limit),
-            workerOf: (key) => this.#workerOf(key),
+            workerOf: this.#workerOf,
             markLateness: (events) => this.markLateness(events),
             post: (index, batch, pageEnd) =>
               this.#postEvents(this.#slots[index], { batch }, pageEnd),
@@ -646,7 +643,7 @@ export class Region {
       batchId: this.#nextBatchId++,
       watermarkMs: this.#watermark.ms,
       // With a durable log the workers store no raw events: the aggregates' keys suffice.
-      events: events.batch.toColumns(!this.#o.isLogDurable),
+      events: events.batch.toColumns(this.#o.isLogDurable ? AGGREGATED_METADATA_KEYS : undefined),
       duplicates: events.duplicates,
       throughPosition,
     });

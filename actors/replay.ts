@@ -44,9 +44,9 @@ export async function replayLog(
     target.markLateness(events.filter((e) => !e.isLate));
     const batches = new Map<number, WorkerBatch>(indexes.map((i) => [i, new WorkerBatch()]));
     for (const event of events) {
-      for (const [index, roles] of rolesByWorker(event, target.workerOf)) {
+      forEachWorker(event, target.workerOf, (index, roles) => {
         if (owned.has(index)) batches.get(index)!.push(event, roles);
-      }
+      });
     }
     const pageEnd = events[events.length - 1].position;
     for (const [index, batch] of batches) target.post(index, batch, pageEnd);
@@ -58,21 +58,24 @@ export async function replayLog(
 }
 
 /**
- * The workers an event goes to, each with the families it is for there: up to three entries, fewer
- * when its user, content and device live in the same worker (it then travels once).
+ * Calls `visit` for each worker an event goes to, with the families it is for there: up to three
+ * calls, fewer when its user, content and device live in the same worker (it then travels once).
+ * Allocates nothing: the region calls it for every event.
  */
-export function rolesByWorker(
+export function forEachWorker(
   event: Pick<TelemetryEvent, "userId" | "contentId" | "deviceId">,
   workerOf: (key: string) => number,
-): Array<[number, number]> {
+  visit: (index: number, roles: number) => void,
+): void {
   const byUser = workerOf(event.userId);
   const byContent = workerOf(event.contentId);
   const byDevice = workerOf(event.deviceId);
-  const out: Array<[number, number]> = [[byUser, ROLE.user]];
-  if (byContent === byUser) out[0][1] |= ROLE.content;
-  else out.push([byContent, ROLE.content]);
-  const device = out.find(([index]) => index === byDevice);
-  if (device !== undefined) device[1] |= ROLE.device;
-  else out.push([byDevice, ROLE.device]);
-  return out;
+  let userRoles = ROLE.user;
+  let contentRoles = ROLE.content;
+  if (byContent === byUser) userRoles |= ROLE.content;
+  if (byDevice === byUser) userRoles |= ROLE.device;
+  else if (byDevice === byContent) contentRoles |= ROLE.device;
+  visit(byUser, userRoles);
+  if (byContent !== byUser) visit(byContent, contentRoles);
+  if (byDevice !== byUser && byDevice !== byContent) visit(byDevice, ROLE.device);
 }

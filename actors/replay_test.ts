@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import type { TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
 import { ROLE, type WorkerBatch } from "./event_columns.ts";
-import { replayLog, type ReplayTarget, rolesByWorker } from "./replay.ts";
+import { forEachWorker, replayLog, type ReplayTarget } from "./replay.ts";
+
+/** The `[worker, roles]` visits of {@link forEachWorker}, in order. */
+function rolesByWorker(
+  event: { userId: string; contentId: string; deviceId: string },
+  workerOf: (key: string) => number,
+): Array<[number, number]> {
+  const visits: Array<[number, number]> = [];
+  forEachWorker(event, workerOf, (index, roles) => visits.push([index, roles]));
+  return visits;
+}
 
 /** A posted batch as the families of the worker see it. */
 interface FamilyView {
@@ -267,7 +277,7 @@ Deno.test("replayLog() lets the lateness marker see only events that were not la
   assert.deepEqual(target.posts.flatMap((p) => p.batch.user), log);
 });
 
-Deno.test("rolesByWorker() sends an event once per worker with the families it hosts there", () => {
+Deno.test("forEachWorker() sends an event once per worker with the families it hosts there", () => {
   const workerOf = (key: string) => Number(key.split("@")[1]);
   const event = (u: number, c: number, d: number) => ({
     userId: `u@${u}`,

@@ -180,12 +180,12 @@ export class UserFamily {
     entity.ipHashes.see(event.ipHash, event.atMs, event.eventId);
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
     // Hashes are compared only within the event's key: after a rotation one address has two hashes.
-    const keyId = ipHashKeyIdOf(event.ipHash);
+    const isSameKey = sameIpHashKey(event.ipHash);
     return {
       windowStartMs: sinceMs,
       windowEndMs: event.atMs,
       regions: entity.regions.keysSince(sinceMs),
-      ipHashCount: entity.ipHashes.countSince(sinceMs, (hash) => ipHashKeyIdOf(hash) === keyId),
+      ipHashCount: entity.ipHashes.countSince(sinceMs, isSameKey),
       sampleEventIds: entity.regions.eventIdsSince(sinceMs),
     };
   }
@@ -360,8 +360,22 @@ export function ipHashKeyIdOf(ipHash: string): string {
   return end === -1 ? "" : ipHash.slice(0, end);
 }
 
+/**
+ * A test for "made with the same key as `ipHash`" that reads the key id once, not once per
+ * compared hash (it runs on every event, over every sighting of the user).
+ */
+export function sameIpHashKey(ipHash: string): (other: string) => boolean {
+  const keyId = ipHashKeyIdOf(ipHash);
+  if (keyId === "") return (other) => other.indexOf(":") === -1;
+  const prefix = keyId + ":";
+  return (other) => other.startsWith(prefix);
+}
+
 /** The value of a dimension a TV did not report. */
 export const UNKNOWN = "unknown";
+
+/** The `extra_metadata` keys the aggregates read (see {@link platformOf}, {@link appVersionOf}). */
+export const AGGREGATED_METADATA_KEYS: readonly string[] = ["platform", "app_version"];
 
 /** The TV platform an event reports in `extra_metadata.platform`, lower-cased, or `unknown`. */
 export function platformOf(event: TelemetryEvent): string {

@@ -6,7 +6,7 @@ import { makeEvent, makeFactDims, T0, testConfig } from "../tests/fixtures.ts";
 import { IpAnonymizer } from "../routes/ip_anonymizer.ts";
 import { emptyBatch } from "./pending.ts";
 import { shardOf } from "./shard_of.ts";
-import { ipHashKeyIdOf, UserFamily, type UserFamilyOptions } from "./user_family.ts";
+import { ipHashKeyIdOf, sameIpHashKey, UserFamily, type UserFamilyOptions } from "./user_family.ts";
 
 const SHARDS = 8;
 const MINUTE = 60_000;
@@ -536,6 +536,16 @@ Deno.test("ipHashKeyIdOf() reads the key id before the colon, empty for a legacy
   assert.equal(ipHashKeyIdOf("k-1:" + "a".repeat(64)), "k-1");
   assert.equal(ipHashKeyIdOf("a".repeat(64)), "");
   assert.equal(ipHashKeyIdOf("erased-abc"), "");
+});
+
+Deno.test("sameIpHashKey() matches hashes of one key only, legacy hashes among themselves", () => {
+  const isKeyA = sameIpHashKey("a:" + "1".repeat(64));
+  assert.equal(isKeyA("a:" + "2".repeat(64)), true);
+  assert.equal(isKeyA("ab:" + "2".repeat(64)), false);
+  assert.equal(isKeyA("2".repeat(64)), false);
+  const isLegacy = sameIpHashKey("1".repeat(64));
+  assert.equal(isLegacy("2".repeat(64)), true);
+  assert.equal(isLegacy("a:" + "2".repeat(64)), false);
 });
 
 Deno.test("UserFamily.apply() does not count regions seen longer than the sharing window ago", () => {

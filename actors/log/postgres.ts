@@ -175,16 +175,12 @@ export class PostgresLog implements EventLog {
     // The region must receive positions in order: an earlier group still committing goes first.
     await previous;
     this.#isFailing = false;
-    const positioned: TelemetryEvent[] = [];
-    const seen = new Set<string>();
-    for (const row of rows) {
-      const position = result.positions.get(row.eventId);
-      // Absent: a duplicate of an event already in the log. Seen: repeated inside this group.
-      if (position === undefined || seen.has(row.eventId)) continue;
-      seen.add(row.eventId);
-      positioned.push({ ...row, position });
-    }
-    positioned.sort((a, b) => a.position - b.position);
+    // A row is new when the log stored it at its own position: a duplicate of a stored event is
+    // absent, and a repeat inside the group lost its position to the first occurrence. Rows are
+    // already in position order.
+    const positioned: TelemetryEvent[] = rows.filter((row) =>
+      result.positions.get(row.eventId) === row.position
+    );
     try {
       this.#region.dispatch(positioned);
     } catch (error) {
