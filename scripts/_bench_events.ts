@@ -6,22 +6,7 @@
  *
  * @module
  */
-
-/** One event as a TV sends it to `POST /events`. */
-export interface WireEvent {
-  event_id: string;
-  user_id: string;
-  device_id: string;
-  content_id: string;
-  event_type: string;
-  timestamp: string;
-  region: string;
-  is_eu: boolean;
-  has_consent: boolean;
-  ip_address: string;
-  error_code: string | null;
-  extra_metadata: { platform: string; app_version: string };
-}
+import type { WireEvent } from "./_sim_traffic.ts";
 
 const REGIONS = [["DE", true], ["FR", true], ["US-CA", false], ["GB", false], [
   "JP",
