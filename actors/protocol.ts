@@ -100,6 +100,8 @@ export interface FlushReport {
 export type FromWorker =
   | { type: "ready" }
   | { type: "ack"; batchId: number; status: WorkerStatus }
+  /** After a tick passivated entities, so an idle worker's count in `/readyz` does not go stale. */
+  | { type: "status"; status: WorkerStatus }
   | {
     type: "flushed";
     requestId: number | null;

@@ -419,6 +419,7 @@ export class Region {
         for (const waiter of slot.ackWaiters.splice(0)) waiter();
         return;
       case "flushed":
+      case "status":
         slot.status = this.#takeStatus(slot, message.status);
         return;
       case "db_write":

@@ -256,7 +256,11 @@ export class ShardHost {
     const evicted = this.#users.passivate(idleSinceMs, watermarkMs) +
       this.#contents.passivate(idleSinceMs) +
       this.#devices.passivate(idleSinceMs);
-    if (evicted > 0) this.#log("debug", `Passivated ${evicted} idle entities`);
+    if (evicted === 0) return;
+    this.#log("debug", `Passivated ${evicted} idle entities`);
+    // A worker no event reaches any more sends no ack, and its empty flushes send nothing: without
+    // this its entity count would stay at the peak.
+    this.#send({ type: "status", status: this.#statusWithReport() });
   }
 
   /** Flushes are chained so two never run at once (two at once double-counted in a prototype). */

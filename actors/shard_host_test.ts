@@ -238,3 +238,25 @@ Deno.test("ShardHost keeps the advanced checkpoints of a failed flush for the re
   assert.equal(calls[1].isFailed, false);
   for (const key of ALL_KEYS) assert.equal(calls[1].batch.checkpoints.get(key), 500);
 });
+
+Deno.test("ShardHost reports its entity count after a tick passivates, with no event since", async () => {
+  const sent: FromWorker[] = [];
+  const { sink } = failingSink(0);
+  const host = new ShardHost(workerInit(), (m) => sent.push(m), sink);
+  await applyEvents(host, 1, 200);
+  await host.handle({ type: "flush", requestId: 1 });
+  const loaded = host.status().entities;
+  assert.ok(loaded >= 200, `expected at least the 200 users, got ${loaded}`);
+  sent.length = 0;
+
+  // Past every window and the idle time, no event in between: the worker is otherwise silent.
+  const laterMs = T0 + 2 * DEFAULT_THRESHOLDS.sharingWindowMs + 5 * 3_600_000;
+  await host.handle({ type: "tick", nowMs: laterMs, watermarkMs: laterMs });
+  const statuses = sent.filter((m) => m.type === "status");
+  assert.equal(statuses.length, 1, "the passivation is reported");
+  assert.equal(statuses[0].type === "status" && statuses[0].status.entities, 0);
+
+  sent.length = 0;
+  await host.handle({ type: "tick", nowMs: laterMs + 1_000, watermarkMs: laterMs + 1_000 });
+  assert.equal(sent.filter((m) => m.type === "status").length, 0, "nothing evicted, nothing sent");
+});
