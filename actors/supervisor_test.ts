@@ -1,0 +1,368 @@
+import assert from "node:assert/strict";
+import type { Logger, LogLevel } from "../logger.ts";
+import { DEFAULT_THRESHOLDS, type OptOut, type TelemetryEvent } from "../rules/mod.ts";
+import { makeEvent } from "../tests/fixtures.ts";
+import { test } from "../tests/_permissions.ts";
+import type { WorkerBatch } from "./event_columns.ts";
+import type { ShardLease, ToWorker, WorkerInit } from "./protocol.ts";
+import { emptySlot, type RegionOptions, type ShardStore, type WorkerSlot } from "./region_types.ts";
+import { shardOf, workerOfShard } from "./shard_of.ts";
+import { type SupervisedRegion, Supervisor } from "./supervisor.ts";
+import { WorkerPool } from "./worker_pool.ts";
+
+const WORKERS = 2;
+const SHARDS = 4;
+/** Reports ready on init and stops when asked; ignores "adopt" and "release". */
+const ANSWERING = new URL("../tests/_pool_worker_answering.ts", import.meta.url);
+
+/** The keys worker 0 owns (shards 0 and 2) and worker 1 owns (shards 1 and 3), as `start` lists them. */
+const WORKER_0_KEYS = ["user:0", "content:0", "device:0", "user:2", "content:2", "device:2"];
+const WORKER_1_KEYS = ["user:1", "content:1", "device:1", "user:3", "content:3", "device:3"];
+
+/** Shard ownership over memory: every key is leased at position 0 under epoch 1. */
+class MemoryShardStore implements ShardStore {
+  readonly acquired: string[][] = [];
+  readonly log: TelemetryEvent[] = [];
+  optOuts: Array<[string, OptOut]> = [];
+  /** How many of the next `acquire` calls fail, as while the database is down. */
+  failingAcquires = 0;
+  /** Set: `readLog` fails with it. */
+  readLogError: Error | null = null;
+
+  acquire(keys: string[]): Promise<Map<string, ShardLease>> {
+    this.acquired.push(keys);
+    if (this.failingAcquires > 0) {
+      this.failingAcquires--;
+      return Promise.reject(new Error("Cannot acquire shards: database unavailable"));
+    }
+    return Promise.resolve(new Map(keys.map((key) => [key, { position: 0, epoch: 1 }])));
+  }
+
+  readLog(after: number, through: number, limit: number): Promise<TelemetryEvent[]> {
+    if (this.readLogError !== null) return Promise.reject(this.readLogError);
+    const entries = this.log.filter((e) => e.position > after && e.position <= through);
+    return Promise.resolve(entries.slice(0, limit));
+  }
+
+  lastPosition(): Promise<number> {
+    return Promise.resolve(this.log.at(-1)?.position ?? 0);
+  }
+
+  loadOptOuts(): Promise<Array<[string, OptOut]>> {
+    return Promise.resolve(this.optOuts);
+  }
+}
+
+/** A logger that keeps its entries (the supervisor logs errors on purpose here). */
+class MemoryLogger implements Logger {
+  readonly entries: Array<[LogLevel, string]> = [];
+  debug = (message: string) => this.log("debug", message);
+  info = (message: string) => this.log("info", message);
+  warn = (message: string) => this.log("warn", message);
+  error = (message: string) => this.log("error", message);
+  log(level: LogLevel, message: string): void {
+    this.entries.push([level, message]);
+  }
+  has(level: LogLevel, pattern: RegExp): boolean {
+    return this.entries.some(([l, m]) => l === level && pattern.test(m));
+  }
+}
+
+/**
+ * The region as the supervisor sees it: real slots and a real pool of fixture workers, wired like
+ * the region (a reported death goes to `Supervisor.onDeath`), with every call recorded.
+ */
+class FakeRegion implements SupervisedRegion {
+  readonly options: RegionOptions;
+  readonly slots: WorkerSlot[] = Array.from({ length: WORKERS }, (_, i) => emptySlot(i));
+  readonly pool: WorkerPool;
+  readonly supervisor: Supervisor;
+  readonly store = new MemoryShardStore();
+  readonly logger = new MemoryLogger();
+  /** Deaths the pool reported, before the supervisor was told. */
+  readonly deaths: Array<[number, string]> = [];
+  /** Every spawn the supervisor asked of the pool, with the init message. */
+  readonly spawns: Array<[number, WorkerInit]> = [];
+  /** Every message the supervisor posted through the pool. */
+  readonly posts: Array<[number, ToWorker]> = [];
+  /** Replayed pages: worker, events in the page, page end. */
+  readonly replayed: Array<[number, number, number]> = [];
+  /** Shard keys the cluster was told were lost, one entry per call. */
+  readonly lost: string[][] = [];
+  postAllCalls = 0;
+  isDrainingNow = false;
+  dispatchedPosition = 0;
+
+  constructor(overrides: { isLogDurable?: boolean; isCluster?: boolean } = {}) {
+    this.options = {
+      workers: WORKERS,
+      shards: SHARDS,
+      batchDelayMs: 1,
+      maxInFlightBatches: 64,
+      maxPendingEvents: 100_000,
+      allowedLatenessMs: 600_000,
+      maxIdleMs: 60_000,
+      maxSegmentMs: 4 * 3_600_000,
+      dedupeMaxIds: 100_000,
+      thresholds: DEFAULT_THRESHOLDS,
+      databaseUrl: undefined,
+      writeBatch: () => Promise.resolve(),
+      firstPosition: 1,
+      shardStore: this.store,
+      isLogDurable: overrides.isLogDurable ?? false,
+      cluster: overrides.isCluster
+        ? { onShardsLost: (keys: string[]) => this.lost.push(keys) }
+        : undefined,
+      logger: this.logger,
+    };
+    const pool = new WorkerPool({
+      workerUrl: ANSWERING,
+      onMessage: () => {},
+      onDeath: (index, reason) => {
+        this.deaths.push([index, reason]);
+        this.supervisor.onDeath(this.slots[index], reason);
+      },
+    });
+    const spawn = pool.spawn.bind(pool);
+    pool.spawn = (index, init) => {
+      this.spawns.push([index, init]);
+      return spawn(index, init);
+    };
+    const post = pool.post.bind(pool);
+    pool.post = (index, message) => {
+      this.posts.push([index, message]);
+      post(index, message);
+    };
+    this.pool = pool;
+    this.supervisor = new Supervisor(this);
+  }
+
+  isDraining(): boolean {
+    return this.isDrainingNow;
+  }
+  lastDispatchedPosition(): number {
+    return this.dispatchedPosition;
+  }
+  workerOf(key: string): number {
+    return workerOfShard(shardOf(key, SHARDS), WORKERS);
+  }
+  markLateness(events: ReadonlyArray<{ atMs: number; receivedAtMs: number }>): boolean[] {
+    return events.map(() => false);
+  }
+  postReplayed(slot: WorkerSlot, batch: WorkerBatch, pageEnd: number): void {
+    this.replayed.push([slot.index, batch.size, pageEnd]);
+  }
+  acked(): Promise<void> {
+    return Promise.resolve();
+  }
+  postAll(): void {
+    this.postAllCalls++;
+  }
+
+  async close(): Promise<void> {
+    this.supervisor.stop();
+    await this.pool.stopAll(1_000);
+  }
+}
+
+async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+test("Supervisor.start() leases the shards of the given workers, spawns them, then releases live events", async () => {
+  const region = new FakeRegion();
+  // user-1 and user-3 live in worker 0, user-0 and user-2 in worker 1.
+  region.store.optOuts = [
+    ["user-0", { type: "do_not_track", sinceMs: 1, source: "event" }],
+    ["user-1", { type: "deletion", sinceMs: 2, source: "api" }],
+    ["user-2", { type: "deletion", sinceMs: 3, source: "api" }],
+  ];
+  try {
+    await region.supervisor.start([1], 0);
+
+    assert.deepEqual(region.store.acquired, [WORKER_1_KEYS]);
+    assert.equal(region.spawns.length, 1);
+    const [index, init] = region.spawns[0];
+    assert.equal(index, 1);
+    assert.equal(init.workerIndex, 1);
+    assert.deepEqual(init.shards, WORKER_1_KEYS.map((key) => [key, { position: 0, epoch: 1 }]));
+    // Privacy requests reach the worker that hosts the user, and only that one.
+    assert.deepEqual(init.optOuts.map(([userId]) => userId), ["user-0", "user-2"]);
+    assert.equal(region.pool.isAlive(1), true);
+    assert.equal(region.pool.isAlive(0), false);
+    assert.equal(region.slots[1].isRecovering, false);
+    assert.equal(region.slots[0].isRecovering, true, "worker 0 was not started");
+    assert.equal(region.postAllCalls, 1);
+    assert.deepEqual(region.deaths, []);
+  } finally {
+    await region.close();
+  }
+});
+
+test("Supervisor.start() throws and leaves no live worker when leasing or the replay fails", async () => {
+  const leaseless = new FakeRegion();
+  const durable = new FakeRegion({ isLogDurable: true });
+  try {
+    leaseless.store.failingAcquires = 1;
+    await assert.rejects(leaseless.supervisor.start([0, 1], 0), /database unavailable/);
+    assert.deepEqual(leaseless.spawns, []);
+    assert.equal(leaseless.postAllCalls, 0);
+    assert.ok(leaseless.slots.every((slot) => slot.isRecovering));
+
+    // The replay fails after the workers were spawned: they are stopped again, not reported dead
+    // (a death would start a restart loop for a start the caller already sees failing).
+    durable.store.log.push(makeEvent({ position: 1 }));
+    durable.store.readLogError = new Error("Cannot read the log: connection reset");
+    await assert.rejects(durable.supervisor.start([0, 1], 1), /connection reset/);
+    assert.deepEqual(durable.spawns.map(([index]) => index).sort(), [0, 1]);
+    assert.equal(durable.pool.isAlive(0), false);
+    assert.equal(durable.pool.isAlive(1), false);
+    assert.deepEqual(durable.deaths, []);
+    assert.equal(durable.postAllCalls, 0);
+    assert.equal(durable.supervisor.restartedWorkers, 0);
+  } finally {
+    await Promise.all([leaseless.close(), durable.close()]);
+  }
+});
+
+test("Supervisor under a cluster: start() leases nothing, adopt() and release() follow the hosting worker", async () => {
+  const region = new FakeRegion({ isCluster: true });
+  try {
+    await region.supervisor.start([0, 1], 0);
+    assert.deepEqual(region.store.acquired, [], "the cluster, not start(), leases shards");
+    assert.deepEqual(region.spawns.map(([, init]) => init.shards), [[], []]);
+    assert.ok(region.spawns.every(([, init]) => init.hasStreamPositions));
+    assert.equal(region.postAllCalls, 1);
+
+    region.supervisor.adopt(
+      new Map([
+        ["user:0", { position: 5, epoch: 2 }],
+        ["device:3", { position: 7, epoch: 3 }],
+        ["content:2", { position: 9, epoch: 4 }],
+      ]),
+    );
+    assert.deepEqual(region.posts, [
+      [0, {
+        type: "adopt",
+        shards: [["user:0", { position: 5, epoch: 2 }], ["content:2", { position: 9, epoch: 4 }]],
+      }],
+      [1, { type: "adopt", shards: [["device:3", { position: 7, epoch: 3 }]] }],
+    ]);
+    assert.deepEqual([...region.slots[0].ownedKeys], ["user:0", "content:2"]);
+    assert.deepEqual([...region.slots[1].ownedKeys], ["device:3"]);
+
+    // The fixture worker does not answer "release": the answer of a live worker is stubbed.
+    const asked: Array<[number, ToWorker]> = [];
+    region.pool.ask = (index, build) => {
+      asked.push([index, build(41)]);
+      return Promise.resolve(`worker ${index}: cannot commit before release`);
+    };
+    region.pool.terminate(1, "test");
+    assert.deepEqual(await region.supervisor.release(["device:3"]), []);
+    assert.deepEqual(asked, [], "a dead worker is not asked");
+    assert.deepEqual([...region.slots[1].ownedKeys], []);
+
+    assert.deepEqual(await region.supervisor.release(["user:0"]), [
+      "worker 0: cannot commit before release",
+    ]);
+    assert.deepEqual(asked, [[0, { type: "release", requestId: 41, keys: ["user:0"] }]]);
+    assert.deepEqual([...region.slots[0].ownedKeys], ["content:2"]);
+  } finally {
+    await region.close();
+  }
+});
+
+test("Supervisor.onReset() tells the cluster which shards were lost, or kills a single-node worker", async () => {
+  const cluster = new FakeRegion({ isCluster: true });
+  const single = new FakeRegion();
+  try {
+    await Promise.all([cluster.supervisor.start([0, 1], 0), single.supervisor.start([0, 1], 0)]);
+
+    cluster.supervisor.adopt(
+      new Map([["user:0", { position: 0, epoch: 2 }], ["content:2", { position: 0, epoch: 2 }]]),
+    );
+    cluster.supervisor.onReset(cluster.slots[0], ["user:0"], "epoch moved");
+    assert.deepEqual(cluster.lost, [["user:0"]]);
+    assert.deepEqual([...cluster.slots[0].ownedKeys], ["content:2"]);
+    assert.equal(cluster.pool.isAlive(0), true, "the worker keeps its other shards");
+    assert.deepEqual(cluster.deaths, []);
+
+    single.supervisor.onReset(single.slots[0], ["user:0"], "epoch moved");
+    assert.equal(single.pool.isAlive(0), false);
+    assert.deepEqual(single.deaths, [[0, "fenced: epoch moved"]]);
+    assert.ok(single.logger.has("error", /Worker 0 was fenced off its shards/));
+    // The death restarts the worker with fresh leases.
+    await until("the restart", () => single.pool.isAlive(0) && !single.slots[0].isRecovering);
+    assert.equal(single.supervisor.restartedWorkers, 1);
+    assert.deepEqual(single.store.acquired.at(-1), WORKER_0_KEYS);
+  } finally {
+    await Promise.all([cluster.close(), single.close()]);
+  }
+});
+
+test("Supervisor.onDeath() while draining releases ack waiters and does not restart", async () => {
+  const region = new FakeRegion();
+  try {
+    await region.supervisor.start([0, 1], 0);
+    let released = 0;
+    region.slots[0].ackWaiters.push(() => released++);
+    region.isDrainingNow = true;
+
+    region.pool.kill(0, "crashed during drain");
+    assert.deepEqual(region.deaths, [[0, "crashed during drain"]]);
+    assert.equal(released, 1, "a flush waiting on the dead worker must not hang");
+    assert.deepEqual(region.slots[0].ackWaiters, []);
+    assert.equal(region.supervisor.restartedWorkers, 0);
+    assert.equal(region.store.acquired.length, 1, "only the start leased shards");
+    assert.equal(region.spawns.length, 2, "only the start spawned workers");
+    assert.equal(region.pool.isAlive(0), false);
+  } finally {
+    await region.close();
+  }
+});
+
+test("Supervisor.onDeath() restarts the worker, backing off 500 ms while leasing fails", async () => {
+  const region = new FakeRegion();
+  try {
+    await region.supervisor.start([0, 1], 0);
+    region.store.failingAcquires = 1;
+    const diedAt = performance.now();
+    region.pool.kill(0, "crashed");
+    const slot = region.slots[0];
+    assert.equal(region.supervisor.restartedWorkers, 1);
+    assert.equal(slot.isRecovering, true, "live events wait while the worker restarts");
+
+    await until("a failed restart", () => slot.restartFailures === 1);
+    assert.ok(region.logger.has("error", /^Cannot restart worker 0: retrying in 500 ms$/));
+    assert.equal(region.pool.isAlive(0), false);
+    assert.equal(slot.isRecovering, true);
+
+    await until("the restart", () => slot.restartFailures === 0 && !slot.isRecovering);
+    assert.ok(performance.now() - diedAt >= 450, "the retry waited for the backoff");
+    assert.equal(region.pool.isAlive(0), true);
+    assert.equal(region.pool.isAlive(1), true, "the other worker is untouched");
+    // Start, the failed attempt and the successful one; each restart leases worker 0's shards only.
+    assert.deepEqual(region.store.acquired, [
+      [...WORKER_0_KEYS, ...WORKER_1_KEYS].sort(byShard),
+      WORKER_0_KEYS,
+      WORKER_0_KEYS,
+    ]);
+    assert.equal(region.postAllCalls, 2, "start, then the restart, released live events");
+    assert.equal(region.supervisor.restartedWorkers, 1);
+    assert.ok(region.logger.has("info", /^Worker 0 restarted after 1 failed attempts$/));
+  } finally {
+    await region.close();
+  }
+});
+
+/** Orders shard keys as `start` lists them: by shard, then user, content, device. */
+function byShard(a: string, b: string): number {
+  const families = ["user", "content", "device"];
+  const [fa, sa] = a.split(":");
+  const [fb, sb] = b.split(":");
+  return Number(sa) - Number(sb) || families.indexOf(fa) - families.indexOf(fb);
+}
