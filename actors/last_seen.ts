@@ -1,86 +1,104 @@
 /**
- * A sliding-window distinct counter: for each value, when it was last seen (event time).
+ * A sliding-window distinct counter: for each value, when it was last seen (event time) and a tag
+ * (the event id, say). Stored as one flat array of `[value, atMs, tag]` triples that the user entity
+ * holds itself, with no wrapper object: most users have one or two values, and this is per-user
+ * memory, multiplied by every active user (a wrapper object costs 48 bytes on Deno's V8, a Map with
+ * an object per entry several times more). So "distinct values within the last W ms" is a scan over
+ * at most `capacity` entries, and the functions return the array to keep, which may be a new one.
  *
  * @module
  */
 
-/** Entries are `[value, atMs, eventId]` triples, flattened. */
+/** What a value or a tag may be: strings, or small integers, which cost no memory of their own. */
+type Scalar = string | number;
+
+/** Sightings of values `V` tagged `T`, flattened; treat as opaque. */
+export type Sightings<V extends Scalar = string, T extends Scalar = string> =
+  & Array<V | number | T>
+  & {
+    readonly __sightings?: [V, T];
+  };
+
 const STRIDE = 3;
-const NO_ENTRIES: ReadonlyArray<string | number> = Object.freeze([]);
+
+/** No sightings: shared, never written into (see {@link see} replaces it). */
+export function noSightings<V extends Scalar, T extends Scalar>(): Sightings<V, T> {
+  return NONE as Sightings<V, T>;
+}
+const NONE = Object.freeze([]) as unknown as Sightings<Scalar, Scalar>;
 
 /**
- * Tracks the last sighting of each distinct value (a region, an IP hash), so "distinct values within
- * the last W ms" is a scan over at most `capacity` entries instead of a list of every event. Kept as
- * one flat array of triples: most users have one or two values, and a small array costs about half
- * of a Map with an object per entry (this is per-user memory, multiplied by every active user).
+ * Records a sighting; keeps the later time and its tag if the value was seen already (events may be
+ * out of order). Past `capacity` values the stalest is forgotten. Returns the sightings to keep.
  */
-export class LastSeen {
-  // A shared empty array until the first sighting: `see` replaces it, never writes into it.
-  #entries = NO_ENTRIES as Array<string | number>;
-  #capacity: number;
-
-  constructor(capacity: number) {
-    this.#capacity = capacity;
-  }
-
-  /** Records a sighting; keeps the later time if the value was seen already (events may be out of order). */
-  see(value: string, atMs: number, eventId: string): void {
-    const e = this.#entries;
-    for (let i = 0; i < e.length; i += STRIDE) {
-      if (e[i] !== value) continue;
-      if ((e[i + 1] as number) <= atMs) {
-        e[i + 1] = atMs;
-        e[i + 2] = eventId;
-      }
-      return;
+export function see<V extends Scalar, T extends Scalar>(
+  e: Sightings<V, T>,
+  value: V,
+  atMs: number,
+  tag: T,
+  capacity: number,
+): Sightings<V, T> {
+  for (let i = 0; i < e.length; i += STRIDE) {
+    if (e[i] !== value) continue;
+    if ((e[i + 1] as number) <= atMs) {
+      e[i + 1] = atMs;
+      e[i + 2] = tag;
     }
-    if (e.length >= this.#capacity * STRIDE) this.#forgetStalest();
-    // Copied, not pushed: a push grows the backing store by 16 slots, and new values are rare.
-    this.#entries = this.#entries.concat(value, atMs, eventId);
+    return e;
   }
+  const kept = e.length >= capacity * STRIDE ? withoutStalest(e) : e;
+  // Copied, not pushed: a push grows the backing store by 16 slots, and new values are rare.
+  return kept.concat(value, atMs, tag) as Sightings<V, T>;
+}
 
-  /** Distinct values seen at or after `sinceMs`, sorted. */
-  keysSince(sinceMs: number): string[] {
-    const keys: string[] = [];
-    const e = this.#entries;
-    for (let i = 0; i < e.length; i += STRIDE) {
-      if ((e[i + 1] as number) >= sinceMs) keys.push(e[i] as string);
-    }
-    return keys.sort();
+/** Distinct values seen at or after `sinceMs`, sorted. */
+export function keysSince<V extends Scalar, T extends Scalar>(
+  e: Sightings<V, T>,
+  sinceMs: number,
+): V[] {
+  const keys: V[] = [];
+  for (let i = 0; i < e.length; i += STRIDE) {
+    if ((e[i + 1] as number) >= sinceMs) keys.push(e[i] as V);
   }
+  return keys.sort();
+}
 
-  /** Number of distinct values seen at or after `sinceMs`, only those `isCounted` accepts if given. */
-  countSince(sinceMs: number, isCounted?: (value: string) => boolean): number {
-    let n = 0;
-    const e = this.#entries;
-    for (let i = 0; i < e.length; i += STRIDE) {
-      if ((e[i + 1] as number) < sinceMs) continue;
-      if (isCounted === undefined || isCounted(e[i] as string)) n++;
-    }
-    return n;
+/** Number of distinct values seen at or after `sinceMs`, only those tagged `tag` if given. */
+export function countSince<V extends Scalar, T extends Scalar>(
+  e: Sightings<V, T>,
+  sinceMs: number,
+  tag?: T,
+): number {
+  let n = 0;
+  for (let i = 0; i < e.length; i += STRIDE) {
+    if ((e[i + 1] as number) < sinceMs) continue;
+    if (tag === undefined || e[i + 2] === tag) n++;
   }
+  return n;
+}
 
-  /** Last event id of each value seen at or after `sinceMs`, oldest first. */
-  eventIdsSince(sinceMs: number): string[] {
-    const found: Array<{ atMs: number; eventId: string }> = [];
-    const e = this.#entries;
-    for (let i = 0; i < e.length; i += STRIDE) {
-      const atMs = e[i + 1] as number;
-      if (atMs >= sinceMs) found.push({ atMs, eventId: e[i + 2] as string });
-    }
-    return found.sort((a, b) => a.atMs - b.atMs).map((f) => f.eventId);
+/** The latest tag of each value seen at or after `sinceMs`, oldest sighting first. */
+export function tagsSince<V extends Scalar, T extends Scalar>(
+  e: Sightings<V, T>,
+  sinceMs: number,
+): T[] {
+  const found: Array<{ atMs: number; tag: T }> = [];
+  for (let i = 0; i < e.length; i += STRIDE) {
+    const atMs = e[i + 1] as number;
+    if (atMs >= sinceMs) found.push({ atMs, tag: e[i + 2] as T });
   }
+  return found.sort((a, b) => a.atMs - b.atMs).map((f) => f.tag);
+}
 
-  #forgetStalest(): void {
-    const e = this.#entries;
-    let stalest = -1;
-    let stalestMs = Infinity;
-    for (let i = 0; i < e.length; i += STRIDE) {
-      if ((e[i + 1] as number) < stalestMs) {
-        stalestMs = e[i + 1] as number;
-        stalest = i;
-      }
+function withoutStalest<V extends Scalar, T extends Scalar>(e: Sightings<V, T>): Sightings<V, T> {
+  let stalest = -1;
+  let stalestMs = Infinity;
+  for (let i = 0; i < e.length; i += STRIDE) {
+    if ((e[i + 1] as number) < stalestMs) {
+      stalestMs = e[i + 1] as number;
+      stalest = i;
     }
-    if (stalest !== -1) this.#entries = e.filter((_, j) => j < stalest || j >= stalest + STRIDE);
   }
+  if (stalest === -1) return e;
+  return e.filter((_, j) => j < stalest || j >= stalest + STRIDE) as Sightings<V, T>;
 }

@@ -1,74 +1,76 @@
 /**
  * A user's running playback segments: per device and title, the event time playback started. Kept
- * as two small parallel arrays (most users play one thing at a time; a Map per user costs several
- * times more) and capped, so a TV that starts many titles without ever stopping cannot grow it.
+ * as one flat array of `[key, startMs]` pairs that the user entity holds itself (most users play one
+ * thing at a time; a Map per user, or even a wrapper object, costs several times more), and capped,
+ * so a TV that starts many titles without ever stopping cannot grow it. The functions that change it
+ * return the array to keep, which may be a new one.
  *
  * @module
  */
 
-/** Entries are `[key, startMs]` pairs, flattened. */
+/** Open segments by key (`device + KEY_SEP + content`), flattened; treat as opaque. */
+export type OpenSegments = Array<string | number> & { readonly __segments?: true };
+
 const STRIDE = 2;
-const NO_ENTRIES: ReadonlyArray<string | number> = Object.freeze([]);
+const NONE = Object.freeze([]) as unknown as OpenSegments;
 
-/** Open segments by key (`device + KEY_SEP + content`), at most `capacity`. */
-export class OpenSegments {
-  // A shared empty array until the first segment: `start` replaces it, never writes into it.
-  #entries = NO_ENTRIES as Array<string | number>;
-  #capacity: number;
+/** No open segment: shared, never written into (the functions below replace it). */
+export function noSegments(): OpenSegments {
+  return NONE;
+}
 
-  constructor(capacity: number) {
-    this.#capacity = capacity;
+/** Start time of the key's open segment, if any. */
+export function segmentStart(e: OpenSegments, key: string): number | undefined {
+  const i = indexOf(e, key);
+  return i === -1 ? undefined : e[i + 1] as number;
+}
+
+/**
+ * Opens (or restarts) the key's segment; past `capacity` segments the earliest-started one is
+ * dropped. Returns the segments to keep.
+ */
+export function startSegment(
+  e: OpenSegments,
+  key: string,
+  atMs: number,
+  capacity: number,
+): OpenSegments {
+  const i = indexOf(e, key);
+  if (i !== -1) {
+    e[i + 1] = atMs;
+    return e;
   }
+  const kept = e.length >= capacity * STRIDE ? without(e, earliest(e)) : e;
+  // Copied, not pushed: a push grows the backing store by 16 slots, and new keys are rare.
+  return kept.concat(key, atMs) as OpenSegments;
+}
 
-  /** Start time of the key's open segment, if any. */
-  get(key: string): number | undefined {
-    const i = this.#indexOf(key);
-    return i === -1 ? undefined : this.#entries[i + 1] as number;
-  }
+/** Closes the key's segment; returns the segments to keep. */
+export function endSegment(e: OpenSegments, key: string): OpenSegments {
+  const i = indexOf(e, key);
+  return i === -1 ? e : without(e, i);
+}
 
-  /** Opens (or restarts) the key's segment; past capacity the earliest-started one is dropped. */
-  start(key: string, atMs: number): void {
-    const i = this.#indexOf(key);
-    if (i !== -1) {
-      this.#entries[i + 1] = atMs;
-      return;
-    }
-    if (this.#entries.length >= this.#capacity * STRIDE) this.#remove(this.#earliest());
-    // Copied, not pushed: a push grows the backing store by 16 slots, and new keys are rare.
-    this.#entries = this.#entries.concat(key, atMs);
-  }
+/** Whether any open segment started at or after `sinceMs`. */
+export function hasStartedSince(e: OpenSegments, sinceMs: number): boolean {
+  for (let i = 0; i < e.length; i += STRIDE) if ((e[i + 1] as number) >= sinceMs) return true;
+  return false;
+}
 
-  /** Closes the key's segment. */
-  end(key: string): void {
-    const i = this.#indexOf(key);
-    if (i !== -1) this.#remove(i);
-  }
+function indexOf(e: OpenSegments, key: string): number {
+  for (let i = 0; i < e.length; i += STRIDE) if (e[i] === key) return i;
+  return -1;
+}
 
-  /** Whether any open segment started at or after `sinceMs`. */
-  hasStartedSince(sinceMs: number): boolean {
-    const e = this.#entries;
-    for (let i = 0; i < e.length; i += STRIDE) if ((e[i + 1] as number) >= sinceMs) return true;
-    return false;
+function earliest(e: OpenSegments): number {
+  let found = 0;
+  for (let i = STRIDE; i < e.length; i += STRIDE) {
+    if ((e[i + 1] as number) < (e[found + 1] as number)) found = i;
   }
+  return found;
+}
 
-  #indexOf(key: string): number {
-    const e = this.#entries;
-    for (let i = 0; i < e.length; i += STRIDE) if (e[i] === key) return i;
-    return -1;
-  }
-
-  #earliest(): number {
-    const e = this.#entries;
-    let earliest = 0;
-    for (let i = STRIDE; i < e.length; i += STRIDE) {
-      if ((e[i + 1] as number) < (e[earliest + 1] as number)) earliest = i;
-    }
-    return earliest;
-  }
-
-  #remove(i: number): void {
-    this.#entries = this.#entries.length === STRIDE
-      ? NO_ENTRIES as Array<string | number>
-      : this.#entries.filter((_, j) => j < i || j >= i + STRIDE);
-  }
+function without(e: OpenSegments, i: number): OpenSegments {
+  if (e.length === STRIDE) return NONE;
+  return e.filter((_, j) => j < i || j >= i + STRIDE) as OpenSegments;
 }

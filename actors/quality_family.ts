@@ -44,6 +44,7 @@ export interface QualityFamilyOptions {
 }
 
 interface WindowCounts {
+  startMs: number;
   eventCount: number;
   errorCount: number;
   /** Created on the window's first error: most windows have none (per-entity memory). */
@@ -63,9 +64,16 @@ const NO_ERRORS: Readonly<WindowErrors> = Object.freeze({
   devices: new Set<string>(),
 });
 
+/** Shared by entities with no window; never written into (windows are replaced, not pushed). */
+const NO_WINDOWS = Object.freeze([]) as unknown as WindowCounts[];
+
 interface QualityEntity {
   lastTouchedMs: number;
-  windows: Map<number, WindowCounts>;
+  /**
+   * Open windows, usually one: an array costs about a third of a Map's memory per title or TV, and
+   * its length is bounded by the windows between the lateness horizon and the clock.
+   */
+  windows: WindowCounts[];
 }
 
 /** Error event ids kept per window as evidence. */
@@ -102,10 +110,11 @@ export class QualityFamily {
     const entity = this.#entity(key, nowMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
-    let counts = entity.windows.get(windowStartMs);
+    let counts = entity.windows.find((w) => w.startMs === windowStartMs);
     if (counts === undefined) {
-      counts = { eventCount: 0, errorCount: 0 };
-      entity.windows.set(windowStartMs, counts);
+      counts = { startMs: windowStartMs, eventCount: 0, errorCount: 0 };
+      // Copied, not pushed: a push grows the backing store by 16 slots, and most entities have one.
+      entity.windows = entity.windows.concat(counts);
     }
     counts.eventCount++;
     if (event.type === "ERROR") {
@@ -161,8 +170,9 @@ export class QualityFamily {
     this.#recent.prune(horizonMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     for (const entity of this.#entities.values()) {
-      for (const startMs of entity.windows.keys()) {
-        if (startMs + windowMs < horizonMs) entity.windows.delete(startMs);
+      if (entity.windows.some((w) => w.startMs + windowMs < horizonMs)) {
+        const open = entity.windows.filter((w) => w.startMs + windowMs >= horizonMs);
+        entity.windows = open.length === 0 ? NO_WINDOWS : open;
       }
     }
   }
@@ -174,7 +184,7 @@ export class QualityFamily {
   passivate(idleSinceMs: number): number {
     let evicted = 0;
     for (const [key, entity] of this.#entities) {
-      if (entity.lastTouchedMs < idleSinceMs && entity.windows.size === 0) {
+      if (entity.lastTouchedMs < idleSinceMs && entity.windows.length === 0) {
         this.#entities.delete(key);
         evicted++;
       }
@@ -185,7 +195,7 @@ export class QualityFamily {
   #entity(key: string, nowMs: number): QualityEntity {
     let entity = this.#entities.get(key);
     if (entity === undefined) {
-      entity = { lastTouchedMs: nowMs, windows: new Map() };
+      entity = { lastTouchedMs: nowMs, windows: NO_WINDOWS };
       this.#entities.set(key, entity);
     }
     entity.lastTouchedMs = nowMs;

@@ -34,8 +34,15 @@ import {
 } from "./pending.ts";
 import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
-import { LastSeen } from "./last_seen.ts";
-import { OpenSegments } from "./open_segments.ts";
+import { countSince, keysSince, noSightings, see, type Sightings, tagsSince } from "./last_seen.ts";
+import {
+  endSegment,
+  hasStartedSince,
+  noSegments,
+  type OpenSegments,
+  segmentStart,
+  startSegment,
+} from "./open_segments.ts";
 
 /** Settings of the user family. */
 export interface UserFamilyOptions {
@@ -61,8 +68,13 @@ interface UserEntity {
   lastTouchedMs: number;
   /** Running playback segments by `device + KEY_SEP + content`: event time the segment started. */
   segments: OpenSegments;
-  regions: LastSeen;
-  ipHashes: LastSeen;
+  /** Regions with the id of the latest event from each (the sharing flag's sample). */
+  regions: Sightings<string, string>;
+  /**
+   * Networks as {@link networkFingerprint}s of their IP hashes, tagged with the hash key's index
+   * (see {@link UserFamily}'s key ids): only counted, never shown, so no hash string is kept.
+   */
+  networks: Sightings<number, number>;
   /** The latest UTC day with privacy-flagged events, and a bounded sample of their ids. */
   privacyDay?: { dayMs: number; eventIds: string[] };
 }
@@ -88,6 +100,16 @@ export class UserFamily {
    */
   #dntSettings = new Map<string, DntSetting[]>();
   #scratch = emptyBatch();
+  /**
+   * Each IP hash key id seen, as a small index, so a sighting holds a number, not the key's name.
+   * Bounded by the key rotations this server has seen (key ids are the server's, not the client's).
+   */
+  #ipKeyIndexes = new Map<string, number>();
+  /**
+   * One string per region, shared by every user who was there: a region arrives as a fresh string in
+   * each event, and would otherwise be kept once per user. Bounded: regions are validated codes.
+   */
+  #regionNames = new Map<string, string>();
 
   constructor(options: UserFamilyOptions) {
     this.#o = options;
@@ -173,21 +195,47 @@ export class UserFamily {
   /** Adds the event to the user's sliding window and returns what the window holds. */
   #sharingFacts(entity: UserEntity, event: TelemetryEvent): SharingFacts {
     // With SHARING_REGION_LEVEL=country, US-CA and US-NY are one region (US) to the sharing rule.
-    const region = this.#o.thresholds.sharingRegionLevel === "country"
-      ? event.region.split("-")[0]
-      : event.region;
-    entity.regions.see(region, event.atMs, event.eventId);
-    entity.ipHashes.see(event.ipHash, event.atMs, event.eventId);
+    const region = this.#regionName(
+      this.#o.thresholds.sharingRegionLevel === "country"
+        ? event.region.split("-")[0]
+        : event.region,
+    );
+    entity.regions = see(entity.regions, region, event.atMs, event.eventId, MAX_DISTINCT_PER_USER);
+    const keyIndex = this.#ipKeyIndex(event.ipHash);
+    const fingerprint = networkFingerprint(event.ipHash);
+    entity.networks = see(
+      entity.networks,
+      fingerprint,
+      event.atMs,
+      keyIndex,
+      MAX_DISTINCT_PER_USER,
+    );
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
-    // Hashes are compared only within the event's key: after a rotation one address has two hashes.
-    const isSameKey = sameIpHashKey(event.ipHash);
     return {
       windowStartMs: sinceMs,
       windowEndMs: event.atMs,
-      regions: entity.regions.keysSince(sinceMs),
-      ipHashCount: entity.ipHashes.countSince(sinceMs, isSameKey),
-      sampleEventIds: entity.regions.eventIdsSince(sinceMs),
+      regions: keysSince(entity.regions, sinceMs),
+      // Hashes are compared only within the event's key: after a rotation one address has two hashes.
+      ipHashCount: countSince(entity.networks, sinceMs, keyIndex),
+      sampleEventIds: tagsSince(entity.regions, sinceMs),
     };
+  }
+
+  #ipKeyIndex(ipHash: string): number {
+    const keyId = ipHashKeyIdOf(ipHash);
+    let index = this.#ipKeyIndexes.get(keyId);
+    if (index === undefined) {
+      index = this.#ipKeyIndexes.size;
+      this.#ipKeyIndexes.set(keyId, index);
+    }
+    return index;
+  }
+
+  #regionName(region: string): string {
+    const shared = this.#regionNames.get(region);
+    if (shared !== undefined) return shared;
+    this.#regionNames.set(region, region);
+    return region;
   }
 
   /**
@@ -232,9 +280,9 @@ export class UserFamily {
     let evicted = 0;
     for (const [userId, entity] of this.#entities) {
       if (entity.lastTouchedMs >= idleSinceMs) continue;
-      if (entity.regions.countSince(sightingsSinceMs) > 0) continue;
-      if (entity.ipHashes.countSince(sightingsSinceMs) > 0) continue;
-      if (entity.segments.hasStartedSince(segmentsSinceMs)) continue;
+      if (countSince(entity.regions, sightingsSinceMs) > 0) continue;
+      if (countSince(entity.networks, sightingsSinceMs) > 0) continue;
+      if (hasStartedSince(entity.segments, segmentsSinceMs)) continue;
       this.#entities.delete(userId);
       evicted++;
     }
@@ -264,9 +312,9 @@ export class UserFamily {
     if (entity === undefined) {
       entity = {
         lastTouchedMs: nowMs,
-        segments: new OpenSegments(MAX_OPEN_SEGMENTS),
-        regions: new LastSeen(MAX_DISTINCT_PER_USER),
-        ipHashes: new LastSeen(MAX_DISTINCT_PER_USER),
+        segments: noSegments(),
+        regions: noSightings(),
+        networks: noSightings(),
       };
       this.#entities.set(userId, entity);
     }
@@ -282,14 +330,16 @@ export class UserFamily {
   #advanceSession(entity: UserEntity, event: TelemetryEvent): number {
     if (event.type === "SEEK") return 0;
     const key = event.deviceId + KEY_SEP + event.contentId;
-    const startMs = entity.segments.get(key);
+    const startMs = segmentStart(entity.segments, key);
     if (startMs !== undefined && event.atMs < startMs) return 0;
     let watchTimeMs = 0;
     if (startMs !== undefined) {
       watchTimeMs = Math.min(event.atMs - startMs, this.#o.maxSegmentMs);
-      entity.segments.end(key);
+      entity.segments = endSegment(entity.segments, key);
     }
-    if (event.type === "PLAY") entity.segments.start(key, event.atMs);
+    if (event.type === "PLAY") {
+      entity.segments = startSegment(entity.segments, key, event.atMs, MAX_OPEN_SEGMENTS);
+    }
     return watchTimeMs;
   }
 
@@ -361,14 +411,15 @@ export function ipHashKeyIdOf(ipHash: string): string {
 }
 
 /**
- * A test for "made with the same key as `ipHash`" that reads the key id once, not once per
- * compared hash (it runs on every event, over every sighting of the user).
+ * A 30-bit fingerprint of an IP hash (FNV-1a), small enough to be stored as an immediate integer:
+ * about 100 bytes less per user than the hash string. Two of one user's networks share a
+ * fingerprint with a chance of about n² / 2³¹ (n networks within the window: 2 in 10⁹ for two), and
+ * then count once; the rule can only under-count by that, never invent a network.
  */
-export function sameIpHashKey(ipHash: string): (other: string) => boolean {
-  const keyId = ipHashKeyIdOf(ipHash);
-  if (keyId === "") return (other) => other.indexOf(":") === -1;
-  const prefix = keyId + ":";
-  return (other) => other.startsWith(prefix);
+export function networkFingerprint(ipHash: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < ipHash.length; i++) h = Math.imul(h ^ ipHash.charCodeAt(i), 0x01000193);
+  return h & 0x3fffffff;
 }
 
 /** The value of a dimension a TV did not report. */

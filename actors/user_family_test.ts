@@ -6,7 +6,12 @@ import { makeEvent, makeFactDims, T0, testConfig } from "../tests/fixtures.ts";
 import { IpAnonymizer } from "../routes/ip_anonymizer.ts";
 import { emptyBatch } from "./pending.ts";
 import { shardOf } from "./shard_of.ts";
-import { ipHashKeyIdOf, sameIpHashKey, UserFamily, type UserFamilyOptions } from "./user_family.ts";
+import {
+  ipHashKeyIdOf,
+  networkFingerprint,
+  UserFamily,
+  type UserFamilyOptions,
+} from "./user_family.ts";
 
 const SHARDS = 8;
 const MINUTE = 60_000;
@@ -538,14 +543,27 @@ Deno.test("ipHashKeyIdOf() reads the key id before the colon, empty for a legacy
   assert.equal(ipHashKeyIdOf("erased-abc"), "");
 });
 
-Deno.test("sameIpHashKey() matches hashes of one key only, legacy hashes among themselves", () => {
-  const isKeyA = sameIpHashKey("a:" + "1".repeat(64));
-  assert.equal(isKeyA("a:" + "2".repeat(64)), true);
-  assert.equal(isKeyA("ab:" + "2".repeat(64)), false);
-  assert.equal(isKeyA("2".repeat(64)), false);
-  const isLegacy = sameIpHashKey("1".repeat(64));
-  assert.equal(isLegacy("2".repeat(64)), true);
-  assert.equal(isLegacy("a:" + "2".repeat(64)), false);
+Deno.test("networkFingerprint() is a small integer, stable, and tells 100,000 real hashes apart", async () => {
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode("test-secret"),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const seen = new Set<number>();
+  for (let i = 0; i < 100_000; i++) {
+    const mac = new Uint8Array(
+      await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`10.${i >> 8}.${i & 255}.1`)),
+    );
+    const hash = "k1:" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+    const fingerprint = networkFingerprint(hash);
+    assert.ok(Number.isInteger(fingerprint) && fingerprint >= 0 && fingerprint < 2 ** 30);
+    assert.equal(networkFingerprint(hash), fingerprint);
+    seen.add(fingerprint);
+  }
+  // Expected collisions among 100,000 random 30-bit values: about 4.7.
+  assert.ok(seen.size >= 100_000 - 20, `${100_000 - seen.size} collisions`);
 });
 
 Deno.test("UserFamily.apply() does not count regions seen longer than the sharing window ago", () => {
