@@ -132,7 +132,7 @@ export type AppendPath = "copy" | "insert";
 export interface CopyLogWriterOptions {
   /** A pool of its own, with one connection per concurrent append. */
   pool: pg.Pool;
-  /** The exact path: `appendToLog` over Kysely, at the same positions. */
+  /** The exact path: `appendToLog` over Kysely, at the same positions (one statement). */
   insert: (rows: PositionedRow[]) => Promise<AppendResult>;
   /** Event ids whose fingerprints are remembered (default 200,000: about 6 MB). */
   recentIds?: number;

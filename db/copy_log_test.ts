@@ -170,6 +170,32 @@ test({
 });
 
 test({
+  name:
+    "[postgres] appendToLog stores new events and counts every kind of duplicate, in one statement",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db }) => {
+      await sql`insert into erased_events (event_hash, erased_at) values (md5('gone'), now())`
+        .execute(db);
+      const first = await appendToLog(db, rows(["a", "b", "a"]));
+      assert.deepEqual([...first.positions.keys()], ["a", "b"]);
+      assert.equal(first.duplicates, 1);
+      // A retry of a stored event and of an erased one: nothing stored, both counted.
+      const second = await appendToLog(db, rows(["b", "gone", "c"]));
+      assert.deepEqual([...second.positions.keys()], ["c"]);
+      assert.equal(second.duplicates, 2);
+      assert.equal(await storedCount(db), 3);
+      assert.equal(await duplicateCounter(db), 3);
+      const back = await readLog(db, 0, 1_000, 10);
+      assert.deepEqual(back.map((e) => e.position), [
+        first.positions.get("a"),
+        first.positions.get("b"),
+        second.positions.get("c"),
+      ]);
+    }),
+});
+
+test({
   name: "[postgres] CopyLogWriter treats the retry of an erased event as a duplicate",
   ...onPostgres,
   fn: () =>

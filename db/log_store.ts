@@ -33,10 +33,16 @@ export async function insertRawEvents(
   db: Db,
   rows: ReadonlyArray<LogRow & { position?: number }>,
 ): Promise<Array<{ event_id: string; position: string | number }>> {
+  const result = await insertStatement(rows).execute(db);
+  return result.rows;
+}
+
+/** The `insert ... returning event_id, position` of {@link insertRawEvents}. */
+function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
   const col = <T>(pick: (r: LogRow & { position?: number }) => T) => rows.map(pick);
   const hasPositions = rows.some((r) => r.position !== undefined);
   const positions = hasPositions ? col((r) => r.position ?? null) : rows.map(() => null);
-  const result = await sql<{ event_id: string; position: string | number }>`
+  return sql<{ event_id: string; position: string | number }>`
     insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
       occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
       do_not_track, is_late, extra_metadata, client_is_eu, subscription_plan)
@@ -61,26 +67,25 @@ export async function insertRawEvents(
     where not exists (select 1 from erased_events t where t.event_hash = md5(e.event_id))
     order by e.ord
     on conflict (event_id) do nothing
-    returning event_id, position`.execute(db);
-  return result.rows;
+    returning event_id, position`;
 }
 
 /**
- * Appends events to the log in one transaction and counts the duplicates it skipped in the same
- * transaction, so the duplicate counter is exact whatever happens afterwards.
+ * Appends events to the log and counts the duplicates it skipped, in one statement (so in one
+ * transaction and one round trip): the duplicate counter is exact whatever happens afterwards.
  */
 export async function appendToLog(db: Db, rows: LogRow[]): Promise<AppendResult> {
-  return await db.transaction().execute(async (trx) => {
-    const inserted = await insertRawEvents(trx, rows);
-    const positions = new Map(inserted.map((r) => [r.event_id, Number(r.position)]));
-    const duplicates = rows.length - positions.size;
-    if (duplicates > 0) {
-      await sql`insert into stat_counters (name, value) values ('duplicate_events', ${duplicates})
-        on conflict (name) do update set value = stat_counters.value + excluded.value`
-        .execute(trx);
-    }
-    return { positions, duplicates };
-  });
+  const result = await sql<{ event_id: string; position: string | number }>`
+    with inserted as (${insertStatement(rows)}),
+    counted as (
+      insert into stat_counters (name, value)
+      select 'duplicate_events', ${rows.length}::int - count(*) from inserted
+      having ${rows.length}::int - count(*) > 0
+      on conflict (name) do update set value = stat_counters.value + excluded.value
+    )
+    select event_id, position from inserted`.execute(db);
+  const positions = new Map(result.rows.map((r) => [r.event_id, Number(r.position)]));
+  return { positions, duplicates: rows.length - positions.size };
 }
 
 /** Log entries with `afterPosition < position <= throughPosition`, in position order. */

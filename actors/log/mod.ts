@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Kysely } from "kysely";
+import { Kysely, PostgresDialect } from "kysely";
 // @ts-types="@types/pg"
 import pg from "pg";
 import { type AppendPath, CopyLogWriter } from "../../db/copy_log.ts";
@@ -116,17 +116,23 @@ export async function openLog(config: Config, deps: LogDeps): Promise<EventLog> 
     case "memory":
       return new MemoryLog(deps.region);
     case "postgres": {
-      const insert = (rows: PositionedRow[]) => appendToLog(deps.db, rows);
       const insertCounted = (rows: PositionedRow[]) => {
         deps.onAppendPath?.("insert", rows.length);
-        return insert(rows);
+        return appendToLog(deps.db, rows);
       };
-      // On PostgreSQL the appender COPYs on a connection of its own; PGlite takes the insert path.
-      const copy = config.databaseUrl === undefined ? undefined : new CopyLogWriter({
-        pool: appenderPool(config.databaseUrl, deps.logger, CONCURRENT_APPENDS),
-        insert,
-        onPath: deps.onAppendPath,
-      });
+      // On PostgreSQL the appender writes on connections of its own (COPY, or the one-statement
+      // insert for small groups and retries); PGlite always takes the insert.
+      let copy: CopyLogWriter | undefined;
+      if (config.databaseUrl !== undefined) {
+        const pool = appenderPool(config.databaseUrl, deps.logger, CONCURRENT_APPENDS);
+        // Over the same pool; closing the writer ends it.
+        const appenderDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+        copy = new CopyLogWriter({
+          pool,
+          insert: (rows) => appendToLog(appenderDb, rows),
+          onPath: deps.onAppendPath,
+        });
+      }
       return new PostgresLog(deps.region, {
         append: async (rows) => {
           const result = await (copy === undefined ? insertCounted(rows) : copy.append(rows));
