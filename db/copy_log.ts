@@ -181,30 +181,34 @@ export class CopyLogWriter {
   }
 
   /**
-   * COPYs the rows in one transaction of three round trips (begin with the tombstone check, COPY,
-   * commit); null when they must take the exact path instead.
+   * COPYs the rows atomically: the tombstone check then COPY (which commits itself), or, when the
+   * group repeats ids, both in a transaction that also counts the repeats; null when they must take
+   * the exact path instead.
    */
   async #copy(rows: PositionedRow[], repeated: number): Promise<AppendResult | null> {
     const client = await this.#o.pool.connect();
     let isReleased = false;
     try {
-      // One simple-protocol round trip for both statements (no parameters).
-      const opened = await client.query(
-        "begin; select exists (select 1 from erased_events) as erased",
-      ) as unknown as Array<pg.QueryResult<{ erased: boolean }>>;
+      // COPY is one statement, so on its own it commits atomically: a transaction is only needed to
+      // count repeats in the same commit. Without one, COPY's completion is the commit, which saves
+      // a round trip (single events wait for it).
+      const isTransaction = repeated > 0;
+      const opened = isTransaction
+        ? (await client.query(`begin; ${ANY_ERASED}`) as unknown as ErasedResult[])[1]
+        : await client.query(ANY_ERASED) as ErasedResult;
       // An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
-      if (opened[1].rows[0].erased && await isAnyErased(client, rows)) {
-        await client.query("rollback");
+      if (opened.rows[0].erased && await isAnyErased(client, rows)) {
+        if (isTransaction) await client.query("rollback");
         return null;
       }
       await streamCopy(client, encodeRows(rows));
-      // `repeated` is a count this process computed: safe to inline.
-      await client.query(
-        repeated > 0
-          ? `insert into stat_counters (name, value) values ('duplicate_events', ${repeated})
-            on conflict (name) do update set value = stat_counters.value + excluded.value; commit`
-          : "commit",
-      );
+      if (isTransaction) {
+        // `repeated` is a count this process computed: safe to inline.
+        await client.query(
+          `insert into stat_counters (name, value) values ('duplicate_events', ${repeated})
+            on conflict (name) do update set value = stat_counters.value + excluded.value; commit`,
+        );
+      }
       return {
         positions: new Map(rows.map((r) => [r.eventId, r.position])),
         duplicates: repeated,
@@ -221,6 +225,10 @@ export class CopyLogWriter {
     }
   }
 }
+
+/** Whether any event was ever erased (the tombstones are then checked per id). */
+const ANY_ERASED = "select exists (select 1 from erased_events) as erased";
+type ErasedResult = pg.QueryResult<{ erased: boolean }>;
 
 async function isAnyErased(client: pg.PoolClient, rows: PositionedRow[]): Promise<boolean> {
   const result = await client.query<{ n: number }>(
