@@ -78,6 +78,8 @@ export type ToWorker =
 export interface WorkerStatus {
   pendingEvents: number;
   entities: number;
+  /** The worker isolate's V8 heap in use, in bytes, live state and not yet collected garbage. */
+  heapUsedBytes: number;
   isFlushFailing: boolean;
   lastFlushError: string | null;
   /** Flushes measured since the previous status this worker sent (absent when there were none). */

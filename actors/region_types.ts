@@ -116,7 +116,13 @@ export interface RegionHealth {
 
 /** A worker's status before it reported any. */
 export function idleStatus(): WorkerStatus {
-  return { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null };
+  return {
+    pendingEvents: 0,
+    entities: 0,
+    heapUsedBytes: 0,
+    isFlushFailing: false,
+    lastFlushError: null,
+  };
 }
 
 /** A slot whose worker is not started yet: live events wait in its buffer until it is. */

@@ -211,6 +211,7 @@ export class ShardHost {
     return {
       pendingEvents: this.#pendingEvents + this.#inFlightEvents,
       entities: this.#users.entityCount + this.#contents.entityCount + this.#devices.entityCount,
+      heapUsedBytes: Deno.memoryUsage().heapUsed,
       isFlushFailing: this.#lastFlushError !== null,
       lastFlushError: this.#lastFlushError,
     };

@@ -49,6 +49,7 @@ export function healthRoutes(
         batches_in_flight: w.inFlight,
         pending_events: w.pendingEvents,
         entities: w.entities,
+        heap_used_mb: Math.round(w.heapUsedBytes / 104_857.6) / 10,
       })),
     };
     return c.json(body, problems.length === 0 ? 200 : 503);

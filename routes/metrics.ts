@@ -38,6 +38,8 @@ export class PipelineMetrics {
   #flushFailures;
   #flags;
   #pending;
+  #entities;
+  #heap;
   #inFlight;
   #failing;
   #lag;
@@ -90,6 +92,11 @@ export class PipelineMetrics {
     this.#pending = gauge("worker_pending_events", "Events applied by a worker, not yet flushed.");
     this.#inFlight = gauge("worker_batches_in_flight", "Batches posted to a worker, not acked.");
     this.#failing = gauge("worker_flush_failing", "1 while a worker's last flush failed.");
+    this.#entities = gauge("worker_entities", "Users, titles and TVs a worker holds in memory.");
+    this.#heap = gauge(
+      "worker_heap_used_bytes",
+      "A worker's V8 heap in use (live state and uncollected garbage), as of its last status.",
+    );
     this.#lag = new client.Gauge({
       name: "log_lag_events",
       help: "Events accepted into the log but not yet applied by a worker (buffered or in flight).",
@@ -210,12 +217,16 @@ export class PipelineMetrics {
     this.#pending.reset();
     this.#inFlight.reset();
     this.#failing.reset();
+    this.#entities.reset();
+    this.#heap.reset();
     let lag = 0;
     for (const w of health.workers) {
       const worker = String(w.index);
       this.#pending.set({ worker }, w.pendingEvents);
       this.#inFlight.set({ worker }, w.inFlight);
       this.#failing.set({ worker }, w.isFlushFailing ? 1 : 0);
+      this.#entities.set({ worker }, w.entities);
+      this.#heap.set({ worker }, w.heapUsedBytes);
       lag += w.unappliedEvents;
     }
     this.#lag.set(lag);

@@ -155,7 +155,11 @@ test("[metrics] routes are labelled by pattern, workers by index, flushes report
       assert.equal(samples.get(`worker_pending_events{worker="${worker}"}`), 0);
       assert.equal(samples.get(`worker_batches_in_flight{worker="${worker}"}`), 0);
       assert.equal(samples.get(`worker_flush_failing{worker="${worker}"}`), 0);
+      assert.ok((samples.get(`worker_heap_used_bytes{worker="${worker}"}`) ?? 0) > 0);
     }
+    // Three users, one title, one TV; each family lives in the worker that owns its shard.
+    const entities = ["0", "1"].map((w) => samples.get(`worker_entities{worker="${w}"}`) ?? 0);
+    assert.equal(entities[0] + entities[1], 5);
     assert.equal(samples.get("log_lag_events"), 0);
     // The memory log leaves raw events to the flushes: every accepted event is one row.
     assert.equal(samples.get('flush_rows_total{table="raw_events"}'), 3);

@@ -333,7 +333,10 @@ const READINESS = z.object({
     alive: z.boolean(),
     batches_in_flight: COUNT,
     pending_events: COUNT,
-    entities: COUNT,
+    entities: COUNT.meta({ description: "Users, titles and TVs the worker holds in memory" }),
+    heap_used_mb: z.number().min(0).meta({
+      description: "The worker's V8 heap in use, live state and uncollected garbage, in MB",
+    }),
   })),
   node_id: z.string().optional().meta({ description: "Cluster (QUEUE=redis) only" }),
   members: z.array(z.string()).optional().meta({ description: "Cluster (QUEUE=redis) only" }),

@@ -62,6 +62,11 @@ export interface MemorySample {
   entities: number;
   /** Main-thread V8 heap in use, from `/metrics` (null when not readable). */
   heapUsedMb: number | null;
+  /**
+   * The workers' V8 heaps in use, summed, as of their last status (`/readyz`): live state plus
+   * garbage not yet collected, so an upper bound of what the entities hold.
+   */
+  workerHeapUsedMb: number;
 }
 
 /** The passivation run. */
@@ -98,6 +103,10 @@ export interface MemoryResult {
   entitiesPerUser: number;
   heapUsedBeforeMb: number | null;
   heapUsedAfterMb: number | null;
+  workerHeapBeforeMb: number;
+  workerHeapAfterMb: number;
+  /** Growth of the workers' heaps over `users`, in kB (an upper bound: garbage included). */
+  workerHeapKbPerUser: number;
   /** Seconds from the first viewer sent to the last one counted. */
   loadSeconds: number;
   /** Batches answered 503 (backpressure) and sent again. */
@@ -207,10 +216,19 @@ class Client {
   }
 
   async entities(): Promise<number> {
+    return (await this.workers()).entities;
+  }
+
+  /** The workers' entities and V8 heap in use (MB), summed, from `/readyz`. */
+  async workers(): Promise<{ entities: number; heapUsedMb: number }> {
     const { body } = await this.getJson("/readyz");
-    const workers = (body as { workers?: Array<{ entities: number }> }).workers;
+    const workers = (body as { workers?: Array<{ entities: number; heap_used_mb: number }> })
+      .workers;
     if (!Array.isArray(workers)) throw new Error(`GET /readyz has no workers: ${body}`);
-    return workers.reduce((sum, w) => sum + w.entities, 0);
+    return {
+      entities: workers.reduce((sum, w) => sum + w.entities, 0),
+      heapUsedMb: Math.round(workers.reduce((sum, w) => sum + w.heap_used_mb, 0) * 10) / 10,
+    };
   }
 
   async heapUsedMb(): Promise<number | null> {
@@ -224,10 +242,12 @@ class Client {
   async sample(): Promise<MemorySample> {
     const memory = await processMemory(this.pid);
     if (memory === null) throw new Error(`Server process ${this.pid} is gone`);
+    const workers = await this.workers();
     return {
       rssMb: mb(memory.rssKb),
-      entities: await this.entities(),
+      entities: workers.entities,
       heapUsedMb: await this.heapUsedMb(),
+      workerHeapUsedMb: workers.heapUsedMb,
     };
   }
 }
@@ -342,6 +362,11 @@ export async function measureMemoryPerUser(opts: MemoryOptions): Promise<MemoryR
     entitiesPerUser: Math.round(((loaded.entities - before.entities) / opts.users) * 100) / 100,
     heapUsedBeforeMb: before.heapUsedMb,
     heapUsedAfterMb: loaded.heapUsedMb,
+    workerHeapBeforeMb: before.workerHeapUsedMb,
+    workerHeapAfterMb: loaded.workerHeapUsedMb,
+    workerHeapKbPerUser: Math.round(
+      ((loaded.workerHeapUsedMb - before.workerHeapUsedMb) * 1024 / opts.users) * 100,
+    ) / 100,
     loadSeconds: Math.round(main.phase.loadSeconds * 10) / 10,
     retriedBatches: main.retriedBatches,
   };
@@ -409,7 +434,9 @@ function report(r: MemoryResult): string {
     `RSS before ${r.rssBeforeMb} MB, after ${r.rssAfterMb} MB, peak ${r.rssPeakMb} MB: ` +
     `${r.kbPerUser} kB per viewer`,
     `entities ${r.entitiesBefore} -> ${r.entitiesAfter} (${r.entitiesPerUser} per viewer); ` +
-    `main-thread heap ${r.heapUsedBeforeMb} -> ${r.heapUsedAfterMb} MB`,
+    `main-thread heap ${r.heapUsedBeforeMb} -> ${r.heapUsedAfterMb} MB; worker heaps ` +
+    `${r.workerHeapBeforeMb} -> ${r.workerHeapAfterMb} MB (${r.workerHeapKbPerUser} kB per viewer, ` +
+    `uncollected garbage included)`,
   ];
   const c = r.reclaim;
   if (c !== undefined) {

@@ -554,7 +554,8 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
             Math.round(memory.rssBeforeMb)
           } -> ${Math.round(memory.rssAfterMb)} MB, ${
             memory.entitiesPerUser.toFixed(1)
-          } entities per user; ` + (memory.reclaimedAfterMs === undefined
+          } entities per user, worker heaps ${memory.workerHeapKbPerUser} kB per user ` +
+          `(garbage included); ` + (memory.reclaimedAfterMs === undefined
             ? "reclaim not measured"
             : memory.reclaimedAfterMs === null
             ? "entities not reclaimed within the wait"

@@ -23,7 +23,13 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         requestId: message.requestId,
         error: null,
         flushedEvents: 0,
-        status: { pendingEvents: 0, entities: 0, isFlushFailing: false, lastFlushError: null },
+        status: {
+          pendingEvents: 0,
+          entities: 0,
+          heapUsedBytes: 0,
+          isFlushFailing: false,
+          lastFlushError: null,
+        },
       });
       return;
     case "tick":
