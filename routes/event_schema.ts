@@ -70,7 +70,9 @@ function metadataProblem(metadata: Record<string, unknown>): string | null {
   if (isNestedDeeperThan(metadata, MAX_METADATA_DEPTH)) {
     return `must nest objects and arrays at most ${MAX_METADATA_DEPTH} levels deep`;
   }
-  const bytes = utf8.encode(JSON.stringify(metadata)).byteLength;
+  const json = JSON.stringify(metadata);
+  // A UTF-16 code unit is at most 3 bytes of UTF-8: short JSON needs no encoding to be measured.
+  const bytes = json.length * 3 <= MAX_METADATA_BYTES ? json.length : utf8.encode(json).byteLength;
   if (bytes > MAX_METADATA_BYTES) {
     return `must be at most ${MAX_METADATA_BYTES} bytes of JSON (UTF-8), received ${bytes}`;
   }
