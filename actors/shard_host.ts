@@ -141,6 +141,7 @@ export class ShardHost {
     [this.#users, this.#contents, this.#devices] = this.#createFamilies();
     this.#log("warn", `Dropped all shards and unflushed deltas: ${reason}`);
     this.#send({ type: "reset", keys, reason });
+    this.#sendStatus();
   }
 
   /** Handles one message from the region; resolves when any flush it started has finished. */
@@ -194,8 +195,10 @@ export class ShardHost {
         // Commit what the shards have pending before letting go; if that fails, start over.
         await this.#enqueueFlush(null, this.#lastNowMs);
         const error = this.#lastFlushError;
-        if (error === null) this.#drop(message.keys);
-        else this.#reset(`Cannot release shards ${message.keys.join(", ")}: ${error}`);
+        if (error === null) {
+          this.#drop(message.keys);
+          this.#sendStatus();
+        } else this.#reset(`Cannot release shards ${message.keys.join(", ")}: ${error}`);
         this.#send({ type: "released", requestId: message.requestId, error });
         return;
       }
@@ -261,6 +264,11 @@ export class ShardHost {
     this.#log("debug", `Passivated ${evicted} idle entities`);
     // A worker no event reaches any more sends no ack, and its empty flushes send nothing: without
     // this its entity count would stay at the peak.
+    this.#sendStatus();
+  }
+
+  /** Reports the status on its own, after entities went away without an event or a flush. */
+  #sendStatus(): void {
     this.#send({ type: "status", status: this.#statusWithReport() });
   }
 

@@ -260,3 +260,19 @@ Deno.test("ShardHost reports its entity count after a tick passivates, with no e
   await host.handle({ type: "tick", nowMs: laterMs + 1_000, watermarkMs: laterMs + 1_000 });
   assert.equal(sent.filter((m) => m.type === "status").length, 0, "nothing evicted, nothing sent");
 });
+
+Deno.test("ShardHost reports its entity count after releasing shards", async () => {
+  const sent: FromWorker[] = [];
+  const { sink } = failingSink(0);
+  const host = new ShardHost(workerInit(), (m) => sent.push(m), sink);
+  await applyEvents(host, 1, 200);
+  const loaded = host.status().entities;
+  sent.length = 0;
+  // Every user shard goes: the users leave, the titles and TVs stay.
+  const userKeys = ALL_KEYS.filter((key) => key.startsWith("user:"));
+  await host.handle({ type: "release", requestId: 7, keys: userKeys });
+  const status = sent.find((m) => m.type === "status");
+  assert.ok(status !== undefined && status.type === "status", "the release is reported");
+  assert.equal(status.status.entities, loaded - 200);
+  assert.deepEqual(sent.at(-1), { type: "released", requestId: 7, error: null });
+});

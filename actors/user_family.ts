@@ -84,6 +84,12 @@ const DAY_MS = 86_400_000;
 /** Most distinct regions or networks remembered per user; beyond it the stalest is forgotten. */
 const MAX_DISTINCT_PER_USER = 64;
 
+/**
+ * Regions whose string a worker shares among its users: every country and the subdivisions in use,
+ * while a client inventing codes (any `XX-YYY` passes validation) cannot grow the table past it.
+ */
+const MAX_SHARED_REGIONS = 4_096;
+
 /** Most playback segments open at once per user (device and title); beyond it the oldest closes. */
 const MAX_OPEN_SEGMENTS = 16;
 
@@ -107,7 +113,7 @@ export class UserFamily {
   #ipKeyIndexes = new Map<string, number>();
   /**
    * One string per region, shared by every user who was there: a region arrives as a fresh string in
-   * each event, and would otherwise be kept once per user. Bounded: regions are validated codes.
+   * each event, and would otherwise be kept once per user. At most {@link MAX_SHARED_REGIONS}.
    */
   #regionNames = new Map<string, string>();
 
@@ -119,6 +125,11 @@ export class UserFamily {
   /** Number of users currently held in memory. */
   get entityCount(): number {
     return this.#entities.size;
+  }
+
+  /** Regions whose string is shared among this family's users (bounded, see `#regionName`). */
+  get sharedRegionCount(): number {
+    return this.#regionNames.size;
   }
 
   /**
@@ -234,7 +245,9 @@ export class UserFamily {
   #regionName(region: string): string {
     const shared = this.#regionNames.get(region);
     if (shared !== undefined) return shared;
-    this.#regionNames.set(region, region);
+    // Clients choose regions (any well-formed code passes), so the table stops growing at a cap;
+    // past it a region keeps its own string, which costs memory, not correctness.
+    if (this.#regionNames.size < MAX_SHARED_REGIONS) this.#regionNames.set(region, region);
     return region;
   }
 

@@ -566,6 +566,24 @@ Deno.test("networkFingerprint() is a small integer, stable, and tells 100,000 re
   assert.ok(seen.size >= 100_000 - 20, `${100_000 - seen.size} collisions`);
 });
 
+Deno.test("UserFamily shares at most 4,096 region strings, however many codes clients invent", () => {
+  const users = family();
+  const batch = emptyBatch();
+  for (let i = 0; i < 5_000; i++) {
+    const region = `X${String.fromCharCode(65 + (i % 26))}-${i.toString(36).toUpperCase()}`;
+    users.apply(ev({ userId: `u-${i}`, region, atMs: T0 + i }), NOW, batch);
+  }
+  assert.equal(users.sharedRegionCount, 4_096);
+  // Past the cap regions still count by value: one user in three invented regions is flagged.
+  users.apply(ev({ userId: "roamer", region: "QQ-ZZ1", atMs: T0 }), NOW, batch);
+  users.apply(ev({ userId: "roamer", region: "QQ-ZZ2", atMs: T0 + 1 }), NOW, batch);
+  users.apply(ev({ userId: "roamer", region: "QQ-ZZ3", atMs: T0 + 2 }), NOW, batch);
+  users.apply(ev({ userId: "roamer", region: "QQ-ZZ1", atMs: T0 + 3 }), NOW, batch);
+  const roamer = flagsOf(batch, "account_sharing").filter((f) => f.entityId === "roamer");
+  assert.equal(roamer.length > 0, true, "regions past the cap are still counted");
+  assert.equal(users.sharedRegionCount, 4_096);
+});
+
 Deno.test("UserFamily.apply() does not count regions seen longer than the sharing window ago", () => {
   const users = family();
   const batch = emptyBatch();
