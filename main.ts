@@ -126,7 +126,7 @@ export async function startPipeline(
       db,
       region,
       logger,
-      onAppended: (rows, result) => metrics.countAppended(rows, result.positions),
+      onAppended: (rows, result) => metrics.countAppended(rows, result.stored),
       onAppendPath: (path) => metrics.countAppendPath(path),
     });
     logRef.current = opened;

@@ -12,7 +12,7 @@
 import type pg from "pg";
 // @ts-types="@types/pg-copy-streams"
 import { from as copyFrom } from "pg-copy-streams";
-import type { AppendResult, PositionedRow } from "./log_store.ts";
+import { AppendResult, type PositionedRow } from "./log_store.ts";
 
 /** Columns in COPY order. */
 const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
@@ -46,12 +46,22 @@ export class RecentFingerprints {
   /** Whether the id was added and is still remembered. */
   has(eventId: string): boolean {
     const [hi, lo] = fingerprintParts(eventId);
+    return this.hasParts(hi, lo);
+  }
+
+  /** {@link has} for an id's {@link fingerprintParts}. */
+  hasParts(hi: number, lo: number): boolean {
     return this.#current.has(hi, lo) || this.#previous.has(hi, lo);
   }
 
   /** Remembers the id; the oldest generation is forgotten when the current one is full. */
   add(eventId: string): void {
     const [hi, lo] = fingerprintParts(eventId);
+    this.addParts(hi, lo);
+  }
+
+  /** {@link add} for an id's {@link fingerprintParts}. */
+  addParts(hi: number, lo: number): void {
     if (this.#current.has(hi, lo)) return;
     if (this.#current.size >= this.#generationSize) {
       const recycled = this.#previous;
@@ -102,6 +112,40 @@ class FingerprintTable {
     this.#hi.fill(0);
     this.#lo.fill(0);
     this.size = 0;
+  }
+}
+
+/**
+ * The first row of each id within one group, by fingerprint: open addressing over row indexes, with
+ * the ids themselves compared on a fingerprint match, so repeats are found exactly.
+ */
+class GroupIndex {
+  #slots: Int32Array;
+  #hi: Uint32Array;
+  #lo: Uint32Array;
+  #mask: number;
+
+  constructor(rows: number) {
+    let size = 2;
+    while (size < rows * 2) size *= 2;
+    this.#slots = new Int32Array(size).fill(-1);
+    this.#hi = new Uint32Array(size);
+    this.#lo = new Uint32Array(size);
+    this.#mask = size - 1;
+  }
+
+  /** The index of the first row with this id: `row` itself when it is the first. */
+  addFirst(hi: number, lo: number, row: number, isSameId: (first: number) => boolean): number {
+    for (let i = (lo ^ hi) & this.#mask;; i = (i + 1) & this.#mask) {
+      const first = this.#slots[i];
+      if (first === -1) {
+        this.#slots[i] = row;
+        this.#hi[i] = hi;
+        this.#lo[i] = lo;
+        return row;
+      }
+      if (this.#hi[i] === hi && this.#lo[i] === lo && isSameId(first)) return first;
+    }
   }
 }
 
@@ -156,22 +200,36 @@ export class CopyLogWriter {
    * losing one to the exact path, which then waits for the other's commit.
    */
   async append(rows: PositionedRow[]): Promise<AppendResult> {
+    // Each id is hashed once: for the repeats inside the group, the recent ids, and remembering it.
+    const hi = new Uint32Array(rows.length);
+    const lo = new Uint32Array(rows.length);
+    const firsts = new GroupIndex(rows.length);
     const unique: PositionedRow[] = [];
-    const seen = new Set<string>();
+    const isRepeat = new Uint8Array(rows.length);
     let isMaybeRetry = false;
-    for (const row of rows) {
-      if (seen.has(row.eventId)) continue;
-      seen.add(row.eventId);
-      if (this.#recent.has(row.eventId)) isMaybeRetry = true;
-      unique.push(row);
+    for (let i = 0; i < rows.length; i++) {
+      const id = rows[i].eventId;
+      [hi[i], lo[i]] = fingerprintParts(id);
+      if (firsts.addFirst(hi[i], lo[i], i, (j) => rows[j].eventId === id) !== i) {
+        isRepeat[i] = 1;
+        continue;
+      }
+      if (this.#recent.hasParts(hi[i], lo[i])) isMaybeRetry = true;
+      unique.push(rows[i]);
     }
     let result: AppendResult | null = null;
-    if (!isMaybeRetry) result = await this.#copy(unique, rows.length - unique.length);
-    if (result === null) {
+    if (!isMaybeRetry && await this.#copy(unique, rows.length - unique.length)) {
+      this.#o.onPath?.("copy", rows.length);
+      const stored = new Uint8Array(rows.length);
+      for (let i = 0; i < rows.length; i++) stored[i] = 1 - isRepeat[i];
+      result = new AppendResult(rows, stored, rows.length - unique.length);
+    } else {
       result = await this.#o.insert(rows);
       this.#o.onPath?.("insert", rows.length);
-    } else this.#o.onPath?.("copy", rows.length);
-    for (const eventId of result.positions.keys()) this.#recent.add(eventId);
+    }
+    for (let i = 0; i < rows.length; i++) {
+      if (result.stored[i] === 1) this.#recent.addParts(hi[i], lo[i]);
+    }
     return result;
   }
 
@@ -182,10 +240,10 @@ export class CopyLogWriter {
 
   /**
    * COPYs the rows atomically: the tombstone check then COPY (which commits itself), or, when the
-   * group repeats ids, both in a transaction that also counts the repeats; null when they must take
+   * group repeats ids, both in a transaction that also counts the repeats; false when they must take
    * the exact path instead.
    */
-  async #copy(rows: PositionedRow[], repeated: number): Promise<AppendResult | null> {
+  async #copy(rows: PositionedRow[], repeated: number): Promise<boolean> {
     const client = await this.#o.pool.connect();
     let isReleased = false;
     try {
@@ -199,7 +257,7 @@ export class CopyLogWriter {
       // An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
       if (opened.rows[0].erased && await isAnyErased(client, rows)) {
         if (isTransaction) await client.query("rollback");
-        return null;
+        return false;
       }
       await streamCopy(client, encodeRows(rows));
       if (isTransaction) {
@@ -209,16 +267,13 @@ export class CopyLogWriter {
             on conflict (name) do update set value = stat_counters.value + excluded.value; commit`,
         );
       }
-      return {
-        positions: new Map(rows.map((r) => [r.eventId, r.position])),
-        duplicates: repeated,
-      };
+      return true;
     } catch (error) {
       // A failed COPY can leave the connection mid-protocol: close it rather than reuse it.
       client.release(true);
       isReleased = true;
       const code = (error as { code?: string }).code;
-      if (code === UNIQUE_VIOLATION || code === DEADLOCK) return null;
+      if (code === UNIQUE_VIOLATION || code === DEADLOCK) return false;
       throw error;
     } finally {
       if (!isReleased) client.release();

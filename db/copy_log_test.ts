@@ -149,6 +149,25 @@ test({
 });
 
 test({
+  name:
+    "[postgres] CopyLogWriter marks the first of each repeated id stored and the rest duplicates",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer, paths }) => {
+      const group = rows(["x", "y", "x", "z", "y", "x"]);
+      const result = await writer.append(group);
+      assert.deepEqual(paths, ["copy"]);
+      assert.deepEqual([...result.stored], [1, 1, 0, 1, 0, 0]);
+      assert.equal(result.duplicates, 3);
+      assert.deepEqual(
+        (await readLog(db, 0, 1_000, 10)).map((e) => [e.eventId, e.position]),
+        [["x", group[0].position], ["y", group[1].position], ["z", group[3].position]],
+      );
+      assert.equal(await duplicateCounter(db), 3);
+    }),
+});
+
+test({
   name: "[postgres] CopyLogWriter falls back to the exact insert for retries, recent or old",
   ...onPostgres,
   fn: () =>

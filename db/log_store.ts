@@ -18,11 +18,35 @@ export type LogRow = Omit<RawEventRow, "position">;
 /** An event to append at a position the log chose. */
 export type PositionedRow = LogRow & { position: number };
 
-/** What an append committed. */
-export interface AppendResult {
-  /** Position of every newly stored event by id; ids absent here were duplicates. */
-  positions: Map<string, number>;
-  duplicates: number;
+/**
+ * What an append committed: for each row, by its index in the appended array, whether it is newly
+ * stored at its own position (1) or was a duplicate (0): of a stored or erased event, or of an
+ * earlier row of the same append, which keeps the position.
+ */
+export class AppendResult {
+  readonly #rows: readonly PositionedRow[];
+  readonly stored: Uint8Array;
+  readonly duplicates: number;
+
+  constructor(rows: readonly PositionedRow[], stored: Uint8Array, duplicates: number) {
+    this.#rows = rows;
+    this.stored = stored;
+    this.duplicates = duplicates;
+  }
+
+  /** Every row newly stored: an append with no duplicate at all. */
+  static allStored(rows: readonly PositionedRow[]): AppendResult {
+    return new AppendResult(rows, new Uint8Array(rows.length).fill(1), 0);
+  }
+
+  /** Position of every newly stored event by id (built on demand: tests, diagnostics). */
+  get positions(): Map<string, number> {
+    const positions = new Map<string, number>();
+    this.#rows.forEach((row, i) => {
+      if (this.stored[i] === 1) positions.set(row.eventId, row.position);
+    });
+    return positions;
+  }
 }
 
 /**
@@ -74,7 +98,7 @@ function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
  * Appends events to the log and counts the duplicates it skipped, in one statement (so in one
  * transaction and one round trip): the duplicate counter is exact whatever happens afterwards.
  */
-export async function appendToLog(db: Db, rows: LogRow[]): Promise<AppendResult> {
+export async function appendToLog(db: Db, rows: PositionedRow[]): Promise<AppendResult> {
   const result = await sql<{ event_id: string; position: string | number }>`
     with inserted as (${insertStatement(rows)}),
     counted as (
@@ -85,7 +109,11 @@ export async function appendToLog(db: Db, rows: LogRow[]): Promise<AppendResult>
     )
     select event_id, position from inserted`.execute(db);
   const positions = new Map(result.rows.map((r) => [r.event_id, Number(r.position)]));
-  return { positions, duplicates: rows.length - positions.size };
+  const stored = new Uint8Array(rows.length);
+  rows.forEach((row, i) => {
+    if (positions.get(row.eventId) === row.position) stored[i] = 1;
+  });
+  return new AppendResult(rows, stored, rows.length - positions.size);
 }
 
 /** Log entries with `afterPosition < position <= throughPosition`, in position order. */

@@ -178,20 +178,19 @@ export class PipelineMetrics {
   }
 
   /**
-   * Counts one postgres-log append from what it committed: rows without a new position, or repeated
-   * within the append, are duplicates; the others are late or accepted.
+   * Counts one postgres-log append from what it committed: rows not newly stored (`stored[i]` 0:
+   * duplicates of stored events or repeats within the append) are duplicates; the others are late
+   * or accepted.
    */
   countAppended(
-    rows: ReadonlyArray<{ eventId: string; isLate: boolean }>,
-    positions: ReadonlyMap<string, number>,
+    rows: ReadonlyArray<{ isLate: boolean }>,
+    stored: Uint8Array,
   ): void {
-    const seen = new Set<string>();
     let duplicates = 0;
     let late = 0;
-    for (const row of rows) {
-      if (!positions.has(row.eventId) || seen.has(row.eventId)) duplicates++;
-      else if (row.isLate) late++;
-      seen.add(row.eventId);
+    for (let i = 0; i < rows.length; i++) {
+      if (stored[i] === 0) duplicates++;
+      else if (rows[i].isLate) late++;
     }
     this.countIngest("duplicate", duplicates);
     this.countIngest("late", late);

@@ -178,9 +178,7 @@ export class PostgresLog implements EventLog {
     // A row is new when the log stored it at its own position: a duplicate of a stored event is
     // absent, and a repeat inside the group lost its position to the first occurrence. Rows are
     // already in position order.
-    const positioned: TelemetryEvent[] = rows.filter((row) =>
-      result.positions.get(row.eventId) === row.position
-    );
+    const positioned: TelemetryEvent[] = rows.filter((_, i) => result.stored[i] === 1);
     try {
       this.#region.dispatch(positioned);
     } catch (error) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { AppendResult, PositionedRow } from "../../db/log_store.ts";
+import { AppendResult, type PositionedRow } from "../../db/log_store.ts";
 import type { TelemetryEvent } from "../../rules/mod.ts";
 import { makeEvent } from "../../tests/fixtures.ts";
 import { createLogger } from "../../logger.ts";
@@ -36,7 +36,7 @@ Deno.test("PostgresLog dispatches concurrent groups in position order, whichever
       const gate = deferred();
       gates.push(gate);
       await gate.promise;
-      return { positions: new Map(rows.map((r) => [r.eventId, r.position])), duplicates: 0 };
+      return AppendResult.allStored(rows);
     },
     firstPosition: 100,
     maxConcurrentAppends: 2,
@@ -68,10 +68,7 @@ Deno.test("PostgresLog rejects a failed group, leaves its positions as a gap and
     append: (rows): Promise<AppendResult> => {
       calls++;
       if (calls === 1) return Promise.reject(new Error("database down"));
-      return Promise.resolve({
-        positions: new Map(rows.map((r) => [r.eventId, r.position])),
-        duplicates: 0,
-      });
+      return Promise.resolve(AppendResult.allStored(rows));
     },
     firstPosition: 1,
     maxConcurrentAppends: 2,
