@@ -1,58 +1,15 @@
 import assert from "node:assert/strict";
 import type { FlushBatch } from "../db/flush_batch.ts";
-import type { Logger, LogLevel } from "../logger.ts";
-import { DEFAULT_THRESHOLDS, type OptOut, type TelemetryEvent } from "../rules/mod.ts";
+import type { TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
 import { test } from "../tests/_permissions.ts";
-import type { ShardLease } from "./protocol.ts";
-import { type IncomingEvent, Region, type RegionOptions, type ShardStore } from "./region.ts";
+import { MemoryLogger, MemoryShardStore, testRegionOptions } from "../tests/_region_fakes.ts";
+import { type IncomingEvent, Region, type RegionOptions } from "./region.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 
 const WORKERS = 2;
 const SHARDS = 8;
 const CRASHING_WORKER = new URL("../tests/_crashing_worker.ts", import.meta.url);
-
-/** Shard ownership over memory: every key starts at position 0 under epoch 1. */
-class MemoryShardStore implements ShardStore {
-  readonly log: TelemetryEvent[] = [];
-  readonly acquired: string[][] = [];
-  /** How many of the next `acquire` calls fail, as while the database is down. */
-  failingAcquires = 0;
-
-  acquire(keys: string[]): Promise<Map<string, ShardLease>> {
-    this.acquired.push(keys);
-    if (this.failingAcquires > 0) {
-      this.failingAcquires--;
-      return Promise.reject(new Error("Cannot acquire shards: database unavailable"));
-    }
-    return Promise.resolve(new Map(keys.map((key) => [key, { position: 0, epoch: 1 }])));
-  }
-
-  readLog(after: number, through: number, limit: number): Promise<TelemetryEvent[]> {
-    const entries = this.log.filter((e) => e.position > after && e.position <= through);
-    return Promise.resolve(entries.slice(0, limit));
-  }
-
-  lastPosition(): Promise<number> {
-    return Promise.resolve(this.log.at(-1)?.position ?? 0);
-  }
-
-  loadOptOuts(): Promise<Array<[string, OptOut]>> {
-    return Promise.resolve([]);
-  }
-}
-
-/** A logger that keeps its entries instead of writing them (region errors are expected here). */
-class MemoryLogger implements Logger {
-  readonly entries: Array<[LogLevel, string]> = [];
-  debug = (message: string) => this.log("debug", message);
-  info = (message: string) => this.log("info", message);
-  warn = (message: string) => this.log("warn", message);
-  error = (message: string) => this.log("error", message);
-  log(level: LogLevel, message: string): void {
-    this.entries.push([level, message]);
-  }
-}
 
 interface Setup {
   store: MemoryShardStore;
@@ -67,25 +24,11 @@ function setup(overrides: Partial<RegionOptions> = {}): Setup {
   const logger = new MemoryLogger();
   const batches: FlushBatch[] = [];
   const options: RegionOptions = {
-    workers: WORKERS,
-    shards: SHARDS,
-    batchDelayMs: 1,
-    maxInFlightBatches: 64,
-    maxPendingEvents: 100_000,
-    allowedLatenessMs: 600_000,
-    maxIdleMs: 60_000,
-    maxSegmentMs: 4 * 3_600_000,
-    dedupeMaxIds: 100_000,
-    thresholds: DEFAULT_THRESHOLDS,
-    databaseUrl: undefined,
+    ...testRegionOptions({ workers: WORKERS, shards: SHARDS }, store, logger),
     writeBatch: (batch) => {
       batches.push(batch);
       return Promise.resolve();
     },
-    firstPosition: 1,
-    shardStore: store,
-    isLogDurable: false,
-    logger,
     ...overrides,
   };
   return { store, logger, batches, options };

@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
-import type { Logger, LogLevel } from "../logger.ts";
-import { DEFAULT_THRESHOLDS, type OptOut, type TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent } from "../tests/fixtures.ts";
 import { test } from "../tests/_permissions.ts";
+import { MemoryLogger, MemoryShardStore, testRegionOptions } from "../tests/_region_fakes.ts";
 import type { WorkerBatch } from "./event_columns.ts";
-import type { ShardLease, ToWorker, WorkerInit } from "./protocol.ts";
-import { emptySlot, type RegionOptions, type ShardStore, type WorkerSlot } from "./region_types.ts";
+import type { ToWorker, WorkerInit } from "./protocol.ts";
+import { emptySlot, type RegionOptions, type WorkerSlot } from "./region_types.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 import { type SupervisedRegion, Supervisor } from "./supervisor.ts";
 import { WorkerPool } from "./worker_pool.ts";
@@ -18,55 +17,6 @@ const ANSWERING = new URL("../tests/_pool_worker_answering.ts", import.meta.url)
 /** The keys worker 0 owns (shards 0 and 2) and worker 1 owns (shards 1 and 3), as `start` lists them. */
 const WORKER_0_KEYS = ["user:0", "content:0", "device:0", "user:2", "content:2", "device:2"];
 const WORKER_1_KEYS = ["user:1", "content:1", "device:1", "user:3", "content:3", "device:3"];
-
-/** Shard ownership over memory: every key is leased at position 0 under epoch 1. */
-class MemoryShardStore implements ShardStore {
-  readonly acquired: string[][] = [];
-  readonly log: TelemetryEvent[] = [];
-  optOuts: Array<[string, OptOut]> = [];
-  /** How many of the next `acquire` calls fail, as while the database is down. */
-  failingAcquires = 0;
-  /** Set: `readLog` fails with it. */
-  readLogError: Error | null = null;
-
-  acquire(keys: string[]): Promise<Map<string, ShardLease>> {
-    this.acquired.push(keys);
-    if (this.failingAcquires > 0) {
-      this.failingAcquires--;
-      return Promise.reject(new Error("Cannot acquire shards: database unavailable"));
-    }
-    return Promise.resolve(new Map(keys.map((key) => [key, { position: 0, epoch: 1 }])));
-  }
-
-  readLog(after: number, through: number, limit: number): Promise<TelemetryEvent[]> {
-    if (this.readLogError !== null) return Promise.reject(this.readLogError);
-    const entries = this.log.filter((e) => e.position > after && e.position <= through);
-    return Promise.resolve(entries.slice(0, limit));
-  }
-
-  lastPosition(): Promise<number> {
-    return Promise.resolve(this.log.at(-1)?.position ?? 0);
-  }
-
-  loadOptOuts(): Promise<Array<[string, OptOut]>> {
-    return Promise.resolve(this.optOuts);
-  }
-}
-
-/** A logger that keeps its entries (the supervisor logs errors on purpose here). */
-class MemoryLogger implements Logger {
-  readonly entries: Array<[LogLevel, string]> = [];
-  debug = (message: string) => this.log("debug", message);
-  info = (message: string) => this.log("info", message);
-  warn = (message: string) => this.log("warn", message);
-  error = (message: string) => this.log("error", message);
-  log(level: LogLevel, message: string): void {
-    this.entries.push([level, message]);
-  }
-  has(level: LogLevel, pattern: RegExp): boolean {
-    return this.entries.some(([l, m]) => l === level && pattern.test(m));
-  }
-}
 
 /**
  * The region as the supervisor sees it: real slots and a real pool of fixture workers, wired like
@@ -95,25 +45,11 @@ class FakeRegion implements SupervisedRegion {
 
   constructor(overrides: { isLogDurable?: boolean; isCluster?: boolean } = {}) {
     this.options = {
-      workers: WORKERS,
-      shards: SHARDS,
-      batchDelayMs: 1,
-      maxInFlightBatches: 64,
-      maxPendingEvents: 100_000,
-      allowedLatenessMs: 600_000,
-      maxIdleMs: 60_000,
-      maxSegmentMs: 4 * 3_600_000,
-      dedupeMaxIds: 100_000,
-      thresholds: DEFAULT_THRESHOLDS,
-      databaseUrl: undefined,
-      writeBatch: () => Promise.resolve(),
-      firstPosition: 1,
-      shardStore: this.store,
+      ...testRegionOptions({ workers: WORKERS, shards: SHARDS }, this.store, this.logger),
       isLogDurable: overrides.isLogDurable ?? false,
       cluster: overrides.isCluster
         ? { onShardsLost: (keys: string[]) => this.lost.push(keys) }
         : undefined,
-      logger: this.logger,
     };
     const pool = new WorkerPool({
       workerUrl: ANSWERING,
