@@ -1,15 +1,14 @@
 /**
  * The region: the main-thread router from key to shard to worker. It decides lateness once per event,
- * batches events per worker, tracks batches in flight for backpressure (refusal), drives time into
- * workers with ticks, writes flushes for workers when the database is PGlite, and drains. Spawning
- * and asking workers is {@link WorkerPool}'s job; starting, replaying and restarting them is the
- * {@link Supervisor}'s; its settings and health types live in `region_types.ts`.
+ * batches events per worker, tracks batches in flight for backpressure (refusal) and drives time
+ * into workers with ticks. Spawning and asking workers is {@link WorkerPool}'s job; starting,
+ * replaying, restarting, flushing and stopping them, and what they report, is the
+ * {@link Supervisor}'s; the region's settings and health types live in `region_types.ts`.
  *
  * @module
  */
-import type { FlushBatch } from "../db/flush_batch.ts";
 import type { OptOut, TelemetryEvent } from "../rules/mod.ts";
-import type { DuplicateMark, FromWorker, ShardLease, ToWorker, WorkerStatus } from "./protocol.ts";
+import type { DuplicateMark, FromWorker, ShardLease, ToWorker } from "./protocol.ts";
 import { ROLE, WorkerBatch } from "./event_columns.ts";
 import { forEachWorker } from "./replay.ts";
 import {
@@ -36,9 +35,6 @@ export type {
   ShardStore,
 } from "./region_types.ts";
 
-/** How long a flush request waits for a worker's answer before it counts as failed. */
-const FLUSH_ANSWER_TIMEOUT_MS = 60_000;
-
 /** Routes events to shard workers; its {@link Supervisor} keeps them alive. */
 export class Region {
   #o: RegionOptions;
@@ -51,7 +47,6 @@ export class Region {
   #nextBatchId = 1;
   #postTimer: ReturnType<typeof setTimeout> | null = null;
   #isDraining = false;
-  #writeChain: Promise<void> = Promise.resolve();
 
   #watermark: Watermark;
 
@@ -173,15 +168,8 @@ export class Region {
    * Posts buffered events and asks every worker to flush now; resolves with the errors of the
    * flushes that failed (empty when everything routed so far is committed).
    */
-  async flush(timeoutMs = FLUSH_ANSWER_TIMEOUT_MS): Promise<string[]> {
-    this.#postAll();
-    // A worker stuck behind a hung database must not hold a drain forever: asks time out.
-    const results = await Promise.all(
-      this.#slots.filter((s) => this.#pool.isAlive(s.index)).map((slot) =>
-        this.#pool.ask(slot.index, (requestId) => ({ type: "flush", requestId }), timeoutMs)
-      ),
-    );
-    return results.filter((e): e is string => e !== null);
+  flush(timeoutMs?: number): Promise<string[]> {
+    return this.#supervisor.flush(timeoutMs);
   }
 
   /**
@@ -190,13 +178,7 @@ export class Region {
    */
   async drain(deadlineMs = 30_000): Promise<string[]> {
     this.#isDraining = true;
-    const giveUpAt = Date.now() + deadlineMs;
-    let errors = await this.flush();
-    while (errors.length > 0 && Date.now() < giveUpAt) {
-      this.#o.logger.warn("Drain flush failed, retrying", { errors });
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      errors = await this.flush();
-    }
+    const errors = await this.#supervisor.flushUntilCommitted(deadlineMs);
     await this.#stopWorkers();
     return errors;
   }
@@ -233,40 +215,13 @@ export class Region {
   /** The worker hosting a key's shard; a bound function, so it can be handed on as it is. */
   #workerOf = (key: string): number => workerOfShard(shardOf(key, this.#o.shards), this.#o.workers);
 
+  /** Acknowledgements free buffer room here; every other worker message is the supervisor's. */
   #onMessage(slot: WorkerSlot, message: FromWorker): void {
-    switch (message.type) {
-      case "ack":
-        slot.inFlight = Math.max(0, slot.inFlight - 1);
-        slot.unackedEvents -= slot.unackedBatches.shift() ?? 0;
-        slot.status = this.#takeStatus(slot, message.status);
-        for (const waiter of slot.ackWaiters.splice(0)) waiter();
-        return;
-      case "flushed":
-      case "status":
-        slot.status = this.#takeStatus(slot, message.status);
-        return;
-      case "db_write":
-        this.#writeForWorker(slot, message.requestId, message.batch);
-        return;
-      case "log":
-        this.#o.logger.log(message.level, message.message);
-        return;
-      case "reset":
-        this.#supervisor.onReset(slot, message.keys, message.reason);
-        return;
-      case "ready":
-      case "stopped":
-      case "released":
-        return; // answers the pool settles
-    }
-  }
-
-  /** Hands a status's flush report to the observer and keeps the rest as the slot's status. */
-  #takeStatus(slot: WorkerSlot, status: WorkerStatus): WorkerStatus {
-    if (status.flushes === undefined) return status;
-    const { flushes, ...rest } = status;
-    this.#o.observer?.onFlushReport?.(slot.index, flushes);
-    return rest;
+    if (message.type !== "ack") return this.#supervisor.onMessage(slot, message);
+    slot.inFlight = Math.max(0, slot.inFlight - 1);
+    slot.unackedEvents -= slot.unackedBatches.shift() ?? 0;
+    this.#supervisor.takeStatus(slot, message.status);
+    for (const waiter of slot.ackWaiters.splice(0)) waiter();
   }
 
   /** Gives workers the shards the cluster won, with their checkpoints and epochs. */
@@ -303,21 +258,6 @@ export class Region {
     }
     for (const mark of duplicates) this.#slotFor(mark.userId).duplicates.push(mark);
     this.#schedulePost();
-  }
-
-  /** PGlite has one owner (this thread): worker flushes are written here, one after another. */
-  #writeForWorker(slot: WorkerSlot, requestId: number, batch: FlushBatch): void {
-    this.#writeChain = this.#writeChain.then(async () => {
-      let error: string | null = null;
-      let isFenced = false;
-      try {
-        await this.#o.writeBatch(batch);
-      } catch (e) {
-        error = e instanceof Error ? e.message : String(e);
-        isFenced = e instanceof Error && e.name === "FencedError";
-      }
-      this.#pool.post(slot.index, { type: "db_done", requestId, error, isFenced });
-    });
   }
 
   /** Resolves once the worker has at most `maxInFlight` batches unacknowledged, or died. */
@@ -369,8 +309,6 @@ export class Region {
   async #stopWorkers(): Promise<void> {
     if (this.#postTimer !== null) clearTimeout(this.#postTimer);
     this.#postTimer = null;
-    this.#supervisor.stop();
-    await this.#writeChain;
-    await this.#pool.stopAll();
+    await this.#supervisor.stop();
   }
 }

@@ -1,13 +1,15 @@
 /**
  * The workers' lives, seen from the region: start them with fresh leases and replay the durable log
  * into them before live events flow; when one dies or is fenced, restart it (with backoff while the
- * database is down) and tell the cluster which shards it lost. The region routes; this keeps it
- * routing to live, caught-up workers.
+ * database is down) and tell the cluster which shards it lost; take what workers report (status,
+ * logs, PGlite writes they cannot do themselves); ask them to flush, and stop them. The region
+ * routes; this keeps it routing to live, caught-up workers.
  *
  * @module
  */
+import type { FlushBatch } from "../db/flush_batch.ts";
 import type { OptOut, TelemetryEvent } from "../rules/mod.ts";
-import type { ShardLease, WorkerInit } from "./protocol.ts";
+import type { FromWorker, ShardLease, WorkerInit, WorkerStatus } from "./protocol.ts";
 import { WorkerBatch } from "./event_columns.ts";
 import { replayLog } from "./replay.ts";
 import { type RegionOptions, type WorkerSlot } from "./region_types.ts";
@@ -34,6 +36,8 @@ export interface SupervisedRegion {
   postAll(): void;
 }
 
+/** How long a flush request waits for a worker's answer before it counts as failed. */
+const FLUSH_ANSWER_TIMEOUT_MS = 60_000;
 /** How long a shard release waits for the worker's flush before the worker counts as failed. */
 const RELEASE_ANSWER_TIMEOUT_MS = 60_000;
 /** First and longest wait between attempts to restart a worker that could not be restarted. */
@@ -43,6 +47,8 @@ const RESTART_BACKOFF_MS = { first: 500, max: 30_000 };
 export class Supervisor {
   #region: SupervisedRegion;
   #restartTimers = new Set<ReturnType<typeof setTimeout>>();
+  /** PGlite writes done for workers, one after another. */
+  #writeChain: Promise<void> = Promise.resolve();
   /** Workers restarted after a death since start. */
   restartedWorkers = 0;
   /** Log entries read back into workers since start (start-up replay and worker restarts). */
@@ -167,10 +173,89 @@ export class Supervisor {
     return results.filter((e): e is string => e !== null);
   }
 
-  /** Cancels pending restarts (the region is stopping). */
-  stop(): void {
+  /**
+   * Posts buffered events and asks every live worker to flush now; resolves with the errors of the
+   * flushes that failed. A worker stuck behind a hung database does not hold it forever: asks time
+   * out.
+   */
+  async flush(timeoutMs = FLUSH_ANSWER_TIMEOUT_MS): Promise<string[]> {
+    const r = this.#region;
+    r.postAll();
+    const results = await Promise.all(
+      r.slots.filter((s) => r.pool.isAlive(s.index)).map((slot) =>
+        r.pool.ask(slot.index, (requestId) => ({ type: "flush", requestId }), timeoutMs)
+      ),
+    );
+    return results.filter((e): e is string => e !== null);
+  }
+
+  /** Flushes until everything is committed or `deadlineMs` passed; the errors of the last try. */
+  async flushUntilCommitted(deadlineMs: number): Promise<string[]> {
+    const giveUpAt = Date.now() + deadlineMs;
+    let errors = await this.flush();
+    while (errors.length > 0 && Date.now() < giveUpAt) {
+      this.#region.options.logger.warn("Drain flush failed, retrying", { errors });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      errors = await this.flush();
+    }
+    return errors;
+  }
+
+  /** A worker's message other than an acknowledgement. */
+  onMessage(slot: WorkerSlot, message: Exclude<FromWorker, { type: "ack" }>): void {
+    switch (message.type) {
+      case "flushed":
+      case "status":
+        this.takeStatus(slot, message.status);
+        return;
+      case "db_write":
+        this.#writeForWorker(slot, message.requestId, message.batch);
+        return;
+      case "log":
+        this.#region.options.logger.log(message.level, message.message);
+        return;
+      case "reset":
+        this.onReset(slot, message.keys, message.reason);
+        return;
+      case "ready":
+      case "stopped":
+      case "released":
+        return; // answers the pool settles
+    }
+  }
+
+  /** Keeps a worker's status on its slot and hands its flush report to the observer. */
+  takeStatus(slot: WorkerSlot, status: WorkerStatus): void {
+    if (status.flushes === undefined) {
+      slot.status = status;
+      return;
+    }
+    const { flushes, ...rest } = status;
+    this.#region.options.observer?.onFlushReport?.(slot.index, flushes);
+    slot.status = rest;
+  }
+
+  /** Cancels pending restarts, waits for the PGlite writes under way, and stops the workers. */
+  async stop(): Promise<void> {
     for (const timer of this.#restartTimers) clearTimeout(timer);
     this.#restartTimers.clear();
+    await this.#writeChain;
+    await this.#region.pool.stopAll();
+  }
+
+  /** PGlite has one owner (the main thread): worker flushes are written there, one after another. */
+  #writeForWorker(slot: WorkerSlot, requestId: number, batch: FlushBatch): void {
+    this.#writeChain = this.#writeChain.then(async () => {
+      let error: string | null = null;
+      let isFenced = false;
+      try {
+        await this.#region.options.writeBatch(batch);
+      } catch (e) {
+        error = e instanceof Error ? e.message : String(e);
+        isFenced = e instanceof Error && e.name === "FencedError";
+      }
+      this.#region.pool.post(slot.index, { type: "db_done", requestId, error, isFenced });
+    });
   }
 
   /** Groups `[shard key, value]` entries by the worker hosting the shard. */
