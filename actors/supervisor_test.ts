@@ -3,6 +3,7 @@ import { makeEvent } from "../tests/fixtures.ts";
 import { test } from "../tests/_permissions.ts";
 import { MemoryLogger, MemoryShardStore, testRegionOptions } from "../tests/_region_fakes.ts";
 import type { WorkerBatch } from "./event_columns.ts";
+import type { FlushBatch } from "../db/flush_batch.ts";
 import type { ToWorker, WorkerInit } from "./protocol.ts";
 import { emptySlot, type RegionOptions, type WorkerSlot } from "./region_types.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
@@ -96,8 +97,7 @@ class FakeRegion implements SupervisedRegion {
   }
 
   async close(): Promise<void> {
-    this.supervisor.stop();
-    await this.pool.stopAll(1_000);
+    await this.supervisor.stop();
   }
 }
 
@@ -302,3 +302,89 @@ function byShard(a: string, b: string): number {
   const [fb, sb] = b.split(":");
   return Number(sa) - Number(sb) || families.indexOf(fa) - families.indexOf(fb);
 }
+
+test("Supervisor.flush() posts buffered events first and asks only the live workers", async () => {
+  const region = new FakeRegion();
+  try {
+    await region.supervisor.start([0], 0);
+    const asked: number[] = [];
+    const ask = region.pool.ask.bind(region.pool);
+    region.pool.ask = (index, message, timeoutMs) => {
+      asked.push(index);
+      return ask(index, message, timeoutMs);
+    };
+    const postsBefore = region.postAllCalls;
+    assert.deepEqual(await region.supervisor.flush(), []);
+    assert.equal(region.postAllCalls, postsBefore + 1, "buffered events go out before the ask");
+    assert.deepEqual(asked, [0], "worker 1 is not running: not asked");
+  } finally {
+    await region.close();
+  }
+});
+
+test("Supervisor writes workers' PGlite batches one at a time and answers each with db_done", async () => {
+  const region = new FakeRegion();
+  const written: string[] = [];
+  let release = () => {};
+  const firstHeld = new Promise<void>((resolve) => (release = resolve));
+  region.options.writeBatch = async (batch) => {
+    const name = String(batch.rawEvents.length);
+    written.push(`start ${name}`);
+    if (name === "1") await firstHeld;
+    written.push(`end ${name}`);
+    if (name === "2") {
+      const fenced = new Error("shard user:0 is owned by a newer epoch");
+      fenced.name = "FencedError";
+      throw fenced;
+    }
+  };
+  const batchOf = (n: number) => ({ rawEvents: new Array(n).fill(null) }) as unknown as FlushBatch;
+  try {
+    await region.supervisor.start([0], 0);
+    const slot = region.slots[0];
+    region.supervisor.onMessage(slot, { type: "db_write", requestId: 7, batch: batchOf(1) });
+    region.supervisor.onMessage(slot, { type: "db_write", requestId: 8, batch: batchOf(2) });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(written, ["start 1"], "the second write waits for the first");
+    release();
+    const answers = () => region.posts.filter(([, m]) => m.type === "db_done").map(([, m]) => m);
+    await until("both answers", () => answers().length === 2);
+    assert.deepEqual(written, ["start 1", "end 1", "start 2", "end 2"]);
+    assert.deepEqual(answers(), [
+      { type: "db_done", requestId: 7, error: null, isFenced: false },
+      {
+        type: "db_done",
+        requestId: 8,
+        error: "shard user:0 is owned by a newer epoch",
+        isFenced: true,
+      },
+    ]);
+  } finally {
+    await region.close();
+  }
+});
+
+test("Supervisor keeps a worker's status and hands its flush report to the observer", () => {
+  const region = new FakeRegion();
+  const reports: Array<[number, number]> = [];
+  region.options.observer = {
+    onFlushReport: (index, report) => reports.push([index, report.durationsMs.length]),
+  };
+  const slot = region.slots[1];
+  const status = {
+    pendingEvents: 3,
+    entities: 9,
+    heapUsedBytes: 1_000,
+    isFlushFailing: false,
+    lastFlushError: null,
+  };
+  region.supervisor.onMessage(slot, {
+    type: "status",
+    status: {
+      ...status,
+      flushes: { durationsMs: [4, 5], failures: 0, rows: { rawEvents: 0, flags: 0 }, flags: {} },
+    },
+  });
+  assert.deepEqual(slot.status, status, "the report is not kept on the slot");
+  assert.deepEqual(reports, [[1, 2]]);
+});
