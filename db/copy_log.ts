@@ -205,24 +205,23 @@ export class CopyLogWriter {
     const lo = new Uint32Array(rows.length);
     const firsts = new GroupIndex(rows.length);
     const unique: PositionedRow[] = [];
-    const isRepeat = new Uint8Array(rows.length);
+    // What COPY stores: each id's first row.
+    const isFirst = new Uint8Array(rows.length);
     let isMaybeRetry = false;
     for (let i = 0; i < rows.length; i++) {
       const id = rows[i].eventId;
-      [hi[i], lo[i]] = fingerprintParts(id);
-      if (firsts.addFirst(hi[i], lo[i], i, (j) => rows[j].eventId === id) !== i) {
-        isRepeat[i] = 1;
-        continue;
-      }
+      const parts = fingerprintParts(id);
+      hi[i] = parts[0];
+      lo[i] = parts[1];
+      if (firsts.addFirst(hi[i], lo[i], i, (j) => rows[j].eventId === id) !== i) continue;
+      isFirst[i] = 1;
       if (this.#recent.hasParts(hi[i], lo[i])) isMaybeRetry = true;
       unique.push(rows[i]);
     }
-    let result: AppendResult | null = null;
+    let result: AppendResult;
     if (!isMaybeRetry && await this.#copy(unique, rows.length - unique.length)) {
       this.#o.onPath?.("copy", rows.length);
-      const stored = new Uint8Array(rows.length);
-      for (let i = 0; i < rows.length; i++) stored[i] = 1 - isRepeat[i];
-      result = new AppendResult(rows, stored, rows.length - unique.length);
+      result = new AppendResult(rows, isFirst, rows.length - unique.length);
     } else {
       result = await this.#o.insert(rows);
       this.#o.onPath?.("insert", rows.length);

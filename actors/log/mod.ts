@@ -121,7 +121,7 @@ export async function openLog(config: Config, deps: LogDeps): Promise<EventLog> 
         return appendToLog(deps.db, rows);
       };
       // On PostgreSQL the appender writes on connections of its own (COPY, or the one-statement
-      // insert for small groups and retries); PGlite always takes the insert.
+      // insert for possible retries); PGlite always takes the insert.
       let copy: CopyLogWriter | undefined;
       if (config.databaseUrl !== undefined) {
         const pool = appenderPool(config.databaseUrl, deps.logger, CONCURRENT_APPENDS);
