@@ -1,7 +1,7 @@
 /**
  * Appending to the `raw_events` log on PostgreSQL with COPY: events are encoded once into COPY text
- * and streamed on the appender's own connections, at the positions the log gave them, in one
- * transaction. COPY cannot skip an `event_id` that is already stored, so a group is copied only
+ * and sent, with the statements that must commit with them, in one round trip on the appender's own
+ * connections, at the positions the log gave them, in one transaction. COPY cannot skip an `event_id` that is already stored, so a group is copied only
  * when nothing in it is known to be a retry; otherwise, and whenever COPY fails on a duplicate key,
  * the group goes through the exact `INSERT ... ON CONFLICT DO NOTHING` path instead. Both paths
  * commit the same rows and the same duplicate count.
@@ -10,18 +10,21 @@
  */
 // @ts-types="@types/pg"
 import type pg from "pg";
-// @ts-types="@types/pg-copy-streams"
-import { from as copyFrom } from "pg-copy-streams";
 import { AppendResult, type PositionedRow } from "./log_store.ts";
+import { copyInOneTrip } from "./pipelined_copy.ts";
 
 /** Columns in COPY order. */
 const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
   "received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, " +
   "is_late, extra_metadata, client_is_eu, subscription_plan";
 
-/** PostgreSQL's SQLSTATEs for a unique-constraint violation and a deadlock. */
+/**
+ * SQLSTATEs that send a group to the exact path: a unique-constraint violation, a deadlock, and
+ * `refuse_erased_retries` finding a retried erased event.
+ */
 const UNIQUE_VIOLATION = "23505";
 const DEADLOCK = "40P01";
+const ERASED_RETRY = "OT001";
 
 /**
  * Fingerprints of recently appended event ids, in two generations of open-addressed tables of
@@ -238,68 +241,40 @@ export class CopyLogWriter {
   }
 
   /**
-   * COPYs the rows atomically: the tombstone check then COPY (which commits itself), or, when the
-   * group repeats ids, both in a transaction that also counts the repeats; false when they must take
-   * the exact path instead.
+   * COPYs the rows atomically, in one round trip: the COPY, then the tombstone check of the rows it
+   * wrote and, when the group repeats ids, the repeat count, all in the implicit transaction of one
+   * simple query. False when the group must take the exact path: one of its ids is already stored
+   * (or stored by a concurrent group), or it retries an erased event.
    */
   async #copy(rows: PositionedRow[], repeated: number): Promise<boolean> {
+    let first = Infinity;
+    let last = -Infinity;
+    for (const row of rows) {
+      if (row.position < first) first = row.position;
+      if (row.position > last) last = row.position;
+    }
+    // Positions and `repeated` are numbers this process computed: safe to inline.
+    let text = `copy raw_events (${COLUMNS}) from stdin; ` +
+      `select refuse_erased_retries(${first}, ${last})`;
+    if (repeated > 0) {
+      text += `; insert into stat_counters (name, value) values ('duplicate_events', ${repeated})
+        on conflict (name) do update set value = stat_counters.value + excluded.value`;
+    }
     const client = await this.#o.pool.connect();
-    let isReleased = false;
+    let isBroken = false;
     try {
-      // COPY is one statement, so on its own it commits atomically: a transaction is only needed to
-      // count repeats in the same commit. Without one, COPY's completion is the commit, which saves
-      // a round trip (single events wait for it).
-      const isTransaction = repeated > 0;
-      const opened = isTransaction
-        ? (await client.query(`begin; ${ANY_ERASED}`) as unknown as ErasedResult[])[1]
-        : await client.query(ANY_ERASED) as ErasedResult;
-      // An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
-      if (opened.rows[0].erased && await isAnyErased(client, rows)) {
-        if (isTransaction) await client.query("rollback");
-        return false;
-      }
-      await streamCopy(client, encodeRows(rows));
-      if (isTransaction) {
-        // `repeated` is a count this process computed: safe to inline.
-        await client.query(
-          `insert into stat_counters (name, value) values ('duplicate_events', ${repeated})
-            on conflict (name) do update set value = stat_counters.value + excluded.value; commit`,
-        );
-      }
+      await copyInOneTrip(client, text, encodeRows(rows));
       return true;
     } catch (error) {
-      // A failed COPY can leave the connection mid-protocol: close it rather than reuse it.
-      client.release(true);
-      isReleased = true;
       const code = (error as { code?: string }).code;
-      if (code === UNIQUE_VIOLATION || code === DEADLOCK) return false;
+      if (code === UNIQUE_VIOLATION || code === DEADLOCK || code === ERASED_RETRY) return false;
+      // Anything but the server's refusal may leave the connection mid-protocol: close it.
+      isBroken = true;
       throw error;
     } finally {
-      if (!isReleased) client.release();
+      client.release(isBroken);
     }
   }
-}
-
-/** Whether any event was ever erased (the tombstones are then checked per id). */
-const ANY_ERASED = "select exists (select 1 from erased_events) as erased";
-type ErasedResult = pg.QueryResult<{ erased: boolean }>;
-
-async function isAnyErased(client: pg.PoolClient, rows: PositionedRow[]): Promise<boolean> {
-  const result = await client.query<{ n: number }>(
-    `select count(*)::int as n from erased_events
-    where event_hash = any(select md5(i) from unnest($1::text[]) as i)`,
-    [rows.map((r) => r.eventId)],
-  );
-  return result.rows[0].n > 0;
-}
-
-function streamCopy(client: pg.PoolClient, bytes: Uint8Array): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const stream = client.query(copyFrom(`copy raw_events (${COLUMNS}) from stdin`));
-    stream.on("error", reject);
-    stream.on("finish", () => resolve());
-    stream.end(bytes);
-  });
 }
 
 /** The rows as COPY text (tab-separated, `\N` for null). */
