@@ -263,7 +263,7 @@ export class CopyLogWriter {
     const client = await this.#o.pool.connect();
     let isBroken = false;
     try {
-      await copyInOneTrip(client, text, encodeRows(rows));
+      await copyInOneTrip(client, text, copyText(rows));
       return true;
     } catch (error) {
       const code = (error as { code?: string }).code;
@@ -278,7 +278,7 @@ export class CopyLogWriter {
 }
 
 /** The rows as COPY text (tab-separated, `\N` for null). */
-export function encodeRows(rows: readonly PositionedRow[]): Uint8Array {
+export function copyText(rows: readonly PositionedRow[]): string {
   const lines: string[] = new Array(rows.length);
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i];
@@ -290,7 +290,7 @@ export function encodeRows(rows: readonly PositionedRow[]): Uint8Array {
       text(JSON.stringify(r.metadata)) + "\t" + nullableBool(r.clientIsEu) + "\t" +
       nullable(r.subscriptionPlan) + "\n";
   }
-  return new TextEncoder().encode(lines.join(""));
+  return lines.join("");
 }
 
 const NEEDS_ESCAPE = /[\\\t\n\r]/;

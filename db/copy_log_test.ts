@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 // @ts-types="@types/pg"
 import pg from "pg";
-import { type AppendPath, CopyLogWriter, encodeRows, iso, RecentFingerprints } from "./copy_log.ts";
+import { type AppendPath, CopyLogWriter, copyText, iso, RecentFingerprints } from "./copy_log.ts";
 import { openDatabase } from "./client.ts";
 import { appendToLog, type PositionedRow, readLog } from "./log_store.ts";
 import { migrateToLatest } from "./migrate.ts";
@@ -76,11 +76,11 @@ async function storedCount(db: Kysely<Database>): Promise<number> {
 
 const onPostgres = { ignore: TEST_DATABASE_URL === undefined };
 
-Deno.test("encodeRows() escapes COPY's special characters and writes \\N for nulls", () => {
+Deno.test("copyText() escapes COPY's special characters and writes \\N for nulls", () => {
   const [row] = rows(["e\t1"]);
-  const text = new TextDecoder().decode(
-    encodeRows([{ ...row, position: 7, errorCode: "a\\b\nc", metadata: { note: "x\ty" } }]),
-  );
+  const text = copyText([
+    { ...row, position: 7, errorCode: "a\\b\nc", metadata: { note: "x\ty" } },
+  ]);
   const fields = text.slice(0, -1).split("\t");
   assert.equal(fields.length, 19);
   assert.equal(fields[0], "e\\t1");

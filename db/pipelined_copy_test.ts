@@ -25,28 +25,11 @@ async function withTable(fn: (client: pg.Client) => Promise<void>): Promise<void
 const ids = async (client: pg.Client) =>
   (await client.query<{ id: string }>("select id from t order by id")).rows.map((r) => r.id);
 
-Deno.test("oneTripMessage() frames Query, CopyData and CopyDone back to back", () => {
-  const message = oneTripMessage("copy t from stdin", bytes("a\n"));
-  assert.deepEqual([...message], [
-    0x51,
-    0,
-    0,
-    0,
-    22,
-    ...bytes("copy t from stdin"),
-    0,
-    0x64,
-    0,
-    0,
-    0,
-    6,
-    ...bytes("a\n"),
-    0x63,
-    0,
-    0,
-    0,
-    4,
-  ]);
+Deno.test("oneTripMessage() frames Query, CopyData (UTF-8) and CopyDone back to back", () => {
+  const query = [0x51, 0, 0, 0, 22, ...bytes("copy t from stdin"), 0];
+  const data = [0x64, 0, 0, 0, 7, ...bytes("é\n")];
+  const done = [0x63, 0, 0, 0, 4];
+  assert.deepEqual([...oneTripMessage("copy t from stdin", "é\n")], [...query, ...data, ...done]);
 });
 
 test({
@@ -54,7 +37,7 @@ test({
   ...onPostgres,
   fn: () =>
     withTable(async (client) => {
-      const tags = await copyInOneTrip(client, "copy t (id) from stdin; select 1", bytes("a\nb\n"));
+      const tags = await copyInOneTrip(client, "copy t (id) from stdin; select 1", "a\nb\n");
       assert.deepEqual(tags, ["COPY 2", "SELECT 1"]);
       assert.deepEqual(await ids(client), ["a", "b"]);
     }),
@@ -66,17 +49,17 @@ test({
   fn: () =>
     withTable(async (client) => {
       await assert.rejects(
-        copyInOneTrip(client, "copy t (id) from stdin; select 1 / 0", bytes("a\n")),
+        copyInOneTrip(client, "copy t (id) from stdin; select 1 / 0", "a\n"),
         (error: { code?: string }) => error.code === "22012",
       );
       // A duplicate key fails the COPY itself, before the data that was already sent is read.
-      await copyInOneTrip(client, "copy t (id) from stdin", bytes("b\n"));
+      await copyInOneTrip(client, "copy t (id) from stdin", "b\n");
       await assert.rejects(
-        copyInOneTrip(client, "copy t (id) from stdin", bytes("c\nb\n")),
+        copyInOneTrip(client, "copy t (id) from stdin", "c\nb\n"),
         (error: { code?: string }) => error.code === "23505",
       );
       assert.deepEqual(await ids(client), ["b"]);
-      assert.deepEqual(await copyInOneTrip(client, "copy t (id) from stdin", bytes("d\n")), [
+      assert.deepEqual(await copyInOneTrip(client, "copy t (id) from stdin", "d\n"), [
         "COPY 1",
       ]);
       assert.deepEqual(await ids(client), ["b", "d"]);
