@@ -1,8 +1,8 @@
 /**
  * The postgres log backend: `raw_events` is the log. Appends are group-committed: requests arriving
  * while writes run share the next transaction. Positions are handed out here, in arrival order, when
- * a group forms (this process is the log's only writer), so several groups can commit at once and
- * share PostgreSQL's WAL flushes, while the region still receives groups strictly in position order:
+ * a group forms (this process is the log's only writer), so groups may commit concurrently
+ * (`maxConcurrentAppends`) while the region still receives them strictly in position order:
  * a group is dispatched only after every earlier group was dispatched or failed. An event is
  * acknowledged only after its transaction committed and its group was dispatched.
  *
