@@ -34,10 +34,7 @@ export async function writeFlush(
     for (let i = 0; i < batch.rawEvents.length; i += RAW_CHUNK) {
       await insertRawEvents(trx, batch.rawEvents.slice(i, i + RAW_CHUNK));
     }
-    await upsertCounters(trx, batch.counters);
-    await upsertFacts(trx, batch.facts);
-    await upsertTypes(trx, batch);
-    await upsertErrorCodes(trx, batch.errorCodes);
+    // First the rows that only this worker's entities touch (devices, titles' viewers, flags).
     await upsertDevices(trx, batch.devices);
     await upsertViewers(trx, batch);
     await upsertFlaggedEvents(trx, batch.flaggedEvents);
@@ -48,6 +45,13 @@ export async function writeFlush(
     }
     await upsertRisks(trx, batch);
     await insertOptOuts(trx, batch);
+    // Then the rows every worker adds to (counters, hourly facts, types, error codes), just before
+    // the commit, so another worker's flush waits for their locks only that long: taken first,
+    // they made it wait for this whole transaction (150 ms of a 300 ms flush, measured).
+    await upsertCounters(trx, batch.counters);
+    await upsertFacts(trx, batch.facts);
+    await upsertTypes(trx, batch);
+    await upsertErrorCodes(trx, batch.errorCodes);
     await advanceCheckpoints(trx, batch);
   });
 }
