@@ -110,7 +110,9 @@ export class Supervisor {
         `Worker ${slot.index} died; restarting it, the cluster re-acquires its shards`,
         { reason },
       );
+      // The restarted worker owns nothing until the cluster hands the shards back (adopt).
       const lost = [...slot.ownedKeys];
+      slot.ownedKeys.clear();
       onRestarted = () => o.cluster?.onShardsLost(lost);
     } else if (!o.isLogDurable) {
       o.logger.error(

@@ -240,6 +240,26 @@ test("Supervisor.onReset() tells the cluster which shards were lost, or kills a 
   }
 });
 
+test("Supervisor.onDeath() in a cluster reports the dead worker's shards once, then owns none", async () => {
+  const cluster = new FakeRegion({ isCluster: true });
+  try {
+    await cluster.supervisor.start([0, 1], 0);
+    cluster.supervisor.adopt(
+      new Map([["user:0", { position: 0, epoch: 2 }], ["content:2", { position: 0, epoch: 2 }]]),
+    );
+    cluster.pool.kill(0, "crashed");
+    await until("the restart", () => cluster.pool.isAlive(0) && !cluster.slots[0].isRecovering);
+    assert.deepEqual(cluster.lost, [["user:0", "content:2"]]);
+    assert.deepEqual([...cluster.slots[0].ownedKeys], []);
+    // A second death before the cluster re-adopts must not report the shards it no longer has.
+    cluster.pool.kill(0, "crashed again");
+    await until("the second restart", () => cluster.lost.length === 2);
+    assert.deepEqual(cluster.lost[1], []);
+  } finally {
+    await cluster.close();
+  }
+});
+
 test("Supervisor.onDeath() while draining releases ack waiters and does not restart", async () => {
   const region = new FakeRegion();
   try {
