@@ -21,7 +21,7 @@ export type Sightings<V extends Scalar = string, T extends Scalar = string> =
 
 const STRIDE = 3;
 
-/** No sightings: shared, never written into (see {@link see} replaces it). */
+/** No sightings: shared, never written into ({@link see} returns a new array instead). */
 export function noSightings<V extends Scalar, T extends Scalar>(): Sightings<V, T> {
   return NONE as Sightings<V, T>;
 }

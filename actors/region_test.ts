@@ -3,7 +3,12 @@ import type { FlushBatch } from "../db/flush_batch.ts";
 import type { TelemetryEvent } from "../rules/mod.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
 import { test } from "../tests/_permissions.ts";
-import { MemoryLogger, MemoryShardStore, testRegionOptions } from "../tests/_region_fakes.ts";
+import {
+  MemoryLogger,
+  MemoryShardStore,
+  testRegionOptions,
+  until,
+} from "../tests/_region_fakes.ts";
 import { type IncomingEvent, Region, type RegionOptions } from "./region.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 
@@ -67,14 +72,6 @@ function rawEventIds(batches: FlushBatch[]): string[] {
 
 function idsOf(events: IncomingEvent[]): string[] {
   return events.map((e) => e.eventId).sort();
-}
-
-async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 test("Region.route() and flush() hand every event to writeBatch exactly once", async () => {

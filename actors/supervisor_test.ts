@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
 import { makeEvent } from "../tests/fixtures.ts";
 import { test } from "../tests/_permissions.ts";
-import { MemoryLogger, MemoryShardStore, testRegionOptions } from "../tests/_region_fakes.ts";
+import {
+  MemoryLogger,
+  MemoryShardStore,
+  testRegionOptions,
+  until,
+} from "../tests/_region_fakes.ts";
 import type { WorkerBatch } from "./event_columns.ts";
 import type { FlushBatch } from "../db/flush_batch.ts";
-import type { ToWorker, WorkerInit } from "./protocol.ts";
+import type { ShardLease, ToWorker, WorkerInit } from "./protocol.ts";
 import { emptySlot, type RegionOptions, type WorkerSlot } from "./region_types.ts";
 import { shardOf, workerOfShard } from "./shard_of.ts";
 import { type SupervisedRegion, Supervisor } from "./supervisor.ts";
@@ -101,12 +106,9 @@ class FakeRegion implements SupervisedRegion {
   }
 }
 
-async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/** Leases of the keys from position 0 under epoch 2, as the cluster hands them over. */
+function leasesAtEpoch2(...keys: string[]): Map<string, ShardLease> {
+  return new Map(keys.map((key) => [key, { position: 0, epoch: 2 }]));
 }
 
 test("Supervisor.start() leases the shards of the given workers, spawns them, then releases live events", async () => {
@@ -218,9 +220,7 @@ test("Supervisor.onReset() tells the cluster which shards were lost, or kills a 
   try {
     await Promise.all([cluster.supervisor.start([0, 1], 0), single.supervisor.start([0, 1], 0)]);
 
-    cluster.supervisor.adopt(
-      new Map([["user:0", { position: 0, epoch: 2 }], ["content:2", { position: 0, epoch: 2 }]]),
-    );
+    cluster.supervisor.adopt(leasesAtEpoch2("user:0", "content:2"));
     cluster.supervisor.onReset(cluster.slots[0], ["user:0"], "epoch moved");
     assert.deepEqual(cluster.lost, [["user:0"]]);
     assert.deepEqual([...cluster.slots[0].ownedKeys], ["content:2"]);
@@ -244,9 +244,7 @@ test("Supervisor.onDeath() in a cluster reports the dead worker's shards once, t
   const cluster = new FakeRegion({ isCluster: true });
   try {
     await cluster.supervisor.start([0, 1], 0);
-    cluster.supervisor.adopt(
-      new Map([["user:0", { position: 0, epoch: 2 }], ["content:2", { position: 0, epoch: 2 }]]),
-    );
+    cluster.supervisor.adopt(leasesAtEpoch2("user:0", "content:2"));
     cluster.pool.kill(0, "crashed");
     await until("the restart", () => cluster.pool.isAlive(0) && !cluster.slots[0].isRecovering);
     assert.deepEqual(cluster.lost, [["user:0", "content:2"]]);

@@ -1,10 +1,11 @@
 /**
  * Appending to the `raw_events` log on PostgreSQL with COPY: events are encoded once into COPY text
  * and sent, with the statements that must commit with them, in one round trip on the appender's own
- * connections, at the positions the log gave them, in one transaction. COPY cannot skip an `event_id` that is already stored, so a group is copied only
- * when nothing in it is known to be a retry; otherwise, and whenever COPY fails on a duplicate key,
- * the group goes through the exact `INSERT ... ON CONFLICT DO NOTHING` path instead. Both paths
- * commit the same rows and the same duplicate count.
+ * connections, at the positions the log gave them, in one transaction. COPY cannot skip an
+ * `event_id` that is already stored, so a group is copied only when nothing in it is known to be a
+ * retry; otherwise, and whenever COPY fails on a duplicate key or finds a retried erased event, the
+ * group goes through the exact `INSERT ... ON CONFLICT DO NOTHING` path instead. Both paths commit
+ * the same rows and the same duplicate count.
  *
  * @module
  */

@@ -49,7 +49,8 @@ export function healthRoutes(
         batches_in_flight: w.inFlight,
         pending_events: w.pendingEvents,
         entities: w.entities,
-        heap_used_mb: Math.round(w.heapUsedBytes / 104_857.6) / 10,
+        // MB, one decimal.
+        heap_used_mb: Math.round(w.heapUsedBytes / 2 ** 20 * 10) / 10,
       })),
     };
     return c.json(body, problems.length === 0 ? 200 : 503);

@@ -1,6 +1,7 @@
 /**
  * Fakes for the region's collaborators, shared by the region and supervisor tests: a shard store
- * over memory, a logger that keeps its entries, and region settings for small test regions.
+ * over memory, a logger that keeps its entries, region settings for small test regions, and a wait
+ * for what the workers do on their own threads.
  *
  * @module
  */
@@ -83,4 +84,13 @@ export function testRegionOptions(
     isLogDurable: false,
     logger,
   };
+}
+
+/** Waits until `check` holds, polling every 10 ms; throws naming `what` after `ms`. */
+export async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
