@@ -102,3 +102,77 @@ function withoutStalest<V extends Scalar, T extends Scalar>(e: Sightings<V, T>):
   if (stalest === -1) return e;
   return e.filter((_, j) => j < stalest || j >= stalest + STRIDE) as Sightings<V, T>;
 }
+
+/**
+ * Sightings of many owners in columns indexed by a slot (see `slots.ts`): the first value an owner
+ * is seen with sits in three columns with no array of its own, which is all most users ever have
+ * (one region, one network). An owner seen with a second value moves to a flat {@link Sightings}
+ * array for good (until its slot is reset). Same semantics as the functions above.
+ */
+export class SightingsColumns<V extends Scalar, T extends Scalar> {
+  #values: Array<V | null> = [];
+  #atMs: number[] = [];
+  #tags: Array<T | null> = [];
+  #spilled: Array<Sightings<V, T> | null> = [];
+
+  /** `capacity`: most distinct values kept per owner, as {@link see}'s. */
+  constructor(readonly capacity: number) {}
+
+  /** Empties a slot; call it for every slot taken, new or reused, before using it. */
+  reset(slot: number): void {
+    this.#values[slot] = null;
+    this.#atMs[slot] = 0;
+    this.#tags[slot] = null;
+    this.#spilled[slot] = null;
+  }
+
+  /** Records a sighting, as {@link see}. */
+  see(slot: number, value: V, atMs: number, tag: T): void {
+    const spilled = this.#spilled[slot];
+    if (spilled !== null) {
+      this.#spilled[slot] = see(spilled, value, atMs, tag, this.capacity);
+      return;
+    }
+    const first = this.#values[slot];
+    if (first === null) {
+      this.#values[slot] = value;
+      this.#atMs[slot] = atMs;
+      this.#tags[slot] = tag;
+    } else if (first === value) {
+      if (this.#atMs[slot] <= atMs) {
+        this.#atMs[slot] = atMs;
+        this.#tags[slot] = tag;
+      }
+    } else {
+      const firstTag = this.#tags[slot] as T;
+      const moved = see(noSightings<V, T>(), first, this.#atMs[slot], firstTag, this.capacity);
+      this.#spilled[slot] = see(moved, value, atMs, tag, this.capacity);
+      this.#values[slot] = null;
+      this.#tags[slot] = null;
+    }
+  }
+
+  /** As {@link keysSince}. */
+  keysSince(slot: number, sinceMs: number): V[] {
+    const spilled = this.#spilled[slot];
+    if (spilled !== null) return keysSince(spilled, sinceMs);
+    const first = this.#values[slot];
+    return first !== null && this.#atMs[slot] >= sinceMs ? [first] : [];
+  }
+
+  /** As {@link countSince}. */
+  countSince(slot: number, sinceMs: number, tag?: T): number {
+    const spilled = this.#spilled[slot];
+    if (spilled !== null) return countSince(spilled, sinceMs, tag);
+    if (this.#values[slot] === null || this.#atMs[slot] < sinceMs) return 0;
+    return tag === undefined || this.#tags[slot] === tag ? 1 : 0;
+  }
+
+  /** As {@link tagsSince}. */
+  tagsSince(slot: number, sinceMs: number): T[] {
+    const spilled = this.#spilled[slot];
+    if (spilled !== null) return tagsSince(spilled, sinceMs);
+    const tag = this.#tags[slot];
+    return this.#values[slot] !== null && this.#atMs[slot] >= sinceMs ? [tag as T] : [];
+  }
+}

@@ -15,6 +15,7 @@ import {
 import { addFlag, advanceCheckpoint, emptyBatch, isEmptyBatch } from "./pending.ts";
 import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
+import { Slots } from "./slots.ts";
 
 /** The fields of an event the quality side needs; a smaller message than the whole event. */
 export type QualityEvent = Pick<
@@ -64,25 +65,27 @@ const NO_ERRORS: Readonly<WindowErrors> = Object.freeze({
   devices: new Set<string>(),
 });
 
-/** Shared by entities with no window; never written into (windows are replaced, not pushed). */
-const NO_WINDOWS = Object.freeze([]) as unknown as WindowCounts[];
-
-interface QualityEntity {
-  lastTouchedMs: number;
-  /**
-   * Open windows, usually one: an array costs about a third of a Map's memory per title or TV, and
-   * its length is bounded by the windows between the lateness horizon and the clock.
-   */
-  windows: WindowCounts[];
-}
-
 /** Error event ids kept per window as evidence. */
 const SAMPLE_IDS = 10;
 
 /** In-memory state of the content (or device) shards hosted by one worker. */
 export class QualityFamily {
   #o: QualityFamilyOptions;
-  #entities = new Map<string, QualityEntity>();
+  /**
+   * A slot per title or TV in memory; its state is in the columns below (see `slots.ts`). Most have
+   * one open window without errors, held in two columns; the others keep their open windows as
+   * objects in `#windows`, a list whose length is bounded by the windows between the lateness
+   * horizon and the clock.
+   */
+  #entities = new Slots((slot) => this.#clear(slot));
+  /** Wall-clock time of the entity's latest event (passivation). */
+  #touchedMs: number[] = [];
+  /** Start of the entity's one open window without errors; NaN: none (or see `#windows`). */
+  #windowStartMs: number[] = [];
+  /** Events in that window. */
+  #windowEvents: number[] = [];
+  /** Every open window, when there are several or one has errors; null: see the columns above. */
+  #windows: Array<WindowCounts[] | null> = [];
   #recent: RecentIdsByShard;
   #scratch = emptyBatch();
 
@@ -107,16 +110,10 @@ export class QualityFamily {
     if (!this.#recent.add(shard, event.eventId, event.atMs) || event.isLate) return;
     // Only playback events say anything about a title's or a TV's playback quality.
     if (!isPlaybackType(event.type)) return;
-    const entity = this.#entity(key, nowMs);
+    const slot = this.#slot(key, nowMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
-    let counts = entity.windows.find((w) => w.startMs === windowStartMs);
-    if (counts === undefined) {
-      counts = { startMs: windowStartMs, eventCount: 0, errorCount: 0 };
-      // Copied, not pushed: a push grows the backing store by 16 slots, and most entities have one.
-      entity.windows = entity.windows.concat(counts);
-    }
-    counts.eventCount++;
+    const counts = this.#countIn(slot, windowStartMs, event.type === "ERROR");
     if (event.type === "ERROR") {
       counts.errorCount++;
       const errors = counts.errors ??= { byCode: {}, sampleEventIds: [], devices: new Set() };
@@ -152,8 +149,8 @@ export class QualityFamily {
   /** Forgets every entity and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
     this.#recent.drop(shard);
-    for (const key of this.#entities.keys()) {
-      if (shardOf(key, this.#o.shardCount) === shard) this.#entities.delete(key);
+    for (const [key] of this.#entities.entries()) {
+      if (shardOf(key, this.#o.shardCount) === shard) this.#entities.release(key);
     }
   }
 
@@ -169,11 +166,17 @@ export class QualityFamily {
   prune(horizonMs: number): void {
     this.#recent.prune(horizonMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
-    for (const entity of this.#entities.values()) {
-      if (entity.windows.some((w) => w.startMs + windowMs < horizonMs)) {
-        const open = entity.windows.filter((w) => w.startMs + windowMs >= horizonMs);
-        entity.windows = open.length === 0 ? NO_WINDOWS : open;
-      }
+    for (const [, slot] of this.#entities.entries()) {
+      if (this.#windowStartMs[slot] + windowMs < horizonMs) this.#windowStartMs[slot] = NaN;
+      const windows = this.#windows[slot];
+      if (windows === null || !windows.some((w) => w.startMs + windowMs < horizonMs)) continue;
+      const open = windows.filter((w) => w.startMs + windowMs >= horizonMs);
+      this.#windows[slot] = null;
+      // Back to the columns when what is left fits them.
+      if (open.length === 1 && open[0].errors === undefined) {
+        this.#windowStartMs[slot] = open[0].startMs;
+        this.#windowEvents[slot] = open[0].eventCount;
+      } else if (open.length > 0) this.#windows[slot] = open;
     }
   }
 
@@ -183,22 +186,57 @@ export class QualityFamily {
    */
   passivate(idleSinceMs: number): number {
     let evicted = 0;
-    for (const [key, entity] of this.#entities) {
-      if (entity.lastTouchedMs < idleSinceMs && entity.windows.length === 0) {
-        this.#entities.delete(key);
+    for (const [key, slot] of this.#entities.entries()) {
+      const hasWindow = !Number.isNaN(this.#windowStartMs[slot]) || this.#windows[slot] !== null;
+      if (this.#touchedMs[slot] < idleSinceMs && !hasWindow) {
+        this.#entities.release(key);
         evicted++;
       }
     }
     return evicted;
   }
 
-  #entity(key: string, nowMs: number): QualityEntity {
-    let entity = this.#entities.get(key);
-    if (entity === undefined) {
-      entity = { lastTouchedMs: nowMs, windows: NO_WINDOWS };
-      this.#entities.set(key, entity);
+  /** The entity's slot, taken (with no window) on its first event; marks it touched. */
+  #slot(key: string, nowMs: number): number {
+    const slot = this.#entities.get(key) ?? this.#entities.take(key);
+    this.#touchedMs[slot] = nowMs;
+    return slot;
+  }
+
+  /** Empties a slot in every column (see `slots.ts`). */
+  #clear(slot: number): void {
+    this.#touchedMs[slot] = 0;
+    this.#windowStartMs[slot] = NaN;
+    this.#windowEvents[slot] = 0;
+    this.#windows[slot] = null;
+  }
+
+  /**
+   * Counts one event into the entity's window starting at `windowStartMs`. Returns that window's
+   * counts: a fresh object when the window lives in the columns (it is not kept), or the kept one.
+   */
+  #countIn(slot: number, windowStartMs: number, isError: boolean): WindowCounts {
+    let windows = this.#windows[slot];
+    if (windows === null) {
+      const startMs = this.#windowStartMs[slot];
+      const isFree = Number.isNaN(startMs);
+      if (!isError && (isFree || startMs === windowStartMs)) {
+        this.#windowStartMs[slot] = windowStartMs;
+        const eventCount = isFree ? 1 : this.#windowEvents[slot] + 1;
+        this.#windowEvents[slot] = eventCount;
+        return { startMs: windowStartMs, eventCount, errorCount: 0 };
+      }
+      // A second window or a first error: the windows become objects.
+      windows = isFree ? [] : [{ startMs, eventCount: this.#windowEvents[slot], errorCount: 0 }];
+      this.#windowStartMs[slot] = NaN;
+      this.#windows[slot] = windows;
     }
-    entity.lastTouchedMs = nowMs;
-    return entity;
+    let counts = windows.find((w) => w.startMs === windowStartMs);
+    if (counts === undefined) {
+      counts = { startMs: windowStartMs, eventCount: 0, errorCount: 0 };
+      windows.push(counts);
+    }
+    counts.eventCount++;
+    return counts;
   }
 }

@@ -283,3 +283,37 @@ Deno.test("QualityFamily.apply() flags a lone broken device in the device family
   assert.equal(flag.entityType, "device");
   assert.equal(flag.userId, "viewer-9");
 });
+
+Deno.test("QualityFamily counts the plays before a window's first error, as objects or in columns", () => {
+  const contents = family();
+  const batch = emptyBatch();
+  contents.apply(play({ atMs: T0 }), NOW, batch);
+  contents.apply(play({ atMs: T0 + WINDOW }), NOW, batch); // a second window
+  contents.apply(play({ atMs: T0 + WINDOW + 1 }), NOW, batch);
+  contents.prune(T0 + WINDOW + 1); // the first window is gone; one window without errors is left
+  contents.apply(error({ atMs: T0 + WINDOW + 2 }), NOW, batch);
+  assert.equal(batch.flags.size, 0, "3 events are below the minimum");
+  contents.apply(error({ atMs: T0 + WINDOW + 3 }), NOW, batch);
+  assert.equal(batch.flags.size, 0, "2 errors of 4 events are not above the 50% threshold");
+  contents.apply(error({ atMs: T0 + WINDOW + 4 }), NOW, batch);
+  assert.deepEqual(
+    [onlyFlag(batch).evidence.observed["events"], onlyFlag(batch).evidence.observed["errors"]],
+    [5, 3],
+  );
+});
+
+Deno.test("QualityFamily gives a title that takes an evicted title's place none of its counts", () => {
+  const contents = family();
+  for (let i = 0; i < 3; i++) {
+    contents.apply(error({ contentId: "gone", atMs: T0 + i }), 1_000, emptyBatch());
+  }
+  contents.prune(T0 + 3_600_000);
+  assert.equal(contents.passivate(2_000), 1);
+  const batch = emptyBatch();
+  contents.apply(error({ contentId: "new", atMs: T0 + 3_600_000 }), 3_000, batch);
+  assert.equal(batch.flags.size, 0, "one error of one event is below the minimum of 4");
+  for (let i = 1; i < 4; i++) {
+    contents.apply(error({ contentId: "new", atMs: T0 + 3_600_000 + i }), 3_000, batch);
+  }
+  assert.equal(onlyFlag(batch).evidence.observed["events"], 4);
+});

@@ -34,7 +34,7 @@ import {
 } from "./pending.ts";
 import { RecentIdsByShard } from "./recent_ids.ts";
 import { shardOf } from "./shard_of.ts";
-import { countSince, keysSince, noSightings, see, type Sightings, tagsSince } from "./last_seen.ts";
+import { SightingsColumns } from "./last_seen.ts";
 import {
   endSegment,
   hasStartedSince,
@@ -43,6 +43,7 @@ import {
   segmentStart,
   startSegment,
 } from "./open_segments.ts";
+import { Slots } from "./slots.ts";
 
 /** Settings of the user family. */
 export interface UserFamilyOptions {
@@ -64,19 +65,10 @@ export interface UserFamilyOptions {
   owned?: ReadonlyMap<number, number>;
 }
 
-interface UserEntity {
-  lastTouchedMs: number;
-  /** Running playback segments by `device + KEY_SEP + content`: event time the segment started. */
-  segments: OpenSegments;
-  /** Regions with the id of the latest event from each (the sharing flag's sample). */
-  regions: Sightings<string, string>;
-  /**
-   * Networks as {@link networkFingerprint}s of their IP hashes, tagged with the hash key's index
-   * (see {@link UserFamily}'s key ids): only counted, never shown, so no hash string is kept.
-   */
-  networks: Sightings<number, number>;
-  /** The latest UTC day with privacy-flagged events, and a bounded sample of their ids. */
-  privacyDay?: { dayMs: number; eventIds: string[] };
+/** The latest UTC day with privacy-flagged events of a user, and a bounded sample of their ids. */
+interface PrivacyDay {
+  dayMs: number;
+  eventIds: string[];
 }
 
 const DAY_MS = 86_400_000;
@@ -96,7 +88,20 @@ const MAX_OPEN_SEGMENTS = 16;
 /** In-memory state of the user shards hosted by one worker. */
 export class UserFamily {
   #o: UserFamilyOptions;
-  #entities = new Map<string, UserEntity>();
+  /** A slot per user in memory; the user's state is in the columns below, indexed by it. */
+  #users = new Slots((slot) => this.#clear(slot));
+  /** Wall-clock time of the user's latest event (passivation). */
+  #touchedMs: number[] = [];
+  /** Running playback segments by `device + KEY_SEP + content`: event time the segment started. */
+  #segments: OpenSegments[] = [];
+  /** Regions with the id of the latest event from each (the sharing flag's sample). */
+  #regions = new SightingsColumns<string, string>(MAX_DISTINCT_PER_USER);
+  /**
+   * Networks as {@link networkFingerprint}s of their IP hashes, tagged with the hash key's index
+   * (see `#ipKeyIndexes`): only counted, never shown, so no hash string is kept.
+   */
+  #networks = new SightingsColumns<number, number>(MAX_DISTINCT_PER_USER);
+  #privacyDays: Array<PrivacyDay | null> = [];
   #recent: RecentIdsByShard;
   /** API do-not-track and deletion requests, the earliest per user (bounded by requests). */
   #requests = new Map<string, OptOut>();
@@ -124,7 +129,7 @@ export class UserFamily {
 
   /** Number of users currently held in memory. */
   get entityCount(): number {
-    return this.#entities.size;
+    return this.#users.size;
   }
 
   /** Regions whose string is shared among this family's users (bounded, see `#regionName`). */
@@ -141,7 +146,7 @@ export class UserFamily {
    */
   recordOptOut(userId: string, optOut: OptOut): void {
     if (optOut.type === "deletion" && optOut.pseudonym !== undefined) {
-      this.#entities.delete(userId);
+      this.#users.release(userId);
       this.#requests.delete(userId);
       this.#dntSettings.delete(userId);
       return;
@@ -190,45 +195,38 @@ export class UserFamily {
     }
     // Every unique event counts in the aggregates of its own event-time hour, however late it is;
     // sessions follow event time too, so a TV that was offline still gets its watch time.
-    const entity = this.#entity(event.userId, nowMs);
-    const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(entity, event) : 0;
+    const slot = this.#slot(event.userId, nowMs);
+    const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(slot, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
     // Windows only take events up to the allowed lateness behind the watermark.
     const facts: UserRuleFacts = {
       optOut,
-      privacySample: this.#privacySample(event, nowMs),
-      sharing: event.isLate ? null : this.#sharingFacts(entity, event),
+      privacySample: this.#privacySample(event, slot),
+      sharing: event.isLate ? null : this.#sharingFacts(slot, event),
     };
     for (const rule of USER_RULES) this.#runRule(rule, event, facts, out);
   }
 
   /** Adds the event to the user's sliding window and returns what the window holds. */
-  #sharingFacts(entity: UserEntity, event: TelemetryEvent): SharingFacts {
+  #sharingFacts(slot: number, event: TelemetryEvent): SharingFacts {
     // With SHARING_REGION_LEVEL=country, US-CA and US-NY are one region (US) to the sharing rule.
     const region = this.#regionName(
       this.#o.thresholds.sharingRegionLevel === "country"
         ? event.region.split("-")[0]
         : event.region,
     );
-    entity.regions = see(entity.regions, region, event.atMs, event.eventId, MAX_DISTINCT_PER_USER);
+    this.#regions.see(slot, region, event.atMs, event.eventId);
     const keyIndex = this.#ipKeyIndex(event.ipHash);
-    const fingerprint = networkFingerprint(event.ipHash);
-    entity.networks = see(
-      entity.networks,
-      fingerprint,
-      event.atMs,
-      keyIndex,
-      MAX_DISTINCT_PER_USER,
-    );
+    this.#networks.see(slot, networkFingerprint(event.ipHash), event.atMs, keyIndex);
     const sinceMs = event.atMs - this.#o.thresholds.sharingWindowMs;
     return {
       windowStartMs: sinceMs,
       windowEndMs: event.atMs,
-      regions: keysSince(entity.regions, sinceMs),
+      regions: this.#regions.keysSince(slot, sinceMs),
       // Hashes are compared only within the event's key: after a rotation one address has two hashes.
-      ipHashCount: countSince(entity.networks, sinceMs, keyIndex),
-      sampleEventIds: tagsSince(entity.regions, sinceMs),
+      ipHashCount: this.#networks.countSince(slot, sinceMs, keyIndex),
+      sampleEventIds: this.#regions.tagsSince(slot, sinceMs),
     };
   }
 
@@ -266,8 +264,8 @@ export class UserFamily {
   /** Forgets every user and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
     this.#recent.drop(shard);
-    for (const userId of this.#entities.keys()) {
-      if (shardOf(userId, this.#o.shardCount) === shard) this.#entities.delete(userId);
+    for (const [userId] of this.#users.entries()) {
+      if (shardOf(userId, this.#o.shardCount) === shard) this.#users.release(userId);
     }
   }
 
@@ -291,12 +289,12 @@ export class UserFamily {
     const sightingsSinceMs = watermarkMs - this.#o.thresholds.sharingWindowMs;
     const segmentsSinceMs = watermarkMs - this.#o.maxSegmentMs;
     let evicted = 0;
-    for (const [userId, entity] of this.#entities) {
-      if (entity.lastTouchedMs >= idleSinceMs) continue;
-      if (countSince(entity.regions, sightingsSinceMs) > 0) continue;
-      if (countSince(entity.networks, sightingsSinceMs) > 0) continue;
-      if (hasStartedSince(entity.segments, segmentsSinceMs)) continue;
-      this.#entities.delete(userId);
+    for (const [userId, slot] of this.#users.entries()) {
+      if (this.#touchedMs[slot] >= idleSinceMs) continue;
+      if (this.#regions.countSince(slot, sightingsSinceMs) > 0) continue;
+      if (this.#networks.countSince(slot, sightingsSinceMs) > 0) continue;
+      if (hasStartedSince(this.#segments[slot], segmentsSinceMs)) continue;
+      this.#users.release(userId);
       evicted++;
     }
     return evicted;
@@ -306,33 +304,34 @@ export class UserFamily {
    * The day's sample of privacy-flagged event ids for the flag's evidence, this event included (the
    * rule decides whether it is flagged; an event that is not adds nothing).
    */
-  #privacySample(event: TelemetryEvent, nowMs: number): string[] {
+  #privacySample(event: TelemetryEvent, slot: number): string[] {
     if (!event.isEu || event.hasConsent) return [];
-    const entity = this.#entity(event.userId, nowMs);
     const dayMs = Math.floor(event.atMs / DAY_MS) * DAY_MS;
-    if (entity.privacyDay === undefined || entity.privacyDay.dayMs < dayMs) {
-      entity.privacyDay = { dayMs, eventIds: [] };
-    } else if (entity.privacyDay.dayMs > dayMs) {
+    let day = this.#privacyDays[slot];
+    if (day === null || day.dayMs < dayMs) {
+      this.#privacyDays[slot] = day = { dayMs, eventIds: [] };
+    } else if (day.dayMs > dayMs) {
       return [event.eventId]; // a late event of an earlier day: its own id is the sample
     }
-    const ids = entity.privacyDay.eventIds;
+    const ids = day.eventIds;
     if (ids.length < MAX_PRIVACY_EVENT_IDS) ids.push(event.eventId);
     return ids;
   }
 
-  #entity(userId: string, nowMs: number): UserEntity {
-    let entity = this.#entities.get(userId);
-    if (entity === undefined) {
-      entity = {
-        lastTouchedMs: nowMs,
-        segments: noSegments(),
-        regions: noSightings(),
-        networks: noSightings(),
-      };
-      this.#entities.set(userId, entity);
-    }
-    entity.lastTouchedMs = nowMs;
-    return entity;
+  /** The user's slot, taken (with empty state) on the user's first event; marks it touched. */
+  #slot(userId: string, nowMs: number): number {
+    const slot = this.#users.get(userId) ?? this.#users.take(userId);
+    this.#touchedMs[slot] = nowMs;
+    return slot;
+  }
+
+  /** Empties a slot in every column (see `slots.ts`). */
+  #clear(slot: number): void {
+    this.#touchedMs[slot] = 0;
+    this.#segments[slot] = noSegments();
+    this.#regions.reset(slot);
+    this.#networks.reset(slot);
+    this.#privacyDays[slot] = null;
   }
 
   /**
@@ -340,18 +339,18 @@ export class UserFamily {
    * event-time length capped at `maxSegmentMs`. An event older than the open segment's start (a late
    * event from an earlier segment) leaves the open segment alone and adds no watch time.
    */
-  #advanceSession(entity: UserEntity, event: TelemetryEvent): number {
+  #advanceSession(slot: number, event: TelemetryEvent): number {
     if (event.type === "SEEK") return 0;
     const key = event.deviceId + KEY_SEP + event.contentId;
-    const startMs = segmentStart(entity.segments, key);
+    const startMs = segmentStart(this.#segments[slot], key);
     if (startMs !== undefined && event.atMs < startMs) return 0;
     let watchTimeMs = 0;
     if (startMs !== undefined) {
       watchTimeMs = Math.min(event.atMs - startMs, this.#o.maxSegmentMs);
-      entity.segments = endSegment(entity.segments, key);
+      this.#segments[slot] = endSegment(this.#segments[slot], key);
     }
     if (event.type === "PLAY") {
-      entity.segments = startSegment(entity.segments, key, event.atMs, MAX_OPEN_SEGMENTS);
+      this.#segments[slot] = startSegment(this.#segments[slot], key, event.atMs, MAX_OPEN_SEGMENTS);
     }
     return watchTimeMs;
   }

@@ -809,3 +809,19 @@ Deno.test("UserFamily.apply() compares countries, not subdivisions, with SHARING
   for (const event of events) countries.apply(event, NOW, byCountry);
   assert.equal(flagsOf(byCountry, "account_sharing").length, 0);
 });
+
+Deno.test("UserFamily gives a user who takes an evicted user's place none of their regions", () => {
+  const users = family();
+  const batch = emptyBatch();
+  for (const [i, region] of ["DE", "FR"].entries()) {
+    users.apply(ev({ userId: "gone", region, atMs: T0 + i * MINUTE }), 1_000, batch);
+  }
+  assert.equal(users.passivate(2_000, LONG_AFTER), 1);
+  for (const [i, region] of ["IT", "ES"].entries()) {
+    users.apply(ev({ userId: "new", region, atMs: T0 + i * MINUTE }), 3_000, batch);
+  }
+  assert.equal(flagsOf(batch, "account_sharing").length, 0, "2 regions, not 4");
+  users.apply(ev({ userId: "new", region: "PT", atMs: T0 + 2 * MINUTE }), 3_000, batch);
+  const [flag] = flagsOf(batch, "account_sharing");
+  assert.deepEqual(flag.evidence.observed["regions"], ["ES", "IT", "PT"]);
+});

@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { Slots } from "./slots.ts";
+
+Deno.test("Slots hands out dense slots and takes a released one before a new one", () => {
+  const slots = new Slots(() => {});
+  assert.deepEqual(["a", "b", "c"].map((key) => slots.take(key)), [0, 1, 2]);
+  assert.equal(slots.release("b"), true);
+  assert.equal(slots.release("b"), false, "a key holds one slot, released once");
+  assert.equal(slots.get("b"), undefined);
+  assert.equal(slots.take("d"), 1, "the freed slot, so the columns never grow holes");
+  assert.equal(slots.take("e"), 3);
+  assert.equal(slots.size, 4);
+  assert.deepEqual([...slots.entries()].sort(), [["a", 0], ["c", 2], ["d", 1], ["e", 3]]);
+});
+
+Deno.test("Slots empties a slot when it is taken and when it is released", () => {
+  const column: Array<string | null> = [];
+  const slots = new Slots((slot) => column[slot] = null);
+  column[slots.take("a")] = "a's state";
+  column[slots.take("b")] = "b's state";
+  assert.deepEqual(column, ["a's state", "b's state"]);
+  slots.release("a");
+  assert.deepEqual(column, [null, "b's state"], "a free slot keeps nothing alive");
+  column[0] = "left behind";
+  assert.equal(slots.take("c"), 0);
+  assert.deepEqual(column, [null, "b's state"], "a reused slot starts empty");
+});
+
+Deno.test("Slots lets the current key go while iterating", () => {
+  const slots = new Slots(() => {});
+  for (let i = 0; i < 100; i++) slots.take(`k${i}`);
+  for (const [key, slot] of slots.entries()) if (slot % 2 === 0) slots.release(key);
+  assert.equal(slots.size, 50);
+  assert.equal([...slots.entries()].every(([, slot]) => slot % 2 === 1), true);
+});
