@@ -44,6 +44,8 @@ export function serverArgs(): string[] {
 
 /** Environment every benchmark server shares: quiet logs, loopback only, a fixed IP key. */
 export const BASE_ENV: Readonly<Record<string, string>> = {
+  // As `deno task start` runs the server (see the README's _Memory_ notes).
+  MALLOC_MMAP_THRESHOLD_: "131072",
   LOG_LEVEL: "warn",
   LISTEN_HOST: "127.0.0.1",
   IP_HASH_SECRET: "bench-secret-0123456789abcdef",
