@@ -49,6 +49,11 @@ export interface MemoryOptions {
   token?: string;
   /** Run the passivation measurement (default true). */
   reclaim?: boolean;
+  /**
+   * Viewers of the passivation run (default `users`): it checks that entities go away, which a
+   * smaller run shows as well, in less time.
+   */
+  reclaimUsers?: number;
   /** Overrides of the short idle settings of the passivation run. */
   reclaimEnv?: Record<string, string>;
   /** How long to wait for the entity count to fall back (default: the windows plus 60 s). */
@@ -379,7 +384,8 @@ export async function measureMemoryPerUser(opts: MemoryOptions): Promise<MemoryR
   result.reclaim = await withServer(env, async (server) => {
     const client = new Client(server.url, server.child.pid, opts.token);
     // Entity counts need no quiet time; the windows run from the moment the viewers are counted.
-    const phase = await loadViewers(client, { ...opts, env, settleMs: 0 }, `r${run}`);
+    const users = opts.reclaimUsers ?? opts.users;
+    const phase = await loadViewers(client, { ...opts, users, env, settleMs: 0 }, `r${run}`);
     const windowsMs = Number(env.SHARING_WINDOW_MS) +
       Math.max(Number(env.MAX_SEGMENT_MS), Number(env.QUALITY_WINDOW_MS)) +
       Number(env.ALLOWED_LATENESS_MS) + Number(env.MAX_IDLE_MS);
