@@ -103,38 +103,39 @@ function withoutStalest<V extends Scalar, T extends Scalar>(e: Sightings<V, T>):
   return e.filter((_, j) => j < stalest || j >= stalest + STRIDE) as Sightings<V, T>;
 }
 
+/** Marks, in the value column, an owner whose sightings moved to a flat array. */
+const SPILLED: unique symbol = Symbol("spilled");
+
 /**
  * Sightings of many owners in columns indexed by a slot (see `slots.ts`): the first value an owner
  * is seen with sits in three columns with no array of its own, which is all most users ever have
  * (one region, one network). An owner seen with a second value moves to a flat {@link Sightings}
- * array for good (until its slot is reset). Same semantics as the functions above.
+ * array for good (until its slot is reset), kept in a map beside the columns, since few owners
+ * need one. Same semantics as the functions above.
  */
 export class SightingsColumns<V extends Scalar, T extends Scalar> {
-  #values: Array<V | null> = [];
+  #values: Array<V | null | typeof SPILLED> = [];
   #atMs: number[] = [];
   #tags: Array<T | null> = [];
-  #spilled: Array<Sightings<V, T> | null> = [];
+  #spilled = new Map<number, Sightings<V, T>>();
 
   /** `capacity`: most distinct values kept per owner, as {@link see}'s. */
   constructor(readonly capacity: number) {}
 
   /** Empties a slot; call it for every slot taken, new or reused, before using it. */
   reset(slot: number): void {
+    if (this.#values[slot] === SPILLED) this.#spilled.delete(slot);
     this.#values[slot] = null;
     this.#atMs[slot] = 0;
     this.#tags[slot] = null;
-    this.#spilled[slot] = null;
   }
 
   /** Records a sighting, as {@link see}. */
   see(slot: number, value: V, atMs: number, tag: T): void {
-    const spilled = this.#spilled[slot];
-    if (spilled !== null) {
-      this.#spilled[slot] = see(spilled, value, atMs, tag, this.capacity);
-      return;
-    }
     const first = this.#values[slot];
-    if (first === null) {
+    if (first === SPILLED) {
+      this.#spilled.set(slot, see(this.#spilled.get(slot)!, value, atMs, tag, this.capacity));
+    } else if (first === null) {
       this.#values[slot] = value;
       this.#atMs[slot] = atMs;
       this.#tags[slot] = tag;
@@ -146,33 +147,32 @@ export class SightingsColumns<V extends Scalar, T extends Scalar> {
     } else {
       const firstTag = this.#tags[slot] as T;
       const moved = see(noSightings<V, T>(), first, this.#atMs[slot], firstTag, this.capacity);
-      this.#spilled[slot] = see(moved, value, atMs, tag, this.capacity);
-      this.#values[slot] = null;
+      this.#spilled.set(slot, see(moved, value, atMs, tag, this.capacity));
+      this.#values[slot] = SPILLED;
       this.#tags[slot] = null;
     }
   }
 
   /** As {@link keysSince}. */
   keysSince(slot: number, sinceMs: number): V[] {
-    const spilled = this.#spilled[slot];
-    if (spilled !== null) return keysSince(spilled, sinceMs);
     const first = this.#values[slot];
+    if (first === SPILLED) return keysSince(this.#spilled.get(slot)!, sinceMs);
     return first !== null && this.#atMs[slot] >= sinceMs ? [first] : [];
   }
 
   /** As {@link countSince}. */
   countSince(slot: number, sinceMs: number, tag?: T): number {
-    const spilled = this.#spilled[slot];
-    if (spilled !== null) return countSince(spilled, sinceMs, tag);
-    if (this.#values[slot] === null || this.#atMs[slot] < sinceMs) return 0;
+    const first = this.#values[slot];
+    if (first === SPILLED) return countSince(this.#spilled.get(slot)!, sinceMs, tag);
+    if (first === null || this.#atMs[slot] < sinceMs) return 0;
     return tag === undefined || this.#tags[slot] === tag ? 1 : 0;
   }
 
   /** As {@link tagsSince}. */
   tagsSince(slot: number, sinceMs: number): T[] {
-    const spilled = this.#spilled[slot];
-    if (spilled !== null) return tagsSince(spilled, sinceMs);
+    const first = this.#values[slot];
+    if (first === SPILLED) return tagsSince(this.#spilled.get(slot)!, sinceMs);
     const tag = this.#tags[slot];
-    return this.#values[slot] !== null && this.#atMs[slot] >= sinceMs ? [tag as T] : [];
+    return first !== null && this.#atMs[slot] >= sinceMs ? [tag as T] : [];
   }
 }

@@ -65,6 +65,9 @@ const NO_ERRORS: Readonly<WindowErrors> = Object.freeze({
   devices: new Set<string>(),
 });
 
+/** In the window-start column: the entity's windows are objects (a start no window can have). */
+const AS_OBJECTS = -Infinity;
+
 /** Error event ids kept per window as evidence. */
 const SAMPLE_IDS = 10;
 
@@ -80,12 +83,15 @@ export class QualityFamily {
   #entities = new Slots((slot) => this.#clear(slot));
   /** Wall-clock time of the entity's latest event (passivation). */
   #touchedMs: number[] = [];
-  /** Start of the entity's one open window without errors; NaN: none (or see `#windows`). */
+  /**
+   * Start of the entity's one open window without errors; NaN: no window; {@link AS_OBJECTS}: its
+   * windows are objects in `#windows`.
+   */
   #windowStartMs: number[] = [];
   /** Events in that window. */
   #windowEvents: number[] = [];
-  /** Every open window, when there are several or one has errors; null: see the columns above. */
-  #windows: Array<WindowCounts[] | null> = [];
+  /** Every open window of the few entities with several, or with errors in one, by slot. */
+  #windows = new Map<number, WindowCounts[]>();
   #recent: RecentIdsByShard;
   #scratch = emptyBatch();
 
@@ -149,9 +155,9 @@ export class QualityFamily {
   /** Forgets every entity and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
     this.#recent.drop(shard);
-    for (const [key] of this.#entities.entries()) {
+    this.#entities.forEach((_, key) => {
       if (shardOf(key, this.#o.shardCount) === shard) this.#entities.release(key);
-    }
+    });
   }
 
   /** Drops what replayed events produced: it was committed before the restart. */
@@ -166,17 +172,24 @@ export class QualityFamily {
   prune(horizonMs: number): void {
     this.#recent.prune(horizonMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
-    for (const [, slot] of this.#entities.entries()) {
-      if (this.#windowStartMs[slot] + windowMs < horizonMs) this.#windowStartMs[slot] = NaN;
-      const windows = this.#windows[slot];
-      if (windows === null || !windows.some((w) => w.startMs + windowMs < horizonMs)) continue;
+    // Over the column itself: a free slot's start is NaN, which no comparison passes.
+    const starts = this.#windowStartMs;
+    for (let slot = 0; slot < starts.length; slot++) {
+      if (starts[slot] !== AS_OBJECTS && starts[slot] + windowMs < horizonMs) starts[slot] = NaN;
+    }
+    for (const [slot, windows] of this.#windows) {
+      if (!windows.some((w) => w.startMs + windowMs < horizonMs)) continue;
       const open = windows.filter((w) => w.startMs + windowMs >= horizonMs);
-      this.#windows[slot] = null;
+      this.#windows.delete(slot);
+      this.#windowStartMs[slot] = NaN;
       // Back to the columns when what is left fits them.
       if (open.length === 1 && open[0].errors === undefined) {
         this.#windowStartMs[slot] = open[0].startMs;
         this.#windowEvents[slot] = open[0].eventCount;
-      } else if (open.length > 0) this.#windows[slot] = open;
+      } else if (open.length > 0) {
+        this.#windowStartMs[slot] = AS_OBJECTS;
+        this.#windows.set(slot, open);
+      }
     }
   }
 
@@ -186,13 +199,13 @@ export class QualityFamily {
    */
   passivate(idleSinceMs: number): number {
     let evicted = 0;
-    for (const [key, slot] of this.#entities.entries()) {
-      const hasWindow = !Number.isNaN(this.#windowStartMs[slot]) || this.#windows[slot] !== null;
+    this.#entities.forEach((slot, key) => {
+      const hasWindow = !Number.isNaN(this.#windowStartMs[slot]);
       if (this.#touchedMs[slot] < idleSinceMs && !hasWindow) {
         this.#entities.release(key);
         evicted++;
       }
-    }
+    });
     return evicted;
   }
 
@@ -206,9 +219,9 @@ export class QualityFamily {
   /** Empties a slot in every column (see `slots.ts`). */
   #clear(slot: number): void {
     this.#touchedMs[slot] = 0;
+    if (this.#windowStartMs[slot] === AS_OBJECTS) this.#windows.delete(slot);
     this.#windowStartMs[slot] = NaN;
     this.#windowEvents[slot] = 0;
-    this.#windows[slot] = null;
   }
 
   /**
@@ -216,9 +229,10 @@ export class QualityFamily {
    * counts: a fresh object when the window lives in the columns (it is not kept), or the kept one.
    */
   #countIn(slot: number, windowStartMs: number, isError: boolean): WindowCounts {
-    let windows = this.#windows[slot];
-    if (windows === null) {
-      const startMs = this.#windowStartMs[slot];
+    const startMs = this.#windowStartMs[slot];
+    let windows: WindowCounts[];
+    if (startMs === AS_OBJECTS) windows = this.#windows.get(slot)!;
+    else {
       const isFree = Number.isNaN(startMs);
       if (!isError && (isFree || startMs === windowStartMs)) {
         this.#windowStartMs[slot] = windowStartMs;
@@ -228,8 +242,8 @@ export class QualityFamily {
       }
       // A second window or a first error: the windows become objects.
       windows = isFree ? [] : [{ startMs, eventCount: this.#windowEvents[slot], errorCount: 0 }];
-      this.#windowStartMs[slot] = NaN;
-      this.#windows[slot] = windows;
+      this.#windowStartMs[slot] = AS_OBJECTS;
+      this.#windows.set(slot, windows);
     }
     let counts = windows.find((w) => w.startMs === windowStartMs);
     if (counts === undefined) {

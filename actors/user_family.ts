@@ -101,7 +101,8 @@ export class UserFamily {
    * (see `#ipKeyIndexes`): only counted, never shown, so no hash string is kept.
    */
   #networks = new SightingsColumns<number, number>(MAX_DISTINCT_PER_USER);
-  #privacyDays: Array<PrivacyDay | null> = [];
+  /** By slot, for the few users with privacy-flagged events. */
+  #privacyDays = new Map<number, PrivacyDay>();
   #recent: RecentIdsByShard;
   /** API do-not-track and deletion requests, the earliest per user (bounded by requests). */
   #requests = new Map<string, OptOut>();
@@ -264,9 +265,9 @@ export class UserFamily {
   /** Forgets every user and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
     this.#recent.drop(shard);
-    for (const [userId] of this.#users.entries()) {
+    this.#users.forEach((_, userId) => {
       if (shardOf(userId, this.#o.shardCount) === shard) this.#users.release(userId);
-    }
+    });
   }
 
   /** Drops what replayed events produced: it was committed before the restart. */
@@ -289,14 +290,14 @@ export class UserFamily {
     const sightingsSinceMs = watermarkMs - this.#o.thresholds.sharingWindowMs;
     const segmentsSinceMs = watermarkMs - this.#o.maxSegmentMs;
     let evicted = 0;
-    for (const [userId, slot] of this.#users.entries()) {
-      if (this.#touchedMs[slot] >= idleSinceMs) continue;
-      if (this.#regions.countSince(slot, sightingsSinceMs) > 0) continue;
-      if (this.#networks.countSince(slot, sightingsSinceMs) > 0) continue;
-      if (hasStartedSince(this.#segments[slot], segmentsSinceMs)) continue;
+    this.#users.forEach((slot, userId) => {
+      if (this.#touchedMs[slot] >= idleSinceMs) return;
+      if (this.#regions.countSince(slot, sightingsSinceMs) > 0) return;
+      if (this.#networks.countSince(slot, sightingsSinceMs) > 0) return;
+      if (hasStartedSince(this.#segments[slot], segmentsSinceMs)) return;
       this.#users.release(userId);
       evicted++;
-    }
+    });
     return evicted;
   }
 
@@ -307,9 +308,9 @@ export class UserFamily {
   #privacySample(event: TelemetryEvent, slot: number): string[] {
     if (!event.isEu || event.hasConsent) return [];
     const dayMs = Math.floor(event.atMs / DAY_MS) * DAY_MS;
-    let day = this.#privacyDays[slot];
-    if (day === null || day.dayMs < dayMs) {
-      this.#privacyDays[slot] = day = { dayMs, eventIds: [] };
+    let day = this.#privacyDays.get(slot);
+    if (day === undefined || day.dayMs < dayMs) {
+      this.#privacyDays.set(slot, day = { dayMs, eventIds: [] });
     } else if (day.dayMs > dayMs) {
       return [event.eventId]; // a late event of an earlier day: its own id is the sample
     }
@@ -331,7 +332,7 @@ export class UserFamily {
     this.#segments[slot] = noSegments();
     this.#regions.reset(slot);
     this.#networks.reset(slot);
-    this.#privacyDays[slot] = null;
+    this.#privacyDays.delete(slot);
   }
 
   /**
