@@ -4,7 +4,10 @@
  * own TV with one or two events at the current time (batches of 500 over several connections), waits
  * until `/stats/summary` counts them all and reads RSS again: `kbPerUser` is the growth over `users`.
  * Each reading is the lowest RSS over a quiet `settleMs` (an idle server gives back hundreds of MB
- * some seconds after work; with embedded PGlite its WASM heap is part of the process too).
+ * some seconds after work: V8's memory reducer collects the garbage a load left in the workers'
+ * heaps after some 30-40 s of quiet; with embedded PGlite its WASM heap is part of the process too).
+ * RSS at the moment the last viewer is counted is reported too: a server under constant load holds
+ * something between the two.
  * The workers' entity counts (`/readyz`) are read alongside.
  *
  * Then, since the workers passivate idle state (`MAX_IDLE_MS`, once no window still needs it:
@@ -16,7 +19,7 @@
  * is the measure of reclamation; `/metrics` heap gauges cover the main thread's isolate only.
  *
  * Usage (alone): deno run -A scripts/_bench_memory.ts [--users 200000] [--events-per-user 2]
- *   [--database-url URL] [--skip-reclaim] [--settle-ms 30000] [--env KEY=VALUE ...] [--token T]
+ *   [--database-url URL] [--skip-reclaim] [--settle-ms 60000] [--env KEY=VALUE ...] [--token T]
  *   [--json]
  * With `--database-url` the servers use a fresh database on that PostgreSQL server (created and
  * dropped here); without it, embedded PGlite in a temp dir.
@@ -38,8 +41,8 @@ export interface MemoryOptions {
   /** Events of the warm-up, from 500 viewers (default 5000). */
   warmupEvents?: number;
   /**
-   * Quiet time before each reading, in ms (default 30 s): RSS is the lowest seen in it, sampled every
-   * 500 ms, since an idle server drops RSS by hundreds of MB some seconds after work (GC, the memory
+   * Quiet time before each reading, in ms (default 60 s): RSS is the lowest seen in it, sampled every
+   * 500 ms, since an idle server drops RSS by hundreds of MB some 30-40 s after work (V8's memory
    * reducer), which would otherwise land in one reading and not the other.
    */
   settleMs?: number;
@@ -102,6 +105,10 @@ export interface MemoryResult {
   rssPeakMb: number;
   /** Once every viewer was counted (lowest RSS over the settle time that follows). */
   rssAfterMb: number;
+  /** When the last viewer was counted, before any quiet time. */
+  rssCountedMb: number;
+  /** Growth per viewer up to that moment, in kB. */
+  kbPerUserCounted: number;
   kbPerUser: number;
   entitiesBefore: number;
   entitiesAfter: number;
@@ -291,6 +298,8 @@ interface Phase {
   loadSeconds: number;
   /** `performance.now()` when the summary counted every viewer. */
   countedAt: number;
+  /** RSS when the summary counted every viewer. */
+  rssCountedMb: number;
 }
 
 /** Warm-up, baseline sample, the viewers, and the sample once they are all counted. */
@@ -312,17 +321,19 @@ async function loadViewers(client: Client, opts: MemoryOptions, prefix: string):
   }
   const afterWarmup = start + Math.max(warmupEvents, WARMUP_USERS);
   await client.waitCounted(afterWarmup);
-  const settleMs = Math.max(opts.settleMs ?? 30_000, 2 * flushMs + 500);
+  const settleMs = Math.max(opts.settleMs ?? 60_000, 2 * flushMs + 500);
   const before = await settle(client, settleMs);
   const started = performance.now();
   await sendViewers(client, `${prefix}v`, opts.users, eventsPerUser, connections);
   await client.waitCounted(afterWarmup + opts.users * eventsPerUser);
   const countedAt = performance.now();
   const loadSeconds = (countedAt - started) / 1000;
+  const counted = await processMemory(client.pid);
+  if (counted === null) throw new Error(`Server process ${client.pid} is gone`);
   const loaded = await settle(client, settleMs);
   const memory = await processMemory(client.pid);
   const hwmMb = memory === null ? loaded.rssMb : mb(memory.hwmKb);
-  return { before, loaded, hwmMb, loadSeconds, countedAt };
+  return { before, loaded, hwmMb, loadSeconds, countedAt, rssCountedMb: mb(counted.rssKb) };
 }
 
 /** Waits `ms`, then samples with the lowest RSS seen meanwhile (every 500 ms). */
@@ -361,6 +372,10 @@ export async function measureMemoryPerUser(opts: MemoryOptions): Promise<MemoryR
     rssBeforeMb: before.rssMb,
     rssPeakMb: main.phase.hwmMb,
     rssAfterMb: loaded.rssMb,
+    rssCountedMb: main.phase.rssCountedMb,
+    kbPerUserCounted: Math.round(
+      ((main.phase.rssCountedMb - before.rssMb) * 1024 / opts.users) * 100,
+    ) / 100,
     kbPerUser: Math.round(((loaded.rssMb - before.rssMb) * 1024 / opts.users) * 100) / 100,
     entitiesBefore: before.entities,
     entitiesAfter: loaded.entities,
@@ -437,7 +452,8 @@ function report(r: MemoryResult): string {
   const lines = [
     `${r.users} viewers x ${r.eventsPerUser} events in ${r.loadSeconds} s ` +
     `(${r.retriedBatches} batches retried after 503)`,
-    `RSS before ${r.rssBeforeMb} MB, after ${r.rssAfterMb} MB, peak ${r.rssPeakMb} MB: ` +
+    `RSS before ${r.rssBeforeMb} MB, ${r.rssCountedMb} MB when counted ` +
+    `(${r.kbPerUserCounted} kB per viewer), after ${r.rssAfterMb} MB, peak ${r.rssPeakMb} MB: ` +
     `${r.kbPerUser} kB per viewer`,
     `entities ${r.entitiesBefore} -> ${r.entitiesAfter} (${r.entitiesPerUser} per viewer); ` +
     `main-thread heap ${r.heapUsedBeforeMb} -> ${r.heapUsedAfterMb} MB; worker heaps ` +

@@ -580,7 +580,9 @@ async function run(args: Args): Promise<{ rows: Row[]; targets: Target[] }> {
         memoryNote =
           `${memory.users} users with a TV each (durable log, PostgreSQL): RSS ${
             Math.round(memory.rssBeforeMb)
-          } -> ${Math.round(memory.rssAfterMb)} MB, ${
+          } MB before, ${Math.round(memory.rssCountedMb)} MB when all were counted (${
+            memory.kbPerUserCounted.toFixed(2)
+          } kB per user), ${Math.round(memory.rssAfterMb)} MB once quiet (lowest over 60 s), ${
             memory.entitiesPerUser.toFixed(1)
           } entities per user, worker heaps ${memory.workerHeapKbPerUser} kB per user ` +
           `(garbage included); ` + (memory.reclaimedAfterMs === undefined
