@@ -30,7 +30,8 @@ import { hasWrk, runWrk, type WrkResult } from "./_bench_wrk.ts";
 const ARGS = z.object({
   duration: z.coerce.number().min(1).max(120).default(10),
   connections: z.coerce.number().int().min(1).max(512).default(50),
-  "e2e-events": z.coerce.number().int().min(1000).max(5_000_000).default(200_000),
+  // Long enough that the final flush (up to FLUSH_INTERVAL_MS after the last event) weighs little.
+  "e2e-events": z.coerce.number().int().min(1000).max(5_000_000).default(500_000),
   "database-url": z.string().url().default("postgres://postgres@127.0.0.1:5432/test"),
   "redis-url": z.string().url().default("redis://127.0.0.1:6379"),
   // The memory target is defined at 1M users within the window: fixed costs (young generations, the
