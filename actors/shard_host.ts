@@ -27,6 +27,8 @@ const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
 /** Flush durations kept between two status messages; more are dropped (metrics, not accounting). */
 const MAX_REPORTED_FLUSHES = 100;
+/** A worker that sent no status for this long (tick time) sends one on the next tick. */
+const QUIET_STATUS_EVERY_MS = 10_000;
 
 /** One worker's shards and their pending deltas. */
 export class ShardHost {
@@ -48,6 +50,8 @@ export class ShardHost {
   #nextAttemptMs = 0;
   /** Latest wall-clock time the region sent (events and ticks): requested flushes back off from it. */
   #lastNowMs = 0;
+  /** Tick time of the latest status sent (with an ack, a flush or on its own). */
+  #statusAtMs = 0;
   #lastFlushError: string | null = null;
   #epochs = new Map<string, number>();
   /** Highest position the region says this worker has been sent everything up to. */
@@ -68,6 +72,7 @@ export class ShardHost {
   ) {
     this.#init = init;
     this.#lastNowMs = init.nowMs;
+    this.#statusAtMs = init.nowMs;
     this.#send = send;
     this.#sink = sink;
     this.#monotonicMs = monotonicMs;
@@ -222,6 +227,7 @@ export class ShardHost {
 
   /** The status plus the flush measurements since the previous one, which are then forgotten. */
   #statusWithReport(): WorkerStatus {
+    this.#statusAtMs = this.#lastNowMs;
     const status = this.status();
     if (this.#report === null) return status;
     const flushes = this.#report;
@@ -260,11 +266,13 @@ export class ShardHost {
     const evicted = this.#users.passivate(idleSinceMs, watermarkMs) +
       this.#contents.passivate(idleSinceMs) +
       this.#devices.passivate(idleSinceMs);
-    if (evicted === 0) return;
-    this.#log("debug", `Passivated ${evicted} idle entities`);
     // A worker no event reaches any more sends no ack, and its empty flushes send nothing: without
-    // this its entity count would stay at the peak.
-    this.#sendStatus();
+    // this its entity count would stay at the peak, and its heap at the last busy moment (V8 gives
+    // back a load's garbage some 30-40 s into quiet).
+    if (evicted > 0) {
+      this.#log("debug", `Passivated ${evicted} idle entities`);
+      this.#sendStatus();
+    } else if (nowMs - this.#statusAtMs >= QUIET_STATUS_EVERY_MS) this.#sendStatus();
   }
 
   /** Reports the status on its own, after entities went away without an event or a flush. */

@@ -261,6 +261,21 @@ Deno.test("ShardHost reports its entity count after a tick passivates, with no e
   assert.equal(sent.filter((m) => m.type === "status").length, 0, "nothing evicted, nothing sent");
 });
 
+Deno.test("ShardHost reports its heap every 10 s of ticks even when nothing changes", async () => {
+  const sent: FromWorker[] = [];
+  const host = new ShardHost(workerInit(), (m) => sent.push(m), failingSink(0).sink);
+  const statusesAt = async (nowMs: number) => {
+    sent.length = 0;
+    await host.handle({ type: "tick", nowMs, watermarkMs: T0 });
+    return sent.filter((m) => m.type === "status").length;
+  };
+  // The first tick is 10 s after the worker's start (the tick time of its last status).
+  assert.equal(await statusesAt(T0 + 10_000), 1, "the gauges follow the heap while quiet");
+  assert.equal(await statusesAt(T0 + 11_000), 0);
+  assert.equal(await statusesAt(T0 + 19_999), 0);
+  assert.equal(await statusesAt(T0 + 20_000), 1);
+});
+
 Deno.test("ShardHost reports its entity count after releasing shards", async () => {
   const sent: FromWorker[] = [];
   const { sink } = failingSink(0);
