@@ -1,10 +1,11 @@
 /**
  * A sliding-window distinct counter: for each value, when it was last seen (event time) and a tag
- * (the event id, say). Stored as one flat array of `[value, atMs, tag]` triples that the user entity
- * holds itself, with no wrapper object: most users have one or two values, and this is per-user
- * memory, multiplied by every active user (a wrapper object costs 48 bytes on Deno's V8, a Map with
- * an object per entry several times more). So "distinct values within the last W ms" is a scan over
- * at most `capacity` entries, and the functions return the array to keep, which may be a new one.
+ * (the event id, say). {@link SightingsColumns} keeps an owner's first value in columns; an owner
+ * with more has one flat array of `[value, atMs, tag]` triples, with no wrapper object (this is
+ * per-user memory, multiplied by every active user: a wrapper object costs 48 bytes on Deno's V8, a
+ * Map with an object per entry several times more). So "distinct values within the last W ms" is a
+ * scan over at most `capacity` entries, and the functions return the array to keep, which may be a
+ * new one.
  *
  * @module
  */

@@ -175,22 +175,24 @@ export class QualityFamily {
     // Over the column itself: a free slot's start is NaN, which no comparison passes.
     const starts = this.#windowStartMs;
     for (let slot = 0; slot < starts.length; slot++) {
-      if (starts[slot] !== AS_OBJECTS && starts[slot] + windowMs < horizonMs) starts[slot] = NaN;
-    }
-    for (const [slot, windows] of this.#windows) {
-      if (!windows.some((w) => w.startMs + windowMs < horizonMs)) continue;
-      const open = windows.filter((w) => w.startMs + windowMs >= horizonMs);
-      this.#windows.delete(slot);
-      this.#windowStartMs[slot] = NaN;
-      // Back to the columns when what is left fits them.
-      if (open.length === 1 && open[0].errors === undefined) {
-        this.#windowStartMs[slot] = open[0].startMs;
-        this.#windowEvents[slot] = open[0].eventCount;
-      } else if (open.length > 0) {
-        this.#windowStartMs[slot] = AS_OBJECTS;
-        this.#windows.set(slot, open);
+      if (starts[slot] !== AS_OBJECTS && starts[slot] + windowMs < horizonMs) {
+        starts[slot] = NaN;
+        this.#windowEvents[slot] = 0;
       }
     }
+    // Entries are replaced or deleted, never deleted and added again (that would visit them twice).
+    this.#windows.forEach((windows, slot) => {
+      if (!windows.some((w) => w.startMs + windowMs < horizonMs)) return;
+      const open = windows.filter((w) => w.startMs + windowMs >= horizonMs);
+      if (open.length > 1 || (open.length === 1 && open[0].errors !== undefined)) {
+        this.#windows.set(slot, open);
+        return;
+      }
+      this.#windows.delete(slot);
+      // Back to the columns: one plain window, or none.
+      starts[slot] = open.length === 1 ? open[0].startMs : NaN;
+      this.#windowEvents[slot] = open.length === 1 ? open[0].eventCount : 0;
+    });
   }
 
   /**
@@ -211,7 +213,7 @@ export class QualityFamily {
 
   /** The entity's slot, taken (with no window) on its first event; marks it touched. */
   #slot(key: string, nowMs: number): number {
-    const slot = this.#entities.get(key) ?? this.#entities.take(key);
+    const slot = this.#entities.acquire(key);
     this.#touchedMs[slot] = nowMs;
     return slot;
   }
@@ -248,7 +250,8 @@ export class QualityFamily {
     let counts = windows.find((w) => w.startMs === windowStartMs);
     if (counts === undefined) {
       counts = { startMs: windowStartMs, eventCount: 0, errorCount: 0 };
-      windows.push(counts);
+      // Copied, not pushed: a push grows the backing store by 16 slots.
+      this.#windows.set(slot, windows.concat(counts));
     }
     counts.eventCount++;
     return counts;

@@ -317,3 +317,32 @@ Deno.test("QualityFamily gives a title that takes an evicted title's place none 
   }
   assert.equal(onlyFlag(batch).evidence.observed["events"], 4);
 });
+
+Deno.test("QualityFamily gives a title taking the place of one whose shard was dropped none of its counts", () => {
+  const contents = family();
+  for (let i = 0; i < 3; i++) {
+    contents.apply(error({ contentId: "moved", atMs: T0 + i }), NOW, emptyBatch());
+  }
+  contents.dropShard(shardOf("moved", SHARDS)); // windows still open, with errors
+  assert.equal(contents.entityCount, 0);
+  const batch = emptyBatch();
+  contents.apply(error({ contentId: "other", atMs: T0 + 10 }), NOW, batch);
+  assert.equal(batch.flags.size, 0, "one error of one event is below the minimum of 4");
+  for (let i = 11; i < 14; i++) {
+    contents.apply(error({ contentId: "other", atMs: T0 + i }), NOW, batch);
+  }
+  assert.equal(onlyFlag(batch).evidence.observed["events"], 4);
+});
+
+Deno.test("QualityFamily starts a title's next window at one event once the last one is pruned", () => {
+  const contents = family();
+  for (let i = 0; i < 3; i++) contents.apply(play({ atMs: T0 + i }), NOW, emptyBatch());
+  contents.prune(T0 + WINDOW + 1); // the plays' window, kept in the columns, is gone
+  const batch = emptyBatch();
+  contents.apply(play({ atMs: T0 + WINDOW + 2 }), NOW, batch);
+  for (let i = 3; i < 6; i++) contents.apply(error({ atMs: T0 + WINDOW + i }), NOW, batch);
+  assert.deepEqual(
+    [onlyFlag(batch).evidence.observed["events"], onlyFlag(batch).evidence.observed["errors"]],
+    [4, 3],
+  );
+});

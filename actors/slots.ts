@@ -36,10 +36,12 @@ export class Slots {
   }
 
   /**
-   * An empty slot for a key that holds none (check with {@link get} first): a released one, or the
-   * next new one, which is the columns' length, so `clear` grows each column by assigning at it.
+   * The key's slot: the one it holds, or else an empty one, released before or the next new one
+   * (the columns' length, so `clear` grows each column by assigning at it).
    */
-  take(key: string): number {
+  acquire(key: string): number {
+    const held = this.#byKey.get(key);
+    if (held !== undefined) return held;
     const slot = this.#free.pop() ?? this.#issued++;
     this.#byKey.set(key, slot);
     this.#clear(slot);
@@ -61,6 +63,6 @@ export class Slots {
    * nothing per entry, unlike iterating entries: passivation runs over every entity on each tick.
    */
   forEach(fn: (slot: number, key: string) => void): void {
-    this.#byKey.forEach(fn);
+    this.#byKey.forEach((slot, key) => fn(slot, key));
   }
 }

@@ -3,12 +3,13 @@ import { Slots } from "./slots.ts";
 
 Deno.test("Slots hands out dense slots and takes a released one before a new one", () => {
   const slots = new Slots(() => {});
-  assert.deepEqual(["a", "b", "c"].map((key) => slots.take(key)), [0, 1, 2]);
+  assert.deepEqual(["a", "b", "c"].map((key) => slots.acquire(key)), [0, 1, 2]);
+  assert.equal(slots.acquire("b"), 1, "a key that holds a slot keeps it");
   assert.equal(slots.release("b"), true);
   assert.equal(slots.release("b"), false, "a key holds one slot, released once");
   assert.equal(slots.get("b"), undefined);
-  assert.equal(slots.take("d"), 1, "the freed slot, so the columns never grow holes");
-  assert.equal(slots.take("e"), 3);
+  assert.equal(slots.acquire("d"), 1, "the freed slot, so the columns never grow holes");
+  assert.equal(slots.acquire("e"), 3);
   assert.equal(slots.size, 4);
   const held: Array<[string, number]> = [];
   slots.forEach((slot, key) => held.push([key, slot]));
@@ -18,19 +19,19 @@ Deno.test("Slots hands out dense slots and takes a released one before a new one
 Deno.test("Slots empties a slot when it is taken and when it is released", () => {
   const column: Array<string | null> = [];
   const slots = new Slots((slot) => column[slot] = null);
-  column[slots.take("a")] = "a's state";
-  column[slots.take("b")] = "b's state";
+  column[slots.acquire("a")] = "a's state";
+  column[slots.acquire("b")] = "b's state";
   assert.deepEqual(column, ["a's state", "b's state"]);
   slots.release("a");
   assert.deepEqual(column, [null, "b's state"], "a free slot keeps nothing alive");
   column[0] = "left behind";
-  assert.equal(slots.take("c"), 0);
+  assert.equal(slots.acquire("c"), 0);
   assert.deepEqual(column, [null, "b's state"], "a reused slot starts empty");
 });
 
 Deno.test("Slots lets the current key go while iterating", () => {
   const slots = new Slots(() => {});
-  for (let i = 0; i < 100; i++) slots.take(`k${i}`);
+  for (let i = 0; i < 100; i++) slots.acquire(`k${i}`);
   let visited = 0;
   slots.forEach((slot, key) => {
     visited++;

@@ -321,7 +321,7 @@ export class UserFamily {
 
   /** The user's slot, taken (with empty state) on the user's first event; marks it touched. */
   #slot(userId: string, nowMs: number): number {
-    const slot = this.#users.get(userId) ?? this.#users.take(userId);
+    const slot = this.#users.acquire(userId);
     this.#touchedMs[slot] = nowMs;
     return slot;
   }

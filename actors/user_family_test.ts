@@ -825,3 +825,15 @@ Deno.test("UserFamily gives a user who takes an evicted user's place none of the
   const [flag] = flagsOf(batch, "account_sharing");
   assert.deepEqual(flag.evidence.observed["regions"], ["ES", "IT", "PT"]);
 });
+
+Deno.test("UserFamily gives a user who takes an evicted user's place none of their privacy ids", () => {
+  const users = family();
+  const batch = emptyBatch();
+  const unconsented = { isEu: true, hasConsent: false };
+  users.apply(ev({ userId: "gone", eventId: "g1", ...unconsented, atMs: T0 }), 1_000, batch);
+  assert.equal(users.passivate(2_000, LONG_AFTER), 1);
+  const later = emptyBatch();
+  users.apply(ev({ userId: "new", eventId: "n1", ...unconsented, atMs: T0 + 1 }), 3_000, later);
+  const [flag] = flagsOf(later, "privacy");
+  assert.deepEqual(flag.evidence.event_ids, ["n1"]);
+});
