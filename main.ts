@@ -147,6 +147,8 @@ export async function startPipeline(
       erased,
       recordOptOut,
       settle: async () => {
+        // Appends accepted before the user was marked erased carry the id: let them commit first.
+        await opened.appendsSettled?.();
         const errors = await region.flush();
         if (errors.length > 0) throw new Error(`Cannot flush workers: ${errors.join("; ")}`);
         // Other nodes own other shards: give them a few flush intervals to apply and commit.

@@ -63,6 +63,12 @@ export interface EventLog extends Appender {
    * only where every shard has applied it. Logs that keep nothing else leave it out.
    */
   eraseUser?(userId: string): Promise<ErasedEntries>;
+  /**
+   * Resolves once every append begun before the call is durable or failed, for logs whose appends
+   * commit after they are accepted (postgres): a deletion waits for it before erasing, so an event
+   * accepted under the user's id just before the deletion began cannot land after the erasure.
+   */
+  appendsSettled?(): Promise<void>;
 }
 
 /** What {@link EventLog.eraseUser} removed, and how many entries wait for their shard. */

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { AppendResult, PositionedRow } from "../../db/log_store.ts";
+import { AppendResult, type PositionedRow } from "../../db/log_store.ts";
 import type { Logger } from "../../logger.ts";
 import type { TelemetryEvent } from "../../rules/mod.ts";
 import type { OptOut } from "../../rules/mod.ts";
@@ -88,6 +88,18 @@ export class PostgresLog implements EventLog {
     }
   }
 
+  /**
+   * Resolves once every append begun before the call has committed or failed. Groups commit and
+   * dispatch in order, so an empty append queued now settles only after all of them.
+   */
+  appendsSettled(): Promise<void> {
+    if (this.#queue.length === 0 && this.#appending === 0 && this.#writer === null) {
+      return Promise.resolve();
+    }
+    // A failed group is settled too; after a close nothing new starts and `stopIntake` waits.
+    return this.append([]).catch(() => {});
+  }
+
   recordOptOut(userId: string, optOut: OptOut): Promise<void> {
     this.#region.recordOptOut(userId, optOut);
     return Promise.resolve();
@@ -156,7 +168,8 @@ export class PostgresLog implements EventLog {
   async #commit(group: Waiting[], rows: PositionedRow[], previous: Promise<void>): Promise<void> {
     let result: AppendResult;
     try {
-      result = await this.#o.append(rows);
+      // A group of only `appendsSettled` markers has nothing to write.
+      result = rows.length === 0 ? AppendResult.allStored(rows) : await this.#o.append(rows);
     } catch (cause) {
       // Waits for earlier groups so the failure is reported in order too; their positions stay gaps.
       await previous;

@@ -80,3 +80,37 @@ Deno.test("PostgresLog rejects a failed group, leaves its positions as a gap and
   assert.deepEqual(dispatched.map((g) => g.map((e) => [e.eventId, e.position])), [[["b", 2]]]);
   await log.stopIntake();
 });
+
+Deno.test("PostgresLog.appendsSettled() waits for every append begun before it", async () => {
+  const dispatched: TelemetryEvent[][] = [];
+  const gates: Array<ReturnType<typeof deferred>> = [];
+  const appended: PositionedRow[][] = [];
+  const log = new PostgresLog(fakeRegion(dispatched), {
+    append: async (rows): Promise<AppendResult> => {
+      appended.push(rows);
+      const gate = deferred();
+      gates.push(gate);
+      await gate.promise;
+      return AppendResult.allStored(rows);
+    },
+    firstPosition: 1,
+    maxConcurrentAppends: 1,
+    maxQueuedEvents: 1_000,
+    logger: createLogger("error"),
+  });
+  await log.appendsSettled(); // nothing in flight: at once
+  const first = log.append([incoming("a")]);
+  await new Promise((r) => setTimeout(r, 0));
+  const second = log.append([incoming("b")]); // queued behind the first group
+  let isSettled = false;
+  const settled = log.appendsSettled().then(() => (isSettled = true));
+  gates[0].resolve();
+  await first;
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(isSettled, false, "the append queued before it has not committed yet");
+  gates[1].resolve();
+  await Promise.all([second, settled]);
+  assert.deepEqual(appended.map((rows) => rows.map((r) => r.eventId)), [["a"], ["b"]]);
+  assert.deepEqual(dispatched.flat().map((e) => e.eventId), ["a", "b"], "the marker is no event");
+  await log.stopIntake();
+});
