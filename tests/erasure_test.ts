@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { sql } from "kysely";
-import { type Harness, startHarness } from "./_harness.ts";
+import pg from "pg";
+import { type Harness, startHarness, TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { makeWireEvent } from "./fixtures.ts";
 import type { Kysely } from "kysely";
@@ -250,4 +251,45 @@ test("[privacy] a do-not-track filed through the API after a TV's setting stays 
   } finally {
     await h.pipeline.stop();
   }
+});
+
+test({
+  name: "[privacy] a deletion waits for an event of the user that was still committing",
+  ignore: TEST_DATABASE_URL === undefined,
+  fn: () =>
+    withFreshPostgres(TEST_DATABASE_URL!, async (databaseUrl) => {
+      const h = await startHarness({ queue: "postgres", databaseUrl });
+      const blocker = new pg.Client({ connectionString: databaseUrl });
+      await blocker.connect();
+      try {
+        const { alice } = aliceAndBob(recentBase());
+        await h.send(alice);
+        await h.flush();
+        // Hold the next append in its COPY: an uncommitted row with the event id it will write.
+        await blocker.query("begin");
+        await blocker.query(`create temp table held as
+          select * from raw_events where event_id = 'alice-evt-0'`);
+        await blocker.query(
+          `update held set event_id = 'alice-late', position = position + 1000000`,
+        );
+        await blocker.query("insert into raw_events select * from held");
+        const late = h.post("/events/batch", [
+          makeWireEvent({ event_id: "alice-late", user_id: "alice-7f3", atMs: recentBase() }),
+        ]);
+        await new Promise((resolve) => setTimeout(resolve, 300)); // the append is waiting now
+        const request = await fileRequest(h, { user_id: "alice-7f3", type: "deletion" });
+        // Long enough for every erasure pass that does not wait for the append.
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        await blocker.query("rollback");
+        assert.equal((await late).status, 202, "the event was accepted before the deletion");
+        await h.pipeline.eraser.idle();
+        const done = await h.json<RequestRecord>(`/privacy/requests/${request.id}`);
+        assert.equal(done.status, "completed", JSON.stringify(done));
+        assert.equal(done.result?.raw_events, 11, "the late event was erased with the others");
+        assert.deepEqual(await tracesOf(h.pipeline.db, "alice-7f3"), {});
+      } finally {
+        await blocker.end();
+        await h.pipeline.stop();
+      }
+    }),
 });
