@@ -81,8 +81,6 @@ export class QualityFamily {
    * horizon and the clock.
    */
   #entities = new Slots((slot) => this.#clear(slot));
-  /** Wall-clock time of the entity's latest event (passivation). */
-  #touchedMs: number[] = [];
   /**
    * Start of the entity's one open window without errors; NaN: no window; {@link AS_OBJECTS}: its
    * windows are objects in `#windows`.
@@ -116,7 +114,7 @@ export class QualityFamily {
     if (!this.#recent.add(shard, event.eventId, event.atMs) || event.isLate) return;
     // Only playback events say anything about a title's or a TV's playback quality.
     if (!isPlaybackType(event.type)) return;
-    const slot = this.#slot(key, nowMs);
+    const slot = this.#entities.touch(key, nowMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
     const counts = this.#countIn(slot, windowStartMs, event.type === "ERROR");
@@ -203,7 +201,7 @@ export class QualityFamily {
     let evicted = 0;
     this.#entities.forEach((slot, key) => {
       const hasWindow = !Number.isNaN(this.#windowStartMs[slot]);
-      if (this.#touchedMs[slot] < idleSinceMs && !hasWindow) {
+      if (this.#entities.touchedMs(slot) < idleSinceMs && !hasWindow) {
         this.#entities.release(key);
         evicted++;
       }
@@ -211,16 +209,8 @@ export class QualityFamily {
     return evicted;
   }
 
-  /** The entity's slot, taken (with no window) on its first event; marks it touched. */
-  #slot(key: string, nowMs: number): number {
-    const slot = this.#entities.acquire(key);
-    this.#touchedMs[slot] = nowMs;
-    return slot;
-  }
-
   /** Empties a slot in every column (see `slots.ts`). */
   #clear(slot: number): void {
-    this.#touchedMs[slot] = 0;
     if (this.#windowStartMs[slot] === AS_OBJECTS) this.#windows.delete(slot);
     this.#windowStartMs[slot] = NaN;
     this.#windowEvents[slot] = 0;

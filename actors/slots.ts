@@ -13,11 +13,13 @@
  * @module
  */
 
-/** Slots of one family's entities, by key. */
+/** Slots of one family's entities, by key, with when each was last touched. */
 export class Slots {
   #byKey = new Map<string, number>();
   #free: number[] = [];
   #issued = 0;
+  /** Wall-clock time of each slot's latest touch (passivation); 0 for a free slot. */
+  #touchedMs: number[] = [];
   #clear: (slot: number) => void;
 
   /** `clear` empties a slot in every column of the family. */
@@ -44,8 +46,21 @@ export class Slots {
     if (held !== undefined) return held;
     const slot = this.#free.pop() ?? this.#issued++;
     this.#byKey.set(key, slot);
+    this.#touchedMs[slot] = 0;
     this.#clear(slot);
     return slot;
+  }
+
+  /** The key's slot (see {@link acquire}), marked touched at `nowMs` (wall clock). */
+  touch(key: string, nowMs: number): number {
+    const slot = this.acquire(key);
+    this.#touchedMs[slot] = nowMs;
+    return slot;
+  }
+
+  /** Wall-clock time of the slot's latest {@link touch}, for passivating idle entities. */
+  touchedMs(slot: number): number {
+    return this.#touchedMs[slot];
   }
 
   /** Empties the key's slot and frees it for another key; false if the key held none. */
@@ -53,6 +68,7 @@ export class Slots {
     const slot = this.#byKey.get(key);
     if (slot === undefined) return false;
     this.#byKey.delete(key);
+    this.#touchedMs[slot] = 0;
     this.#clear(slot);
     this.#free.push(slot);
     return true;

@@ -41,3 +41,17 @@ Deno.test("Slots lets the current key go while iterating", () => {
   assert.equal(slots.size, 50);
   slots.forEach((slot) => assert.equal(slot % 2, 1));
 });
+
+Deno.test("Slots remembers when each slot was last touched, and forgets it on release", () => {
+  const slots = new Slots(() => {});
+  const a = slots.touch("a", 1_000);
+  assert.equal(slots.touch("a", 5_000), a, "touching again keeps the slot");
+  assert.equal(slots.touchedMs(a), 5_000);
+  slots.release("a");
+  assert.equal(slots.touchedMs(a), 0);
+  assert.equal(
+    slots.touchedMs(slots.acquire("b")),
+    0,
+    "acquired without a touch: 0, whoever held it before",
+  );
+});

@@ -90,8 +90,6 @@ export class UserFamily {
   #o: UserFamilyOptions;
   /** A slot per user in memory; the user's state is in the columns below, indexed by it. */
   #users = new Slots((slot) => this.#clear(slot));
-  /** Wall-clock time of the user's latest event (passivation). */
-  #touchedMs: number[] = [];
   /** Running playback segments by `device + KEY_SEP + content`: event time the segment started. */
   #segments: OpenSegments[] = [];
   /** Regions with the id of the latest event from each (the sharing flag's sample). */
@@ -196,7 +194,7 @@ export class UserFamily {
     }
     // Every unique event counts in the aggregates of its own event-time hour, however late it is;
     // sessions follow event time too, so a TV that was offline still gets its watch time.
-    const slot = this.#slot(event.userId, nowMs);
+    const slot = this.#users.touch(event.userId, nowMs);
     const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(slot, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
@@ -291,7 +289,7 @@ export class UserFamily {
     const segmentsSinceMs = watermarkMs - this.#o.maxSegmentMs;
     let evicted = 0;
     this.#users.forEach((slot, userId) => {
-      if (this.#touchedMs[slot] >= idleSinceMs) return;
+      if (this.#users.touchedMs(slot) >= idleSinceMs) return;
       if (this.#regions.countSince(slot, sightingsSinceMs) > 0) return;
       if (this.#networks.countSince(slot, sightingsSinceMs) > 0) return;
       if (hasStartedSince(this.#segments[slot], segmentsSinceMs)) return;
@@ -319,16 +317,8 @@ export class UserFamily {
     return ids;
   }
 
-  /** The user's slot, taken (with empty state) on the user's first event; marks it touched. */
-  #slot(userId: string, nowMs: number): number {
-    const slot = this.#users.acquire(userId);
-    this.#touchedMs[slot] = nowMs;
-    return slot;
-  }
-
   /** Empties a slot in every column (see `slots.ts`). */
   #clear(slot: number): void {
-    this.#touchedMs[slot] = 0;
     this.#segments[slot] = noSegments();
     this.#regions.reset(slot);
     this.#networks.reset(slot);

@@ -26,7 +26,11 @@ function deferred() {
   return { promise, resolve };
 }
 
-Deno.test("PostgresLog dispatches concurrent groups in position order, whichever commits first", async () => {
+/**
+ * A log whose appends each wait for their own gate (`gates[i]`, in call order) before they store
+ * every row; what it appended and dispatched is recorded.
+ */
+function gatedLog(firstPosition: number, maxConcurrentAppends: number) {
   const dispatched: TelemetryEvent[][] = [];
   const gates: Array<ReturnType<typeof deferred>> = [];
   const appended: PositionedRow[][] = [];
@@ -38,11 +42,16 @@ Deno.test("PostgresLog dispatches concurrent groups in position order, whichever
       await gate.promise;
       return AppendResult.allStored(rows);
     },
-    firstPosition: 100,
-    maxConcurrentAppends: 2,
+    firstPosition,
+    maxConcurrentAppends,
     maxQueuedEvents: 1_000,
     logger: createLogger("error"),
   });
+  return { log, dispatched, gates, appended };
+}
+
+Deno.test("PostgresLog dispatches concurrent groups in position order, whichever commits first", async () => {
+  const { log, dispatched, gates, appended } = gatedLog(100, 2);
   const first = log.append([incoming("a"), incoming("b")]);
   await new Promise((r) => setTimeout(r, 0));
   const second = log.append([incoming("c")]);
@@ -82,22 +91,7 @@ Deno.test("PostgresLog rejects a failed group, leaves its positions as a gap and
 });
 
 Deno.test("PostgresLog.appendsSettled() waits for every append begun before it", async () => {
-  const dispatched: TelemetryEvent[][] = [];
-  const gates: Array<ReturnType<typeof deferred>> = [];
-  const appended: PositionedRow[][] = [];
-  const log = new PostgresLog(fakeRegion(dispatched), {
-    append: async (rows): Promise<AppendResult> => {
-      appended.push(rows);
-      const gate = deferred();
-      gates.push(gate);
-      await gate.promise;
-      return AppendResult.allStored(rows);
-    },
-    firstPosition: 1,
-    maxConcurrentAppends: 1,
-    maxQueuedEvents: 1_000,
-    logger: createLogger("error"),
-  });
+  const { log, dispatched, gates, appended } = gatedLog(1, 1);
   await log.appendsSettled(); // nothing in flight: at once
   const first = log.append([incoming("a")]);
   await new Promise((r) => setTimeout(r, 0));
