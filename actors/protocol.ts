@@ -66,10 +66,20 @@ export type ToWorker =
      */
     throughPosition?: number;
   }
-  | { type: "tick"; nowMs: number; watermarkMs: number }
+  | {
+    type: "tick";
+    nowMs: number;
+    watermarkMs: number;
+    /**
+     * Single-node logs: every event at or below this position was posted to this worker before the
+     * tick, so every shard it owns may checkpoint it, events or not (erasure, retention and replay
+     * wait for the lowest checkpoint, and must not wait for traffic).
+     */
+    throughPosition?: number;
+  }
   | { type: "adopt"; shards: Array<[string, ShardLease]> }
   | { type: "release"; requestId: number; keys: string[] }
-  | { type: "flush"; requestId: number }
+  | { type: "flush"; requestId: number; throughPosition?: number }
   | { type: "opt_out"; userId: string; optOut: OptOut }
   | { type: "db_done"; requestId: number; error: string | null; isFenced: boolean }
   | { type: "stop" };

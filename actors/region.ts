@@ -8,7 +8,7 @@
  * @module
  */
 import type { OptOut, TelemetryEvent } from "../rules/mod.ts";
-import type { DuplicateMark, FromWorker, ShardLease, ToWorker } from "./protocol.ts";
+import type { DuplicateMark, FromWorker, ShardLease } from "./protocol.ts";
 import { ROLE, WorkerBatch } from "./event_columns.ts";
 import { forEachWorker } from "./replay.ts";
 import {
@@ -66,6 +66,7 @@ export class Region {
       pool: this.#pool,
       isDraining: () => this.#isDraining,
       lastDispatchedPosition: () => this.#lastDispatchedPosition,
+      throughPositionFor: (slot) => this.throughPositionFor(slot),
       workerOf: this.#workerOf,
       markLateness: (events) => this.markLateness(events),
       postReplayed: (slot, batch, pageEnd) => this.#postEvents(slot, { batch }, pageEnd),
@@ -160,8 +161,23 @@ export class Region {
   /** Lets wall-clock time into the workers: prune, passivate, and flush if due. */
   tick(nowMs: number): void {
     this.#postAll();
-    const message: ToWorker = { type: "tick", nowMs, watermarkMs: this.#watermark.ms };
-    for (const slot of this.#slots) this.#pool.post(slot.index, message);
+    for (const slot of this.#slots) {
+      this.#pool.post(slot.index, {
+        type: "tick",
+        nowMs,
+        watermarkMs: this.#watermark.ms,
+        throughPosition: this.throughPositionFor(slot),
+      });
+    }
+  }
+
+  /**
+   * The position a worker has been posted every event up to, once its buffer is posted: the last
+   * dispatched one, unless it is replaying (its buffer waits) or the cluster numbers per stream.
+   */
+  throughPositionFor(slot: WorkerSlot): number | undefined {
+    if (this.#o.cluster !== undefined || slot.isRecovering || slot.batch.size > 0) return undefined;
+    return this.#lastDispatchedPosition;
   }
 
   /**

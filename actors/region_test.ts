@@ -115,6 +115,63 @@ test("Region.route() and flush() hand every event to writeBatch exactly once", a
   }
 });
 
+/** Keys of a deterministic stream whose shard lives in worker `index`. */
+function keysOnWorker(index: number, prefix: string, count: number): string[] {
+  const keys: string[] = [];
+  for (let i = 0; keys.length < count; i++) {
+    if (workerOfShard(shardOf(`${prefix}-${i}`, SHARDS), WORKERS) === index) {
+      keys.push(`${prefix}-${i}`);
+    }
+  }
+  return keys;
+}
+
+test("Region: a worker no event reaches still checkpoints the dispatched position on tick and flush", async () => {
+  const { options, batches } = setup();
+  const region = await Region.start(options);
+  try {
+    // Users, titles and TVs all hosted by worker 0: worker 1 receives no event at all.
+    const [user] = keysOnWorker(0, "user", 1);
+    const [content] = keysOnWorker(0, "content", 1);
+    const [device] = keysOnWorker(0, "device", 1);
+    region.route(
+      wave(0, 10).map((e) => ({ ...e, userId: user, contentId: content, deviceId: device })),
+    );
+    const idleKeys = new Set<string>();
+    for (let shard = 0; shard < SHARDS; shard++) {
+      if (workerOfShard(shard, WORKERS) !== 1) continue;
+      for (const family of ["user", "content", "device"]) idleKeys.add(`${family}:${shard}`);
+    }
+    const checkpointsOf = () => {
+      const seen = new Map<string, number>();
+      for (const batch of batches) {
+        for (const [key, position] of batch.checkpoints) {
+          if (idleKeys.has(key)) seen.set(key, Math.max(seen.get(key) ?? 0, position));
+        }
+      }
+      return seen;
+    };
+    // A flush request moves them at once (erasure settles with one)...
+    assert.deepEqual(await region.flush(), []);
+    assert.deepEqual(
+      [...checkpointsOf().values()],
+      [...idleKeys].map(() => 10),
+      "the idle worker's shards checkpoint position 10",
+    );
+    // ...and so does the periodic tick, with no flush request and no event for that worker.
+    region.route(
+      wave(10, 5).map((e) => ({ ...e, userId: user, contentId: content, deviceId: device })),
+    );
+    region.tick(T0 + 60_000);
+    await until(
+      "the idle worker's checkpoints to follow on tick",
+      () => [...checkpointsOf().values()].every((position) => position === 15),
+    );
+  } finally {
+    await region.close();
+  }
+});
+
 test('Region.refusal() is "busy" while a worker holds its share of maxPendingEvents', async () => {
   // Two workers share two pending events: one buffered event fills a worker's share.
   const { options, batches } = setup({ maxPendingEvents: 2 });

@@ -174,13 +174,12 @@ export class ShardHost {
         this.#contents.discardScratch();
         this.#devices.discardScratch();
         this.#pendingEvents += userEvents;
-        if (message.throughPosition !== undefined && message.throughPosition > this.#seenThrough) {
-          this.#seenThrough = message.throughPosition;
-        }
+        this.#see(message.throughPosition);
         this.#send({ type: "ack", batchId: message.batchId, status: this.#statusWithReport() });
         return;
       }
       case "tick":
+        this.#see(message.throughPosition);
         this.#lastNowMs = Math.max(this.#lastNowMs, message.nowMs);
         this.#tick(message.nowMs, message.watermarkMs);
         if (!this.#isFlushing && message.nowMs >= this.#nextAttemptMs) {
@@ -188,6 +187,7 @@ export class ShardHost {
         }
         return;
       case "flush":
+        this.#see(message.throughPosition);
         await this.#enqueueFlush(message.requestId, this.#lastNowMs);
         return;
       case "opt_out":
@@ -211,6 +211,13 @@ export class ShardHost {
       case "db_done":
       case "stop":
         return;
+    }
+  }
+
+  /** The region has posted this worker everything up to `throughPosition` (when it says so). */
+  #see(throughPosition: number | undefined): void {
+    if (throughPosition !== undefined && throughPosition > this.#seenThrough) {
+      this.#seenThrough = throughPosition;
     }
   }
 

@@ -26,6 +26,8 @@ export interface SupervisedRegion {
   isDraining(): boolean;
   /** Highest position handed to workers; a restarted worker's replay reads the log up to here. */
   lastDispatchedPosition(): number;
+  /** The position a worker has been posted everything up to, when the log can say (see Region). */
+  throughPositionFor(slot: WorkerSlot): number | undefined;
   workerOf(key: string): number;
   markLateness(events: ReadonlyArray<{ atMs: number; receivedAtMs: number }>): boolean[];
   /** Posts a page of replayed events, through `pageEnd`, to a worker. */
@@ -185,7 +187,15 @@ export class Supervisor {
     r.postAll();
     const results = await Promise.all(
       r.slots.filter((s) => r.pool.isAlive(s.index)).map((slot) =>
-        r.pool.ask(slot.index, (requestId) => ({ type: "flush", requestId }), timeoutMs)
+        r.pool.ask(
+          slot.index,
+          (requestId) => ({
+            type: "flush",
+            requestId,
+            throughPosition: r.throughPositionFor(slot),
+          }),
+          timeoutMs,
+        )
       ),
     );
     return results.filter((e): e is string => e !== null);

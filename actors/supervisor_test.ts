@@ -85,6 +85,9 @@ class FakeRegion implements SupervisedRegion {
   lastDispatchedPosition(): number {
     return this.dispatchedPosition;
   }
+  throughPositionFor(slot: WorkerSlot): number | undefined {
+    return slot.isRecovering ? undefined : this.dispatchedPosition;
+  }
   workerOf(key: string): number {
     return workerOfShard(shardOf(key, SHARDS), WORKERS);
   }
