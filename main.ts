@@ -162,6 +162,7 @@ export async function startPipeline(
         : (userId) => opened.eraseUser!(userId),
       maxEventAgeMs: config.maxEventAgeMs,
       logger,
+      onRetry: () => metrics.countErasureRetry(),
     });
     const app = createApp({
       db,

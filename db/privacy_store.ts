@@ -75,9 +75,12 @@ export async function fileRequest(db: Db, request: {
   jurisdiction: string;
   receivedAtMs: number;
   dueAtMs: number;
+  /** A deletion filed under the pseudonym keeps the user's id here while the erasure runs. */
+  erasingUserId?: string;
 }): Promise<{ request: PrivacyRequest; isNew: boolean }> {
   const inserted = await db.insertInto("privacy_requests").values({
     user_id: request.userId,
+    erasing_user_id: request.erasingUserId ?? null,
     request_type: request.type,
     source: "api",
     requested_at: new Date(request.receivedAtMs).toISOString(),
@@ -104,17 +107,6 @@ export async function getRequest(
   if (!/^\d{1,18}$/.test(id)) return null;
   const row = await db.selectFrom("privacy_requests").selectAll().where("id", "=", id as never)
     .executeTakeFirst();
-  return row === undefined ? null : toRequest(row, nowMs);
-}
-
-/** The existing deletion record of an erased user (stored under the pseudonym), or null. */
-export async function getDeletionOf(
-  db: Db,
-  pseudonym: string,
-  nowMs: number,
-): Promise<PrivacyRequest | null> {
-  const row = await db.selectFrom("privacy_requests").selectAll()
-    .where("user_id", "=", pseudonym).where("request_type", "=", "deletion").executeTakeFirst();
   return row === undefined ? null : toRequest(row, nowMs);
 }
 
@@ -171,12 +163,67 @@ export async function setRequestSource(db: Db, id: string, source: "api" | "even
   await db.updateTable("privacy_requests").set({ source }).where("id", "=", id as never).execute();
 }
 
-/** Deletion requests not finished yet (a crash interrupted them), oldest first. */
-export async function openDeletions(db: Db): Promise<Array<{ id: string; userId: string }>> {
-  const rows = await db.selectFrom("privacy_requests").select(["id", "user_id"])
+/** A deletion whose erasure has not finished, as {@link openDeletions} finds it. */
+export interface OpenDeletion {
+  id: string;
+  /** The user's own id (kept apart while the erasure runs). */
+  userId: string;
+  requestedAtMs: number;
+  /** Erasure attempts that ended without finishing so far. */
+  attempts: number;
+}
+
+/** Deletion requests not finished yet (a stop, a crash or a failed attempt), oldest first. */
+export async function openDeletions(db: Db): Promise<OpenDeletion[]> {
+  const rows = await db.selectFrom("privacy_requests")
+    .select(["id", "user_id", "erasing_user_id", "requested_at", "result"])
     .where("request_type", "=", "deletion").where("source", "=", "api")
     .where("status", "in", ["received", "in_progress"]).orderBy("id").execute();
-  return rows.map((r) => ({ id: String(r.id), userId: r.user_id }));
+  return rows.map((r) => {
+    const result = typeof r.result === "string" ? JSON.parse(r.result) : r.result;
+    const attempts = (result as { attempts?: unknown } | null)?.attempts;
+    return {
+      id: String(r.id),
+      // Records filed before the pseudonym was given at once name the user until the first pass.
+      userId: r.erasing_user_id ?? r.user_id,
+      requestedAtMs: new Date(r.requested_at).getTime(),
+      attempts: typeof attempts === "number" ? attempts : 0,
+    };
+  });
+}
+
+/**
+ * Names a deletion's user by pseudonym, keeping the id apart only while the erasure runs, and marks
+ * it in progress with `result` (null, or the attempts so far).
+ */
+export async function markErasing(
+  db: Db,
+  id: string,
+  ids: { userId: string; pseudonym: string },
+  result: Record<string, unknown> | null = null,
+): Promise<void> {
+  await db.updateTable("privacy_requests").set({
+    status: "in_progress",
+    user_id: ids.pseudonym,
+    erasing_user_id: ids.userId,
+    result: result === null ? null : JSON.stringify(result),
+  }).where("id", "=", id as never).execute();
+}
+
+/** Ends a deletion (completed or failed) with its result; a completed one forgets the user's id. */
+export async function endErasure(
+  db: Db,
+  id: string,
+  status: "completed" | "failed",
+  result: Record<string, unknown>,
+  atMs: number,
+): Promise<void> {
+  await db.updateTable("privacy_requests").set({
+    status,
+    result: JSON.stringify(result),
+    completed_at: new Date(atMs).toISOString(),
+    ...(status === "completed" ? { erasing_user_id: null } : {}),
+  }).where("id", "=", id as never).execute();
 }
 
 /**

@@ -151,6 +151,8 @@ export interface PrivacyRequestsTable {
   due_at: Timestamp | null;
   completed_at: Timestamp | null;
   result: unknown | null;
+  /** A deletion's user id while its erasure runs (the record names the pseudonym); then null. */
+  erasing_user_id: string | null;
 }
 
 /** Users whose data was erased, by keyed hash; later events from them carry the pseudonym. */

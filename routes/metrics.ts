@@ -121,6 +121,16 @@ export class PipelineMetrics {
 
   #alerts;
   #appendGroups;
+  #erasureRetries = new client.Counter({
+    name: "privacy_erasure_retries_total",
+    help: "Deletion erasures that could not finish and were scheduled to run again.",
+    registers: [this.registry],
+  });
+
+  /** Counts one deletion erasure scheduled to run again. */
+  countErasureRetry(): void {
+    this.#erasureRetries.inc();
+  }
 
   /** Counts one postgres-log append transaction by the path it took. */
   countAppendPath(path: "copy" | "insert"): void {

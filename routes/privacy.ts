@@ -18,7 +18,6 @@ import {
   consentHistory,
   exportUser,
   fileRequest,
-  getDeletionOf,
   getRequest,
   listRequests,
   REQUEST_TYPES,
@@ -100,38 +99,48 @@ export function privacyRoutes(deps: PrivacyDeps): Hono {
     const { user_id: userId, type } = parsed.data;
     const jurisdiction = parsed.data.jurisdiction ?? deps.defaultJurisdiction;
     const receivedAtMs = now();
+    const filed = { type: type as RequestType, jurisdiction, receivedAtMs };
+    const dueAt = dueAtMs(jurisdiction, receivedAtMs);
     if (type === "deletion") {
-      // An erased user is known only by pseudonym: a repeat gets the record of the first request.
-      const pseudonym = deps.erased.pseudonymFor(userId);
-      const done = pseudonym === null ? null : await getDeletionOf(db, pseudonym, receivedAtMs);
-      if (done !== null) return c.json({ ...done, is_repeat: true }, 202);
+      // The record names the user by pseudonym from the start; a repeat gets the first record.
+      const pseudonym = deps.eraser.pseudonymOf(userId);
+      const { request, isNew } = await fileRequest(db, {
+        ...filed,
+        userId: pseudonym,
+        dueAtMs: dueAt,
+        erasingUserId: userId,
+      });
+      if (!isNew) return c.json({ ...request, is_repeat: true }, 202);
+      // From here on the user's events are stored under the pseudonym; the erasure runs on.
+      await deps.eraser.begin(request.id, userId, receivedAtMs);
+      return c.json(
+        { ...((await getRequest(db, request.id, now())) ?? request), is_repeat: false },
+        202,
+      );
     }
+    // An erased user is known only by pseudonym: so is every later request about them.
+    const subjectId = deps.erased.pseudonymFor(userId) ?? userId;
     const { request, isNew } = await fileRequest(db, {
-      userId,
-      type: type as RequestType,
-      jurisdiction,
-      receivedAtMs,
-      dueAtMs: dueAtMs(jurisdiction, receivedAtMs),
+      ...filed,
+      userId: subjectId,
+      dueAtMs: dueAt,
     });
     if (!isNew && type === "do_not_track" && request.source === "event") {
       // A TV's do-not-track setting can be turned off again; the person's own request cannot, so
       // it becomes the API request on record and reaches the rules as one.
       await setRequestSource(db, request.id, "api");
-      await deps.recordOptOut(userId, { type, sinceMs: receivedAtMs, source: "api" });
+      await deps.recordOptOut(subjectId, { type, sinceMs: receivedAtMs, source: "api" });
       return c.json({ ...(await getRequest(db, request.id, now()))!, is_repeat: true }, 202);
     }
     if (!isNew) return c.json({ ...request, is_repeat: true }, 202);
-    if (type === "deletion") {
-      // From here on the user's events are stored under a pseudonym; the erasure runs on.
-      await deps.eraser.begin(request.id, userId, receivedAtMs);
-    } else if (type === "do_not_track") {
-      await deps.recordOptOut(userId, { type, sinceMs: receivedAtMs, source: "api" });
+    if (type === "do_not_track") {
+      await deps.recordOptOut(subjectId, { type, sinceMs: receivedAtMs, source: "api" });
       await setRequestStatus(db, request.id, "completed", { recorded: true }, now());
     } else if (type === "opt_out_sale_share") {
       // Recorded: the platform must stop selling or sharing; events after it are not violations.
       await setRequestStatus(db, request.id, "completed", { recorded: true }, now());
     } else {
-      const data = await exportUser(db, userId, now());
+      const data = await exportUser(db, subjectId, now());
       await setRequestStatus(db, request.id, "completed", {
         events: data.events.length,
         flags: data.flags.length,

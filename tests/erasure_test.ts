@@ -7,6 +7,7 @@ import { makeWireEvent } from "./fixtures.ts";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { test } from "./_permissions.ts";
+import { shardOf, workerOfShard } from "../actors/shard_of.ts";
 
 /** Rows of every table whose text holds `needle`, by table: what a `pg_dump` would show. */
 async function tracesOf(db: Kysely<Database>, needle: string): Promise<Record<string, number>> {
@@ -292,4 +293,80 @@ test({
         await h.pipeline.stop();
       }
     }),
+});
+
+/** The first `count` ids `prefix-0`, `prefix-1`, ... whose shard lives in worker 0 of 2. */
+function idsOnWorkerZero(prefix: string, count: number, shards: number): string[] {
+  const ids: string[] = [];
+  for (let i = 0; ids.length < count; i++) {
+    if (workerOfShard(shardOf(`${prefix}-${i}`, shards), 2) === 0) ids.push(`${prefix}-${i}`);
+  }
+  return ids;
+}
+
+/**
+ * 40 events of two users whose users, titles and TVs all live in worker 0, then no traffic: worker
+ * 1 sees no event at all, and its checkpoints must still follow the log.
+ */
+async function deletionOnQuietServer(h: Harness): Promise<void> {
+  const [alice, bob] = idsOnWorkerZero("quiet-user", 2, h.config.shards);
+  const [title] = idsOnWorkerZero("quiet-title", 1, h.config.shards);
+  const [aliceTv, bobTv] = idsOnWorkerZero("quiet-tv", 2, h.config.shards);
+  const t0 = recentBase();
+  await h.send(Array.from({ length: 40 }, (_, i) =>
+    makeWireEvent({
+      event_id: `quiet-${i}`,
+      user_id: i % 2 === 0 ? alice : bob,
+      device_id: i % 2 === 0 ? aliceTv : bobTv,
+      content_id: title,
+      atMs: t0 + i * 1_000,
+    })));
+  const request = await fileRequest(h, { user_id: alice, type: "deletion" });
+  await h.pipeline.eraser.idle();
+  const done = await h.json<RequestRecord>(`/privacy/requests/${request.id}`);
+  assert.equal(done.status, "completed", JSON.stringify(done));
+  assert.equal(done.result?.raw_events, 20);
+  assert.deepEqual(await tracesOf(h.pipeline.db, alice), {});
+}
+
+test("[privacy] a deletion completes on a quiet server whose second worker saw no event (PGlite)", async () => {
+  const h = await startHarness({ queue: "postgres" });
+  try {
+    await deletionOnQuietServer(h);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
+
+test({
+  name: "[postgres] a deletion completes on a quiet server whose second worker saw no event",
+  ignore: TEST_DATABASE_URL === undefined,
+  fn: () =>
+    withFreshPostgres(TEST_DATABASE_URL!, async (databaseUrl) => {
+      const h = await startHarness({ queue: "postgres", databaseUrl });
+      try {
+        await deletionOnQuietServer(h);
+      } finally {
+        await h.pipeline.stop();
+      }
+    }),
+});
+
+test("[privacy] requests about an erased user are filed under the pseudonym, never in clear", async () => {
+  const h = await startHarness({ queue: "postgres" });
+  try {
+    const { alice } = aliceAndBob(recentBase());
+    await h.send(alice);
+    const deletion = await fileRequest(h, { user_id: "alice-7f3", type: "deletion" });
+    assert.ok(deletion.user_id.startsWith("erased-"), "the deletion names the pseudonym at once");
+    await h.pipeline.eraser.idle();
+    const later = [];
+    for (const type of ["access", "do_not_track", "opt_out_sale_share"]) {
+      later.push(await fileRequest(h, { user_id: "alice-7f3", type }));
+    }
+    assert.deepEqual(later.map((r) => r.user_id), later.map(() => deletion.user_id));
+    assert.deepEqual(await tracesOf(h.pipeline.db, "alice-7f3"), {});
+  } finally {
+    await h.pipeline.stop();
+  }
 });
