@@ -2,14 +2,16 @@
  * Audit trail: a request id on every request and response, one `audit_log` row per access to
  * `/compliance/*`, `/privacy/*` and `/audit`, and per refused request (401/403) anywhere. Rows hold
  * who (token name and role, never the secret or any header), what (method, path, query, status,
- * subject user) and from where (client address). Identical refusals within one UTC minute fold into
- * one row by an upsert on a fold key, so a flood of bad tokens grows a counter instead of the table.
+ * subject user) and from where (client address). Refusals within one UTC minute fold into one row per
+ * route pattern (never the raw path), status, actor and source, by an upsert on a fold key, so a
+ * flood of bad tokens, even to ever-different paths, grows a counter instead of the table.
  * `GET /audit` (admin) pages through the rows newest first; {@link pruneAuditLog} enforces retention.
  *
  * @module
  */
 import { createHash } from "node:crypto";
 import { Hono } from "hono";
+import { matchedRoutes } from "hono/route";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Insertable, Kysely } from "kysely";
 import { z } from "zod";
@@ -28,7 +30,7 @@ declare module "hono" {
 /** Longest request id taken from a client; longer ones are cut. */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest path or query kept in a row; longer ones are cut. */
-const MAX_TEXT_CHARS = 2048;
+const MAX_TEXT_CHARS = 256;
 /** Query parameters whose values never reach a row, should a client put a credential there. */
 const SECRET_PARAM = /token|secret|password|passwd|key|auth|signature/i;
 const MINUTE_MS = 60_000;
@@ -73,13 +75,15 @@ export function auditTrail(
     const isRefused = status === 401 || status === 403;
     if (!isRefused && !isAuditedPath(c.req.path)) return;
     const principal = c.get("principal");
+    // A refusal stores its route pattern, so its row never holds a path the client chose.
+    const path = isRefused ? storable(routePatternOf(c)) : storable(c.req.path);
     const row = {
       at: new Date(atMs).toISOString(),
       request_id: c.get("requestId") ?? crypto.randomUUID(),
       actor_name: principal?.name ?? "unauthenticated",
       actor_role: principal?.role ?? "none",
       method: c.req.method,
-      path: storable(c.req.path),
+      path,
       query: redactedQuery(c.req.url),
       status,
       subject_user_id: null as string | null,
@@ -92,11 +96,12 @@ export function auditTrail(
       const shown = subjectFor(subject);
       row.subject_user_id = shown;
       if (shown !== subject) {
-        row.path = row.path.replaceAll(subject, shown).replaceAll(
-          encodeURIComponent(subject),
-          shown,
-        );
-        row.query = row.query.replaceAll(encodeURIComponent(subject), shown);
+        if (!isRefused) {
+          row.path = storable(
+            row.path.replaceAll(subject, shown).replaceAll(encodeURIComponent(subject), shown),
+          );
+        }
+        row.query = storable(row.query.replaceAll(encodeURIComponent(subject), shown));
       }
     }
     if (isRefused) {
@@ -293,6 +298,24 @@ export interface AuditPrivacy {
   subjectFor?: (userId: string) => string;
   /** What to store for the client address (never the raw address: its network prefix). */
   sourceFor?: (address: string) => string;
+}
+
+/**
+ * The route pattern a request matched, for folding refusals: the longest concrete pattern (no `*`)
+ * such as `/compliance/flags/:id`; else, as on a path no route serves, the longest wildcard pattern
+ * such as `/compliance/*`, or `/*`. Always a pattern the app registered, never the client's path.
+ */
+function routePatternOf(c: Context): string {
+  let concrete: string | undefined;
+  let wildcard = "/*";
+  for (const { path } of matchedRoutes(c)) {
+    if (path.includes("*")) {
+      if (path.length > wildcard.length) wildcard = path;
+    } else if (concrete === undefined || path.length >= concrete.length) {
+      concrete = path;
+    }
+  }
+  return concrete ?? wildcard;
 }
 
 /** Text PostgreSQL can store (no NUL, no lone surrogate: a decoded path may hold either), cut. */

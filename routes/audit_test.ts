@@ -249,3 +249,63 @@ onEveryDatabase(
     assert.deepEqual(left.map((r) => r.request_id), ["r5", "r6"]);
   },
 );
+
+/** A small app with the audit trail, auth and a few compliance routes, as `createApp` orders them. */
+function complianceApp(db: Kysely<Database>, now: () => number): Hono {
+  const app = new Hono();
+  app.use("*", requestId());
+  app.use("*", auditTrail(db, createLogger("error"), now));
+  app.use("*", authenticate({ apiTokens: TOKENS, ingestTokens: [], readTokens: [] }));
+  app.use("/compliance/*", requireRole(["privacy"]));
+  const compliance = new Hono();
+  compliance.get("/summary", (c) => c.json({}));
+  compliance.get("/flags/:id", (c) => c.json({ id: c.req.param("id") }));
+  app.route("/compliance", compliance);
+  return app;
+}
+
+onEveryDatabase(
+  "refusals to ever-different paths fold by route pattern, storing the pattern",
+  async (db) => {
+    const app = complianceApp(db, () => T0 + 5_000);
+    const get = async (path: string, headers: Record<string, string> = {}) => {
+      const res = await app.request(`http://test${path}`, { headers });
+      await res.body?.cancel();
+      return res.status;
+    };
+    for (let i = 0; i < 150; i++) {
+      assert.equal(await get(`/compliance/flags/f${i}`), 401);
+      // No route serves these paths: they fold under the prefix's middleware pattern.
+      assert.equal(await get(`/compliance/summary/x${i}`), 401);
+      assert.equal(await get(`/compliance/flags/g${i}?n=${i}`, bearer("ana")), 403);
+    }
+    assert.equal(await get("/compliance/flags/mine", bearer("dpo")), 200);
+
+    const rows = await db.selectFrom("audit_log").selectAll().orderBy("id").execute();
+    assert.deepEqual(
+      rows.map((r) => [r.path, r.query, r.status, r.actor_name, Number(r.count)]),
+      [
+        ["/compliance/flags/:id", "", 401, "unauthenticated", 150],
+        ["/compliance/*", "", 401, "unauthenticated", 150],
+        ["/compliance/flags/:id", "n=0", 403, "ana", 150],
+        ["/compliance/flags/mine", "", 200, "dpo", 1],
+      ],
+    );
+  },
+);
+
+onEveryDatabase("a stored path or query holds at most 256 characters", async (db) => {
+  const app = complianceApp(db, () => T0);
+  const long = "a".repeat(3_000);
+  for (const headers of [bearer("dpo"), {}]) {
+    const res = await app.request(`http://test/compliance/flags/${long}?q=${long}`, { headers });
+    await res.body?.cancel();
+  }
+  const rows = await db.selectFrom("audit_log").selectAll().orderBy("id").execute();
+  assert.deepEqual(rows.map((r) => [r.status, r.path.length, r.query.length]), [
+    [200, 256, 256],
+    [401, "/compliance/flags/:id".length, 256],
+  ]);
+  assert.ok(rows[0].path.startsWith("/compliance/flags/aaa"));
+  assert.ok(rows[1].query.startsWith("q=aaa"));
+});
