@@ -42,6 +42,13 @@ test({
           has_consent: i % 7 !== 0,
           atMs: t0 + i * 1_000,
         }));
+      // A TV with do-not-track on files an open privacy request that has no deadline (due_at null).
+      events.push(makeWireEvent({
+        event_id: "dash-dnt",
+        user_id: "viewer-dnt",
+        do_not_track: true,
+        atMs: t0 + 40_000,
+      }));
       const sent = await fetch(`${server.url}/events/batch`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${TOKENS.ingest}` },
@@ -54,11 +61,15 @@ test({
         })).json();
       const deadline = Date.now() + 15_000;
       let summary = await read("/stats/summary", TOKENS.admin);
-      while (summary.total_events < 40 && Date.now() < deadline) {
+      while (summary.total_events < events.length && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 100));
         summary = await read("/stats/summary", TOKENS.admin);
       }
-      assert.equal(summary.total_events, 40);
+      assert.equal(summary.total_events, events.length);
+      const noDeadline = (await read("/privacy/requests?status=received", TOKENS.admin)).items
+        .find((r: { user_id: string }) => r.user_id === "viewer-dnt");
+      assert.equal(noDeadline?.type, "do_not_track");
+      assert.equal(noDeadline.due_at, null);
 
       const { tab } = browser;
       const loadMs = await tab.open(`${server.url}/dashboard`);
@@ -70,8 +81,17 @@ test({
       })()`);
       await tab.waitFor(`document.getElementById("total-events").textContent !== "–"`);
       await tab.waitFor(`document.querySelectorAll("#compliance tbody tr").length > 0`);
+      await tab.waitFor(`document.getElementById("updated").textContent !== ""`);
+      // A panel that throws is reported in the page, not on the console: both must stay clean.
+      assert.match(
+        await tab.evaluate(`document.getElementById("updated").textContent`),
+        /^Updated/,
+      );
       // The page's range is the last 24 hours, which holds every event sent.
-      assert.equal(await tab.evaluate(`document.getElementById("total-events").textContent`), "40");
+      assert.equal(
+        await tab.evaluate(`document.getElementById("total-events").textContent`),
+        String(events.length),
+      );
       assert.equal(
         await tab.evaluate(`document.getElementById("total-viewers").textContent`),
         String(summary.unique_viewers),
@@ -82,6 +102,11 @@ test({
       for (const [rule, flagged] of shown) {
         assert.equal(flagged, String(compliance.flagged_events_by_rule[rule]), rule);
       }
+      assert.deepEqual(
+        await tab.evaluate(`[...document.querySelectorAll("#requests tbody tr")].map((tr) =>
+          [...tr.cells].map((td) => td.textContent))`),
+        [[noDeadline.id, "do_not_track", "received", "no deadline"]],
+      );
       assert.equal(
         await tab.evaluate(`document.getElementById("who").textContent`),
         "admin-1 (admin)",
@@ -95,6 +120,26 @@ test({
       await Deno.writeFile(shot, await tab.screenshot());
       console.log(`[dashboard] screenshot: ${shot.pathname}`);
       assert.deepEqual(tab.errors, []);
+
+      // uPlot draws axis labels on a canvas, so no DOM text can be checked: instead give the chart
+      // hourly counts of 20,000 and check the room left of the plot (its overlay's offset) holds
+      // the tick, the gap and the widest label "20,000" in the axis font.
+      const axis = await tab.evaluate<{ max: number; room: number; needed: number }>(`(async () => {
+        chart.setData([chart.data[0], chart.data[0].map(() => 20000), chart.data[2]]);
+        await new Promise((resolve) => requestAnimationFrame(resolve));
+        const y = chart.axes[1];
+        const context = document.createElement("canvas").getContext("2d");
+        context.font = y.font[0];
+        const label = new Intl.NumberFormat(navigator.language).format(20000);
+        const labelWidth = context.measureText(label).width / devicePixelRatio;
+        return {
+          max: chart.scales.y.max,
+          room: chart.over.offsetLeft,
+          needed: y.ticks.size + y.gap + labelWidth,
+        };
+      })()`);
+      assert.ok(axis.max >= 20_000, `the y scale ends at ${axis.max}`);
+      assert.ok(axis.room >= axis.needed, `y-axis labels need ${axis.needed} px, got ${axis.room}`);
 
       // A reviewer acknowledges the newest HIGH flag from the page; the API agrees.
       const newest = (await read("/compliance/events?level=HIGH&limit=1", TOKENS.admin)).items[0];

@@ -70,6 +70,22 @@ async function loadTotals(r) {
   $("total-viewers").textContent = formatted(summary.unique_viewers);
 }
 
+const measurer = document.createElement("canvas").getContext("2d");
+
+function labelWidth(font, text) {
+  measurer.font = font;
+  return measurer.measureText(text).width / devicePixelRatio;
+}
+
+// uPlot's default y axis is 50 px wide, which clips labels such as "20,000": size each y axis from
+// its widest tick label instead (uPlot passes the formatted labels; its fonts are scaled by the
+// device pixel ratio, hence the division above).
+function yAxisSize(u, values, axisIndex) {
+  const axis = u.axes[axisIndex];
+  const widest = Math.max(0, ...(values ?? []).map((v) => labelWidth(axis.font[0], v)));
+  return Math.ceil(axis.ticks.size + axis.gap + widest + 4);
+}
+
 async function loadChart(r) {
   const [events, errors] = await Promise.all(
     ["events", "error_rate"].map((metric) =>
@@ -92,7 +108,12 @@ async function loadChart(r) {
           { label: "events / hour", stroke: "#2563eb" },
           { label: "error rate %", stroke: "#dc2626", scale: "%" },
         ],
-        axes: [{}, {}, { side: 1, scale: "%", grid: { show: false } }],
+        axes: [{}, { size: yAxisSize }, {
+          side: 1,
+          scale: "%",
+          grid: { show: false },
+          size: yAxisSize,
+        }],
       },
       data,
       $("chart"),
@@ -177,19 +198,27 @@ async function loadFlags() {
   );
 }
 
+// A request recorded from a TV's do-not-track setting has no deadline (due_at null): it sorts last.
+function byDueDate(a, b) {
+  if (a.due_at === b.due_at) return 0;
+  if (a.due_at === null) return 1;
+  if (b.due_at === null) return -1;
+  return a.due_at < b.due_at ? -1 : 1;
+}
+
+function dueText(request) {
+  if (request.due_at === null) return "no deadline";
+  return `${request.due_at.slice(0, 10)}${request.overdue ? " OVERDUE" : ""}`;
+}
+
 async function loadRequests() {
   const pages = await Promise.all(
     ["received", "in_progress"].map((status) =>
       api(`/privacy/requests?${query({ status, limit: "20" })}`)
     ),
   );
-  const open = pages.flatMap((p) => p.items).sort((a, b) => (a.due_at < b.due_at ? -1 : 1));
-  fillRows(
-    $("requests"),
-    open.map((
-      r,
-    ) => [r.id, r.type, r.status, `${r.due_at.slice(0, 10)}${r.overdue ? " OVERDUE" : ""}`]),
-  );
+  const open = pages.flatMap((p) => p.items).sort(byDueDate);
+  fillRows($("requests"), open.map((r) => [r.id, r.type, r.status, dueText(r)]));
 }
 
 async function refresh() {
