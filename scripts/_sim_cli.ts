@@ -19,16 +19,49 @@ Options:
   --concurrency C   requests in flight, 1..1000 (default 20)
   --batch K         events per request, 1..500: 1 uses POST /events, more POST /events/batch
                     (default 100)
-  --url U           server base URL (default $SIM_URL, else http://127.0.0.1:8000)
+  --url U           server base URL (default $SIM_URL, else http://127.0.0.1:$PORT, else
+                    http://127.0.0.1:8000)
   --seed S          generator seed, 0..4294967295 (default 42); the same seed and N give the same
                     events and event ids, so send a second run with another seed
-  --token T         bearer token with the ingest role, for events (default $SIM_TOKEN)
-  --privacy-token P bearer token with the read role, for POST /privacy/requests (default: --token)
-  --dry-run         generate and print the expected rule hits without sending anything
-  --json            print the final report as JSON
-  --help            print this help
+  --token T         bearer token with the ingest role (or admin), for events (default $SIM_TOKEN,
+                    else none, which only works while the server's auth is off)
+  --privacy-token P bearer token with the privacy role (or admin), for POST /privacy/requests;
+                    analyst and ingest tokens get 403 (default: --token)
+  --dry-run         generate and print the expected rule hits without sending anything (default off)
+  --json            print the final report as JSON (default off)
+  -h, --help        print this help
 
-Exit codes: 0 all traffic delivered, 1 something was not delivered, 2 bad arguments.`;
+Environment:
+  SIM_URL           server base URL when --url is not given (default http://127.0.0.1:$PORT)
+  SIM_TOKEN         bearer token for events when --token is not given (default none)
+  PORT              port of the default URL when neither --url nor SIM_URL is given, read as the
+                    server reads it (default 8000)
+
+Before sending any event, the simulator asks GET /privacy/requests with the privacy token and stops
+if the server answers 401 or 403, so a wrong token fails at once rather than halfway.
+
+Exit codes: 0 all traffic delivered, 1 something was not delivered or a token was refused,
+2 bad arguments.`;
+
+/** The command-line flags, as `parseArgs` reads them. */
+export const FLAGS = {
+  events: { type: "string" },
+  concurrency: { type: "string" },
+  batch: { type: "string" },
+  url: { type: "string" },
+  seed: { type: "string" },
+  token: { type: "string" },
+  "privacy-token": { type: "string" },
+  "dry-run": { type: "boolean" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The environment variables the simulator reads (and `deno task simulate` may read). */
+export const ENV_VARS = ["SIM_URL", "SIM_TOKEN", "PORT"] as const;
+
+/** Values of {@link ENV_VARS}, unset ones undefined. */
+export type SimEnv = Partial<Record<(typeof ENV_VARS)[number], string>>;
 
 const count = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
@@ -54,7 +87,7 @@ export interface SimOptions {
   url: string;
   seed: number;
   token?: string;
-  /** Token for privacy requests, which need the read role when auth is on. */
+  /** Token for privacy requests, which need the privacy (or admin) role when auth is on. */
   privacyToken?: string;
   isDryRun: boolean;
   isJson: boolean;
@@ -66,37 +99,28 @@ export type CliRequest =
   | { kind: "help" }
   | { kind: "error"; message: string };
 
-/** Parses and validates the arguments; `env` supplies the SIM_URL and SIM_TOKEN defaults. */
-export function parseCli(
-  args: string[],
-  env: { SIM_URL?: string; SIM_TOKEN?: string },
-): CliRequest {
+/** Parses and validates the arguments; `env` supplies the SIM_URL, SIM_TOKEN and PORT defaults. */
+export function parseCli(args: string[], env: SimEnv): CliRequest {
   let values: Record<string, string | boolean | undefined>;
   try {
-    values = parseArgs({
-      args,
-      strict: true,
-      options: {
-        events: { type: "string" },
-        concurrency: { type: "string" },
-        batch: { type: "string" },
-        url: { type: "string" },
-        seed: { type: "string" },
-        token: { type: "string" },
-        "privacy-token": { type: "string" },
-        "dry-run": { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
+    values = parseArgs({ args, strict: true, options: FLAGS }).values;
   } catch (error) {
     return { kind: "error", message: `Cannot parse arguments: ${(error as Error).message}` };
   }
   if (values.help === true) return { kind: "help" };
   const { help: _, ...rest } = values;
+  const port = env.PORT || "8000";
+  const isPortUsed = values.url === undefined && !env.SIM_URL;
+  if (isPortUsed && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65_535)) {
+    return {
+      kind: "error",
+      message: "Cannot run with these arguments:\n" +
+        "  PORT: must be a port number, 1..65535 (or set SIM_URL or pass --url)",
+    };
+  }
   const parsed = ARGS.safeParse({
     ...rest,
-    url: values.url ?? (env.SIM_URL || "http://127.0.0.1:8000"),
+    url: values.url ?? (env.SIM_URL || `http://127.0.0.1:${port}`),
     token: values.token ?? (env.SIM_TOKEN || undefined),
   });
   if (!parsed.success) {
@@ -125,9 +149,14 @@ export interface SendReport {
   /** Items posted once each (valid, duplicates and malformed), whatever the retries. */
   events_sent: number;
   accepted: number;
-  /** Items the server refused, by the status of the answer (202: refused inside a batch). */
+  /** Items the server refused: `rejected_in_batches` plus those in `rejected_by_status`. */
   rejected: number;
+  /** Items listed as rejected in a 202 batch answer, which accepted the rest of the batch. */
+  rejected_in_batches: number;
+  /** Items of requests refused whole (a 422 batch with no valid event, a 401), by answer status. */
   rejected_by_status: Record<string, number>;
+  /** Rejected items by the field their issues name (an item naming two fields counts twice). */
+  rejected_by_field: Record<string, number>;
   /** Items given up after the retries (503 or network errors): the expectations then do not hold. */
   undelivered: number;
   http_requests: number;
@@ -151,7 +180,9 @@ export function emptyReport(): SendReport {
     events_sent: 0,
     accepted: 0,
     rejected: 0,
+    rejected_in_batches: 0,
     rejected_by_status: {},
+    rejected_by_field: {},
     undelivered: 0,
     http_requests: 0,
     responses_by_status: {},
@@ -176,6 +207,9 @@ export function formatReport(
   const n = (value: number) => value.toLocaleString("en-US");
   const byStatus = (counts: Record<string, number>) =>
     Object.entries(counts).map(([status, c]) => `${status}: ${n(c)}`).join(", ") || "-";
+  const byCount = (counts: Record<string, number>) =>
+    Object.entries(counts).sort(([a, x], [b, y]) => y - x || a.localeCompare(b))
+      .map(([key, c]) => `${key} ${n(c)}`).join(", ") || "-";
   const rows: Array<[string, string, string] | string> = [
     `Traffic: seed ${options.seed}, ${n(options.events)} events` +
     (report === null ? " (dry run: nothing sent)" : ""),
@@ -191,7 +225,18 @@ export function formatReport(
       `Run: ${options.url}, batch ${options.batch}, concurrency ${options.concurrency}`,
       ["events sent", n(report.events_sent), "unique + duplicates + malformed"],
       ["accepted", n(report.accepted), "duplicates are accepted, then counted"],
-      ["rejected", n(report.rejected), `by status: ${byStatus(report.rejected_by_status)}`],
+      ["rejected", n(report.rejected), `expected ${n(x.malformed_sent)}: the malformed ones`],
+      [
+        "  inside accepted batches",
+        n(report.rejected_in_batches),
+        "listed as rejected in 202 batch answers",
+      ],
+      [
+        "  in refused requests",
+        n(report.rejected - report.rejected_in_batches),
+        `whole request refused, by status: ${byStatus(report.rejected_by_status)}`,
+      ],
+      ["  by field", "", byCount(report.rejected_by_field)],
       ["undelivered", n(report.undelivered), "given up after retries"],
       [
         "privacy requests recorded",

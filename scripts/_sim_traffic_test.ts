@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { EVENT_SCHEMA } from "../routes/event_schema.ts";
-import { emptyReport, formatReport, parseCli, type SimOptions } from "./_sim_cli.ts";
+import {
+  emptyReport,
+  ENV_VARS,
+  FLAGS,
+  formatReport,
+  parseCli,
+  type SimOptions,
+  USAGE,
+} from "./_sim_cli.ts";
 import {
   BAD_DEVICES,
   BAD_TITLES,
@@ -11,7 +19,12 @@ import {
   type Traffic,
   type WireEvent,
 } from "./_sim_traffic.ts";
-import { type SenderOptions, sendItems, sendPrivacyRequests } from "./simulate.ts";
+import {
+  checkPrivacyAccess,
+  type SenderOptions,
+  sendItems,
+  sendPrivacyRequests,
+} from "./simulate.ts";
 import { test } from "../tests/_permissions.ts";
 
 const NOW = Date.UTC(2026, 10, 23, 12, 0, 0, 456);
@@ -235,6 +248,36 @@ Deno.test("parseCli() applies defaults and env, and refuses bad arguments", () =
   assert.ok(error.kind === "error" && error.message.includes("--concurrency"));
 });
 
+Deno.test("parseCli() defaults to the server's PORT without --url and SIM_URL", () => {
+  const urlOf = (args: string[], env: Record<string, string>) => {
+    const result = parseCli(args, env);
+    return result.kind === "run" ? result.options.url : JSON.stringify(result);
+  };
+  assert.equal(urlOf([], { PORT: "8123" }), "http://127.0.0.1:8123");
+  assert.equal(urlOf([], { PORT: "" }), "http://127.0.0.1:8000");
+  assert.equal(urlOf([], { PORT: "8123", SIM_URL: "http://sim:1" }), "http://sim:1");
+  assert.equal(urlOf(["--url", "http://h:2"], { PORT: "8123" }), "http://h:2");
+  assert.equal(urlOf(["--url", "http://h:2"], { PORT: "nope" }), "http://h:2");
+  for (const port of ["nope", "0", "65536", "80.5"]) {
+    assert.match(urlOf([], { PORT: port }), /PORT: must be a port number/, port);
+  }
+});
+
+Deno.test("USAGE lists every flag and environment variable with its default", () => {
+  const lines = USAGE.split("\n");
+  for (const flag of Object.keys(FLAGS)) {
+    assert.ok(lines.some((l) => l.includes(`--${flag}`)), `--${flag} is not in the help`);
+  }
+  assert.deepEqual([...ENV_VARS].sort(), ["PORT", "SIM_TOKEN", "SIM_URL"]);
+  for (const name of ENV_VARS) {
+    const at = lines.findIndex((l) => l.startsWith(`  ${name} `));
+    assert.ok(at >= 0, `${name} has no line of its own in the help`);
+    assert.match(`${lines[at]} ${lines[at + 1]}`, /\(default [^)]+\)/, name);
+  }
+  assert.match(USAGE, /--privacy-token P bearer token with the privacy role/);
+  assert.doesNotMatch(USAGE, /read role/);
+});
+
 Deno.test("formatReport() shows the expectations to compare with the server", () => {
   const options = (parseCli([], {}) as { options: SimOptions }).options;
   const text = formatReport(options, emptyReport(), BIG.expectations);
@@ -243,6 +286,24 @@ Deno.test("formatReport() shows the expectations to compare with the server", ()
     new RegExp(`privacy +${BIG.expectations.privacy_events.toLocaleString("en-US")} `),
   );
   assert.match(text, /rejected +0/);
+});
+
+Deno.test("formatReport() tells items rejected inside 202 batches from refused requests", () => {
+  const options = (parseCli([], {}) as { options: SimOptions }).options;
+  const report = {
+    ...emptyReport(),
+    rejected: 41,
+    rejected_in_batches: 39,
+    rejected_by_status: { 422: 2 },
+    rejected_by_field: { timestamp: 12, user_id: 10, event_type: 10, is_eu: 9 },
+  };
+  const text = formatReport(options, report, BIG.expectations);
+  const malformed = BIG.expectations.malformed_sent;
+  assert.match(text, new RegExp(`rejected +41 +expected ${malformed}: the malformed ones\n`));
+  assert.match(text, /inside accepted batches +39 +listed as rejected in 202 batch answers/);
+  assert.match(text, /in refused requests +2 +whole request refused, by status: 422: 2/);
+  assert.match(text, /by field +timestamp 12, event_type 10, user_id 10, is_eu 9/);
+  assert.doesNotMatch(text, /202: 39/);
 });
 
 const FAST: Omit<SenderOptions, "url"> = {
@@ -266,8 +327,16 @@ test("sendItems() batches, retries a 503 after Retry-After and counts rejected i
     if (seen.length === 1) {
       return new Response("busy", { status: 503, headers: { "retry-after": "0" } });
     }
-    if (body[0].event_id === "e200") return Response.json({ error: "none valid" }, { status: 422 });
-    const rejected = body[0].event_id === "e0" ? [{ index: 3, issues: [] }] : [];
+    if (body[0].event_id === "e200") {
+      const rejected = body.map((_: unknown, index: number) => ({
+        index,
+        issues: [{ path: "timestamp", message: "late" }, { path: "timestamp", message: "bad" }],
+      }));
+      return Response.json({ error: "none valid", issues: [], rejected }, { status: 422 });
+    }
+    const rejected = body[0].event_id === "e0"
+      ? [{ index: 3, issues: [{ path: "user_id", message: "Invalid input" }] }]
+      : [];
     return Response.json({ accepted: body.length - rejected.length, rejected }, { status: 202 });
   });
   try {
@@ -278,7 +347,9 @@ test("sendItems() batches, retries a 503 after Retry-After and counts rejected i
     assert.equal(report.events_sent, 250);
     assert.equal(report.accepted, 199);
     assert.equal(report.rejected, 51);
-    assert.deepEqual(report.rejected_by_status, { 202: 1, 422: 50 });
+    assert.equal(report.rejected_in_batches, 1);
+    assert.deepEqual(report.rejected_by_status, { 422: 50 });
+    assert.deepEqual(report.rejected_by_field, { user_id: 1, timestamp: 50 });
     assert.equal(report.retries, 1);
     assert.deepEqual(report.responses_by_status, { 202: 2, 422: 1, 503: 1 });
     assert.deepEqual(seen.map((s) => s.size).sort(), [100, 100, 100, 50]);
@@ -309,7 +380,55 @@ test("sendItems() posts single events, and a refused token stops the run", async
     assert.deepEqual(paths, ["/privacy/requests", "/events", "/events", "/events"]);
     assert.equal(report.accepted, 2);
     assert.deepEqual(report.rejected_by_status, { 401: 1 });
-    assert.match(report.aborted ?? "", /401/);
+    assert.match(report.aborted ?? "", /401 .*ingest role/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+test("sendItems() counts a batch answer without accepted as the items not rejected", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => Response.json({ rejected: [{ index: 0, issues: [] }] }, { status: 202 }),
+  );
+  try {
+    const report = emptyReport();
+    const items = Array.from({ length: 5 }, (_, i) => ({ event_id: `e${i}` }));
+    await sendItems(items, { ...FAST, url: `http://127.0.0.1:${server.addr.port}` }, report);
+    assert.equal(report.accepted, 4);
+    assert.equal(report.rejected_in_batches, 1);
+    assert.deepEqual(report.rejected_by_field, { "(unknown)": 1 });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+test("checkPrivacyAccess() names the privacy role when the server refuses the token", async () => {
+  const seen: Array<string | null> = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const auth = req.headers.get("authorization");
+    seen.push(`${req.method} ${new URL(req.url).pathname} ${auth}`);
+    if (auth === "Bearer privacy") return Response.json({ items: [] });
+    return Response.json(
+      { error: 'needs one of the roles privacy, admin; token "a" has role analyst', issues: [] },
+      { status: 403 },
+    );
+  });
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    assert.equal(await checkPrivacyAccess(url, "privacy"), null);
+    const refused = await checkPrivacyAccess(url, "analyst");
+    assert.match(refused ?? "", /^Cannot file privacy requests: the server answered 403 /);
+    assert.match(refused ?? "", /has role analyst/);
+    assert.match(refused ?? "", /token with the privacy role .*--privacy-token/);
+    assert.deepEqual(seen, [
+      "GET /privacy/requests Bearer privacy",
+      "GET /privacy/requests Bearer analyst",
+    ]);
+    const report = emptyReport();
+    const requests = [{ user_id: "u1", type: "deletion" as const }];
+    await sendPrivacyRequests(requests, { ...FAST, url, token: "analyst" }, report);
+    assert.match(report.aborted ?? "", /403 .*privacy role/);
   } finally {
     await server.shutdown();
   }

@@ -6,6 +6,7 @@
  */
 import {
   emptyReport,
+  ENV_VARS,
   formatReport,
   parseCli,
   progressBar,
@@ -105,14 +106,22 @@ export async function sendItems(
       if (answer === null) {
         report.undelivered += chunk.length;
       } else if (answer.status === 202) {
-        const counts = answer.body as { accepted?: unknown; rejected?: unknown };
-        report.accepted += typeof counts.accepted === "number" ? counts.accepted : chunk.length;
-        const rejected = Array.isArray(counts.rejected) ? counts.rejected.length : 0;
-        if (rejected > 0) reject(report, 202, rejected);
+        const counts = answer.body as { accepted?: unknown };
+        const rejected = rejectedItems(answer.body);
+        report.accepted += typeof counts.accepted === "number"
+          ? counts.accepted
+          : chunk.length - rejected.length;
+        report.rejected += rejected.length;
+        report.rejected_in_batches += rejected.length;
+        countFields(report, rejected);
       } else {
-        reject(report, answer.status, chunk.length);
+        report.rejected += chunk.length;
+        const statuses = report.rejected_by_status;
+        statuses[answer.status] = (statuses[answer.status] ?? 0) + chunk.length;
+        countFields(report, isSingle ? [issuesOf(answer.body)] : rejectedItems(answer.body));
         if (answer.status === 401 || answer.status === 403) {
-          report.aborted = `the server answered ${answer.status}: check --token or SIM_TOKEN`;
+          report.aborted = `the server answered ${answer.status} to events${refusal(answer)}: ` +
+            "pass a token with the ingest role (or admin) as --token or SIM_TOKEN";
         }
       }
       done += chunk.length;
@@ -137,15 +146,63 @@ export async function sendPrivacyRequests(
     if (answer.status === 202 || answer.status === 201 || answer.status === 200) {
       report.privacy_requests_recorded++;
     } else if (answer.status === 401 || answer.status === 403) {
-      report.aborted = `the server answered ${answer.status} to a privacy request: ` +
-        "pass a token with the read role as --privacy-token";
+      report.aborted = `the server answered ${answer.status} to a privacy request` +
+        `${refusal(answer)}: ${PRIVACY_TOKEN_HINT}`;
     }
   }
 }
 
-function reject(report: SendReport, status: number, items: number): void {
-  report.rejected += items;
-  report.rejected_by_status[status] = (report.rejected_by_status[status] ?? 0) + items;
+const PRIVACY_TOKEN_HINT = "pass a token with the privacy role (or admin) as --privacy-token";
+
+/**
+ * Asks `GET /privacy/requests` with the privacy token before any event is sent, and returns why the
+ * run cannot file its privacy requests (the server answered 401 or 403), or null when it can.
+ */
+export async function checkPrivacyAccess(url: string, token?: string): Promise<string | null> {
+  const headers: Record<string, string> = {};
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  let answer: Answer;
+  try {
+    const res = await fetch(`${url}/privacy/requests?limit=1`, {
+      headers,
+      signal: AbortSignal.timeout(DEFAULT_RETRY.timeoutMs),
+    });
+    answer = { status: res.status, body: parseJson(await res.text()) };
+  } catch {
+    // Unreachable now: the run's own retries and report deal with it.
+    return null;
+  }
+  if (answer.status !== 401 && answer.status !== 403) return null;
+  return `Cannot file privacy requests: the server answered ${answer.status} to ` +
+    `GET /privacy/requests${refusal(answer)}; ${PRIVACY_TOKEN_HINT}. No event was sent.`;
+}
+
+/** The issues of each item a batch answer lists as rejected (`{rejected: [{index, issues}]}`). */
+function rejectedItems(body: unknown): unknown[][] {
+  const rejected = (body as { rejected?: unknown }).rejected;
+  return Array.isArray(rejected) ? rejected.map(issuesOf) : [];
+}
+
+function issuesOf(item: unknown): unknown[] {
+  const issues = (item as { issues?: unknown } | null)?.issues;
+  return Array.isArray(issues) ? issues : [];
+}
+
+/** Counts each rejected item once per field its issues name (`(unknown)` when they name none). */
+function countFields(report: SendReport, items: unknown[][]): void {
+  for (const issues of items) {
+    const paths = issues.map((i) => (i as { path?: unknown } | null)?.path)
+      .filter((path): path is string => typeof path === "string" && path !== "");
+    for (const field of paths.length === 0 ? ["(unknown)"] : new Set(paths)) {
+      report.rejected_by_field[field] = (report.rejected_by_field[field] ?? 0) + 1;
+    }
+  }
+}
+
+/** The server's own reason for a refusal, as ` (error text)`, or "" when it gave none. */
+function refusal(answer: Answer): string {
+  const error = (answer.body as { error?: unknown } | null)?.error;
+  return typeof error === "string" && error !== "" ? ` (${error})` : "";
 }
 
 /** Posts JSON, retrying 503 (after Retry-After) and network errors; null once it gave up. */
@@ -229,6 +286,13 @@ async function run(options: SimOptions): Promise<number> {
     console.error(`Cannot reach ${url}: is the server running? (${unreachable})`);
     return 1;
   }
+  if (traffic.requests.length > 0) {
+    const refused = await checkPrivacyAccess(url, options.privacyToken);
+    if (refused !== null) {
+      console.error(refused);
+      return 1;
+    }
+  }
   const o: SenderOptions = { url, batch, concurrency, token, ...DEFAULT_RETRY };
   const report = emptyReport();
   const total = traffic.phase1.length + traffic.phase2.length;
@@ -285,10 +349,10 @@ async function probe(url: string): Promise<string | null> {
 }
 
 async function main(): Promise<number> {
-  const request = parseCli(Deno.args, {
-    SIM_URL: Deno.env.get("SIM_URL"),
-    SIM_TOKEN: Deno.env.get("SIM_TOKEN"),
-  });
+  const request = parseCli(
+    Deno.args,
+    Object.fromEntries(ENV_VARS.map((name) => [name, Deno.env.get(name)])),
+  );
   if (request.kind === "help") {
     console.log(USAGE);
     return 0;
