@@ -28,41 +28,52 @@ import {
 import type { Database } from "../db/schema.ts";
 import { RULE_IDS } from "../rules/mod.ts";
 import { ANONYMOUS } from "./auth.ts";
-import { ID_SCHEMA, REGION_SCHEMA } from "./event_schema.ts";
+import { REGION_SCHEMA } from "./event_schema.ts";
+import {
+  badRequest,
+  choiceParam,
+  countParam,
+  issuesOf,
+  quote,
+  textParam,
+  textRefusal,
+} from "./query_params.ts";
 import { parseRange } from "./time_range.ts";
 
 /** A level in any case (`high`, `HIGH`), upper-cased. */
-const LEVEL = z.string().transform((s) => s.toUpperCase()).pipe(z.enum(["LOW", "MEDIUM", "HIGH"]));
+const LEVEL = z.string().transform((s) => s.toUpperCase())
+  .pipe(choiceParam("level", ["LOW", "MEDIUM", "HIGH"]));
+
+/** The refusal of a cursor that no previous page gave. */
+const cursorRefusal = (text: string) =>
+  `Invalid cursor: must be a next_cursor value from a previous page, received ${quote(text)}`;
 
 /** Query of `GET /compliance/events`. */
 export const LIST_QUERY = z.strictObject({
-  rule: z.enum(RULE_IDS as [string, ...string[]]).optional(),
+  rule: choiceParam("rule", RULE_IDS as [string, ...string[]]).optional(),
   level: LEVEL.optional(),
   region: REGION_SCHEMA.optional(),
-  status: z.enum(FLAG_STATUSES).optional(),
-  user_id: ID_SCHEMA.optional(),
-  entity_id: ID_SCHEMA.optional(),
+  status: choiceParam("status", FLAG_STATUSES).optional(),
+  user_id: textParam("user_id").optional(),
+  entity_id: textParam("entity_id").optional(),
   // Checked by parseRange, as on the other reads.
   from: z.string().optional(),
   to: z.string().optional(),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().regex(/^\d{1,18}$/, "must be a next_cursor value from a previous page")
+  limit: countParam("limit", 1, 500).default(50),
+  cursor: z.string().regex(/^\d{1,18}$/, { error: (issue) => cursorRefusal(String(issue.input)) })
     .optional(),
 });
 
 /** Query of `GET /compliance/risk`. */
 export const RISK_QUERY = z.strictObject({
-  entity_type: z.enum(ENTITY_TYPES).optional(),
+  entity_type: choiceParam("entity_type", ENTITY_TYPES).optional(),
   level: LEVEL.optional(),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  limit: countParam("limit", 1, 200).default(50),
   cursor: z.string().transform((text, ctx): RiskCursor => {
     const cursor = decodeRiskCursor(text);
-    if (cursor !== null) return cursor;
-    ctx.issues.push({
-      code: "custom",
-      input: text,
-      message: "must be a next_cursor value from a previous page",
-    });
+    // The id inside is held to the rules of an id in the URL: PostgreSQL refuses a NUL in a query.
+    if (cursor !== null && textRefusal("entity id", cursor.entityId) === null) return cursor;
+    ctx.issues.push({ code: "custom", input: text, message: cursorRefusal(text) });
     return z.NEVER;
   }).optional(),
 });
@@ -97,10 +108,6 @@ export const REVIEW = z.strictObject({
 
 const FLAG_ID = /^\d{1,18}$/;
 
-function issuesOf(error: z.ZodError) {
-  return error.issues.map((i) => ({ path: i.path.join(".") || "(root)", message: i.message }));
-}
-
 /** The compliance sub-app; `now` is the clock risk scores decay against. */
 export function complianceRoutes(
   db: Kysely<Database>,
@@ -110,7 +117,7 @@ export function complianceRoutes(
   const app = new Hono();
   app.get("/summary", async (c) => {
     const range = parseRange(c.req.query("from"), c.req.query("to"));
-    if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
+    if (!range.ok) return badRequest(c, range.error, range.param);
     return c.json(await getComplianceSummary(db, range.range));
   });
   app.get("/events", async (c) => {
@@ -120,7 +127,7 @@ export function complianceRoutes(
     }
     const q = parsed.data;
     const range = parseRange(q.from, q.to);
-    if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
+    if (!range.ok) return badRequest(c, range.error, range.param);
     return c.json(
       await listFlags(db, {
         rule: q.rule,
@@ -139,7 +146,7 @@ export function complianceRoutes(
     const id = c.req.param("id");
     if (!FLAG_ID.test(id)) return badFlagId(c, id);
     const flag = await getFlag(db, Number(id));
-    if (flag === null) return c.json({ error: `Not found: flag "${id}"`, issues: [] }, 404);
+    if (flag === null) return c.json({ error: `Not found: flag ${quote(id)}`, issues: [] }, 404);
     return c.json(flag);
   });
   app.patch("/flags/:id", async (c) => {
@@ -165,7 +172,7 @@ export function complianceRoutes(
       actor: { name: principal.name, role: principal.role },
     });
     if (outcome === "not_found") {
-      return c.json({ error: `Not found: flag "${id}"`, issues: [] }, 404);
+      return c.json({ error: `Not found: flag ${quote(id)}`, issues: [] }, 404);
     }
     if (outcome !== "reviewed") {
       return c.json({
@@ -176,7 +183,7 @@ export function complianceRoutes(
     }
     const flag = await getFlag(db, Number(id));
     // Reviewed, then erased or pruned before it could be read back.
-    if (flag === null) return c.json({ error: `Not found: flag "${id}"`, issues: [] }, 404);
+    if (flag === null) return c.json({ error: `Not found: flag ${quote(id)}`, issues: [] }, 404);
     return c.json(flag);
   });
   app.get("/risk", async (c) => {
@@ -195,23 +202,19 @@ export function complianceRoutes(
     );
   });
   app.get("/risk/:entity_type/:id", async (c) => {
-    const entityType = z.enum(ENTITY_TYPES).safeParse(c.req.param("entity_type"));
+    const entityType = choiceParam("entity type", ENTITY_TYPES).safeParse(
+      c.req.param("entity_type"),
+    );
     if (!entityType.success) {
-      return c.json({
-        error: `Invalid entity type: expected user, content or device, received "${
-          c.req.param("entity_type")
-        }"`,
-        issues: [],
-      }, 400);
+      return badRequest(c, entityType.error.issues[0].message, "entity_type");
     }
-    const id = ID_SCHEMA.safeParse(c.req.param("id"));
-    if (!id.success) {
-      return c.json({ error: "Invalid entity id: see issues", issues: issuesOf(id.error) }, 400);
-    }
-    const risk = await getEntityRisk(db, entityType.data, id.data, now());
+    const id = c.req.param("id");
+    const refusal = textRefusal("entity id", id);
+    if (refusal !== null) return badRequest(c, refusal, "id");
+    const risk = await getEntityRisk(db, entityType.data, id, now());
     if (risk === null) {
       return c.json(
-        { error: `Not found: no flag on ${entityType.data} "${id.data}"`, issues: [] },
+        { error: `Not found: no flag on ${entityType.data} ${quote(id)}`, issues: [] },
         404,
       );
     }
@@ -219,7 +222,7 @@ export function complianceRoutes(
   });
   app.get("/regions", async (c) => {
     const range = parseRange(c.req.query("from"), c.req.query("to"));
-    if (!range.ok) return c.json({ error: range.error, issues: [] }, 400);
+    if (!range.ok) return badRequest(c, range.error, range.param);
     return c.json(await getComplianceRegions(db, isEu, range.range));
   });
   return app;
@@ -234,8 +237,9 @@ function givenQuery(c: Context): Record<string, string> {
 }
 
 function badFlagId(c: Context, id: string): Response {
-  return c.json({
-    error: `Invalid flag id: expected the numeric id of a flag, received "${id}"`,
-    issues: [],
-  }, 400);
+  return badRequest(
+    c,
+    `Invalid flag id: expected the numeric id of a flag, received ${quote(id)}`,
+    "id",
+  );
 }

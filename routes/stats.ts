@@ -5,15 +5,24 @@
  *
  * @module
  */
-import { Hono } from "hono";
-import type { Context } from "hono";
+import { type Context, Hono } from "hono";
 import type { Kysely } from "kysely";
 import { z } from "zod";
 import { getContentStats, getRegionStats, getSummary } from "../db/stats_queries.ts";
 import { BUCKETS, getTimeseries, GROUP_BYS, METRICS, SeriesQueryError } from "../db/timeseries.ts";
 import type { Database } from "../db/schema.ts";
-import { ID_SCHEMA, REGION_SCHEMA } from "./event_schema.ts";
-import { parseRange } from "./time_range.ts";
+import { REGION_SCHEMA } from "./event_schema.ts";
+import {
+  badRequest,
+  choiceParam,
+  countParam,
+  issuesOf,
+  quote,
+  requiredOr,
+  textParam,
+  textRefusal,
+} from "./query_params.ts";
+import { type ParsedRange, parseRange } from "./time_range.ts";
 
 /** Most points one series may have: 62 days of hours, or about 5 years of days. */
 export const MAX_POINTS = 1_500;
@@ -23,67 +32,87 @@ export const MAX_SERIES = 50;
 const blankAsAbsent = (s: unknown) => (s === "" ? undefined : s);
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess(blankAsAbsent, schema.optional());
 
+const ON_A_DAY = "(on a UTC day such as 2026-11-30 when bucket is 1d)";
+/** What `from` and `to` must be, as a missing one is told. */
+const BOUND_HELP = {
+  from: `an ISO-8601 date-time on a UTC hour such as 2026-11-30T10:00:00Z ${ON_A_DAY}`,
+  to: `an ISO-8601 date-time after from on a UTC hour such as 2026-11-30T12:00:00Z ${ON_A_DAY}`,
+} as const;
+
+/** A required bound of the series; blank counts as missing, and {@link parseRange} checks the rest. */
+const bound = (name: "from" | "to") =>
+  z.string({ error: (issue) => requiredOr(name, issue.input, BOUND_HELP[name]) });
+
 /** Query of `GET /stats/timeseries`. */
 export const SERIES_QUERY = z.object({
-  metric: z.enum(METRICS),
-  bucket: z.enum(Object.keys(BUCKETS) as ["1h", "1d"]).default("1h"),
-  from: z.string(),
-  to: z.string(),
-  content_id: optional(ID_SCHEMA),
+  metric: choiceParam("metric", METRICS),
+  bucket: choiceParam("bucket", Object.keys(BUCKETS) as ["1h", "1d"]).default("1h"),
+  from: bound("from"),
+  to: bound("to"),
+  content_id: optional(textParam("content_id")),
   region: optional(REGION_SCHEMA),
-  device_id: optional(ID_SCHEMA),
-  platform: optional(z.string().max(32).transform((s) => s.toLowerCase())),
-  group_by: optional(z.enum(GROUP_BYS)),
-  limit: optional(z.coerce.number().int().min(1).max(MAX_SERIES)),
+  device_id: optional(textParam("device_id")),
+  platform: optional(textParam("platform", 32).transform((s) => s.toLowerCase())),
+  group_by: optional(choiceParam("group_by", GROUP_BYS)),
+  limit: optional(countParam("limit", 1, MAX_SERIES)),
 });
+
+/** The 400 answer of a refused range, naming the parameter at fault. */
+function badRange(c: Context, range: Extract<ParsedRange, { ok: false }>): Response {
+  return badRequest(c, range.error, range.param);
+}
 
 /** The stats sub-app; `isEu` tells whether GDPR-like rules apply to a region. */
 export function statsRoutes(db: Kysely<Database>, isEu: (region: string) => boolean): Hono {
   const app = new Hono();
   app.get("/summary", async (c) => {
     const range = parseRange(c.req.query("from"), c.req.query("to"));
-    if (!range.ok) return badRequest(c, range.error);
+    if (!range.ok) return badRange(c, range);
     return c.json(await getSummary(db, range.range));
   });
   app.get("/content/:contentId", async (c) => {
     const contentId = c.req.param("contentId");
-    if (!ID_SCHEMA.safeParse(contentId).success) {
-      return badRequest(c, "Invalid content id: 1-128 characters, no control characters");
-    }
+    const refusal = textRefusal("content id", contentId);
+    if (refusal !== null) return badRequest(c, refusal, "contentId");
     const range = parseRange(c.req.query("from"), c.req.query("to"));
-    if (!range.ok) return badRequest(c, range.error);
+    if (!range.ok) return badRange(c, range);
     const stats = await getContentStats(db, contentId, range.range);
-    if (stats === null) return c.json({ error: `Unknown content "${contentId}"`, issues: [] }, 404);
+    if (stats === null) {
+      return c.json({ error: `Unknown content ${quote(contentId)}`, issues: [] }, 404);
+    }
     return c.json(stats);
   });
   app.get("/region/:region", async (c) => {
     const parsed = REGION_SCHEMA.safeParse(c.req.param("region"));
     if (!parsed.success) {
-      return badRequest(c, "Invalid region: use ISO 3166-1 alpha-2 or a subdivision (US-CA)");
+      return badRequest(
+        c,
+        "Invalid region: expected ISO 3166-1 alpha-2 (or UK, EU) or a subdivision such as US-CA, " +
+          `received ${quote(c.req.param("region"))}`,
+        "region",
+      );
     }
     const range = parseRange(c.req.query("from"), c.req.query("to"));
-    if (!range.ok) return badRequest(c, range.error);
+    if (!range.ok) return badRange(c, range);
     const region = parsed.data;
     const stats = await getRegionStats(db, region, isEu(region), range.range);
-    if (stats === null) return c.json({ error: `Unknown region "${region}"`, issues: [] }, 404);
+    if (stats === null) {
+      return c.json({ error: `Unknown region ${quote(region)}`, issues: [] }, 404);
+    }
     return c.json(stats);
   });
   app.get("/timeseries", async (c) => {
     const parsed = SERIES_QUERY.safeParse(c.req.query());
     if (!parsed.success) {
-      return c.json({
-        error: "Invalid query: see issues",
-        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-      }, 400);
+      return c.json({ error: "Invalid query: see issues", issues: issuesOf(parsed.error) }, 400);
     }
     const q = parsed.data;
     const bucketMs = BUCKETS[q.bucket];
     const range = parseRange(q.from, q.to, bucketMs);
-    if (!range.ok) return badRequest(c, range.error);
+    if (!range.ok) return badRange(c, range);
     const { fromMs, toMs } = range.range;
-    if (fromMs === undefined || toMs === undefined) {
-      return badRequest(c, "Invalid query: from and to are required");
-    }
+    if (fromMs === undefined) return badRequest(c, `from is required: ${BOUND_HELP.from}`, "from");
+    if (toMs === undefined) return badRequest(c, `to is required: ${BOUND_HELP.to}`, "to");
     const points = (toMs - fromMs) / bucketMs;
     if (points > MAX_POINTS) {
       return badRequest(
@@ -113,8 +142,4 @@ export function statsRoutes(db: Kysely<Database>, isEu: (region: string) => bool
     }
   });
   return app;
-}
-
-function badRequest(c: Context, error: string): Response {
-  return c.json({ error, issues: [] }, 400);
 }

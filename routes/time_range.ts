@@ -7,6 +7,12 @@
  */
 import { z } from "zod";
 import type { TimeRange } from "../db/stats_queries.ts";
+import { quote } from "./query_params.ts";
+
+/** First instant PostgreSQL can store as an ISO year: 0001-01-01T00:00:00Z (year 0000 is 1 BC). */
+const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
+/** First instant past the four-digit years: 10000-01-01T00:00:00Z. */
+const END_MS = Date.UTC(10_000, 0, 1);
 
 /** The query parameters {@link parseRange} reads, for the API's OpenAPI document. */
 export const RANGE_QUERY = z.object({
@@ -16,8 +22,10 @@ export const RANGE_QUERY = z.object({
   to: z.string().optional().meta({ description: "End (exclusive), ISO-8601 on a UTC hour" }),
 });
 
-/** A parsed range, or the reason it was refused. */
-export type ParsedRange = { ok: true; range: TimeRange } | { ok: false; error: string };
+/** A parsed range, or the reason it was refused and the parameter at fault. */
+export type ParsedRange =
+  | { ok: true; range: TimeRange }
+  | { ok: false; error: string; param: "from" | "to" };
 
 /** Parses `from` and `to` (either may be absent or empty) aligned to `bucketMs` (default one hour). */
 export function parseRange(
@@ -33,7 +41,16 @@ export function parseRange(
       return {
         ok: false,
         error: `Invalid ${name}: expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, ` +
-          `received "${value}"`,
+          `received ${quote(value)}`,
+        param: name,
+      };
+    }
+    if (ms < FIRST_MS || ms >= END_MS) {
+      return {
+        ok: false,
+        error: `Invalid ${name}: must be from 0001-01-01T00:00:00Z to 9999-12-31T23:00:00Z, ` +
+          `received ${quote(value)}`,
+        param: name,
       };
     }
     if (ms % bucketMs !== 0) {
@@ -41,14 +58,15 @@ export function parseRange(
       const after = new Date(Math.ceil(ms / bucketMs) * bucketMs).toISOString();
       return {
         ok: false,
-        error: `Invalid ${name}: "${value}" is not on a ${bucketName(bucketMs)} boundary; ` +
+        error: `Invalid ${name}: ${quote(value)} is not on a ${bucketName(bucketMs)} boundary; ` +
           `use ${before} or ${after}`,
+        param: name,
       };
     }
     range[name === "from" ? "fromMs" : "toMs"] = ms;
   }
   if (range.fromMs !== undefined && range.toMs !== undefined && range.fromMs >= range.toMs) {
-    return { ok: false, error: "Invalid range: from must be before to" };
+    return { ok: false, error: "Invalid range: from must be before to", param: "to" };
   }
   return { ok: true, range };
 }
@@ -61,7 +79,9 @@ function parseInstant(value: string): number | null {
   if (!isDate && !isDateTime) return null;
   // Date.parse rolls impossible dates over (February 30 becomes March 2): refuse them instead.
   const [year, month, day] = value.slice(0, 10).split("-").map(Number);
-  const calendar = new Date(Date.UTC(year, month - 1, day));
+  // Not Date.UTC, which reads the years 0-99 as 1900-1999.
+  const calendar = new Date(0);
+  calendar.setUTCFullYear(year, month - 1, day);
   if (calendar.getUTCMonth() !== month - 1 || calendar.getUTCDate() !== day) return null;
   const ms = Date.parse(isDate ? `${value}T00:00:00Z` : value);
   return Number.isNaN(ms) ? null : ms;

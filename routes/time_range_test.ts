@@ -107,3 +107,32 @@ Deno.test("parseRange() refuses calendar dates that do not exist instead of roll
     assert.match(errorOf(parseRange(value, undefined)), /^Invalid from:/, value);
   }
 });
+
+Deno.test("parseRange() refuses years PostgreSQL cannot store and reads years 1-99 as written", () => {
+  for (const value of ["0000-01-01", "0000-12-31T23:00:00Z", "0001-01-01T00:00:00+01:00"]) {
+    const error = errorOf(parseRange(value, undefined));
+    assert.match(error, /^Invalid from: must be from 0001-01-01T00:00:00Z to 9999-12-31/, value);
+    assert.ok(error.includes(`"${value}"`), error);
+  }
+  assert.match(errorOf(parseRange(undefined, "9999-12-31T23:00:00-01:00")), /^Invalid to: must/);
+  assert.deepEqual(parseRange("0001-01-01", "9999-12-31T23:00:00Z"), {
+    ok: true,
+    range: { fromMs: Date.parse("0001-01-01T00:00:00Z"), toMs: Date.UTC(9999, 11, 31, 23) },
+  });
+  // 0048 is a leap year; Date.UTC(48, ...) would have checked 1948 instead.
+  assert.equal(parseRange("0048-02-29", undefined).ok, true);
+  assert.equal(parseRange("0100-02-29", undefined).ok, false);
+});
+
+Deno.test("parseRange() quotes a refused value JSON-escaped and names the parameter", () => {
+  const result = parseRange("2026\u0000", undefined);
+  assert.deepEqual(result, {
+    ok: false,
+    error: "Invalid from: expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, " +
+      'received "2026\\u0000"',
+    param: "from",
+  });
+  assert.equal(errorOf(parseRange(undefined, "x".repeat(1000))).length < 200, true);
+  const order = parseRange("2026-11-30T11:00:00Z", "2026-11-30T10:00:00Z");
+  assert.equal(!order.ok && order.param, "to");
+});
