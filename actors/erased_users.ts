@@ -12,6 +12,9 @@ import type { IncomingEvent, Refusal } from "./region.ts";
 /** Prefix of every pseudonym, so a reader sees at once that a row belongs to an erased user. */
 export const PSEUDONYM_PREFIX = "erased-";
 
+/** The form of every pseudonym: ingest refuses user and device ids in it, so none can be claimed. */
+export const PSEUDONYM_PATTERN = /^erased-[0-9a-f]{24}$/;
+
 /** The keyed hashes of erased users, and the pseudonym each user's later events carry. */
 export class ErasedUsers {
   #key: string;

@@ -431,20 +431,24 @@ export const UNKNOWN = "unknown";
 /** The `extra_metadata` keys the aggregates read (see {@link platformOf}, {@link appVersionOf}). */
 export const AGGREGATED_METADATA_KEYS: readonly string[] = ["platform", "app_version"];
 
+/** Longest `platform` or `app_version` counted; ingest drops longer ones and says so in the 202. */
+export const MAX_DIMENSION_CHARS = 32;
+
+/** True when a metadata value can be a dimension of the aggregates. */
+export function isDimensionValue(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0 && value.length <= MAX_DIMENSION_CHARS;
+}
+
 /** The TV platform an event reports in `extra_metadata.platform`, lower-cased, or `unknown`. */
 export function platformOf(event: TelemetryEvent): string {
   const platform = event.metadata["platform"];
-  return typeof platform === "string" && platform.length > 0 && platform.length <= 32
-    ? platform.toLowerCase()
-    : UNKNOWN;
+  return isDimensionValue(platform) ? platform.toLowerCase() : UNKNOWN;
 }
 
 /** The app version an event reports in `extra_metadata.app_version`, or `unknown`. */
 export function appVersionOf(event: TelemetryEvent): string {
   const version = event.metadata["app_version"];
-  return typeof version === "string" && version.length > 0 && version.length <= 32
-    ? version
-    : UNKNOWN;
+  return isDimensionValue(version) ? version : UNKNOWN;
 }
 
 function toRawRow(event: TelemetryEvent): FlushBatch["rawEvents"][number] {

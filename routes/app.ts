@@ -5,7 +5,7 @@
  * @module
  */
 import { Hono } from "hono";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { Kysely } from "kysely";
 import type { Appender } from "../actors/log/mod.ts";
@@ -14,7 +14,7 @@ import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";
 import type { Logger } from "../logger.ts";
 import { auditRoutes, auditTrail, captureSubject, requestId } from "./audit.ts";
-import { type AuthConfig, authenticate, authRoutes, requireRole } from "./auth.ts";
+import { type AuthConfig, authenticate, authRoutes, isAuthEnabled, requireRole } from "./auth.ts";
 import { complianceRoutes } from "./compliance.ts";
 import { eventsRoutes } from "./events.ts";
 import { isGdprRegion } from "./gdpr_regions.ts";
@@ -100,7 +100,15 @@ export function createApp(deps: AppDeps): Hono {
   const metricsAccess = requireMetricsAccess(deps.auth, deps.metricsToken);
   app.use("/metrics/*", metricsAccess);
   app.use("/metrics", metricsAccess);
-  // After auth, before every route: no handler reads an unbounded or endless body.
+  // With auth off, another site must not drive privacy requests or reviews through a browser.
+  const sameOrigin = refuseForeignOrigin(deps.auth);
+  app.use("/privacy/*", sameOrigin);
+  app.use(
+    "/compliance/*",
+    (c, next) => BODY_METHODS.has(c.req.method) ? sameOrigin(c, next) : next(),
+  );
+  // After auth, before every route: only JSON bodies, and none unbounded, endless or not UTF-8.
+  app.use("*", requireJsonBody());
   app.use("*", readBodyWithin(deps.maxBodyBytes, deps.bodyReadTimeoutMs, deps.logger));
   app.use("/privacy/*", captureSubject(deps.logger));
   app.route("/events", eventsRoutes(deps));
@@ -161,6 +169,11 @@ export function readBodyWithin(
       });
       return c.json({ error: "Cannot read body: the connection closed mid-body", issues: [] }, 400);
     };
+    const notUtf8 = () =>
+      c.json({
+        error: "Invalid body: it is not UTF-8 (a byte sequence does not decode); send UTF-8",
+        issues: [],
+      }, 400);
     const cancel = (stream: { cancel(): Promise<void> }, why: string) =>
       stream.cancel().catch((error) =>
         logger.debug(`Cannot cancel a request body ${why}`, { error: String(error) })
@@ -179,9 +192,11 @@ export function readBodyWithin(
       const timeout = new Promise<"timeout">((resolve) => {
         timer = setTimeout(() => resolve("timeout"), timeoutMs);
       });
-      const reading = c.req.text();
+      const reading = c.req.arrayBuffer();
+      let bytes: ArrayBuffer | "timeout";
       try {
-        if (await Promise.race([reading, timeout]) === "timeout") {
+        bytes = await Promise.race([reading, timeout]);
+        if (bytes === "timeout") {
           reading.catch(() => undefined);
           return timedOut();
         }
@@ -190,6 +205,7 @@ export function readBodyWithin(
       } finally {
         clearTimeout(timer);
       }
+      if (!cacheStrictText(c, bytes)) return notUtf8();
       return await next();
     }
     const body = c.req.raw.body;
@@ -229,6 +245,77 @@ export function readBodyWithin(
     }
     // Chunked bodies (no content-length) are rare from TVs: a new Request is fine here.
     c.req.raw = new Request(c.req.raw, { body: bytes });
+    if (!cacheStrictText(c, bytes)) return notUtf8();
     return await next();
   };
+}
+
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Decodes a body strictly and keeps the text in Hono's body cache, where `c.req.text()` and
+ * `c.req.json()` find it; false when the bytes are not UTF-8. A lenient decoder would turn each
+ * invalid byte into U+FFFD, so ids differing only in such bytes would merge into one event.
+ */
+function cacheStrictText(c: Context, bytes: ArrayBuffer | Uint8Array): boolean {
+  let text: string;
+  try {
+    text = STRICT_UTF8.decode(bytes);
+  } catch {
+    return false;
+  }
+  // Hono caches body promises at run time; its type declares the settled value.
+  c.req.bodyCache.text = Promise.resolve(text) as unknown as string;
+  return true;
+}
+
+/** Methods whose requests carry a body the routes read. */
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/**
+ * Refuses (415) a request with a body method whose content type is not JSON, so a plain HTML form
+ * or a `text/plain` fetch from another site (no CORS preflight) cannot reach a handler. Ingest
+ * (`/events*`) negotiates its own types (JSON, NDJSON) with the same answer.
+ */
+export function requireJsonBody(): MiddlewareHandler {
+  return async (c, next) => {
+    if (!BODY_METHODS.has(c.req.method) || c.req.path.startsWith("/events")) return await next();
+    const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type !== "application/json") {
+      return c.json(
+        { error: "Unsupported content type: send application/json", issues: [] },
+        415,
+      );
+    }
+    return await next();
+  };
+}
+
+/**
+ * With auth off, refuses (403) a request that names another site in `Origin`: a web page must not
+ * drive privacy or review actions of a server it reached through the viewer's browser. Requests
+ * without `Origin` (curl, servers, same-origin GETs) and from the server's own origin pass.
+ */
+export function refuseForeignOrigin(auth: AuthConfig): MiddlewareHandler {
+  const isOff = !isAuthEnabled(auth);
+  return async (c, next) => {
+    const origin = c.req.header("origin");
+    if (!isOff || origin === undefined || isOwnOrigin(c, origin)) return await next();
+    return c.json({
+      error: `Cross-site request refused: Origin "${origin.slice(0, 200)}" is not this server ` +
+        "(auth is off; set API_TOKENS to call this API from other sites)",
+      issues: [],
+    }, 403);
+  };
+}
+
+function isOwnOrigin(c: Context, origin: string): boolean {
+  if (origin === new URL(c.req.url).origin) return true;
+  // Behind a proxy the request URL may name the proxy's upstream: compare with the Host header.
+  const host = c.req.header("host");
+  try {
+    return host !== undefined && new URL(origin).host === host;
+  } catch {
+    return false;
+  }
 }

@@ -6,7 +6,13 @@
  * @module
  */
 import { z } from "zod";
+import { PSEUDONYM_PATTERN } from "../actors/erased_users.ts";
 import type { IncomingEvent } from "../actors/region.ts";
+import {
+  AGGREGATED_METADATA_KEYS,
+  isDimensionValue,
+  MAX_DIMENSION_CHARS,
+} from "../actors/user_family.ts";
 import { canonicalRegion, isGdprRegion } from "./gdpr_regions.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
 import { opaqueIdProblem, scrubMetadata, scrubText } from "./scrub.ts";
@@ -101,10 +107,16 @@ export const EVENT_TYPE_SCHEMA = z.string().regex(
     "starting with a letter",
 ).transform((s) => s.toUpperCase());
 
+/** A user or device id: opaque, and never in the form of an erased user's pseudonym. */
+const SUBJECT_ID_SCHEMA = OPAQUE_ID_SCHEMA.refine(
+  (s) => !PSEUDONYM_PATTERN.test(s),
+  "must not have the form of an erased user's pseudonym (erased- and 24 hex digits)",
+);
+
 const EVENT_FIELDS = {
   event_id: OPAQUE_ID_SCHEMA,
-  user_id: OPAQUE_ID_SCHEMA,
-  device_id: OPAQUE_ID_SCHEMA,
+  user_id: SUBJECT_ID_SCHEMA,
+  device_id: SUBJECT_ID_SCHEMA,
   content_id: OPAQUE_ID_SCHEMA,
   event_type: EVENT_TYPE_SCHEMA,
   timestamp: z.iso.datetime({ offset: true, message: "must be an ISO-8601 date-time with a zone" }),
@@ -219,6 +231,23 @@ export function validateEvent(
   const e = parsed.data;
   const timeIssue = timestampProblem(e.timestamp, ctx);
   if (timeIssue !== null) return { ok: false, issues: [{ path: "timestamp", message: timeIssue }] };
+  const badDimensions = AGGREGATED_METADATA_KEYS.filter((key) =>
+    ctx.metadataKeys.has(key) && e.extra_metadata[key] !== undefined &&
+    !isDimensionValue(e.extra_metadata[key])
+  );
+  if (badDimensions.length > 0) {
+    if (ctx.isStrictSchema) {
+      return {
+        ok: false,
+        issues: badDimensions.map((key) => ({
+          path: `extra_metadata.${key}`,
+          message: `must be a string of 1-${MAX_DIMENSION_CHARS} characters`,
+        })),
+      };
+    }
+    // Counted as "unknown": dropped, so what is stored matches what is counted, and named.
+    ignoredFields.push(...badDimensions.map((key) => `extra_metadata.${key}`));
+  }
   const { hash, prefix } = ctx.anonymizer.anonymize(e.ip_address);
   return {
     ok: true,
@@ -240,10 +269,17 @@ export function validateEvent(
       errorCode: e.error_code,
       doNotTrack: e.do_not_track ?? false,
       hasDoNotTrack: e.do_not_track !== undefined,
-      metadata: scrubMetadata(e.extra_metadata, ctx.metadataKeys).metadata,
+      metadata: scrubMetadata(withoutKeys(e.extra_metadata, badDimensions), ctx.metadataKeys)
+        .metadata,
       receivedAtMs: ctx.nowMs,
     },
   };
+}
+
+/** `metadata` without `keys` (the same object when there are none to drop). */
+function withoutKeys(metadata: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  if (keys.length === 0) return metadata;
+  return Object.fromEntries(Object.entries(metadata).filter(([key]) => !keys.includes(key)));
 }
 
 /** What {@link EVENT_SCHEMA} produces. */
@@ -277,6 +313,7 @@ function fastParse(input: unknown): EventFields | null {
   const o = input as Record<string, unknown>;
   const { event_id, user_id, device_id, content_id, event_type, region, is_eu, has_consent } = o;
   if (!isId(event_id) || !isId(user_id) || !isId(device_id) || !isId(content_id)) return null;
+  if (PSEUDONYM_PATTERN.test(user_id) || PSEUDONYM_PATTERN.test(device_id)) return null;
   if (typeof event_type !== "string" || !TYPE.test(event_type)) return null;
   if (typeof region !== "string" || typeof has_consent !== "boolean") return null;
   const upperRegion = region.toUpperCase();

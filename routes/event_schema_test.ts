@@ -340,11 +340,23 @@ Deno.test("validateEvent() gives the same answer with and without its fast path,
     {},
     { platform: "tizen", app_version: "10.0.0.1" },
     { note: "call 10.1.2.3", platform: "webos" },
+    { platform: "p".repeat(33), app_version: 7 },
     [],
     { cdn: { a: { b: { c: { d: 1 } } } } },
     "x",
   ];
-  const ids = ["u-1", "", "a\u0001", "bob@example.com", "10.0.0.9", "x".repeat(129), 5, "\ud800"];
+  const ids = [
+    "u-1",
+    "",
+    "a\u0001",
+    "bob@example.com",
+    "10.0.0.9",
+    "x".repeat(129),
+    5,
+    "\ud800",
+    "erased-0123456789abcdef01234567",
+    "erased-0123456789ABCDEF01234567",
+  ];
   const base = makeWireEvent({ atMs: T0 });
   for (const event_type of types) variants.push({ ...base, event_type, error_code: "E1" });
   for (const region of regions) variants.push({ ...base, region });
@@ -375,4 +387,37 @@ Deno.test("validateEvent() gives the same answer with and without its fast path,
     if (fast.ok) fastAccepted++;
   }
   assert.ok(fastAccepted > 40, `only ${fastAccepted} variants were valid`);
+});
+
+Deno.test("validateEvent() refuses user and device ids in the form of an erased user's pseudonym", () => {
+  const pseudonym = "erased-0123456789abcdef01234567";
+  for (const field of ["user_id", "device_id"]) {
+    const issues = refused(makeWireEvent({ [field]: pseudonym }));
+    assert.deepEqual(issues.map((i) => i.path), [field]);
+    assert.match(issues[0].message, /erased user's pseudonym/);
+  }
+  // Not the pseudonym form: upper-case hex, another length, or a title that happens to say erased.
+  for (const id of ["erased-0123456789ABCDEF01234567", "erased-0123", "erased-user"]) {
+    assert.equal(accepted(makeWireEvent({ user_id: id })).event.userId, id);
+  }
+  assert.equal(accepted(makeWireEvent({ content_id: pseudonym })).event.contentId, pseudonym);
+});
+
+Deno.test("validateEvent() names a platform or app_version it cannot count instead of counting it silently", () => {
+  const input = makeWireEvent({
+    extra_metadata: { platform: "p".repeat(33), app_version: 7, model: "QN90" },
+  });
+  const result = accepted(input);
+  assert.deepEqual(result.ignoredFields, ["extra_metadata.platform", "extra_metadata.app_version"]);
+  assert.deepEqual(result.event.metadata, { model: "QN90" });
+  assert.equal(
+    accepted(makeWireEvent({ extra_metadata: { platform: "p".repeat(32) } })).ignoredFields.length,
+    0,
+  );
+  const issues = refused(input, { isStrictSchema: true });
+  assert.deepEqual(issues.map((i) => i.path), [
+    "extra_metadata.platform",
+    "extra_metadata.app_version",
+  ]);
+  assert.match(issues[0].message, /1-32 characters/);
 });
