@@ -42,18 +42,23 @@ export function dashboardRoutes(): Hono {
   });
   app.get("/dashboard/assets/:file", async (c) => {
     const file = c.req.param("file");
-    const asset = ASSETS[file];
+    // Own keys only: `constructor` or `toString` must not look like assets.
+    const asset = Object.hasOwn(ASSETS, file) ? ASSETS[file] : undefined;
     if (asset === undefined) {
-      return c.json({ error: `Not found: dashboard asset "${file}"`, issues: [] }, 404);
+      return c.json({
+        error: `Not found: dashboard asset ${JSON.stringify(file.slice(0, 64))}`,
+        issues: [],
+      }, 404);
     }
     try {
       return c.body(await read(file, asset.url), 200, {
         "content-type": `${asset.type}; charset=utf-8`,
         "cache-control": "no-cache",
       });
-    } catch (error) {
+    } catch {
+      // The error names the server's own path: the answer does not.
       return c.json({
-        error: `Cannot serve "${file}": run \`deno install\` (${(error as Error).message})`,
+        error: `Cannot serve "${file}": its npm package is missing; run \`deno install\``,
         issues: [],
       }, 503);
     }

@@ -806,16 +806,24 @@ export function docsRoutes(): Hono {
   app.get("/docs", (c) => c.html(DOCS_PAGE));
   app.get("/docs/assets/:file", async (c) => {
     const file = c.req.param("file");
-    const type = ASSETS[file];
-    if (type === undefined) return c.json({ error: `Not found: asset "${file}"`, issues: [] }, 404);
+    // Own keys only: `constructor` or `toString` must not look like assets.
+    const type = Object.hasOwn(ASSETS, file) ? ASSETS[file] : undefined;
+    if (type === undefined) {
+      return c.json(
+        { error: `Not found: asset ${JSON.stringify(file.slice(0, 64))}`, issues: [] },
+        404,
+      );
+    }
     let bytes = cache.get(file);
     if (bytes === undefined) {
       const url = new URL(`../node_modules/swagger-ui-dist/${file}`, import.meta.url);
       try {
         bytes = await Deno.readFile(url);
-      } catch (error) {
+      } catch {
+        // The error names the server's own path: the answer does not.
         return c.json({
-          error: `Cannot serve "${file}": run \`deno install\` (${(error as Error).message})`,
+          error:
+            `Cannot serve "${file}": the swagger-ui-dist package is missing; run \`deno install\``,
           issues: [],
         }, 503);
       }

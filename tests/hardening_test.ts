@@ -168,3 +168,21 @@ test("[privacy] an event cannot claim an erased user's pseudonym and add to thei
     await h.pipeline.stop();
   }
 });
+
+test("[http] asset names that are object keys are 404, and no answer reveals the server's path", async () => {
+  const h = await startHarness();
+  try {
+    for (const name of ["constructor", "toString", "valueOf", "__proto__", "hasOwnProperty"]) {
+      for (const prefix of ["/dashboard/assets/", "/docs/assets/"]) {
+        const res = await h.get(prefix + name);
+        const text = await res.text();
+        assert.equal(res.status, 404, `${prefix}${name}: ${text}`);
+        assert.ok(!text.includes(Deno.cwd()), `${prefix}${name} names the server's path`);
+      }
+    }
+    assert.equal((await h.get("/dashboard/assets/app.js")).status, 200);
+    assert.equal((await h.get("/docs/assets/swagger-ui.css")).status, 200);
+  } finally {
+    await h.pipeline.stop();
+  }
+});
