@@ -17,6 +17,7 @@ import type { Insertable, Kysely } from "kysely";
 import { z } from "zod";
 import type { Logger } from "../logger.ts";
 import type { AuditLogTable, Database } from "../db/schema.ts";
+import { countParam, issuesOf, quote } from "./query_params.ts";
 
 declare module "hono" {
   interface ContextVariableMap {
@@ -161,14 +162,56 @@ export function captureSubject(logger: Logger): MiddlewareHandler {
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** First instant PostgreSQL stores with an ISO year (0001-01-01T00:00:00Z; year 0000 is 1 BC). */
+const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
+/** First instant past the four-digit years (10000-01-01T00:00:00Z). */
+const END_MS = Date.UTC(10_000, 0, 1);
+/** Largest PostgreSQL bigint, the type of an audit row's id. */
+const MAX_BIGINT = 9_223_372_036_854_775_807n;
+const INSTANT_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z";
+
+/** The refusal of a cursor that no earlier page gave. */
+const cursorRefusal = (input: unknown) =>
+  `Invalid cursor: must be a next_cursor value from a previous page, received ${
+    quote(String(input))
+  }`;
+
+/** An ISO-8601 date-time bound `name` with a zone, within the years 0001-9999. */
+function instantParam(name: string) {
+  return z.iso.datetime({
+    offset: true,
+    abort: true,
+    error: (issue) =>
+      `Invalid ${name}: expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, received ${
+        quote(String(issue.input))
+      }`,
+  }).refine((value) => Date.parse(value) >= FIRST_MS && Date.parse(value) < END_MS, {
+    error: (issue) =>
+      `Invalid ${name}: must be from ${INSTANT_RANGE}, received ${quote(String(issue.input))}`,
+  });
+}
+
+/** True for a cursor whose time is within the years 0001-9999 and whose id fits a bigint. */
+function isCursorInRange(cursor: string): boolean {
+  const [atMs, id] = cursor.split("-");
+  return Number(atMs) < END_MS && BigInt(id) <= MAX_BIGINT;
+}
+
 /** Query of `GET /audit`. */
 export const AUDIT_QUERY = z.strictObject({
-  actor: z.string().regex(NAME, "must be a token name: 1-64 letters, digits, _ . -").optional(),
-  from: z.iso.datetime({ offset: true }).optional(),
-  to: z.iso.datetime({ offset: true }).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.string().regex(/^\d{1,15}-\d{1,19}$/, "must be a next_cursor from an earlier page")
-    .optional(),
+  actor: z.string().regex(NAME, {
+    error: (issue) =>
+      `Invalid actor: expected a token name of 1-64 letters, digits, _ . or -, received ${
+        quote(String(issue.input))
+      }`,
+  }).optional(),
+  from: instantParam("from").optional(),
+  to: instantParam("to").optional(),
+  limit: countParam("limit", 1, 1000).default(100),
+  cursor: z.string().regex(/^\d{1,15}-\d{1,19}$/, {
+    abort: true,
+    error: (issue) => cursorRefusal(issue.input),
+  }).refine(isCursorInRange, { error: (issue) => cursorRefusal(issue.input) }).optional(),
 });
 
 /** `GET /`: audit rows newest first, filtered by actor and time, paged by a keyset cursor. Mount
@@ -178,13 +221,10 @@ export function auditRoutes(db: Kysely<Database>): Hono {
   app.get("/", async (c) => {
     const parsed = AUDIT_QUERY.safeParse(c.req.query());
     if (!parsed.success) {
-      return c.json({
-        error: "Invalid audit query: see issues",
-        issues: parsed.error.issues.map((i) => ({
-          path: i.path.join(".") || "(root)",
-          message: i.message,
-        })),
-      }, 400);
+      return c.json(
+        { error: "Invalid audit query: see issues", issues: issuesOf(parsed.error) },
+        400,
+      );
     }
     const { actor, from, to, limit, cursor } = parsed.data;
     let query = db.selectFrom("audit_log").select([

@@ -309,3 +309,76 @@ onEveryDatabase("a stored path or query holds at most 256 characters", async (db
   assert.ok(rows[0].path.startsWith("/compliance/flags/aaa"));
   assert.ok(rows[1].query.startsWith("q=aaa"));
 });
+
+onEveryDatabase(
+  "GET /audit refuses bounds and cursors PostgreSQL cannot hold, naming them",
+  async (db) => {
+    const app = new Hono().route("/audit", auditRoutes(db));
+    app.onError((error, c) => c.json({ error: `Crashed: ${error.message}`, issues: [] }, 500));
+    const issueOf = async (query: string, param: string) => {
+      const res = await app.request(`http://test/audit?${query}`);
+      const body = await res.json();
+      assert.equal(res.status, 400, `${query}: ${JSON.stringify(body)}`);
+      assert.equal(body.error, "Invalid audit query: see issues");
+      assert.equal(body.issues.length, 1, `${query}: ${JSON.stringify(body)}`);
+      assert.equal(body.issues[0].path, param, query);
+      return body.issues[0].message as string;
+    };
+    const range = "must be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z";
+    assert.equal(
+      await issueOf("from=0000-01-01T00:00:00Z", "from"),
+      `Invalid from: ${range}, received "0000-01-01T00:00:00Z"`,
+    );
+    assert.equal(
+      await issueOf("to=0000-01-01T00:00:00Z", "to"),
+      `Invalid to: ${range}, received "0000-01-01T00:00:00Z"`,
+    );
+    // In range as written, out of range in UTC.
+    assert.match(
+      await issueOf("from=0001-01-01T00:30:00%2B01:00", "from"),
+      /^Invalid from: must be/,
+    );
+    assert.match(await issueOf("to=9999-12-31T23:00:00-02:00", "to"), /^Invalid to: must be/);
+    assert.equal(
+      await issueOf("from=a%00b", "from"),
+      'Invalid from: expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, received "a\\u0000b"',
+    );
+
+    const cursor = (value: string) =>
+      `Invalid cursor: must be a next_cursor value from a previous page, received "${value}"`;
+    // Past year 9999, and an id past the largest bigint.
+    assert.equal(await issueOf("cursor=999999999999999-1", "cursor"), cursor("999999999999999-1"));
+    assert.equal(
+      await issueOf("cursor=1-9999999999999999999", "cursor"),
+      cursor("1-9999999999999999999"),
+    );
+    assert.equal(
+      await issueOf("cursor=1-9223372036854775808", "cursor"),
+      cursor("1-9223372036854775808"),
+    );
+    assert.equal(await issueOf("cursor=1-2%00", "cursor"), cursor("1-2\\u0000"));
+
+    assert.equal(
+      await issueOf("limit=abc", "limit"),
+      "Invalid limit: expected a whole number from 1 to 1000",
+    );
+    assert.equal(
+      await issueOf("actor=a%00", "actor"),
+      'Invalid actor: expected a token name of 1-64 letters, digits, _ . or -, received "a\\u0000"',
+    );
+
+    // The edges themselves reach the database and answer.
+    for (
+      const query of [
+        "from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59.999Z",
+        "from=0001-01-01T01:00:00%2B01:00&to=9999-12-31T21:59:59-02:00",
+        "cursor=253402300799999-9223372036854775807",
+        "cursor=0-0",
+      ]
+    ) {
+      const res = await app.request(`http://test/audit?${query}`);
+      assert.equal(res.status, 200, `${query}: ${await res.clone().text()}`);
+      assert.deepEqual((await res.json()).entries, [], query);
+    }
+  },
+);

@@ -10,6 +10,7 @@
  * @module
  */
 import { Hono } from "hono";
+import type { Context } from "hono";
 import type { Kysely } from "kysely";
 import { z } from "zod";
 import type { ErasedUsers } from "../actors/erased_users.ts";
@@ -28,6 +29,7 @@ import {
 import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";
 import { ID_SCHEMA } from "./event_schema.ts";
+import { badRequest, choiceParam, countParam, issuesOf, quote } from "./query_params.ts";
 
 /** Legal frameworks a request can be filed under, and how long each gives to answer. */
 export const JURISDICTIONS = ["gdpr", "ccpa"] as const;
@@ -45,6 +47,9 @@ export function dueAtMs(jurisdiction: Jurisdiction, receivedAtMs: number): numbe
   return due.getTime();
 }
 
+/** A privacy request's id (a bigint in PostgreSQL), as paths and cursors give it. */
+const REQUEST_ID = /^\d{1,18}$/;
+
 /** Body of `POST /privacy/requests`. */
 export const REQUEST = z.strictObject({
   user_id: ID_SCHEMA,
@@ -54,12 +59,28 @@ export const REQUEST = z.strictObject({
 
 /** Query of `GET /privacy/requests`. */
 export const LIST = z.object({
-  status: z.enum(["received", "in_progress", "completed", "failed"]).optional(),
-  type: z.enum(REQUEST_TYPES).optional(),
-  overdue: z.enum(["true", "false"]).optional(),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().regex(/^\d{1,18}$/, "must be the next_cursor of a previous page").optional(),
+  status: choiceParam("status", ["received", "in_progress", "completed", "failed"]).optional(),
+  type: choiceParam("type", REQUEST_TYPES).optional(),
+  overdue: choiceParam("overdue", ["true", "false"]).optional(),
+  limit: countParam("limit", 1, 500).default(50),
+  cursor: z.string().regex(REQUEST_ID, {
+    error: (issue) =>
+      `Invalid cursor: must be a next_cursor value from a previous page, received ${
+        quote(String(issue.input))
+      }`,
+  }).optional(),
 });
+
+/** Answers 400 to a request id that is not 1-18 digits, quoting it. */
+function badRequestId(c: Context, id: string): Response {
+  return badRequest(
+    c,
+    `Invalid request id: expected the numeric id of a privacy request (1-18 digits), received ${
+      quote(id)
+    }`,
+    "id",
+  );
+}
 
 /** What the privacy routes need. */
 export interface PrivacyDeps {
@@ -158,7 +179,9 @@ export function privacyRoutes(deps: PrivacyDeps): Hono {
       Object.entries(c.req.query()).filter(([, value]) => value !== ""),
     );
     const parsed = LIST.safeParse(query);
-    if (!parsed.success) return c.json(invalid("query", parsed.error.issues), 400);
+    if (!parsed.success) {
+      return c.json({ error: "Invalid query: see issues", issues: issuesOf(parsed.error) }, 400);
+    }
     const q = parsed.data;
     return c.json(
       await listRequests(db, {
@@ -172,23 +195,22 @@ export function privacyRoutes(deps: PrivacyDeps): Hono {
   });
 
   app.get("/requests/:id", async (c) => {
-    const request = await getRequest(db, c.req.param("id"), now());
+    const id = c.req.param("id");
+    if (!REQUEST_ID.test(id)) return badRequestId(c, id);
+    const request = await getRequest(db, id, now());
     if (request === null) {
-      return c.json(
-        { error: `Not found: privacy request "${c.req.param("id")}"`, issues: [] },
-        404,
-      );
+      return c.json({ error: `Not found: privacy request ${quote(id)}`, issues: [] }, 404);
     }
     return c.json(request);
   });
 
   app.get("/requests/:id/export", async (c) => {
-    const request = await getRequest(db, c.req.param("id"), now());
+    const id = c.req.param("id");
+    if (!REQUEST_ID.test(id)) return badRequestId(c, id);
+    const request = await getRequest(db, id, now());
     if (request === null || request.type !== "access") {
       return c.json({
-        error: `Not found: access request "${
-          c.req.param("id")
-        }" (exports exist for access requests)`,
+        error: `Not found: access request ${quote(id)} (exports exist for access requests)`,
         issues: [],
       }, 404);
     }

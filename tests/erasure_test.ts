@@ -217,7 +217,7 @@ test("[privacy] requests are listed newest first with filters, and bad filters g
     assert.equal(overdue.items.length, 0);
     assert.equal((await h.get("/privacy/requests?status=lost")).status, 400);
     assert.equal((await h.get("/privacy/requests/999999")).status, 404);
-    assert.equal((await h.get("/privacy/requests/abc")).status, 404);
+    assert.equal((await h.get("/privacy/requests/abc")).status, 400, "not an id at all");
   } finally {
     await h.pipeline.stop();
   }
