@@ -10,6 +10,7 @@ import { canonicalRegion, DEFAULT_GDPR_REGIONS } from "./routes/gdpr_regions.ts"
 import { IP_HASH_KEY_ID_PATTERN } from "./routes/ip_anonymizer.ts";
 import { DEFAULT_METADATA_KEYS } from "./routes/scrub.ts";
 import type { RuleThresholds } from "./rules/types.ts";
+import { DEFAULT_CONSENT_PURPOSES, purposeIdOf, purposeMask } from "./rules/consent.ts";
 
 /** The queue backend that carries accepted events to the actors. */
 export type QueueKind = "memory" | "postgres" | "redis";
@@ -55,6 +56,10 @@ export interface Config {
   flagsRetentionDays: number;
   /** Answered access requests older than this many days are deleted. */
   privacyRequestRetentionDays: number;
+  /** Consent ledger rows older than this many days (event time) are deleted. */
+  consentRetentionDays: number;
+  /** TCF vendor id whose consent a signal must also grant (`CONSENT_VENDOR_ID`); unset: not checked. */
+  consentVendorId: number | undefined;
   /** HMAC key for IP addresses; `isIpHashSecretGenerated` tells whether it was made up at start. */
   ipHashSecret: string;
   isIpHashSecretGenerated: boolean;
@@ -146,6 +151,23 @@ export const ENV_SCHEMA = z.object({
   FLAGS_RETENTION_DAYS: intFrom(1, 36_500).default(365),
   // CCPA keeps records of consumer requests for 24 months.
   PRIVACY_REQUEST_RETENTION_DAYS: intFrom(1, 36_500).default(730),
+  // Proof of consent must outlive the processing it covers: five years by default.
+  CONSENT_RETENTION_DAYS: intFrom(1, 36_500).default(1_825),
+  CONSENT_PURPOSES: list.pipe(
+    z.array(
+      z.string().transform((s, ctx) => {
+        const id = purposeIdOf(s.toLowerCase());
+        if (id !== null) return id;
+        ctx.addIssue({
+          code: "custom",
+          message: `unknown purpose "${s}": use TCF purpose ids 1-11 or names such as storage, ` +
+            "measurement",
+        });
+        return z.NEVER;
+      }),
+    ).min(1, "must name at least one purpose"),
+  ).default([...DEFAULT_CONSENT_PURPOSES]),
+  CONSENT_VENDOR_ID: intFrom(1, 65_535).optional(),
   IP_HASH_SECRET: z.string().min(16, "IP_HASH_SECRET must be at least 16 characters").optional(),
   IP_HASH_KEY_ID: z.string().regex(IP_HASH_KEY_ID_PATTERN, "must be 1-16 letters, digits, _ -")
     .optional(),
@@ -272,6 +294,8 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     rawEventsRetentionDays: e.RAW_EVENTS_RETENTION_DAYS,
     flagsRetentionDays: e.FLAGS_RETENTION_DAYS,
     privacyRequestRetentionDays: e.PRIVACY_REQUEST_RETENTION_DAYS,
+    consentRetentionDays: e.CONSENT_RETENTION_DAYS,
+    consentVendorId: e.CONSENT_VENDOR_ID,
     ipHashSecret: e.IP_HASH_SECRET ?? randomSecret(),
     isIpHashSecretGenerated,
     ipHashKeyId: e.IP_HASH_KEY_ID,
@@ -306,6 +330,7 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
       qualityMinEvents: e.QUALITY_MIN_EVENTS,
       qualityMaxErrorRate: e.QUALITY_MAX_ERROR_RATE,
       qualityMinDevices: e.QUALITY_MIN_DEVICES,
+      consentPurposeMask: purposeMask(e.CONSENT_PURPOSES),
     },
     logLevel: e.LOG_LEVEL,
   };

@@ -40,7 +40,23 @@ test("parseConfig() applies the documented defaults", () => {
     qualityMinEvents: 20,
     qualityMaxErrorRate: 0.2,
     qualityMinDevices: 3,
+    // CONSENT_PURPOSES: TCF purposes 1 (storage) and 8 (measurement), as bits 0 and 7.
+    consentPurposeMask: 0b1000_0001,
   });
+  assert.equal(config.consentRetentionDays, 1_825);
+  assert.equal(config.consentVendorId, undefined);
+});
+
+test("parseConfig() reads CONSENT_PURPOSES by TCF id or name, and refuses unknown purposes", () => {
+  assert.equal(
+    parseConfig({ CONSENT_PURPOSES: "1, measurement, 10" }).thresholds.consentPurposeMask,
+    0b10_1000_0001,
+  );
+  assert.throws(
+    () => parseConfig({ CONSENT_PURPOSES: "storage, telepathy" }),
+    /CONSENT_PURPOSES.*unknown purpose "telepathy"/,
+  );
+  assert.equal(parseConfig({ CONSENT_VENDOR_ID: "755" }).consentVendorId, 755);
 });
 
 test("parseConfig() uses WORKERS over the core count, and at least one worker", () => {

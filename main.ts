@@ -33,6 +33,7 @@ import { AlertSender } from "./actors/alert_sender.ts";
 import { startAuditPruner } from "./routes/audit.ts";
 import { isAuthEnabled } from "./routes/auth.ts";
 import { IpAnonymizer } from "./routes/ip_anonymizer.ts";
+import { ConsentDecoder } from "./routes/consent_decoder.ts";
 import { countAcknowledged, PipelineMetrics } from "./routes/metrics.ts";
 
 /** A running pipeline without its HTTP listener: what tests and the server share. */
@@ -185,12 +186,14 @@ export async function startPipeline(
       gdprRegions: config.gdprRegions,
       isStrictSchema: config.isStrictSchema,
       metadataKeys: config.metadataKeys,
+      consentDecoder: new ConsentDecoder(config.consentVendorId),
+      consentPurposeMask: config.thresholds.consentPurposeMask,
       logger,
       recordOptOut,
       eraser,
       erased,
       privacyJurisdiction: config.privacyJurisdiction,
-      rawEventsRetentionDays: config.rawEventsRetentionDays,
+      consentRetentionDays: config.consentRetentionDays,
       readiness: () => opened.readiness(),
     });
     let draining: Promise<void> | null = null;

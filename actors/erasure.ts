@@ -172,6 +172,7 @@ export class Eraser {
         flags_pseudonymised: 0,
         entity_risk: 0,
         privacy_requests: 0,
+        consent_ledger: 0,
         audit_rows: 0,
       };
       let streamEntries = 0;

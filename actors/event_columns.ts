@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { TelemetryEvent } from "../rules/mod.ts";
+import type { ConsentSignal, TelemetryEvent } from "../rules/mod.ts";
 
 /** The families an event is for in one worker, as bits. */
 export const ROLE = { user: 1, content: 2, device: 4 } as const;
@@ -36,6 +36,8 @@ export interface EventColumns {
   position: Float64Array;
   /** Booleans, see {@link FLAG}. */
   flags: Uint8Array;
+  /** Decoded consent signals, present only when an event of the batch carried one. */
+  consent?: Array<ConsentSignal | null>;
 }
 
 const FLAG = {
@@ -94,6 +96,7 @@ export function toColumns(
     c.subscriptionPlan[i] = e.subscriptionPlan;
     if (metadata !== undefined) metadata[i] = e.metadata;
     else for (const [key, column] of columns!) column[i] = e.metadata[key];
+    if (e.consent) (c.consent ??= new Array(n).fill(null))[i] = e.consent;
     c.atMs[i] = e.atMs;
     c.receivedAtMs[i] = e.receivedAtMs;
     c.position[i] = e.position;
@@ -139,6 +142,8 @@ export function eventAt(c: EventColumns, i: number): TelemetryEvent {
   if ((flags & FLAG.hasDoNotTrackField) !== 0) {
     event.hasDoNotTrack = (flags & FLAG.hasDoNotTrack) !== 0;
   }
+  const consent = c.consent?.[i];
+  if (consent) event.consent = consent;
   return event;
 }
 

@@ -22,6 +22,9 @@ export function emptyBatch(): FlushBatch {
     flags: new Map(),
     risks: new Map(),
     optOuts: [],
+    consentLedger: [],
+    consentSeen: new Map(),
+    consentFacts: new Map(),
     checkpoints: new Map(),
     epochs: new Map(),
   };
@@ -30,7 +33,8 @@ export function emptyBatch(): FlushBatch {
 /** True when flushing the batch would write nothing. */
 export function isEmptyBatch(b: FlushBatch): boolean {
   return b.rawEvents.length === 0 && b.counters.size === 0 && b.types.size === 0 &&
-    b.flags.size === 0 && b.checkpoints.size === 0 && b.optOuts.length === 0;
+    b.flags.size === 0 && b.checkpoints.size === 0 && b.optOuts.length === 0 &&
+    b.consentLedger.length === 0 && b.consentSeen.size === 0 && b.consentFacts.size === 0;
 }
 
 /** Adds `n` to a named counter. */
@@ -134,6 +138,18 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
     }
   }
   for (const optOut of from.optOuts) into.optOuts.push(optOut);
+  for (const row of from.consentLedger) into.consentLedger.push(row);
+  for (const [userId, atMs] of from.consentSeen) {
+    if ((into.consentSeen.get(userId) ?? -Infinity) < atMs) into.consentSeen.set(userId, atMs);
+  }
+  for (const [k, d] of from.consentFacts) {
+    const row = into.consentFacts.get(k);
+    if (row === undefined) into.consentFacts.set(k, { ...d });
+    else {
+      row.events += d.events;
+      row.signalEvents += d.signalEvents;
+    }
+  }
   for (const [k, p] of from.checkpoints) {
     if ((into.checkpoints.get(k) ?? -1) < p) into.checkpoints.set(k, p);
   }

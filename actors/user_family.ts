@@ -4,10 +4,12 @@
  *
  * @module
  */
-import type { FlushBatch } from "../db/flush_batch.ts";
-import { factKey, hourOf, KEY_SEP } from "../db/flush_batch.ts";
+import type { ConsentLedgerRow, FlushBatch } from "../db/flush_batch.ts";
+import { factKey, HOUR_MS, hourOf, KEY_SEP } from "../db/flush_batch.ts";
 import { addPacked, packedRegister } from "../db/hll.ts";
 import {
+  consentStateCode,
+  consentStateOf,
   dntOnSince,
   type DntSetting,
   dntSettingOf,
@@ -120,6 +122,14 @@ export class UserFamily {
    * each event, and would otherwise be kept once per user. At most {@link MAX_SHARED_REGIONS}.
    */
   #regionNames = new Map<string, string>();
+  /** By slot: `consentStateCode` of the user's latest event by event time, -1 when not known yet. */
+  #consentCode: number[] = [];
+  /** By slot: event time of that latest event. */
+  #consentAtMs: number[] = [];
+  /** By slot: the hour (as an hour count) the user was last reported seen in the ledger. */
+  #consentSeenHour: number[] = [];
+  /** By slot: the user's GPP opt-out of sale and sharing was filed since the user was loaded. */
+  #gppOptOutFiled: boolean[] = [];
 
   constructor(options: UserFamilyOptions) {
     this.#o = options;
@@ -195,6 +205,7 @@ export class UserFamily {
     // Every unique event counts in the aggregates of its own event-time hour, however late it is;
     // sessions follow event time too, so a TV that was offline still gets its watch time.
     const slot = this.#users.touch(event.userId, nowMs);
+    this.#recordConsent(slot, event, out);
     const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(slot, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
@@ -317,8 +328,91 @@ export class UserFamily {
     return ids;
   }
 
+  /**
+   * The consent ledger, decided in event-time order: an event whose state differs from the user's
+   * latest earlier event is a change. The first event since the user was loaded, and any event
+   * older than the user's latest, are proposed as `checked` (the ledger decides at its time); an
+   * older event of another state is followed by the latest state again (`carried`), so the state
+   * after it stays right. Also counts signals per hour and region, files a GPP opt-out of sale and
+   * sharing once, and marks the user seen once an hour.
+   */
+  #recordConsent(slot: number, event: TelemetryEvent, out: FlushBatch): void {
+    const signal = event.consent ?? null;
+    const hourRegion = hourOf(event.atMs) + KEY_SEP + event.region;
+    const fact = out.consentFacts.get(hourRegion);
+    if (fact === undefined) {
+      out.consentFacts.set(hourRegion, { events: 1, signalEvents: signal === null ? 0 : 1 });
+    } else {
+      fact.events++;
+      if (signal !== null) fact.signalEvents++;
+    }
+    if (signal?.isOptOutSaleShare === true && this.#gppOptOutFiled[slot] !== true) {
+      this.#gppOptOutFiled[slot] = true;
+      out.optOuts.push({
+        userId: event.userId,
+        type: "opt_out_sale_share",
+        sinceMs: event.atMs,
+        source: "gpp",
+      });
+    }
+    const state = consentStateOf(event, this.#o.thresholds.consentPurposeMask);
+    const code = consentStateCode(state);
+    const row = (kind: ConsentLedgerRow["kind"]): ConsentLedgerRow => ({
+      kind,
+      userId: event.userId,
+      atMs: event.atMs,
+      eventId: event.eventId,
+      receivedAtMs: event.receivedAtMs,
+      region: event.region,
+      state: code,
+      source: state.source,
+      purposes: state.purposes,
+      vendorConsent: state.vendorConsent,
+      hasConsent: state.hasConsent,
+      isDecoded: state.isDecoded,
+      isOptOutSaleShare: state.isOptOutSaleShare,
+      cmpId: signal?.cmpId ?? null,
+      cmpVersion: signal?.cmpVersion ?? null,
+      policyVersion: signal?.policyVersion ?? null,
+      stringHash: signal?.stringHash ?? null,
+    });
+    const known = this.#consentCode[slot];
+    const latestMs = this.#consentAtMs[slot];
+    if (known === -1 || known === undefined) {
+      out.consentLedger.push(row("checked"));
+      this.#consentCode[slot] = code;
+      this.#consentAtMs[slot] = event.atMs;
+    } else if (event.atMs >= latestMs) {
+      if (code !== known) out.consentLedger.push(row("change"));
+      this.#consentCode[slot] = code;
+      this.#consentAtMs[slot] = event.atMs;
+    } else {
+      out.consentLedger.push(row("checked"));
+      if (code !== known) {
+        // The latest state again at its own time, keyed by user and time only (whichever late
+        // event carries it, and however often, it is one row).
+        out.consentLedger.push({
+          ...row("carried"),
+          atMs: latestMs,
+          eventId: CARRIED_EVENT_ID,
+          state: known,
+        });
+      }
+    }
+    const hour = Math.floor(event.atMs / HOUR_MS);
+    if (!(this.#consentSeenHour[slot] >= hour)) {
+      this.#consentSeenHour[slot] = hour;
+      const seen = out.consentSeen.get(event.userId);
+      if (seen === undefined || seen < event.atMs) out.consentSeen.set(event.userId, event.atMs);
+    }
+  }
+
   /** Empties a slot in every column (see `slots.ts`). */
   #clear(slot: number): void {
+    this.#consentCode[slot] = -1;
+    this.#consentAtMs[slot] = 0;
+    this.#consentSeenHour[slot] = -1;
+    this.#gppOptOutFiled[slot] = false;
     this.#segments[slot] = noSegments();
     this.#regions.reset(slot);
     this.#networks.reset(slot);
@@ -425,6 +519,9 @@ export function networkFingerprint(ipHash: string): number {
   return h & 0x3fffffff;
 }
 
+/** Event id of a carried consent ledger row (see `ConsentLedgerRow`): not an event's. */
+export const CARRIED_EVENT_ID = "(carried)";
+
 /** The value of a dimension a TV did not report. */
 export const UNKNOWN = "unknown";
 
@@ -472,5 +569,6 @@ function toRawRow(event: TelemetryEvent): FlushBatch["rawEvents"][number] {
     doNotTrack: event.doNotTrack,
     isLate: event.isLate,
     metadata: event.metadata,
+    ...(event.consent ? { consent: event.consent } : {}),
   };
 }

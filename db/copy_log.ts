@@ -17,7 +17,7 @@ import { copyInOneTrip } from "./pipelined_copy.ts";
 /** Columns in COPY order. */
 const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
   "received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, " +
-  "is_late, extra_metadata, client_is_eu, subscription_plan";
+  "is_late, extra_metadata, client_is_eu, subscription_plan, consent";
 
 /**
  * SQLSTATEs that send a group to the exact path: a unique-constraint violation, a deadlock, and
@@ -289,7 +289,9 @@ export function copyText(rows: readonly PositionedRow[]): string {
       bool(r.hasConsent) + "\t" + text(r.ipHash) + "\t" + text(r.ipPrefix) + "\t" +
       nullable(r.errorCode) + "\t" + bool(r.doNotTrack) + "\t" + bool(r.isLate) + "\t" +
       text(JSON.stringify(r.metadata)) + "\t" + nullableBool(r.clientIsEu) + "\t" +
-      nullable(r.subscriptionPlan) + "\n";
+      nullable(r.subscriptionPlan) + "\t" +
+      (r.consent === undefined || r.consent === null ? "\\N" : text(JSON.stringify(r.consent))) +
+      "\n";
   }
   return lines.join("");
 }

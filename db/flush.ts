@@ -7,7 +7,7 @@
  */
 import { type Kysely, type RawBuilder, sql, type Transaction } from "kysely";
 import { KEY_SEP } from "./flush_batch.ts";
-import type { CountDelta, FlushBatch } from "./flush_batch.ts";
+import type { ConsentLedgerRow, CountDelta, FlushBatch } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
 import { insertRawEvents } from "./log_store.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
@@ -45,6 +45,8 @@ export async function writeFlush(
     }
     await upsertRisks(trx, batch);
     await insertOptOuts(trx, batch);
+    // A user's ledger rows come only from the user's own shard, which this worker owns.
+    await writeConsent(trx, batch);
     // Then the rows every worker adds to (counters, hourly facts, types, error codes), just before
     // the commit, so another worker's flush waits for their locks only that long: taken first,
     // they made it wait for this whole transaction (150 ms of a 300 ms flush, measured).
@@ -52,6 +54,7 @@ export async function writeFlush(
     await upsertFacts(trx, batch.facts);
     await upsertTypes(trx, batch);
     await upsertErrorCodes(trx, batch.errorCodes);
+    await upsertConsentFacts(trx, batch);
     await advanceCheckpoints(trx, batch);
   });
 }
@@ -245,12 +248,114 @@ async function upsertRisks(trx: Trx, batch: FlushBatch): Promise<void> {
 async function insertOptOuts(trx: Trx, batch: FlushBatch): Promise<void> {
   if (batch.optOuts.length === 0) return;
   const rows = batch.optOuts;
+  // A do-not-track from a TV waits for review (received); a GPP opt-out of sale and sharing is
+  // recorded as it stands, like the API's, and no later string withdraws it.
   await sql`
-    insert into privacy_requests (user_id, request_type, source, requested_at)
-    select u, t, 'event', to_timestamp(at_ms / 1000.0)
+    insert into privacy_requests (user_id, request_type, source, requested_at, status,
+      jurisdiction, due_at, completed_at, result)
+    select u, t, src, to_timestamp(at_ms / 1000.0),
+      case when src = 'gpp' then 'completed' else 'received' end,
+      case when src = 'gpp' then 'ccpa' end,
+      case when src = 'gpp' then to_timestamp(at_ms / 1000.0) end,
+      case when src = 'gpp' then now() end,
+      case when src = 'gpp' then '{"recorded": true}'::jsonb end
     from unnest(${rows.map((r) => r.userId)}::text[], ${rows.map((r) => r.type)}::text[],
-      ${rows.map((r) => r.sinceMs)}::float8[]) as o(u, t, at_ms)
+      ${rows.map((r) => r.sinceMs)}::float8[], ${rows.map((r) => r.source ?? "event")}::text[])
+      as o(u, t, at_ms, src)
     on conflict (user_id, request_type) where request_type <> 'access' do nothing`.execute(trx);
+}
+
+/** The ledger columns of proposed rows, as unnest arrays (kind aside). */
+function ledgerColumns(rows: readonly ConsentLedgerRow[]): RawBuilder<unknown> {
+  const col = <T>(pick: (r: ConsentLedgerRow) => T) => rows.map(pick);
+  return sql`unnest(${col((r) => r.userId)}::text[], ${col((r) => r.atMs)}::float8[],
+    ${col((r) => r.eventId)}::text[], ${col((r) => r.receivedAtMs)}::float8[],
+    ${col((r) => r.region)}::text[], ${col((r) => r.state)}::int[], ${col((r) => r.source)}::text[],
+    ${col((r) => r.purposes)}::int[], ${col((r) => r.vendorConsent)}::boolean[],
+    ${col((r) => r.hasConsent)}::boolean[], ${col((r) => r.isDecoded)}::boolean[],
+    ${col((r) => r.isOptOutSaleShare)}::boolean[], ${col((r) => r.cmpId)}::int[],
+    ${col((r) => r.cmpVersion)}::int[], ${col((r) => r.policyVersion)}::int[],
+    ${col((r) => r.stringHash)}::text[])
+    as c(user_id, at_ms, event_id, received_ms, region, state, source, purposes, vendor_consent,
+      has_consent, is_decoded, opt_out_sale_share, cmp_id, cmp_version, policy_version, string_hash)`;
+}
+
+const LEDGER_COLUMNS = sql`user_id, occurred_at, event_id, received_at, region, state, source,
+  purposes, vendor_consent, has_consent, is_decoded, opt_out_sale_share, cmp_id, cmp_version,
+  policy_version, string_hash`;
+
+const LEDGER_VALUES = sql`c.user_id, to_timestamp(c.at_ms / 1000.0), c.event_id,
+  to_timestamp(c.received_ms / 1000.0), c.region, c.state, c.source, c.purposes, c.vendor_consent,
+  c.has_consent, c.is_decoded, c.opt_out_sale_share, c.cmp_id, c.cmp_version, c.policy_version,
+  c.string_hash`;
+
+/**
+ * Writes the consent ledger rows the actors proposed (see {@link ConsentLedgerRow}), keyed by user,
+ * event time and event id so a replay adds nothing twice; then marks users seen; then counts.
+ */
+async function writeConsent(trx: Trx, batch: FlushBatch): Promise<void> {
+  const ofKind = (kind: ConsentLedgerRow["kind"]) =>
+    batch.consentLedger.filter((r) => r.kind === kind);
+  const changes = ofKind("change");
+  if (changes.length > 0) {
+    await sql`insert into consent_ledger (${LEDGER_COLUMNS})
+      select ${LEDGER_VALUES} from ${ledgerColumns(changes)}
+      on conflict do nothing`.execute(trx);
+  }
+  const checked = ofKind("checked");
+  if (checked.length > 0) {
+    // Only where the ledger holds another state (or none) just before it.
+    await sql`insert into consent_ledger (${LEDGER_COLUMNS})
+      select ${LEDGER_VALUES} from ${ledgerColumns(checked)}
+      where c.state is distinct from (select l.state from consent_ledger l
+        where l.user_id = c.user_id
+          and (l.occurred_at, l.event_id) < (to_timestamp(c.at_ms / 1000.0), c.event_id)
+        order by l.occurred_at desc, l.event_id desc limit 1)
+      on conflict do nothing`.execute(trx);
+  }
+  const carried = ofKind("carried");
+  if (carried.length > 0) {
+    // The proof of a carried state is the row that introduced it.
+    await sql`insert into consent_ledger (${LEDGER_COLUMNS}, is_carried)
+      select c.user_id, to_timestamp(c.at_ms / 1000.0), c.event_id,
+        to_timestamp(c.received_ms / 1000.0), p.region, p.state, p.source, p.purposes,
+        p.vendor_consent, p.has_consent, p.is_decoded, p.opt_out_sale_share, p.cmp_id,
+        p.cmp_version, p.policy_version, p.string_hash, true
+      from ${ledgerColumns(carried)}
+      cross join lateral (select * from consent_ledger l
+        where l.user_id = c.user_id and l.state = c.state
+          and l.occurred_at <= to_timestamp(c.at_ms / 1000.0)
+        order by l.occurred_at desc, l.event_id desc limit 1) p
+      on conflict do nothing`.execute(trx);
+  }
+  if (batch.consentSeen.size > 0) {
+    const seen = sorted(batch.consentSeen.entries());
+    await sql`with s as (
+        select * from unnest(${seen.map(([u]) => u)}::text[], ${seen.map(([, t]) => t)}::float8[])
+          as s(user_id, at_ms)),
+      target as (
+        select distinct on (s.user_id) l.user_id, l.occurred_at, l.event_id,
+          to_timestamp(s.at_ms / 1000.0) as at
+        from s join consent_ledger l on l.user_id = s.user_id
+          and l.occurred_at <= to_timestamp(s.at_ms / 1000.0)
+        order by s.user_id, l.occurred_at desc, l.event_id desc)
+      update consent_ledger l set seen_until = greatest(coalesce(l.seen_until, l.occurred_at), t.at)
+      from target t
+      where l.user_id = t.user_id and l.occurred_at = t.occurred_at and l.event_id = t.event_id`
+      .execute(trx);
+  }
+}
+
+async function upsertConsentFacts(trx: Trx, batch: FlushBatch): Promise<void> {
+  if (batch.consentFacts.size === 0) return;
+  const rows = sorted(batch.consentFacts.entries()).map(([k, d]) => [k.split(KEY_SEP), d] as const);
+  await sql`
+    insert into consent_facts_hourly (hour, region, events, signal_events)
+    select * from unnest(${hours(rows.map(([k]) => k[0]))}, ${rows.map(([k]) => k[1])}::text[],
+      ${rows.map(([, d]) => d.events)}::bigint[], ${rows.map(([, d]) => d.signalEvents)}::bigint[])
+    on conflict (hour, region) do update set
+      events = consent_facts_hourly.events + excluded.events,
+      signal_events = consent_facts_hourly.signal_events + excluded.signal_events`.execute(trx);
 }
 
 async function advanceCheckpoints(trx: Trx, batch: FlushBatch): Promise<void> {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Flag, Level, OptOutType } from "../rules/mod.ts";
+import type { ConsentSignal, ConsentSource, Flag, Level, OptOutType } from "../rules/mod.ts";
 import type { SparseSketch } from "./hll.ts";
 
 /** Additive counters of one key (a fact row or a device hour). */
@@ -37,6 +37,8 @@ export interface RawEventRow {
   doNotTrack: boolean;
   isLate: boolean;
   metadata: Record<string, unknown>;
+  /** The decoded consent signal, when the event carried one. */
+  consent?: ConsentSignal | null;
 }
 
 /** Highest level and number of flags raised for one entity during the batch. */
@@ -47,11 +49,50 @@ export interface RiskDelta {
   flagCount: number;
 }
 
-/** A do-not-track request carried by an event (`do_not_track: true`). */
+/**
+ * A privacy request carried by an event: do-not-track (`do_not_track: true`, source `event`), or an
+ * opt-out of sale and sharing a GPP string says (source `gpp`).
+ */
 export interface OptOutRow {
   userId: string;
-  type: OptOutType;
+  type: OptOutType | "opt_out_sale_share";
   sinceMs: number;
+  source?: "event" | "gpp";
+}
+
+/**
+ * A consent ledger row a user actor proposes. `change`: the state differs from the user's previous
+ * event by event time, as the actor saw it; `checked`: the actor cannot tell (first event since
+ * the user was loaded, or an event older than the user's latest), so the flush inserts it only
+ * when the ledger holds another state at its time; `carried`: the user's latest state again, at
+ * its time, after an older event of another state was recorded (proof copied from the row that
+ * introduced that state).
+ */
+export interface ConsentLedgerRow {
+  kind: "change" | "checked" | "carried";
+  userId: string;
+  atMs: number;
+  eventId: string;
+  receivedAtMs: number;
+  region: string;
+  /** `consentStateCode` of the state. */
+  state: number;
+  source: ConsentSource;
+  purposes: number;
+  vendorConsent: boolean | null;
+  hasConsent: boolean;
+  isDecoded: boolean;
+  isOptOutSaleShare: boolean;
+  cmpId: number | null;
+  cmpVersion: number | null;
+  policyVersion: number | null;
+  stringHash: string | null;
+}
+
+/** Events, and events that carried a consent signal, of one hour and region. */
+export interface ConsentFactDelta {
+  events: number;
+  signalEvents: number;
 }
 
 /** Events and late events of one event type in one hour. */
@@ -83,6 +124,12 @@ export interface FlushBatch {
   flags: Map<string, Flag>;
   risks: Map<string, RiskDelta>;
   optOuts: OptOutRow[];
+  /** Consent ledger rows proposed, in the order the events were applied. */
+  consentLedger: ConsentLedgerRow[];
+  /** Users seen (hourly) with the latest event time: marks how long a ledger state held. */
+  consentSeen: Map<string, number>;
+  /** Keyed by `hourMs + SEP + region`. */
+  consentFacts: Map<string, ConsentFactDelta>;
   /** Keyed by `family + ":" + shard`; the highest log position applied. */
   checkpoints: Map<string, number>;
   /** Keyed like `checkpoints`: the owner epoch the flush must still hold (fencing). */

@@ -7,7 +7,7 @@
 import { type Kysely, sql } from "kysely";
 import type { RawEventRow } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
-import type { TelemetryEvent } from "../rules/mod.ts";
+import type { ConsentSignal, TelemetryEvent } from "../rules/mod.ts";
 import { type EntityType, formatShardKey, parseShardKey } from "../actors/shard_key.ts";
 
 type Db = Kysely<Database>;
@@ -69,11 +69,12 @@ function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
   return sql<{ event_id: string; position: string | number }>`
     insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
       occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
-      do_not_track, is_late, extra_metadata, client_is_eu, subscription_plan)
+      do_not_track, is_late, extra_metadata, client_is_eu, subscription_plan, consent)
     select e.event_id, coalesce(e.position, nextval('raw_events_position_seq')), e.user_id,
       e.device_id, e.content_id, e.event_type, to_timestamp(e.at_ms / 1000.0),
       to_timestamp(e.received_ms / 1000.0), e.region, e.is_eu, e.has_consent, e.ip_hash,
-      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.extra_metadata::jsonb, e.client_is_eu, e.subscription_plan
+      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.extra_metadata::jsonb, e.client_is_eu, e.subscription_plan,
+      e.consent::jsonb
     from unnest(${col((r) => r.eventId)}::text[], ${positions}::bigint[],
       ${col((r) => r.userId)}::text[], ${col((r) => r.deviceId)}::text[],
       ${col((r) => r.contentId)}::text[], ${col((r) => r.type)}::text[],
@@ -83,10 +84,11 @@ function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
       ${col((r) => r.ipPrefix)}::text[], ${col((r) => r.errorCode)}::text[],
       ${col((r) => r.doNotTrack)}::boolean[], ${col((r) => r.isLate)}::boolean[],
       ${col((r) => JSON.stringify(r.metadata))}::text[], ${col((r) => r.clientIsEu)}::boolean[],
-      ${col((r) => r.subscriptionPlan)}::text[])
+      ${col((r) => r.subscriptionPlan)}::text[],
+      ${col((r) => (r.consent ? JSON.stringify(r.consent) : null))}::text[])
       with ordinality as e(event_id, position, user_id, device_id, content_id, event_type, at_ms,
         received_ms, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track,
-        is_late, extra_metadata, client_is_eu, subscription_plan, ord)
+        is_late, extra_metadata, client_is_eu, subscription_plan, consent, ord)
     -- An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
     where not exists (select 1 from erased_events t where t.event_hash = md5(e.event_id))
     order by e.ord
@@ -149,6 +151,9 @@ export async function readLog(
     receivedAtMs: new Date(r.received_at).getTime(),
     isLate: r.is_late,
     position: Number(r.position),
+    ...(r.consent === null || r.consent === undefined ? {} : {
+      consent: (typeof r.consent === "string" ? JSON.parse(r.consent) : r.consent) as ConsentSignal,
+    }),
   }));
 }
 

@@ -14,6 +14,7 @@ import * as flagReview from "./migrations/2026_11_30_0006_flag_review.ts";
 import * as alertOutbox from "./migrations/2026_11_30_0007_alert_outbox.ts";
 import * as erasedRetryCheck from "./migrations/2026_12_01_0008_erased_retry_check.ts";
 import * as erasingSubject from "./migrations/2026_12_07_0009_erasing_subject.ts";
+import * as consentLedger from "./migrations/2026_12_07_0010_consent_ledger.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -26,6 +27,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "2026_11_30_0007_alert_outbox": alertOutbox,
   "2026_12_01_0008_erased_retry_check": erasedRetryCheck,
   "2026_12_07_0009_erasing_subject": erasingSubject,
+  "2026_12_07_0010_consent_ledger": consentLedger,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */

@@ -7,6 +7,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
+import { consentLedgerOf } from "./consent_store.ts";
 
 type Db = Kysely<Database>;
 
@@ -268,6 +269,8 @@ export interface ErasureCounts {
   flags_pseudonymised: number;
   entity_risk: number;
   privacy_requests: number;
+  /** Consent ledger rows moved under the pseudonym. */
+  consent_ledger: number;
   audit_rows: number;
 }
 
@@ -342,6 +345,9 @@ export async function eraseUserRows(db: Db, user: {
       .execute(trx);
     const risk = await sql`delete from entity_risk
       where entity_type = 'user' and entity_id = ${userId}`.execute(trx);
+    // The proof that consent existed stays; the person does not (event ids link to raw events).
+    const ledger = await sql`update consent_ledger set user_id = ${pseudonym},
+      event_id = 'erased:' || md5(event_id) where user_id = ${userId}`.execute(trx);
     // A request of the same type already on record for the pseudonym is the same request.
     await sql`delete from privacy_requests p where p.user_id = ${userId}
       and p.request_type <> 'access' and exists (select 1 from privacy_requests q
@@ -358,6 +364,7 @@ export async function eraseUserRows(db: Db, user: {
       flags_pseudonymised: num(flags.numAffectedRows),
       entity_risk: num(risk.numAffectedRows),
       privacy_requests: num(requests.numAffectedRows),
+      consent_ledger: num(ledger.numAffectedRows),
       audit_rows: num(audit.numAffectedRows),
     };
   });
@@ -389,6 +396,7 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
     .where("user_id", "=", userId).orderBy("id").execute();
   const risk = await db.selectFrom("entity_risk").selectAll()
     .where("entity_type", "=", "user").where("entity_id", "=", userId).executeTakeFirst();
+  const consent = await consentLedgerOf(db, userId);
   return {
     user_id: userId,
     generated_at: new Date(nowMs).toISOString(),
@@ -409,6 +417,7 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
       extra_metadata: typeof e.extra_metadata === "string"
         ? JSON.parse(e.extra_metadata)
         : e.extra_metadata,
+      consent: typeof e.consent === "string" ? JSON.parse(e.consent) : e.consent ?? null,
     })),
     flags: flags.map((f) => ({
       id: Number(f.id),
@@ -430,6 +439,7 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
     })),
     requests: requests.map((r) => toRequest(r, nowMs)),
     risk: risk === undefined ? null : { level: risk.level, flag_count: num(risk.flag_count) },
+    consent_ledger: consent.changes,
   };
 }
 
@@ -466,44 +476,4 @@ export async function recordGpcOptOuts(
     from unnest(${[...userIds]}::text[]) as g(u)
     on conflict (user_id, request_type) where request_type <> 'access' do nothing`.execute(db);
   return num(result.numAffectedRows);
-}
-
-/** Most consent changes one history answers (the earliest ones). */
-export const MAX_CONSENT_CHANGES = 1000;
-
-/** A change of a user's consent, at event time. */
-export interface ConsentChange {
-  at: string;
-  has_consent: boolean;
-  event_id: string;
-}
-
-/**
- * A user's consent history from the stored raw events: the events whose consent differs from the
- * previous event's (the first included) in event time order, and the consent of the latest event.
- */
-export async function consentHistory(
-  db: Db,
-  userId: string,
-  limit: number = MAX_CONSENT_CHANGES,
-): Promise<{ changes: ConsentChange[]; current: boolean | null }> {
-  // Ties in event time are broken by event id, so the same rows always give the same history.
-  const changes = await sql<{ occurred_at: Date | string; has_consent: boolean; event_id: string }>`
-    select occurred_at, has_consent, event_id from (
-      select occurred_at, has_consent, event_id,
-        lag(has_consent) over (order by occurred_at, event_id) as previous
-      from raw_events where user_id = ${userId}
-    ) e where previous is distinct from has_consent
-    order by occurred_at, event_id limit ${limit}`.execute(db);
-  const latest = await db.selectFrom("raw_events").select("has_consent")
-    .where("user_id", "=", userId).orderBy("occurred_at", "desc").orderBy("event_id", "desc")
-    .limit(1).executeTakeFirst();
-  return {
-    changes: changes.rows.map((r) => ({
-      at: iso(r.occurred_at)!,
-      has_consent: r.has_consent,
-      event_id: r.event_id,
-    })),
-    current: latest?.has_consent ?? null,
-  };
 }

@@ -1,7 +1,7 @@
 /**
- * Retention of stored personal data: raw events, risk flags and answered access requests are deleted
- * once older than their configured number of days, in bounded batches so one run never holds long
- * locks. Aggregates hold no personal data and are kept; audit rows and erased-event tombstones have
+ * Retention of stored personal data: raw events, risk flags, answered access requests and consent
+ * ledger states no longer seen are deleted once older than their configured number of days, in
+ * bounded batches so one run never holds long locks. Aggregates hold no personal data and are kept; audit rows and erased-event tombstones have
  * their own pruning.
  *
  * @module
@@ -9,6 +9,7 @@
 import { type DeleteResult, type Kysely, sql } from "kysely";
 import type { Logger } from "../logger.ts";
 import type { Database } from "./schema.ts";
+import { pruneConsentLedger } from "./consent_store.ts";
 
 type Db = Kysely<Database>;
 
@@ -26,6 +27,8 @@ export interface RetentionSettings {
   rawEventsRetentionDays: number;
   flagsRetentionDays: number;
   privacyRequestRetentionDays: number;
+  /** Days the consent ledger keeps a state after it was last seen. */
+  consentRetentionDays: number;
 }
 
 /** Bounds of one {@link pruneExpired} run. */
@@ -43,6 +46,7 @@ export interface PruneCounts {
   raw_events: number;
   risk_flags: number;
   privacy_requests: number;
+  consent_ledger: number;
 }
 
 /**
@@ -107,7 +111,11 @@ export async function pruneExpired(
           .limit(batchSize),
     ).executeTakeFirst()
   );
-  return { raw_events, risk_flags, privacy_requests };
+  const consent_ledger = await inBatches(async () => {
+    const count = await pruneConsentLedger(db, nowMs, settings.consentRetentionDays, batchSize);
+    return { numDeletedRows: BigInt(count) } as DeleteResult;
+  });
+  return { raw_events, risk_flags, privacy_requests, consent_ledger };
 }
 
 /**
@@ -131,6 +139,7 @@ export function startRetentionPruner(
             raw_events_retention_days: settings.rawEventsRetentionDays,
             flags_retention_days: settings.flagsRetentionDays,
             privacy_request_retention_days: settings.privacyRequestRetentionDays,
+            consent_retention_days: settings.consentRetentionDays,
           });
         }
       })

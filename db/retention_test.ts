@@ -13,6 +13,7 @@ const SETTINGS: RetentionSettings = {
   rawEventsRetentionDays: 30,
   flagsRetentionDays: 365,
   privacyRequestRetentionDays: 730,
+  consentRetentionDays: 1825,
 };
 const daysAgo = (days: number) => NOW - days * DAY_MS;
 
@@ -92,8 +93,54 @@ const requestUsers = async (db: Db) =>
   (await db.selectFrom("privacy_requests").select("user_id").orderBy("user_id").execute())
     .map((r) => r.user_id);
 
+async function insertLedger(
+  db: Db,
+  rows: Array<{ user: string; atMs: number; seenMs: number | null }>,
+) {
+  for (const [i, { user, atMs, seenMs }] of rows.entries()) {
+    await db.insertInto("consent_ledger").values({
+      user_id: user,
+      occurred_at: new Date(atMs).toISOString(),
+      event_id: `c-${i}`,
+      received_at: new Date(atMs).toISOString(),
+      region: "DE",
+      state: i,
+      source: "has_consent",
+      purposes: 0,
+      vendor_consent: null,
+      has_consent: true,
+      is_decoded: true,
+      opt_out_sale_share: false,
+      cmp_id: null,
+      cmp_version: null,
+      policy_version: null,
+      string_hash: null,
+      seen_until: seenMs === null ? null : new Date(seenMs).toISOString(),
+    }).execute();
+  }
+}
+
 for (const kind of ["pglite", "postgres"] as const) {
   const ignore = kind === "postgres" && TEST_DATABASE_URL === undefined;
+
+  test({
+    name: `[db] pruneExpired() on ${kind} keeps a consent state still seen, however old its change`,
+    ignore,
+    fn: () =>
+      withDatabase(kind, async (db) => {
+        await insertLedger(db, [
+          { user: "gone", atMs: daysAgo(2_000), seenMs: daysAgo(1_900) },
+          { user: "loyal", atMs: daysAgo(2_000), seenMs: daysAgo(3) },
+          { user: "recent", atMs: daysAgo(10), seenMs: null },
+          { user: "old-unseen", atMs: daysAgo(1_826), seenMs: null },
+        ]);
+        const counts = await pruneExpired(db, NOW, SETTINGS);
+        assert.equal(counts.consent_ledger, 2);
+        const users = await db.selectFrom("consent_ledger").select("user_id").orderBy("user_id")
+          .execute();
+        assert.deepEqual(users.map((r) => r.user_id), ["loyal", "recent"]);
+      }),
+  });
 
   test({
     name:
@@ -134,7 +181,12 @@ for (const kind of ["pglite", "postgres"] as const) {
 
         const counts = await pruneExpired(db, NOW, SETTINGS, { batchSize: 2 });
 
-        assert.deepEqual(counts, { raw_events: 6, risk_flags: 3, privacy_requests: 2 });
+        assert.deepEqual(counts, {
+          raw_events: 6,
+          risk_flags: 3,
+          privacy_requests: 2,
+          consent_ledger: 0,
+        });
         assert.deepEqual(await sortedIds(db), [
           "at-cutoff",
           "new",
@@ -154,7 +206,7 @@ for (const kind of ["pglite", "postgres"] as const) {
         ]);
         assert.deepEqual(
           await pruneExpired(db, NOW, SETTINGS, { batchSize: 2 }),
-          { raw_events: 0, risk_flags: 0, privacy_requests: 0 },
+          { raw_events: 0, risk_flags: 0, privacy_requests: 0, consent_ledger: 0 },
         );
       }),
   });
@@ -179,6 +231,7 @@ for (const kind of ["pglite", "postgres"] as const) {
           raw_events: 4,
           risk_flags: 4,
           privacy_requests: 0,
+          consent_ledger: 0,
         });
         assert.equal((await sortedIds(db)).length, 1);
         assert.equal((await flagKeys(db)).length, 1);
@@ -186,6 +239,7 @@ for (const kind of ["pglite", "postgres"] as const) {
           raw_events: 1,
           risk_flags: 1,
           privacy_requests: 0,
+          consent_ledger: 0,
         });
       }),
   });
@@ -208,6 +262,11 @@ test("[db] pruneExpired() deletes nothing once its signal is aborted (shutdown)"
     await insertRaw(db, [{ id: "old", position: 1, atMs: daysAgo(365) }]);
     await insertFlags(db, [{ key: "old", atMs: daysAgo(400) }]);
     const counts = await pruneExpired(db, NOW, SETTINGS, { signal: AbortSignal.abort() });
-    assert.deepEqual(counts, { raw_events: 0, risk_flags: 0, privacy_requests: 0 });
+    assert.deepEqual(counts, {
+      raw_events: 0,
+      risk_flags: 0,
+      privacy_requests: 0,
+      consent_ledger: 0,
+    });
     assert.deepEqual(await sortedIds(db), ["old"]);
   }));

@@ -41,6 +41,46 @@ export interface Database {
   alert_outbox: AlertOutboxTable;
   shard_checkpoints: ShardCheckpointsTable;
   audit_log: AuditLogTable;
+  consent_ledger: ConsentLedgerTable;
+  /** Events and events that carried a consent signal, per UTC hour of event time and region. */
+  consent_facts_hourly: {
+    hour: Timestamp;
+    region: string;
+    events: BigCount;
+    signal_events: BigCount;
+  };
+}
+
+/**
+ * One row per change of a user's consent state, in event-time order, with the proof the signal
+ * carried (CMP, policy version, a hash of the string; the string itself is never kept).
+ */
+export interface ConsentLedgerTable {
+  user_id: string;
+  occurred_at: Timestamp;
+  event_id: string;
+  received_at: Timestamp;
+  region: string;
+  /** The state packed as `consentStateCode` does: equal codes are the same state. */
+  state: number;
+  source: string;
+  /** Purposes consented to, bit `id - 1` for TCF purpose `id`. */
+  purposes: number;
+  vendor_consent: boolean | null;
+  has_consent: boolean;
+  is_decoded: boolean;
+  opt_out_sale_share: boolean;
+  cmp_id: number | null;
+  cmp_version: number | null;
+  policy_version: number | null;
+  string_hash: string | null;
+  /** Latest event time the user was seen in this state (hourly), for the consent summary. */
+  seen_until: ColumnType<Date | string | null, string | null | undefined, string | null>;
+  /**
+   * The user's latest state recorded again after an older event of another state arrived: its
+   * proof is copied from the row that introduced the state, and its event id is made up.
+   */
+  is_carried: Generated<boolean>;
 }
 
 /** The dimensions an hourly fact is keyed by; `unknown` when a TV did not report one. */
@@ -81,6 +121,8 @@ export interface RawEventsTable {
   do_not_track: boolean;
   is_late: boolean;
   extra_metadata: unknown;
+  /** The decoded consent signal as JSON (`ConsentSignal`), null when none was sent. */
+  consent: ColumnType<unknown | null, unknown | null | undefined, unknown | null>;
 }
 
 /** Risk flags with their evidence, one row per flag key. */

@@ -26,6 +26,7 @@ import {
   requireMetricsAccess,
 } from "./metrics.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
+import type { ConsentDecoder } from "./consent_decoder.ts";
 import { type Jurisdiction, privacyRoutes } from "./privacy.ts";
 import { docsRoutes } from "./openapi.ts";
 import { dashboardRoutes } from "./dashboard.ts";
@@ -50,6 +51,10 @@ export interface AppDeps {
   isStrictSchema: boolean;
   /** `extra_metadata` keys kept at ingest (`METADATA_KEYS`). */
   metadataKeys: readonly string[];
+  /** Decodes consent signals at ingest. */
+  consentDecoder: ConsentDecoder;
+  /** The purposes the processing needs (`CONSENT_PURPOSES`), as a mask of TCF purpose ids. */
+  consentPurposeMask: number;
   logger: Logger;
   /** Prometheus registry: with it, `GET /metrics` and request timing are mounted. */
   metrics?: PipelineMetrics;
@@ -63,7 +68,8 @@ export interface AppDeps {
   erased: ErasedUsers;
   /** Legal framework of privacy requests that name none. */
   privacyJurisdiction: Jurisdiction;
-  rawEventsRetentionDays?: number;
+  /** Days the consent ledger keeps a state after it was last seen (`CONSENT_RETENTION_DAYS`). */
+  consentRetentionDays?: number;
   /** Extra readiness problems and details (cluster membership). */
   readiness?: () => { problems: string[]; details: Record<string, unknown> };
   now?: () => number;
@@ -114,7 +120,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/events", eventsRoutes(deps));
   const isEu = (region: string) => isGdprRegion(region, deps.gdprRegions);
   app.route("/stats", statsRoutes(deps.db, isEu));
-  app.route("/compliance", complianceRoutes(deps.db, isEu, deps.now));
+  app.route("/compliance", complianceRoutes(deps.db, isEu, deps.now, deps.consentPurposeMask));
   app.route("/privacy", privacyRoutes({ ...deps, defaultJurisdiction: deps.privacyJurisdiction }));
   app.route("/audit", auditRoutes(deps.db));
   app.route("/auth", authRoutes(deps.auth));

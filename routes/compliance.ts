@@ -26,7 +26,8 @@ import {
   type RiskCursor,
 } from "../db/risk_queries.ts";
 import type { Database } from "../db/schema.ts";
-import { RULE_IDS } from "../rules/mod.ts";
+import { DEFAULT_THRESHOLDS, purposeNames, RULE_IDS } from "../rules/mod.ts";
+import { type ConsentRegionSummary, consentSummary } from "../db/consent_store.ts";
 import { ANONYMOUS } from "./auth.ts";
 import { REGION_SCHEMA } from "./event_schema.ts";
 import {
@@ -113,8 +114,25 @@ export function complianceRoutes(
   db: Kysely<Database>,
   isEu: (region: string) => boolean,
   now: () => number = Date.now,
+  consentPurposeMask: number = DEFAULT_THRESHOLDS.consentPurposeMask,
 ): Hono {
   const app = new Hono();
+  app.get("/consent/summary", async (c) => {
+    const range = parseRange(c.req.query("from"), c.req.query("to"));
+    if (!range.ok) return badRequest(c, range.error, range.param);
+    const regions = await consentSummary(db, range.range);
+    const total = (pick: (r: ConsentRegionSummary) => number) =>
+      regions.reduce((sum, r) => sum + pick(r), 0);
+    return c.json({
+      from: range.range.fromMs === undefined ? null : new Date(range.range.fromMs).toISOString(),
+      to: range.range.toMs === undefined ? null : new Date(range.range.toMs).toISOString(),
+      required_purposes: purposeNames(consentPurposeMask),
+      users: total((r) => r.users),
+      events: total((r) => r.events),
+      signal_events: total((r) => r.signal_events),
+      regions,
+    });
+  });
   app.get("/summary", async (c) => {
     const range = parseRange(c.req.query("from"), c.req.query("to"));
     if (!range.ok) return badRequest(c, range.error, range.param);

@@ -15,6 +15,8 @@ import {
 } from "../actors/user_family.ts";
 import { canonicalRegion, isGdprRegion } from "./gdpr_regions.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
+import { type ConsentDecoder, type WireConsent } from "./consent_decoder.ts";
+import { type ConsentSignal, isConsentGranted } from "../rules/consent.ts";
 import { opaqueIdProblem, scrubMetadata, scrubText } from "./scrub.ts";
 
 /** Largest `extra_metadata` accepted, in UTF-8 bytes of JSON. */
@@ -107,6 +109,33 @@ export const EVENT_TYPE_SCHEMA = z.string().regex(
     "starting with a letter",
 ).transform((s) => s.toUpperCase());
 
+/** Longest consent string accepted (a TC string with a long vendor list is a few kB). */
+export const MAX_CONSENT_STRING_CHARS = 8_192;
+
+const CONSENT_STRING = z.string().min(1).max(MAX_CONSENT_STRING_CHARS).regex(
+  NO_CONTROL_CHARS,
+  "must not contain control characters",
+);
+
+/**
+ * A consent signal: a TCF v2 TC string, a GPP string with its applicable section ids, or purposes
+ * by name (`storage`, `measurement`, ...) or TCF id. A string that does not decode is accepted and
+ * grants nothing (the 202 says so).
+ */
+export const CONSENT_SCHEMA = z.union([
+  z.strictObject({ tcf: CONSENT_STRING }),
+  z.strictObject({
+    gpp: CONSENT_STRING,
+    gpp_sid: z.array(z.number().int().min(0).max(255)).max(64).optional(),
+  }),
+  z.strictObject({
+    purposes: z.record(z.string().min(1).max(32), z.boolean()).refine(
+      (p) => Object.keys(p).length <= 32,
+      "must name at most 32 purposes",
+    ),
+  }),
+], { message: 'must be {"tcf": "..."}, {"gpp": "...", "gpp_sid": [...]} or {"purposes": {...}}' });
+
 /** A user or device id: opaque, and never in the form of an erased user's pseudonym. */
 const SUBJECT_ID_SCHEMA = OPAQUE_ID_SCHEMA.refine(
   (s) => !PSEUDONYM_PATTERN.test(s),
@@ -122,7 +151,9 @@ const EVENT_FIELDS = {
   timestamp: z.iso.datetime({ offset: true, message: "must be an ISO-8601 date-time with a zone" }),
   region: REGION_SCHEMA,
   is_eu: z.boolean().nullish().transform((b) => b ?? null),
-  has_consent: z.boolean(),
+  // Required unless `consent` is sent (see EVENT_SCHEMA); the decoded signal wins over it.
+  has_consent: z.boolean().optional(),
+  consent: CONSENT_SCHEMA.nullish().transform((c) => c ?? null),
   ip_address: z.union([z.ipv4(), z.ipv6()], { message: "must be an IPv4 or IPv6 address" }),
   error_code: LABEL_SCHEMA,
   subscription_plan: LABEL_SCHEMA,
@@ -140,6 +171,14 @@ const KNOWN_FIELDS: ReadonlySet<string> = new Set(Object.keys(EVENT_FIELDS));
 
 /** zod schema of one event as a TV sends it; unknown fields are stripped (see {@link validateEvent}). */
 export const EVENT_SCHEMA = z.object(EVENT_FIELDS).check((ctx) => {
+  if (ctx.value.has_consent === undefined && ctx.value.consent === null) {
+    ctx.issues.push({
+      code: "custom",
+      input: undefined,
+      path: ["has_consent"],
+      message: "is required unless a consent signal is sent in consent",
+    });
+  }
   if (ctx.value.event_type === "ERROR" && ctx.value.error_code === null) {
     ctx.issues.push({
       code: "custom",
@@ -161,7 +200,7 @@ export interface Issue {
  * `extra_metadata.<key>` keys outside the allow-list, all dropped.
  */
 export type Validation =
-  | { ok: true; event: IncomingEvent; ignoredFields: string[] }
+  | { ok: true; event: IncomingEvent; ignoredFields: string[]; consentNotes: string[] }
   | { ok: false; issues: Issue[] };
 
 /** Limits that depend on the server clock and config. */
@@ -177,6 +216,10 @@ export interface ValidationContext {
   /** `extra_metadata` keys that are kept (`METADATA_KEYS`); others are dropped. */
   metadataKeys: ReadonlySet<string>;
   anonymizer: IpAnonymizer;
+  /** Decodes `consent` signals (with the configured vendor). */
+  consentDecoder: ConsentDecoder;
+  /** The purposes the processing needs (`CONSENT_PURPOSES`), as a mask of TCF purpose ids. */
+  consentPurposeMask: number;
 }
 
 /** Top-level field names of a decoded JSON object that the schema does not know. */
@@ -249,9 +292,22 @@ export function validateEvent(
     ignoredFields.push(...badDimensions.map((key) => `extra_metadata.${key}`));
   }
   const { hash, prefix } = ctx.anonymizer.anonymize(e.ip_address);
+  const consentNotes: string[] = [];
+  let consent: ConsentSignal | null = null;
+  let hasConsent = e.has_consent ?? false;
+  if (e.consent !== null) {
+    const decoded = ctx.consentDecoder.decode(e.consent as WireConsent);
+    consent = decoded.signal;
+    hasConsent = isConsentGranted(consent, ctx.consentPurposeMask);
+    if (decoded.problem !== null) consentNotes.push(`${decoded.problem}: treated as no consent`);
+    if (e.has_consent !== undefined) {
+      consentNotes.push("has_consent is ignored: the decoded consent signal decides");
+    }
+  }
   return {
     ok: true,
     ignoredFields,
+    consentNotes,
     event: {
       eventId: e.event_id,
       userId: e.user_id,
@@ -263,7 +319,8 @@ export function validateEvent(
       isEu: isGdprRegion(e.region, ctx.gdprRegions),
       clientIsEu: e.is_eu,
       subscriptionPlan: e.subscription_plan,
-      hasConsent: e.has_consent,
+      hasConsent,
+      ...(consent === null ? {} : { consent }),
       ipHash: hash,
       ipPrefix: prefix,
       errorCode: e.error_code,
@@ -316,6 +373,8 @@ function fastParse(input: unknown): EventFields | null {
   if (PSEUDONYM_PATTERN.test(user_id) || PSEUDONYM_PATTERN.test(device_id)) return null;
   if (typeof event_type !== "string" || !TYPE.test(event_type)) return null;
   if (typeof region !== "string" || typeof has_consent !== "boolean") return null;
+  // Consent signals are decoded on zod's path (and cached by string there).
+  if (o.consent !== undefined && o.consent !== null) return null;
   const upperRegion = region.toUpperCase();
   if (!REGION.test(upperRegion)) return null;
   if (is_eu !== undefined && is_eu !== null && typeof is_eu !== "boolean") return null;
@@ -346,6 +405,7 @@ function fastParse(input: unknown): EventFields | null {
     region: canonicalRegion(upperRegion),
     is_eu: is_eu ?? null,
     has_consent,
+    consent: null,
     ip_address: ip,
     error_code: errorCode,
     subscription_plan: plan,

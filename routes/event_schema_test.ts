@@ -11,6 +11,8 @@ import {
 import { canonicalRegion, DEFAULT_GDPR_REGIONS, isGdprRegion } from "./gdpr_regions.ts";
 import { IpAnonymizer } from "./ip_anonymizer.ts";
 import { DEFAULT_METADATA_KEYS } from "./scrub.ts";
+import { ConsentDecoder } from "./consent_decoder.ts";
+import { DEFAULT_THRESHOLDS } from "../rules/mod.ts";
 
 const DAY_MS = 86_400_000;
 
@@ -22,6 +24,8 @@ const CONTEXT: ValidationContext = {
   isStrictSchema: false,
   metadataKeys: new Set(DEFAULT_METADATA_KEYS),
   anonymizer: new IpAnonymizer("test-secret-0123456789"),
+  consentDecoder: new ConsentDecoder(undefined),
+  consentPurposeMask: DEFAULT_THRESHOLDS.consentPurposeMask,
 };
 
 function accepted(input: unknown, ctx: Partial<ValidationContext> = {}) {

@@ -19,6 +19,7 @@ import type { Database } from "../db/schema.ts";
 import type { Logger } from "../logger.ts";
 import { type Issue, validateEvent, type ValidationContext } from "./event_schema.ts";
 import type { IpAnonymizer } from "./ip_anonymizer.ts";
+import type { ConsentDecoder } from "./consent_decoder.ts";
 
 /** What the ingest routes need. */
 export interface EventsDeps {
@@ -31,6 +32,10 @@ export interface EventsDeps {
   isStrictSchema: boolean;
   /** `extra_metadata` keys that are kept; the others are dropped and named in the 202. */
   metadataKeys: readonly string[];
+  /** Decodes `consent` signals; one per server, so its cache serves every request. */
+  consentDecoder: ConsentDecoder;
+  /** The purposes the processing needs (`CONSENT_PURPOSES`), as a mask of TCF purpose ids. */
+  consentPurposeMask: number;
   /** Where Global Privacy Control opt-outs are recorded. */
   db: Kysely<Database>;
   /** Erased users: their opt-outs are recorded under their pseudonym. */
@@ -67,6 +72,8 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     isStrictSchema: deps.isStrictSchema,
     metadataKeys,
     anonymizer: deps.anonymizer,
+    consentDecoder: deps.consentDecoder,
+    consentPurposeMask: deps.consentPurposeMask,
   });
   const gpcRecorded = new RecentIds(GPC_REMEMBERED_USERS);
 
@@ -111,10 +118,13 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     const failed = await appendOr503(c, deps.log, [result.event]);
     if (failed !== null) return failed;
     const gpc = await recordGpc(c, [result.event]);
-    return c.json(
-      { accepted: 1, event_id: result.event.eventId, ignored_fields: result.ignoredFields, ...gpc },
-      202,
-    );
+    return c.json({
+      accepted: 1,
+      event_id: result.event.eventId,
+      ignored_fields: result.ignoredFields,
+      ...(result.consentNotes.length === 0 ? {} : { consent_notes: result.consentNotes }),
+      ...gpc,
+    }, 202);
   });
 
   app.post("/batch", async (c) => {
@@ -140,6 +150,7 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     const accepted: IncomingEvent[] = [];
     const rejected: Rejected[] = [];
     const ignored: Ignored[] = [];
+    const consentNotes: Array<{ index: number; notes: string[] }> = [];
     items.values.forEach((value, index) => {
       if (value instanceof LineError) {
         rejected.push({ index, issues: [{ path: "(root)", message: value.message }] });
@@ -152,6 +163,7 @@ export function eventsRoutes(deps: EventsDeps): Hono {
       }
       accepted.push(result.event);
       if (result.ignoredFields.length > 0) ignored.push({ index, fields: result.ignoredFields });
+      if (result.consentNotes.length > 0) consentNotes.push({ index, notes: result.consentNotes });
     });
     if (accepted.length === 0) {
       return c.json({ error: "Invalid batch: no event was valid", issues: [], rejected }, 422);
@@ -159,7 +171,13 @@ export function eventsRoutes(deps: EventsDeps): Hono {
     const failed = await appendOr503(c, deps.log, accepted);
     if (failed !== null) return failed;
     const gpc = await recordGpc(c, accepted);
-    return c.json({ accepted: accepted.length, rejected, ignored, ...gpc }, 202);
+    return c.json({
+      accepted: accepted.length,
+      rejected,
+      ignored,
+      ...(consentNotes.length === 0 ? {} : { consent_notes: consentNotes }),
+      ...gpc,
+    }, 202);
   });
 
   return app;

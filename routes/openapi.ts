@@ -57,16 +57,22 @@ const ERROR = z.object({
   issues: z.array(z.object({ path: z.string(), message: z.string() })),
 });
 const JSON_OBJECT = z.record(z.string(), z.unknown());
+const CONSENT_NOTES = z.array(z.string()).meta({
+  description: "What ingest decided about the consent signal: a string that does not decode " +
+    "(treated as no consent), or has_consent ignored because a decoded signal decides",
+});
 const INGESTED = z.object({
   accepted: z.literal(1),
   event_id: z.string(),
   ignored_fields: z.array(z.string()),
+  consent_notes: CONSENT_NOTES.optional(),
   gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
 const BATCH_INGESTED = z.object({
   accepted: z.number().int(),
   rejected: z.array(z.object({ index: z.number().int(), issues: ERROR.shape.issues })),
   ignored: z.array(z.object({ index: z.number().int(), fields: z.array(z.string()) })),
+  consent_notes: z.array(z.object({ index: z.number().int(), notes: CONSENT_NOTES })).optional(),
   gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
 const TIME = z.iso.datetime().meta({ description: "UTC, ISO 8601" });
@@ -93,8 +99,9 @@ const PRIVACY_RECORD = z.object({
   id: z.string(),
   user_id: z.string().meta({ description: "The user, or their pseudonym once erased" }),
   type: z.enum(REQUEST_TYPES),
-  source: z.enum(["api", "event", "gpc"]).meta({
-    description: "api: filed here; event: a TV's do-not-track; gpc: a Sec-GPC: 1 header",
+  source: z.enum(["api", "event", "gpc", "gpp"]).meta({
+    description: "api: filed here; event: a TV's do-not-track; gpc: a Sec-GPC: 1 header; " +
+      "gpp: a GPP string's US section said opted out of sale or sharing (or GPC)",
   }),
   jurisdiction: z.enum(JURISDICTIONS).nullable(),
   status: z.enum(["received", "in_progress", "completed", "failed"]),
@@ -265,6 +272,9 @@ const USER_EXPORT = z.object({
     error_code: z.string().nullable(),
     subscription_plan: z.string().nullable(),
     extra_metadata: JSON_OBJECT.nullable(),
+    consent: JSON_OBJECT.nullable().meta({
+      description: "The decoded consent signal (never the string), null when none was sent",
+    }),
   })).meta({ description: "The raw events still kept, in event time order" }),
   flags: z.array(z.object({
     id: z.number().int().meta({ description: "As in /compliance/flags/{id}" }),
@@ -288,18 +298,78 @@ const USER_EXPORT = z.object({
     description: "The highest risk level reached, null when never flagged",
   }),
 });
+const CONSENT_STATE = z.object({
+  at: TIME.meta({ description: "Event time of the event that showed the state" }),
+  received_at: TIME,
+  event_id: z.string().nullable().meta({ description: "null for a carried state" }),
+  carried: z.boolean().meta({
+    description: "The user's latest state recorded again after an older event of another state " +
+      "arrived late; its proof is that of the row that introduced the state",
+  }),
+  region: z.string(),
+  source: z.enum(["has_consent", "tcf", "gpp", "purposes"]).meta({
+    description: "tcf: a TCF v2 TC string; gpp: a GPP string; purposes: named purposes; " +
+      "has_consent: no signal, the event's boolean (standing for the needed purposes)",
+  }),
+  purposes: z.array(z.string()).meta({
+    description:
+      "TCF purposes consented to, by name: storage (1), basic_ads (2), ads_profile (3), " +
+      "personalised_ads (4), content_profile (5), personalised_content (6), ad_measurement (7), " +
+      "measurement (8), market_research (9), product_development (10), limited_data_ads (11)",
+  }),
+  has_consent: z.boolean().meta({
+    description: "The privacy rule's decision: every CONSENT_PURPOSES purpose consented to " +
+      "(legitimate interest does not count), and CONSENT_VENDOR_ID's consent when it is set",
+  }),
+  vendor_consent: z.boolean().nullable(),
+  opt_out_sale_share: z.boolean(),
+  decoded: z.boolean().meta({ description: "False: the string did not decode (grants nothing)" }),
+  cmp_id: z.number().int().nullable(),
+  cmp_version: z.number().int().nullable(),
+  policy_version: z.number().int().nullable().meta({ description: "TCF policy version" }),
+  string_sha256: z.string().nullable().meta({
+    description: "SHA-256 of the consent string (first 32 hex digits); the string is never kept",
+  }),
+});
 const CONSENT = z.object({
-  user_id: z.string(),
-  changes: z.array(z.object({ at: TIME, has_consent: z.boolean(), event_id: z.string() })).meta({
-    description: "Events whose consent differs from the previous one's, the first included",
+  user_id: z.string().meta({ description: "The user, or their pseudonym once erased" }),
+  source: z.literal("ledger"),
+  changes: z.array(CONSENT_STATE).meta({
+    description: "Each change of the user's consent state, in event-time order (GDPR Art. 7(1))",
   }),
-  current: z.boolean().nullable().meta({
-    description: "Consent of the latest event; null if none",
+  current: CONSENT_STATE.nullable(),
+  at: TIME.optional().meta({ description: "The at asked for" }),
+  state_at: CONSENT_STATE.nullable().optional().meta({
+    description: "With ?at=: the state in force at that event time (null before the first)",
   }),
-  source: z.literal("raw_events"),
+  is_truncated: z.boolean().meta({
+    description: "More than 1,000 ledger rows: the earliest shown",
+  }),
   retained_days: z.number().int().nullable().meta({
-    description: "How far back raw events (and so this history) go",
+    description: "CONSENT_RETENTION_DAYS: a state is kept this long after it was last seen",
   }),
+});
+const CONSENT_SUMMARY = z.object({
+  ...RANGE,
+  required_purposes: z.array(z.string()).meta({ description: "CONSENT_PURPOSES, by name" }),
+  users: COUNT,
+  events: COUNT,
+  signal_events: COUNT,
+  regions: z.array(z.object({
+    region: z.string(),
+    users: COUNT.meta({ description: "Users whose consent state held at some time in the range" }),
+    consent_share: z.number().nullable().meta({
+      description: "Share of those users whose latest state in the range is consent as the " +
+        "privacy rule decides it",
+    }),
+    purposes: z.record(
+      z.string(),
+      z.object({ users: COUNT, share: z.number().nullable() }),
+    ).meta({ description: "Per purpose name: users whose latest state in the range grants it" }),
+    events: COUNT,
+    signal_events: COUNT.meta({ description: "Events that carried a TCF, GPP or purposes signal" }),
+    signal_share: z.number().nullable(),
+  })),
 });
 const AUDIT_PAGE = z.object({
   entries: z.array(z.object({
@@ -455,6 +525,21 @@ export const ROUTE_DOCS: RouteDoc[] = [
       ...REFUSALS,
     },
   })),
+  {
+    method: "get",
+    path: "/compliance/consent/summary",
+    tag: "compliance",
+    access: "privacy",
+    summary: "Per region: the share of users whose latest consent state in the range grants " +
+      "each purpose (and consent as the privacy rule decides it), and the share of events that " +
+      "carried a consent signal",
+    query: RANGE_QUERY,
+    responses: {
+      200: ok("Per region, sorted by region", CONSENT_SUMMARY),
+      400: err("Bad range"),
+      ...REFUSALS,
+    },
+  },
   {
     method: "get",
     path: "/compliance/flags/{id}",

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { type Harness, startHarness } from "../tests/_harness.ts";
 import { test } from "../tests/_permissions.ts";
 import { knownEvents, recentBase } from "../tests/_scenarios.ts";
+import { tcString } from "../tests/consent_strings.ts";
 import { makeWireEvent } from "../tests/fixtures.ts";
 import { openApiDocument, ROUTE_DOCS, type RouteDoc } from "./openapi.ts";
 
@@ -105,7 +106,14 @@ test("[docs] the read routes answer with the bodies their 200 schemas document",
     const sharing = ["DE", "FR", "IT"].map((region, i) =>
       makeWireEvent({ event_id: `share-${i}`, user_id: "sharer", region, atMs: t0 + i * 1_000 })
     );
-    await h.send([...events, ...sharing]);
+    // A viewer whose TV sends a TC string: the consent reads then show a signal with its proof.
+    const consenting = [
+      {
+        ...makeWireEvent({ event_id: "tc-1", user_id: "u1", atMs: t0 + 5_000 }),
+        consent: { tcf: tcString([1, 8]) },
+      },
+    ];
+    await h.send([...events, ...sharing, ...consenting]);
     await h.flush();
 
     await t.step("stats", async () => {
@@ -115,7 +123,7 @@ test("[docs] the read routes answer with the bodies their 200 schemas document",
         "/stats/summary",
         "/stats/summary",
       );
-      assert.equal(summary.total_events, events.length + sharing.length);
+      assert.equal(summary.total_events, events.length + sharing.length + consenting.length);
       // The schema is not vacuous: a body missing a required field is refused.
       const schema = documentedSchema("get", "/stats/summary", 200);
       assert.equal(schema.safeParse({ ...summary, total_events: undefined }).success, false);
@@ -152,6 +160,13 @@ test("[docs] the read routes answer with the bodies their 200 schemas document",
     await t.step("compliance", async () => {
       await expectDocumented(h, "get", "/compliance/summary", "/compliance/summary");
       await expectDocumented(h, "get", "/compliance/regions", "/compliance/regions");
+      const consent = await expectDocumented<{ regions: unknown[] }>(
+        h,
+        "get",
+        "/compliance/consent/summary",
+        "/compliance/consent/summary",
+      );
+      assert.ok(consent.regions.length > 0);
       const page = await expectDocumented<{ items: Array<{ id: number; rule: string }> }>(
         h,
         "get",
@@ -217,6 +232,13 @@ test("[docs] the read routes answer with the bodies their 200 schemas document",
         "/privacy/users/{user_id}/consent",
         "/privacy/users/u3/consent",
       );
+      const ledger = await expectDocumented<{ changes: Array<{ source: string }> }>(
+        h,
+        "get",
+        "/privacy/users/{user_id}/consent",
+        `/privacy/users/u1/consent?at=${encodeURIComponent(new Date(t0 + 6_000).toISOString())}`,
+      );
+      assert.ok(ledger.changes.some((c) => c.source === "tcf"));
     });
 
     await t.step("operations", async () => {

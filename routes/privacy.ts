@@ -2,8 +2,8 @@
  * Privacy requests as records: `POST /privacy/requests` files one (deletion, access, do-not-track,
  * opt-out of sale/sharing) with its legal deadline; `GET /privacy/requests[/{id}]` tracks them;
  * `GET /privacy/requests/{id}/export` answers an access request;
- * `GET /privacy/users/{user_id}/consent` shows how a user's consent changed, from the raw events
- * still kept. A deletion runs in the background (see `Eraser`); do-not-track reaches the user's actor
+ * `GET /privacy/users/{user_id}/consent` shows how a user's consent changed, from the consent
+ * ledger (with the state at any event time). A deletion runs in the background (see `Eraser`); do-not-track reaches the user's actor
  * in log order. Bodies are bounded in size and read time by the app (`readBodyWithin`), like every
  * route's.
  *
@@ -16,7 +16,6 @@ import { z } from "zod";
 import type { ErasedUsers } from "../actors/erased_users.ts";
 import type { Eraser } from "../actors/erasure.ts";
 import {
-  consentHistory,
   exportUser,
   fileRequest,
   getRequest,
@@ -27,6 +26,7 @@ import {
   setRequestStatus,
 } from "../db/privacy_store.ts";
 import type { Database } from "../db/schema.ts";
+import { consentLedgerOf } from "../db/consent_store.ts";
 import type { OptOut } from "../rules/mod.ts";
 import { ID_SCHEMA } from "./event_schema.ts";
 import { badRequest, choiceParam, countParam, issuesOf, quote } from "./query_params.ts";
@@ -90,8 +90,8 @@ export interface PrivacyDeps {
   eraser: Eraser;
   erased: ErasedUsers;
   defaultJurisdiction: Jurisdiction;
-  /** Days raw events are kept (`RAW_EVENTS_RETENTION_DAYS`): how far back consent history goes. */
-  rawEventsRetentionDays?: number;
+  /** Days the consent ledger keeps a state after it was last seen (`CONSENT_RETENTION_DAYS`). */
+  consentRetentionDays?: number;
   now?: () => number;
 }
 
@@ -221,17 +221,39 @@ export function privacyRoutes(deps: PrivacyDeps): Hono {
     const parsed = ID_SCHEMA.safeParse(c.req.param("user_id"));
     if (!parsed.success) return c.json(invalid("user id", parsed.error.issues), 400);
     const userId = parsed.data;
+    const at = c.req.query("at");
+    const atMs = at === undefined || at === "" ? undefined : parseAt(at);
+    if (atMs === null) {
+      return c.json({
+        error: `Invalid at: expected an ISO-8601 date-time with a zone, received ${quote(at!)}`,
+        issues: [{ path: "at", message: "must be an ISO-8601 date-time with a zone" }],
+      }, 400);
+    }
     // The audit row names the user as subject, so an erasure pseudonymises it like the others.
     c.set("auditSubject", userId);
-    const { changes, current } = await consentHistory(db, userId);
+    // An erased user's ledger is kept under the pseudonym: the proof stays, the person does not.
+    const subjectId = deps.erased.pseudonymFor(userId) ?? userId;
+    const ledger = await consentLedgerOf(db, subjectId, atMs);
     return c.json({
-      user_id: userId,
-      changes,
-      current,
-      source: "raw_events",
-      retained_days: deps.rawEventsRetentionDays ?? null,
+      user_id: subjectId,
+      source: "ledger",
+      changes: ledger.changes,
+      current: ledger.current,
+      ...(atMs === undefined ? {} : { at: new Date(atMs).toISOString(), state_at: ledger.stateAt }),
+      is_truncated: ledger.isTruncated,
+      retained_days: deps.consentRetentionDays ?? null,
     });
   });
 
   return app;
+}
+
+/** Epoch ms of an ISO-8601 date-time with a zone in years 0001-9999, or null. */
+function parseAt(value: string): number | null {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/.test(value)) {
+    return null;
+  }
+  const ms = Date.parse(value);
+  // -62135596800000 is 0001-01-01T00:00:00Z: PostgreSQL has no year 0.
+  return Number.isNaN(ms) || ms < -62_135_596_800_000 ? null : ms;
 }

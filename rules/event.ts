@@ -1,3 +1,5 @@
+import type { ConsentSignal } from "./consent.ts";
+
 /**
  * The internal shape of one telemetry event, as plain data that crosses `postMessage` unchanged.
  * The HTTP layer validates the wire format and converts it to this; nothing inside trusts anything else.
@@ -38,7 +40,13 @@ export interface TelemetryEvent {
   clientIsEu: boolean | null;
   /** The viewer's plan as the TV reports it (`subscription_plan`), or null. */
   subscriptionPlan: string | null;
+  /**
+   * Whether the viewer consented to what the processing needs: decided at ingest from the
+   * decoded {@link ConsentSignal} when the event carries one, else the event's `has_consent`.
+   */
   hasConsent: boolean;
+  /** The consent signal the event carried, decoded (absent or null: none). */
+  consent?: ConsentSignal | null;
   /** HMAC-SHA256 of the IP address, hex; the raw address never leaves the ingest route. */
   ipHash: string;
   /** Truncated network prefix, e.g. `203.0.113.0/24` or `2001:db8:1::/48`. */

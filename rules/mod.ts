@@ -5,6 +5,7 @@
  * @module
  */
 export * from "./event.ts";
+export * from "./consent.ts";
 export * from "./types.ts";
 export * from "./privacy.ts";
 export * from "./retention.ts";

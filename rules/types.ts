@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { DEFAULT_CONSENT_PURPOSES, purposeMask } from "./consent.ts";
 
 /** Identifier of a compliance rule: one of `RULE_IDS` in `registry.ts`. */
 export type RuleId = string;
@@ -72,6 +73,8 @@ export interface RuleThresholds {
   qualityMaxErrorRate: number;
   /** A content flag needs errors from at least this many distinct devices in the window. */
   qualityMinDevices: number;
+  /** The purposes the processing needs (`CONSENT_PURPOSES`), as a mask of TCF purpose ids. */
+  consentPurposeMask: number;
 }
 
 /** The defaults documented in the README. */
@@ -86,6 +89,7 @@ export const DEFAULT_THRESHOLDS: Readonly<RuleThresholds> = {
   qualityMinEvents: 20,
   qualityMaxErrorRate: 0.2,
   qualityMinDevices: 3,
+  consentPurposeMask: purposeMask(DEFAULT_CONSENT_PURPOSES),
 };
 
 /** An event-time window as stored in evidence. */

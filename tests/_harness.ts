@@ -135,3 +135,29 @@ export function testOnEveryDatabase(
     fn: () => withMigratedDatabase(TEST_DATABASE_URL, scenario),
   });
 }
+
+/**
+ * Registers a pipeline scenario twice: `[area] name (PGlite)` on embedded PGlite, and
+ * `[postgres] name` on a fresh PostgreSQL database when TEST_DATABASE_URL is set.
+ */
+export function testPipelineOnEveryDatabase(
+  area: string,
+  name: string,
+  overrides: Partial<Config>,
+  scenario: (h: Harness) => Promise<void>,
+): void {
+  const run = async (databaseUrl: string | undefined) => {
+    const h = await startHarness({ ...overrides, databaseUrl });
+    try {
+      await scenario(h);
+    } finally {
+      await h.pipeline.stop();
+    }
+  };
+  test(`[${area}] ${name} (PGlite)`, () => run(undefined));
+  test({
+    name: `[postgres] ${name}`,
+    ignore: TEST_DATABASE_URL === undefined,
+    fn: () => withFreshPostgres(TEST_DATABASE_URL!, run),
+  });
+}

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { sql } from "kysely";
 import pg from "pg";
-import { type Harness, startHarness, TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
+import {
+  type Harness,
+  startHarness,
+  TEST_DATABASE_URL,
+  testPipelineOnEveryDatabase,
+  withFreshPostgres,
+} from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { makeWireEvent } from "./fixtures.ts";
 import type { Kysely } from "kysely";
@@ -329,28 +335,12 @@ async function deletionOnQuietServer(h: Harness): Promise<void> {
   assert.deepEqual(await tracesOf(h.pipeline.db, alice), {});
 }
 
-test("[privacy] a deletion completes on a quiet server whose second worker saw no event (PGlite)", async () => {
-  const h = await startHarness({ queue: "postgres" });
-  try {
-    await deletionOnQuietServer(h);
-  } finally {
-    await h.pipeline.stop();
-  }
-});
-
-test({
-  name: "[postgres] a deletion completes on a quiet server whose second worker saw no event",
-  ignore: TEST_DATABASE_URL === undefined,
-  fn: () =>
-    withFreshPostgres(TEST_DATABASE_URL!, async (databaseUrl) => {
-      const h = await startHarness({ queue: "postgres", databaseUrl });
-      try {
-        await deletionOnQuietServer(h);
-      } finally {
-        await h.pipeline.stop();
-      }
-    }),
-});
+testPipelineOnEveryDatabase(
+  "privacy",
+  "a deletion completes on a quiet server whose second worker saw no event",
+  { queue: "postgres" },
+  deletionOnQuietServer,
+);
 
 test("[privacy] requests about an erased user are filed under the pseudonym, never in clear", async () => {
   const h = await startHarness({ queue: "postgres" });

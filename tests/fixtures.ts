@@ -53,6 +53,10 @@ export interface WireEvent {
   subscription_plan?: string | null;
   extra_metadata?: Record<string, unknown> | null;
   do_not_track?: boolean;
+  /** A consent signal: `{tcf}`, `{gpp, gpp_sid}` or `{purposes}`. */
+  consent?: { tcf: string } | { gpp: string; gpp_sid?: number[] } | {
+    purposes: Record<string, boolean>;
+  };
 }
 
 /** A wire-format event with deterministic defaults; `atMs` sets the timestamp. */

@@ -114,13 +114,13 @@ test("[privacy] Sec-GPC on one event records it, and keeps an API opt-out on rec
 
 interface ConsentHistory {
   user_id: string;
-  changes: Array<{ at: string; has_consent: boolean; event_id: string }>;
-  current: boolean | null;
+  changes: Array<{ at: string; has_consent: boolean; event_id: string; source: string }>;
+  current: { has_consent: boolean } | null;
   source: string;
   retained_days: number | null;
 }
 
-test("[privacy] the consent history lists the changes at event time from raw events", async () => {
+test("[privacy] the consent history lists the changes at event time from the ledger", async () => {
   const h = await startHarness();
   try {
     const t0 = recentBase();
@@ -139,14 +139,22 @@ test("[privacy] the consent history lists the changes at event time from raw eve
     ]);
     await h.flush();
     const history = await h.json<ConsentHistory>("/privacy/users/consent-user/consent");
-    assert.deepEqual(history.changes, [
-      { at: new Date(t0).toISOString(), has_consent: true, event_id: "consent-0" },
-      { at: new Date(t0 + 2_000).toISOString(), has_consent: false, event_id: "consent-2" },
-      { at: new Date(t0 + 4_000).toISOString(), has_consent: true, event_id: "consent-4" },
-    ]);
-    assert.equal(history.current, true);
+    assert.deepEqual(
+      history.changes.map(({ at, has_consent, event_id, source }) => ({
+        at,
+        has_consent,
+        event_id,
+        source,
+      })),
+      [
+        { at: new Date(t0).toISOString(), has_consent: true, event_id: "consent-0" },
+        { at: new Date(t0 + 2_000).toISOString(), has_consent: false, event_id: "consent-2" },
+        { at: new Date(t0 + 4_000).toISOString(), has_consent: true, event_id: "consent-4" },
+      ].map((change) => ({ ...change, source: "has_consent" })),
+    );
+    assert.equal(history.current?.has_consent, true);
     assert.equal(history.user_id, "consent-user");
-    assert.equal(history.source, "raw_events");
+    assert.equal(history.source, "ledger");
     // The read is audited with the user as subject, so an erasure pseudonymises the row.
     const audited = await h.pipeline.db.selectFrom("audit_log").select("subject_user_id")
       .where("path", "=", "/privacy/users/consent-user/consent").execute();
@@ -161,7 +169,7 @@ test("[privacy] the consent history lists the changes at event time from raw eve
   }
 });
 
-test("[privacy] the consent history says how many days of raw events it reaches", async () => {
+test("[privacy] the consent history says how long the ledger keeps a state", async () => {
   const h = await startHarness();
   try {
     const app = privacyRoutes({
@@ -170,11 +178,11 @@ test("[privacy] the consent history says how many days of raw events it reaches"
       eraser: h.pipeline.eraser,
       erased: new ErasedUsers("test-key"),
       defaultJurisdiction: "gdpr",
-      rawEventsRetentionDays: 7,
+      consentRetentionDays: 1825,
     });
     const res = await app.request("http://test/users/nobody/consent");
     assert.equal(res.status, 200);
-    assert.equal((await res.json()).retained_days, 7);
+    assert.equal((await res.json()).retained_days, 1825);
   } finally {
     await h.pipeline.stop();
   }
