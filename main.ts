@@ -288,7 +288,10 @@ async function serve(): Promise<void> {
   const pipeline = await startPipeline(config, logger);
   const ticker = setInterval(() => pipeline.tick(), config.flushIntervalMs);
   const stopAuditPruner = startAuditPruner(pipeline.db, config.auditRetentionDays, logger);
-  const stopRetentionPruner = startRetentionPruner(pipeline.db, config, logger);
+  const stopRetentionPruner = startRetentionPruner(pipeline.db, {
+    ...config,
+    isLogPositional: config.queue !== "redis",
+  }, logger);
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,

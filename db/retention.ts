@@ -29,6 +29,12 @@ export interface RetentionSettings {
   privacyRequestRetentionDays: number;
   /** Days the consent ledger keeps a state after it was last seen. */
   consentRetentionDays: number;
+  /**
+   * Raw events are the log (postgres and memory queues): a row above the lowest shard checkpoint
+   * is still to be replayed and stays. False for the redis queue, whose workers write raw rows in
+   * the flush that applies them (its log is the streams), so every stored row is applied.
+   */
+  isLogPositional?: boolean;
 }
 
 /** Bounds of one {@link pruneExpired} run. */
@@ -82,11 +88,12 @@ export async function pruneExpired(
       (eb) =>
         eb.selectFrom("raw_events").select("event_id").where("occurred_at", "<", rawCutoff)
           // The log above the lowest checkpoint is still to be replayed by some shard.
-          .where(
-            "position",
-            "<=",
-            sql<number>`(select coalesce(min(position), 0) from shard_checkpoints)`,
-          )
+          .$if(settings.isLogPositional !== false, (qb) =>
+            qb.where(
+              "position",
+              "<=",
+              sql<number>`(select coalesce(min(position), 0) from shard_checkpoints)`,
+            ))
           .limit(batchSize),
     ).executeTakeFirst()
   );

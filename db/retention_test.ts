@@ -254,6 +254,24 @@ for (const kind of ["pglite", "postgres"] as const) {
         assert.deepEqual(await sortedIds(db), ["old"]);
       }),
   });
+
+  test({
+    name:
+      `[db] pruneExpired() on ${kind} with the redis queue deletes expired rows whatever the checkpoints`,
+    ignore,
+    fn: () =>
+      withDatabase(kind, async (db) => {
+        // A stream no event reached keeps checkpoint 0; the redis queue's raw rows are all applied.
+        await setCheckpoints(db, [0, 7_000_000_000_000_000]);
+        await insertRaw(db, [
+          { id: "old", position: 1, atMs: daysAgo(31) },
+          { id: "new", position: 2, atMs: daysAgo(1) },
+        ]);
+        const settings = { ...SETTINGS, isLogPositional: false };
+        assert.equal((await pruneExpired(db, NOW, settings)).raw_events, 1);
+        assert.deepEqual(await sortedIds(db), ["new"]);
+      }),
+  });
 }
 
 test("[db] pruneExpired() deletes nothing once its signal is aborted (shutdown)", () =>
