@@ -20,6 +20,7 @@ import { AUDIT_QUERY } from "./audit.ts";
 import { ROLES } from "./auth.ts";
 import { LIST_QUERY as FLAG_LIST, REVIEW, RISK_QUERY } from "./compliance.ts";
 import { RANGE_QUERY } from "./time_range.ts";
+import { INFO_DESCRIPTION, ROUTE_TEXT, type Tag, TAG_DESCRIPTIONS, TAGS } from "./openapi_text.ts";
 
 /** Who may call a route. */
 type Access = "public" | "any-token" | "ingest" | "stats" | "privacy" | "admin" | "metrics";
@@ -40,12 +41,19 @@ interface Reply {
   contentType?: string;
 }
 
-/** One documented operation; `path` uses OpenAPI's `{param}` form. */
+/**
+ * One documented operation; `path` uses OpenAPI's `{param}` form. `summary` is one line;
+ * `description` (Markdown, from `openapi_text.ts`) says everything else about the route, and
+ * `parameters` / `fields` describe its parameters and body fields by name.
+ */
 export interface RouteDoc {
   method: "get" | "post" | "patch";
   path: string;
   summary: string;
-  tag: string;
+  description: string;
+  parameters?: Record<string, string>;
+  fields?: Record<string, string>;
+  tag: Tag;
   access: Access;
   query?: z.ZodObject;
   body?: z.ZodType;
@@ -64,14 +72,21 @@ const CONSENT_NOTES = z.array(z.string()).meta({
 const INGESTED = z.object({
   accepted: z.literal(1),
   event_id: z.string(),
-  ignored_fields: z.array(z.string()),
+  ignored_fields: z.array(z.string()).meta({
+    description: "Unknown top-level fields, and extra_metadata.<key> for keys outside " +
+      "METADATA_KEYS: dropped, never stored",
+  }),
   consent_notes: CONSENT_NOTES.optional(),
   gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
 const BATCH_INGESTED = z.object({
-  accepted: z.number().int(),
-  rejected: z.array(z.object({ index: z.number().int(), issues: ERROR.shape.issues })),
-  ignored: z.array(z.object({ index: z.number().int(), fields: z.array(z.string()) })),
+  accepted: z.number().int().meta({ description: "Events stored" }),
+  rejected: z.array(z.object({ index: z.number().int(), issues: ERROR.shape.issues })).meta({
+    description: "Invalid items by index (from 0), with every problem; the others are kept",
+  }),
+  ignored: z.array(z.object({ index: z.number().int(), fields: z.array(z.string()) })).meta({
+    description: "Fields dropped from accepted items, as ignored_fields of POST /events",
+  }),
   consent_notes: z.array(z.object({ index: z.number().int(), notes: CONSENT_NOTES })).optional(),
   gpc: z.literal(true).optional().meta({ description: "The request carried Sec-GPC: 1" }),
 });
@@ -98,17 +113,22 @@ const NEXT_CURSOR = z.string().nullable().meta({
 const PRIVACY_RECORD = z.object({
   id: z.string(),
   user_id: z.string().meta({ description: "The user, or their pseudonym once erased" }),
-  type: z.enum(REQUEST_TYPES),
+  type: z.enum(REQUEST_TYPES).meta({
+    description: "deletion (erasure), access (export), do_not_track, opt_out_sale_share",
+  }),
   source: z.enum(["api", "event", "gpc", "gpp"]).meta({
     description: "api: filed here; event: a TV's do-not-track; gpc: a Sec-GPC: 1 header; " +
       "gpp: a GPP string's US section said opted out of sale or sharing (or GPC)",
   }),
-  jurisdiction: z.enum(JURISDICTIONS).nullable(),
+  jurisdiction: z.enum(JURISDICTIONS).nullable().meta({
+    description: "gdpr: due one calendar month after receipt; ccpa: 45 days; null for a TV's " +
+      "do-not-track",
+  }),
   status: z.enum(["received", "in_progress", "completed", "failed"]),
   received_at: TIME,
-  due_at: TIME.nullable(),
+  due_at: TIME.nullable().meta({ description: "The legal deadline; null when there is none" }),
   completed_at: TIME.nullable(),
-  overdue: z.boolean(),
+  overdue: z.boolean().meta({ description: "Not completed or failed, and past due_at" }),
   result: JSON_OBJECT.nullable().meta({
     description: "What the request did (e.g. erased rows per table, exported counts)",
   }),
@@ -118,8 +138,11 @@ const PRIVACY_RECORD = z.object({
 });
 
 const STATS_TOTALS = {
-  plays: COUNT,
-  watch_time_ms: COUNT,
+  plays: COUNT.meta({ description: "PLAY events (starts and resumes)" }),
+  watch_time_ms: COUNT.meta({
+    description: "Playback segments (PLAY to PAUSE, STOP or ERROR), each capped at " +
+      "MAX_SEGMENT_MS, credited to the content and region of the event that ends it",
+  }),
   events: COUNT,
   errors: COUNT,
   error_rate: RATE,
@@ -127,14 +150,19 @@ const STATS_TOTALS = {
 };
 const STATS_SUMMARY = z.object({
   ...RANGE,
-  total_events: COUNT,
+  total_events: COUNT.meta({
+    description: "Every unique accepted event, late ones included",
+  }),
   events_by_type: countsBy(PLAYBACK_TYPES, "Events per event type; every playback type present"),
-  plays: COUNT,
-  watch_time_ms: COUNT,
+  plays: STATS_TOTALS.plays,
+  watch_time_ms: STATS_TOTALS.watch_time_ms,
   errors: COUNT,
   error_rate: RATE,
   unique_viewers: STATS_TOTALS.unique_viewers,
-  late_events: COUNT.meta({ description: "Events that arrived after their window closed" }),
+  late_events: COUNT.meta({
+    description: "Events that arrived more than ALLOWED_LATENESS_MS behind the watermark " +
+      "(counted in total_events too)",
+  }),
   duplicate_events: COUNT.meta({ description: "All-time: retries of an event already stored" }),
 });
 const CONTENT_STATS = z.object({
@@ -160,7 +188,10 @@ const REGION_STATS = z.object({
   })).meta({ description: "Events per platform: the 10 largest, then other" }),
 });
 const TIMESERIES = z.object({
-  metric: z.enum(METRICS),
+  metric: z.enum(METRICS).meta({
+    description: "error_rate is errors / events per bucket; unique_viewers merges the hourly " +
+      "HyperLogLog sketches of each bucket",
+  }),
   bucket: z.enum(Object.keys(BUCKETS) as ["1h", "1d"]),
   from: TIME,
   to: TIME,
@@ -188,18 +219,23 @@ const FLAG = z.object({
   rule_version: z.number().int(),
   level: LEVEL,
   entity_type: z.enum(ENTITY_TYPES),
-  entity_id: z.string(),
+  entity_id: z.string().meta({
+    description: "The user, content or device the flag is about (the pseudonym once erased)",
+  }),
   event_id: z.string().meta({ description: "The event that raised or last escalated it" }),
   user_id: z.string().meta({ description: "Empty for a content flag" }),
   region: z.string(),
-  is_eu: z.boolean(),
-  occurred_at: TIME,
-  raised_at: TIME,
-  flagged_events: COUNT,
-  reason: z.string(),
+  is_eu: z.boolean().meta({ description: "The region is in GDPR_REGIONS" }),
+  occurred_at: TIME.meta({ description: "Event time of the event that raised it" }),
+  raised_at: TIME.meta({ description: "When the pipeline wrote it" }),
+  flagged_events: COUNT.meta({ description: "Events the flag covers" }),
+  reason: z.string().meta({ description: "What the rule saw, in a sentence" }),
   evidence: EVIDENCE,
-  status: FLAG_STATUS,
-  assignee: z.string().nullable(),
+  status: FLAG_STATUS.meta({
+    description: "Review status: open when raised, then acknowledged, escalated, dismissed or " +
+      "resolved; a higher-level sighting re-opens a dismissed or resolved flag",
+  }),
+  assignee: z.string().nullable().meta({ description: "Who handles it, null when nobody" }),
   revision: z.number().int().min(1).meta({ description: "Send it back when reviewing" }),
 });
 const FLAG_WITH_HISTORY = FLAG.extend({
@@ -221,8 +257,12 @@ const FLAG_WITH_HISTORY = FLAG.extend({
 const FLAG_PAGE = z.object({ items: z.array(FLAG), next_cursor: NEXT_CURSOR });
 const COMPLIANCE_SUMMARY = z.object({
   ...RANGE,
-  flagged_events_by_rule: countsBy(RULE_IDS, "Flagged events per rule"),
-  flags_by_rule: countsBy(RULE_IDS, "Flags per rule"),
+  flagged_events_by_rule: countsBy(
+    RULE_IDS,
+    "Events each rule flagged (windowed rules: the events that arrived while their entity was " +
+      "over the threshold), by event hour",
+  ),
+  flags_by_rule: countsBy(RULE_IDS, "Flags per rule, by the event time they occurred at"),
   flags_by_level: countsBy(["HIGH", "MEDIUM", "LOW"], "Flags per level"),
   flags_by_status: countsBy(FLAG_STATUSES, "Flags per review status"),
 });
@@ -234,9 +274,9 @@ const COMPLIANCE_REGIONS = z.object({
   )
     .meta({ description: "Flagged events per rule in each region that has any" }),
   groups: z.object({
-    eu: RULE_COUNTS,
+    eu: RULE_COUNTS.meta({ description: "Regions in GDPR_REGIONS; non_eu the others" }),
     non_eu: RULE_COUNTS,
-    us_ca: RULE_COUNTS,
+    us_ca: RULE_COUNTS.meta({ description: "US-CA (California); non_us_ca the others" }),
     non_us_ca: RULE_COUNTS,
   }),
 });
@@ -246,11 +286,11 @@ const ENTITY_RISK = z.object({
   score: z.number().min(0).meta({
     description: "Sum of rule × level weights of the open flags, halving every 30 days",
   }),
-  level: LEVEL,
+  level: LEVEL.meta({ description: "HIGH from a score of 20, MEDIUM from 5, LOW below" }),
   flags_by_rule: countsBy(RULE_IDS, "Flags per rule, closed ones too"),
   flags_by_status: countsBy(FLAG_STATUSES, "Flags per review status"),
-  first_flag_at: TIME,
-  last_flag_at: TIME,
+  first_flag_at: TIME.meta({ description: "Earliest event time of its flags, closed ones too" }),
+  last_flag_at: TIME.meta({ description: "Latest event time of its flags, closed ones too" }),
   open_flags: COUNT.meta({ description: "Flags not dismissed or resolved: the ones scored" }),
 });
 
@@ -352,9 +392,11 @@ const CONSENT = z.object({
 const CONSENT_SUMMARY = z.object({
   ...RANGE,
   required_purposes: z.array(z.string()).meta({ description: "CONSENT_PURPOSES, by name" }),
-  users: COUNT,
-  events: COUNT,
-  signal_events: COUNT,
+  users: COUNT.meta({
+    description: "Users whose consent state held at some time in the range, each counted once",
+  }),
+  events: COUNT.meta({ description: "Events in the range, sum over the regions" }),
+  signal_events: COUNT.meta({ description: "Events that carried a consent signal" }),
   regions: z.array(z.object({
     region: z.string(),
     users: COUNT.meta({ description: "Users whose consent state held at some time in the range" }),
@@ -389,7 +431,7 @@ const AUDIT_PAGE = z.object({
   next_cursor: NEXT_CURSOR,
 });
 const WHOAMI = z.object({
-  name: z.string(),
+  name: z.string().meta({ description: "The token's name; anonymous when auth is off" }),
   role: z.enum(ROLES),
   auth: z.enum(["on", "off"]),
 });
@@ -427,15 +469,23 @@ const REFUSALS = {
   401: err("No bearer token, or an unknown one"),
   403: err("The token's role may not call this route"),
 };
+/** With auth off, `/privacy/*` and the body methods of `/compliance/*` refuse a foreign Origin. */
+const SAME_SITE_REFUSALS = {
+  ...REFUSALS,
+  403: err(
+    "The token's role may not call this route; or, with auth off, Origin names another site",
+  ),
+};
 const BODY_LIMITS = {
-  400: err("Malformed JSON"),
+  400: err("Malformed JSON, or a body that is not UTF-8"),
   408: err("The body did not arrive within BODY_READ_TIMEOUT_MS"),
   413: err("The body is larger than MAX_BODY_BYTES"),
+  415: err("Content-Type is not application/json"),
 };
 const INGEST_REFUSALS = {
   ...REFUSALS,
   ...BODY_LIMITS,
-  415: err("Unsupported content type"),
+  415: err("Unsupported content type: application/json (or NDJSON for a batch)"),
   503: err(
     "Backpressure, the log is unavailable, or the server is draining: retry after Retry-After",
   ),
@@ -448,6 +498,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/events",
     tag: "ingest",
     access: "ingest",
+    ...ROUTE_TEXT["post /events"],
     summary: "Send one event; 202 once it is stored in the log",
     body: EVENT_SCHEMA,
     responses: {
@@ -461,6 +512,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/events/batch",
     tag: "ingest",
     access: "ingest",
+    ...ROUTE_TEXT["post /events/batch"],
     summary:
       "Send up to MAX_BATCH_EVENTS events as a JSON array or NDJSON; invalid items are listed",
     body: z.array(EVENT_SCHEMA),
@@ -475,6 +527,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: `/stats/${what}`,
     tag: "analytics",
     access: "stats",
+    ...ROUTE_TEXT[`get /stats/${what}` as const],
     summary: `Totals ${
       what === "summary" ? "of everything" : `of one ${what.split("/")[0]}`
     } over an optional range of event-time hours`,
@@ -498,6 +551,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/stats/timeseries",
     tag: "analytics",
     access: "stats",
+    ...ROUTE_TEXT["get /stats/timeseries"],
     summary: "One metric per 1h or 1d bucket, optionally filtered and grouped",
     query: SERIES_QUERY,
     responses: {
@@ -511,6 +565,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: `/compliance/${what}`,
     tag: "compliance",
     access: "privacy",
+    ...ROUTE_TEXT[`get /compliance/${what}` as const],
     summary: what === "events"
       ? "Flags with their evidence, newest first, keyset-paginated"
       : `Flag and flagged-event counts ${what === "regions" ? "per region" : "by rule and level"}`,
@@ -530,6 +585,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/compliance/consent/summary",
     tag: "compliance",
     access: "privacy",
+    ...ROUTE_TEXT["get /compliance/consent/summary"],
     summary: "Per region: the share of users whose latest consent state in the range grants " +
       "each purpose (and consent as the privacy rule decides it), and the share of events that " +
       "carried a consent signal",
@@ -545,6 +601,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/compliance/flags/{id}",
     tag: "compliance",
     access: "privacy",
+    ...ROUTE_TEXT["get /compliance/flags/{id}"],
     summary: "One flag with its evidence, review status and history",
     responses: {
       200: ok("The flag", FLAG_WITH_HISTORY),
@@ -558,16 +615,18 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/compliance/flags/{id}",
     tag: "compliance",
     access: "privacy",
+    ...ROUTE_TEXT["patch /compliance/flags/{id}"],
     summary:
       "Review a flag: acknowledge, escalate, dismiss or resolve it (reason required to close)",
     body: REVIEW,
     responses: {
-      409: err("The flag has a newer revision than the one reviewed"),
       200: ok("The flag after the change", FLAG_WITH_HISTORY),
-      400: err("Not a flag id, or malformed JSON"),
+      ...BODY_LIMITS,
+      400: err("Not a flag id, malformed JSON, or a body that is not UTF-8"),
       404: err("No such flag"),
-      422: err("Invalid status change"),
-      ...REFUSALS,
+      409: err("The flag has a newer revision than the one reviewed"),
+      422: err("Invalid review: every problem is listed in issues"),
+      ...SAME_SITE_REFUSALS,
     },
   },
   {
@@ -575,6 +634,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/compliance/risk",
     tag: "compliance",
     access: "privacy",
+    ...ROUTE_TEXT["get /compliance/risk"],
     summary: "Risk scores of flagged users, contents and devices, highest first, keyset-paginated",
     query: RISK_QUERY,
     responses: {
@@ -591,6 +651,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/compliance/risk/{entity_type}/{id}",
     tag: "compliance",
     access: "privacy",
+    ...ROUTE_TEXT["get /compliance/risk/{entity_type}/{id}"],
     summary: "One entity's risk score, level and flag counts by rule and status",
     responses: {
       200: ok("The score", ENTITY_RISK),
@@ -604,14 +665,15 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/privacy/requests",
     tag: "privacy",
     access: "privacy",
+    ...ROUTE_TEXT["post /privacy/requests"],
     summary:
       "File a deletion, access, do-not-track or opt-out request; a repeat returns the record",
     body: PRIVACY_REQUEST,
     responses: {
       202: ok("The request record (a deletion runs on in the background)", PRIVACY_RECORD),
       ...BODY_LIMITS,
-      ...REFUSALS,
-      422: err("Invalid request"),
+      ...SAME_SITE_REFUSALS,
+      422: err("Invalid request: every problem is listed in issues"),
     },
   },
   {
@@ -619,6 +681,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/privacy/requests",
     tag: "privacy",
     access: "privacy",
+    ...ROUTE_TEXT["get /privacy/requests"],
     summary: "Requests newest first, by status, type, or overdue",
     query: PRIVACY_LIST,
     responses: {
@@ -630,7 +693,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
         }),
       ),
       400: err("Bad filter"),
-      ...REFUSALS,
+      ...SAME_SITE_REFUSALS,
     },
   },
   {
@@ -638,19 +701,27 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/privacy/requests/{id}",
     tag: "privacy",
     access: "privacy",
+    ...ROUTE_TEXT["get /privacy/requests/{id}"],
     summary: "One request with its status, deadline and result",
-    responses: { 200: ok("The record", PRIVACY_RECORD), 404: err("No such request"), ...REFUSALS },
+    responses: {
+      200: ok("The record", PRIVACY_RECORD),
+      400: err("Not a request id"),
+      404: err("No such request"),
+      ...SAME_SITE_REFUSALS,
+    },
   },
   {
     method: "get",
     path: "/privacy/requests/{id}/export",
     tag: "privacy",
     access: "privacy",
+    ...ROUTE_TEXT["get /privacy/requests/{id}/export"],
     summary: "Everything held about the user of an access request",
     responses: {
       200: ok("The export", z.object({ request: PRIVACY_RECORD, data: USER_EXPORT })),
+      400: err("Not a request id"),
       404: err("No such access request"),
-      ...REFUSALS,
+      ...SAME_SITE_REFUSALS,
     },
   },
   {
@@ -658,12 +729,15 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/privacy/users/{user_id}/consent",
     tag: "privacy",
     access: "privacy",
-    summary:
-      "A user's consent changes at event time, from the raw events still kept (at most 1,000)",
+    ...ROUTE_TEXT["get /privacy/users/{user_id}/consent"],
+    summary: "A user's consent ledger: each change of consent state with its proof, and the " +
+      "state in force at a given event time",
+    // Checked by the route (seconds optional, years 0001-9999); described in openapi_text.ts.
+    query: z.object({ at: z.string().optional() }),
     responses: {
-      200: ok("The changes and current consent", CONSENT),
-      400: err("Bad user id"),
-      ...REFUSALS,
+      200: ok("The changes, the current state and the state at `at`", CONSENT),
+      400: err("Bad user id or at"),
+      ...SAME_SITE_REFUSALS,
     },
   },
   {
@@ -671,6 +745,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/audit",
     tag: "operations",
     access: "admin",
+    ...ROUTE_TEXT["get /audit"],
     summary: "Who read compliance and privacy data, and every refused request",
     query: AUDIT_QUERY,
     responses: {
@@ -684,6 +759,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/auth/whoami",
     tag: "operations",
     access: "any-token",
+    ...ROUTE_TEXT["get /auth/whoami"],
     summary: "The calling token's name and role",
     responses: {
       200: ok("Name, role, and whether auth is on (anonymous admin when off)", WHOAMI),
@@ -695,6 +771,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/auth/status",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /auth/status"],
     summary: "Whether auth is on (so a page knows to ask for a token first)",
     responses: { 200: ok("auth: on or off", z.object({ auth: z.enum(["on", "off"]) })) },
   },
@@ -703,6 +780,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/metrics",
     tag: "operations",
     access: "metrics",
+    ...ROUTE_TEXT["get /metrics"],
     summary: "Prometheus metrics",
     responses: {
       200: { description: "Prometheus text exposition format", contentType: "text/plain" },
@@ -714,6 +792,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/healthz",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /healthz"],
     summary: "The process answers",
     responses: { 200: ok("Always ok", z.object({ status: z.literal("ok") })) },
   },
@@ -722,6 +801,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/readyz",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /readyz"],
     summary: "Database reachable, workers alive, flushes succeeding",
     responses: {
       200: ok("Ready", READINESS.extend({ status: z.literal("ready") })),
@@ -733,6 +813,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/openapi.json",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /openapi.json"],
     summary: "This document",
     responses: { 200: ok("OpenAPI 3.1", OPENAPI) },
   },
@@ -741,6 +822,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/docs",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /docs"],
     summary: "Interactive API reference",
     responses: { 200: { description: "HTML page", contentType: "text/html" } },
   },
@@ -749,6 +831,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/dashboard",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /dashboard"],
     summary: "Dashboard page (its data comes from the API with the viewer's token)",
     responses: { 200: { description: "HTML page", contentType: "text/html" } },
   },
@@ -757,6 +840,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/dashboard/assets/{file}",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /dashboard/assets/{file}"],
     summary: "Script, style and chart library of the dashboard",
     responses: {
       200: { description: "The asset", contentType: "text/javascript" },
@@ -768,6 +852,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     path: "/docs/assets/{file}",
     tag: "operations",
     access: "public",
+    ...ROUTE_TEXT["get /docs/assets/{file}"],
     summary: "Script and style of the reference page, from the swagger-ui-dist package",
     responses: {
       200: { description: "The asset", contentType: "text/javascript" },
@@ -782,11 +867,19 @@ function jsonSchema(schema: z.ZodType): Record<string, unknown> {
   return rest;
 }
 
+/** A parameter's description: the route's text for it, else its schema's own. */
+function parameterText(route: RouteDoc, name: string, schema?: unknown): { description?: string } {
+  const text = route.parameters?.[name] ??
+    (schema as { description?: string } | undefined)?.description;
+  return text === undefined ? {} : { description: text };
+}
+
 function parameters(route: RouteDoc): unknown[] {
   const inPath = [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => ({
     name: m[1],
     in: "path",
     required: true,
+    ...parameterText(route, m[1]),
     schema: { type: "string" },
   }));
   const query = route.query === undefined ? [] : Object.entries(
@@ -796,9 +889,24 @@ function parameters(route: RouteDoc): unknown[] {
     in: "query",
     required: ((jsonSchema(route.query!).required ?? []) as string[]).includes(name) &&
       !(schema as { default?: unknown }).default,
+    ...parameterText(route, name, schema),
     schema,
   }));
   return [...inPath, ...query];
+}
+
+/** The JSON schema of a route's body, its fields described by the route's `fields`. */
+function bodySchema(route: RouteDoc & { body: z.ZodType }): Record<string, unknown> {
+  const schema = jsonSchema(route.body);
+  // An array body (a batch) describes the fields of each item.
+  const object = (schema.type === "array" ? schema.items : schema) as {
+    properties?: Record<string, Record<string, unknown>>;
+  };
+  for (const [name, text] of Object.entries(route.fields ?? {})) {
+    const field = object.properties?.[name];
+    if (field !== undefined) field.description = text;
+  }
+  return schema;
 }
 
 /** The OpenAPI 3.1 document of {@link ROUTE_DOCS}. */
@@ -812,9 +920,9 @@ export function openApiDocument(): Record<string, unknown> {
       operationId: `${route.method}${
         route.path.replace(/[^A-Za-z0-9]+(.)?/g, (_, c) => c === undefined ? "" : c.toUpperCase())
       }`,
-      description: roles.length === 0
-        ? "No token needed."
-        : `Roles: ${roles.join(", ")} (when auth is on).`,
+      description: `${
+        roles.length === 0 ? "No token needed." : `Roles: ${roles.join(", ")} (when auth is on).`
+      }\n\n${route.description}`,
       security: roles.length === 0 ? [] : [{ bearer: roles }],
       parameters: parameters(route),
       responses: Object.fromEntries(
@@ -833,7 +941,7 @@ export function openApiDocument(): Record<string, unknown> {
     if (route.body !== undefined) {
       operation.requestBody = {
         required: true,
-        content: { "application/json": { schema: jsonSchema(route.body) } },
+        content: { "application/json": { schema: bodySchema({ ...route, body: route.body }) } },
       };
     }
     (paths[route.path] ??= {})[route.method] = operation;
@@ -843,11 +951,10 @@ export function openApiDocument(): Record<string, unknown> {
     info: {
       title: "OTT compliance events pipeline",
       version: "1.0.0",
-      description: "Smart TV playback telemetry: ingest, analytics, compliance flags and privacy " +
-        "requests. With auth on, send `Authorization: Bearer <token>`; each route says its roles.",
+      description: INFO_DESCRIPTION,
     },
     servers: [{ url: "/" }],
-    tags: ["ingest", "analytics", "compliance", "privacy", "operations"].map((name) => ({ name })),
+    tags: TAGS.map((name) => ({ name, description: TAG_DESCRIPTIONS[name] })),
     components: {
       securitySchemes: {
         bearer: {

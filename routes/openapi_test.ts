@@ -14,6 +14,61 @@ test("[docs] /openapi.json is a valid OpenAPI 3.1 document", async () => {
   assert.equal(result.valid, true, JSON.stringify(result.errors, null, 2));
 });
 
+interface Operation {
+  description: string;
+  summary: string;
+  parameters: Array<{ name: string; description?: string }>;
+  requestBody?: { content: Record<string, { schema: Record<string, unknown> }> };
+}
+
+Deno.test("[docs] every route, tag and the document itself are described", () => {
+  const document = openApiDocument() as {
+    info: { description: string };
+    tags: Array<{ name: string; description?: string }>;
+    paths: Record<string, Record<string, Operation>>;
+  };
+  // The reference lives here, not in the README: what applies to every route, and to each tag.
+  for (const topic of ["Authentication", "Errors", "Time ranges", "Pagination", "Origin"]) {
+    assert.ok(
+      document.info.description.includes(topic),
+      `info.description says nothing of ${topic}`,
+    );
+  }
+  for (const tag of document.tags) {
+    assert.ok((tag.description ?? "").trim() !== "", `tag ${tag.name} has no description`);
+    assert.ok(ROUTE_DOCS.some((r) => r.tag === tag.name), `tag ${tag.name} has no route`);
+  }
+  for (const route of ROUTE_DOCS) {
+    const name = `${route.method.toUpperCase()} ${route.path}`;
+    assert.ok(route.description.trim() !== "", `${name} has no description`);
+    assert.ok(!route.summary.includes("\n"), `${name}: its summary must be one line`);
+    const operation = document.paths[route.path][route.method];
+    assert.ok(operation.description.includes(route.description), `${name}: description not served`);
+    // Text for a parameter or field the route does not have would describe nothing.
+    for (const param of Object.keys(route.parameters ?? {})) {
+      const served = operation.parameters.find((p) => p.name === param);
+      assert.equal(served?.description, route.parameters![param], `${name}: no parameter ${param}`);
+    }
+    const body = operation.requestBody?.content["application/json"].schema;
+    const item = (body?.type === "array" ? body.items : body) as
+      | { properties?: Record<string, { description?: string }> }
+      | undefined;
+    for (const field of Object.keys(route.fields ?? {})) {
+      assert.equal(
+        item?.properties?.[field]?.description,
+        route.fields![field],
+        `${name}: no body field ${field}`,
+      );
+    }
+    // Every parameter of a route with described parameters is described.
+    if (route.parameters !== undefined) {
+      for (const param of operation.parameters) {
+        assert.ok((param.description ?? "") !== "", `${name}: parameter ${param.name} undescribed`);
+      }
+    }
+  }
+});
+
 test("[docs] every route the app serves is documented, and every documented route exists", async () => {
   const h = await startHarness({ metricsToken: undefined });
   try {
