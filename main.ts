@@ -7,10 +7,11 @@
 import { parseArgs } from "node:util";
 import type { Hono } from "hono";
 import type { Kysely } from "kysely";
-import { type EventLog, openLog } from "./actors/log/mod.ts";
+import { type EventLog, logTraits, openLog } from "./actors/log/mod.ts";
 import { Region } from "./actors/region.ts";
 import { type Config, loadConfig } from "./config.ts";
-import { openDatabase } from "./db/client.ts";
+import { lockLogWriter, openDatabase, type WriterLock } from "./db/client.ts";
+import { ensureDaysAhead } from "./db/partitions.ts";
 import { writeFlush } from "./db/flush.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { startRetentionPruner } from "./db/retention.ts";
@@ -78,12 +79,21 @@ export async function startPipeline(
   });
   const db = opened.db;
   logger.info(`Database: ${opened.kind} at ${opened.location}`);
+  let writerLock: WriterLock | undefined;
   try {
     const applied = await migrateToLatest(db);
     if (applied.length > 0) logger.info("Applied migrations", { applied });
-    const isLogDurable = config.queue === "postgres";
+    const traits = logTraits(config.queue);
+    if (traits.isSingleWriter && config.databaseUrl !== undefined) {
+      writerLock = await lockLogWriter(
+        config.databaseUrl,
+        (error) => logger.error("Lost the log writer's lock connection", { error: error.message }),
+      );
+    }
+    // Raw events live in daily partitions: every day an event can still be accepted for, and ahead.
+    await ensureDaysAhead(db, Date.now(), config.maxEventAgeMs);
     // Durable and redis logs number raw events with the sequence; a memory log before them did not.
-    if (config.queue !== "memory") await syncLogSequence(db);
+    if (traits.usesPositionSequence) await syncLogSequence(db);
     const firstPosition = await nextLogPosition(db);
     const alertMinRank = config.alerts.url === undefined
       ? undefined
@@ -109,9 +119,9 @@ export async function startPipeline(
       alertMinRank,
       writeBatch: (batch) => writeFlush(db, batch, { alertMinRank }),
       firstPosition,
-      isLogDurable,
+      isLogDurable: traits.isRawEventsLog,
       workerUrl: options.workerUrl,
-      cluster: config.queue === "redis"
+      cluster: traits.isShared
         ? { onShardsLost: (keys) => logRef.current?.onShardsLost(keys) }
         : undefined,
       shardStore: {
@@ -127,7 +137,7 @@ export async function startPipeline(
       db,
       region,
       logger,
-      onAppended: (rows, result) => metrics.countAppended(rows, result.stored),
+      onAppended: (rows, result) => metrics.countAppended(rows, result.stored, result.reusedIds),
       onAppendPath: (path) => metrics.countAppendPath(path),
     });
     logRef.current = opened;
@@ -137,7 +147,7 @@ export async function startPipeline(
       await loadErasedHashes(db),
     );
     // In a cluster, other nodes erase users too: learn their hashes within a few heartbeats.
-    const erasedRefresh = !opened.isShared ? undefined : setInterval(() => {
+    const erasedRefresh = !traits.isShared ? undefined : setInterval(() => {
       loadErasedHashes(db).then((hashes) => hashes.forEach((hash) => erased.add(hash)))
         .catch((error) =>
           logger.warn("Cannot refresh erased users", { error: (error as Error).message })
@@ -153,11 +163,11 @@ export async function startPipeline(
         const errors = await region.flush();
         if (errors.length > 0) throw new Error(`Cannot flush workers: ${errors.join("; ")}`);
         // Other nodes own other shards: give them a few flush intervals to apply and commit.
-        if (opened.isShared) {
+        if (traits.isShared) {
           await new Promise((resolve) => setTimeout(resolve, 3 * config.flushIntervalMs));
         }
       },
-      isLogPositional: config.queue !== "redis",
+      isLogPositional: traits.isPositional,
       eraseLogEntries: opened.eraseUser === undefined
         ? undefined
         : (userId) => opened.eraseUser!(userId),
@@ -171,7 +181,7 @@ export async function startPipeline(
       // The memory and postgres logs are counted where they decide lateness and duplicates.
       // Events of erased users are appended under their pseudonym, whatever the backend.
       log: new ErasingLog(
-        opened.kind === "redis" ? countAcknowledged(opened, metrics) : opened,
+        traits.countsOutcomes ? opened : countAcknowledged(opened, metrics),
         erased,
       ),
       metrics,
@@ -207,9 +217,9 @@ export async function startPipeline(
           const errors = await region.drain();
           if (errors.length > 0) {
             logger.error(
-              opened.kind === "memory"
-                ? "Drain could not flush everything; unflushed events are lost"
-                : "Drain could not flush everything; the log keeps the events for the next start",
+              traits.isDurable
+                ? "Drain could not flush everything; the log keeps the events for the next start"
+                : "Drain could not flush everything; unflushed events are lost",
               { errors },
             );
           }
@@ -221,6 +231,7 @@ export async function startPipeline(
         await drain();
         await alerts?.stop();
         await opened.close();
+        await writerLock?.release();
         await db.destroy();
       })();
     await eraser.resume();
@@ -257,6 +268,7 @@ export async function startPipeline(
       stop: close,
     };
   } catch (error) {
+    await writerLock?.release();
     await db.destroy();
     throw error;
   }
@@ -290,7 +302,7 @@ async function serve(): Promise<void> {
   const stopAuditPruner = startAuditPruner(pipeline.db, config.auditRetentionDays, logger);
   const stopRetentionPruner = startRetentionPruner(pipeline.db, {
     ...config,
-    isLogPositional: config.queue !== "redis",
+    isLogPositional: pipeline.log.traits.isPositional,
   }, logger);
   const server = Deno.serve({
     port: config.port,
@@ -301,7 +313,7 @@ async function serve(): Promise<void> {
         workers: config.workers,
         shards: config.shards,
         flush_interval_ms: config.flushIntervalMs,
-        node_id: config.queue === "redis" ? config.redis.nodeId : null,
+        node_id: pipeline.log.traits.isShared ? config.redis.nodeId : null,
       }),
   }, pipeline.app.fetch);
 

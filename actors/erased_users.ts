@@ -6,7 +6,7 @@
  * @module
  */
 import { createHmac } from "node:crypto";
-import type { Appender } from "./log/mod.ts";
+import type { Appender } from "./log/log.ts";
 import type { IncomingEvent, Refusal } from "./region.ts";
 
 /** Prefix of every pseudonym, so a reader sees at once that a row belongs to an erased user. */

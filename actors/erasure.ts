@@ -21,7 +21,7 @@ import type { Database } from "../db/schema.ts";
 import type { Logger } from "../logger.ts";
 import type { OptOut } from "../rules/mod.ts";
 import type { ErasedUsers } from "./erased_users.ts";
-import type { ErasedEntries } from "./log/mod.ts";
+import type { ErasedEntries } from "./log/log.ts";
 
 /** When an erasure that could not finish runs again, and when it is given up. */
 export interface ErasureRetry {

@@ -127,3 +127,64 @@ export function redactUrl(url: string): string {
     return "(unparseable DATABASE_URL)";
   }
 }
+
+/**
+ * A pool of its own for the postgres log's appender, one connection per concurrent append; a
+ * dropped connection fails the append in progress (answered 503 and retried), never the process.
+ */
+export function openAppenderPool(
+  databaseUrl: string,
+  size: number,
+  onError: (error: Error) => void,
+): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: size,
+    connectionTimeoutMillis: 30_000,
+    idleTimeoutMillis: 0,
+    query_timeout: 30_000,
+    keepAlive: true,
+  });
+  pool.on("error", onError);
+  pool.on("connect", (client) => client.on("error", onError));
+  return pool;
+}
+
+/** Advisory lock key held by the one process that writes a database's log. */
+const LOG_WRITER_LOCK = 720_117_002;
+
+/** The log writer's lock, held on a connection of its own until released. */
+export interface WriterLock {
+  release(): Promise<void>;
+}
+
+/**
+ * Takes the log writer's lock on PostgreSQL (a session advisory lock on a connection of its own),
+ * or throws at once when another process holds it: two servers appending to one log would hand
+ * out the same positions. PGlite's data directory lock does the same for the embedded database.
+ */
+export async function lockLogWriter(
+  databaseUrl: string,
+  onLost: (error: Error) => void,
+): Promise<WriterLock> {
+  const client = new pg.Client({ connectionString: databaseUrl, keepAlive: true });
+  await client.connect();
+  // A dropped connection loses the lock (and must not crash the process): say so in the log.
+  client.on("error", onLost);
+  try {
+    const result = await client.query<{ locked: boolean }>(
+      "select pg_try_advisory_lock($1) as locked",
+      [LOG_WRITER_LOCK],
+    );
+    if (!result.rows[0].locked) {
+      throw new Error(
+        "Cannot start: another server writes this database's event log (it holds PostgreSQL " +
+          `advisory lock ${LOG_WRITER_LOCK}); stop it, or run several nodes with QUEUE=redis`,
+      );
+    }
+  } catch (error) {
+    await client.end();
+    throw error;
+  }
+  return { release: () => client.end() };
+}

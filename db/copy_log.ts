@@ -5,7 +5,9 @@
  * `event_id` that is already stored, so a group is copied only when nothing in it is known to be a
  * retry; otherwise, and whenever COPY fails on a duplicate key or finds a retried erased event, the
  * group goes through the exact `INSERT ... ON CONFLICT DO NOTHING` path instead. Both paths commit
- * the same rows and the same duplicate count.
+ * the same rows and the same duplicate count. An event is its `event_id` with its timestamp (the
+ * primary key of the day-partitioned table); recent ids are remembered by id alone, so a reused id
+ * with another timestamp takes the exact path too.
  *
  * @module
  */
@@ -214,10 +216,13 @@ export class CopyLogWriter {
     let isMaybeRetry = false;
     for (let i = 0; i < rows.length; i++) {
       const id = rows[i].eventId;
+      const atMs = rows[i].atMs;
       const parts = fingerprintParts(id);
       hi[i] = parts[0];
       lo[i] = parts[1];
-      if (firsts.addFirst(hi[i], lo[i], i, (j) => rows[j].eventId === id) !== i) continue;
+      // An event is its id and timestamp (the primary key): a repeat repeats both.
+      const isSame = (j: number) => rows[j].eventId === id && rows[j].atMs === atMs;
+      if (firsts.addFirst(hi[i], lo[i], i, isSame) !== i) continue;
       isFirst[i] = 1;
       if (this.#recent.hasParts(hi[i], lo[i])) isMaybeRetry = true;
       unique.push(rows[i]);

@@ -6,6 +6,7 @@ import { type AppendPath, CopyLogWriter, copyText, iso, RecentFingerprints } fro
 import { openDatabase } from "./client.ts";
 import { appendToLog, type PositionedRow, readLog } from "./log_store.ts";
 import { migrateToLatest } from "./migrate.ts";
+import { DAY_MS, ensureDays } from "./partitions.ts";
 import type { Database } from "./schema.ts";
 import { makeEvent, T0 } from "../tests/fixtures.ts";
 import { TEST_DATABASE_URL, withFreshPostgres } from "../tests/_harness.ts";
@@ -46,6 +47,8 @@ async function withWriter(
     });
     try {
       await migrateToLatest(db);
+      // The log's appender creates its days' partitions before appending (see actors/log/mod.ts).
+      await ensureDays(db, T0 - 2 * DAY_MS, T0 + 2 * DAY_MS);
       await fn({ db, writer, paths });
     } finally {
       await writer.close();
@@ -56,10 +59,17 @@ async function withWriter(
 
 let nextPosition = 1;
 
+/** An event's timestamp, the same each time its id is sent: a retry repeats its event. */
+function timeOf(eventId: string): number {
+  let h = 0;
+  for (let i = 0; i < eventId.length; i++) h = (h * 31 + eventId.charCodeAt(i)) % 86_400;
+  return T0 + h * 1_000;
+}
+
 /** Rows with the next free positions, as the postgres log hands them out. */
 function rows(ids: string[]): PositionedRow[] {
   return ids.map((eventId, i) =>
-    makeEvent({ eventId, userId: `u-${i % 7}`, atMs: T0 + i, position: nextPosition++ })
+    makeEvent({ eventId, userId: `u-${i % 7}`, atMs: timeOf(eventId), position: nextPosition++ })
   );
 }
 
@@ -317,4 +327,26 @@ test({
       1_000,
       4,
     ),
+});
+
+test({
+  name:
+    "[postgres] a retry days later counts once; the same id with another day's timestamp is another event",
+  ...onPostgres,
+  fn: () =>
+    withWriter(async ({ db, writer }) => {
+      const [first] = rows(["tv-evt-1"]);
+      assert.equal((await writer.append([first])).stored[0], 1);
+      // Three days later the TV retries it (same timestamp) amid events of other days: a duplicate.
+      const later = rows(["day-2-a", "day-2-b"]).map((r) => ({ ...r, atMs: T0 + 2 * DAY_MS }));
+      const retry = { ...first, position: nextPosition++, receivedAtMs: T0 + 3 * DAY_MS };
+      const result = await writer.append([later[0], retry, later[1]]);
+      assert.deepEqual([...result.stored], [1, 0, 1]);
+      assert.equal(await duplicateCounter(db), 1);
+      // A TV that reuses the id for a new event the next day: stored, and counted as an event.
+      const reused = { ...first, position: nextPosition++, atMs: first.atMs + DAY_MS };
+      assert.deepEqual([...(await writer.append([reused])).stored], [1]);
+      assert.equal(await storedCount(db), 4);
+      assert.equal(await duplicateCounter(db), 1);
+    }),
 });

@@ -10,6 +10,7 @@ import { KEY_SEP } from "./flush_batch.ts";
 import type { ConsentLedgerRow, CountDelta, FlushBatch } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
 import { insertRawEvents } from "./log_store.ts";
+import { ensureDaysFor, isNoPartition } from "./partitions.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
 import { packSketch } from "./hll.ts";
 import { enqueueAlerts } from "./alert_outbox.ts";
@@ -24,11 +25,29 @@ export interface FlushOptions {
   alertMinRank?: number;
 }
 
-/** Writes every part of the batch in one transaction. */
+/**
+ * Writes every part of the batch in one transaction. Raw rows of a day with no partition yet
+ * (only when the days ahead were not created) roll it back: the partitions are made, and it runs
+ * once more.
+ */
 export async function writeFlush(
   db: Kysely<Database>,
   batch: FlushBatch,
   options: FlushOptions = {},
+): Promise<void> {
+  try {
+    await writeOnce(db, batch, options);
+  } catch (error) {
+    if (!isNoPartition(error) || batch.rawEvents.length === 0) throw error;
+    await ensureDaysFor(db, batch.rawEvents.map((row) => row.atMs));
+    await writeOnce(db, batch, options);
+  }
+}
+
+async function writeOnce(
+  db: Kysely<Database>,
+  batch: FlushBatch,
+  options: FlushOptions,
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     for (let i = 0; i < batch.rawEvents.length; i += RAW_CHUNK) {

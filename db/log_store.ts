@@ -7,6 +7,7 @@
 import { type Kysely, sql } from "kysely";
 import type { RawEventRow } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
+import { ensureDaysFor, isNoPartition } from "./partitions.ts";
 import type { ConsentSignal, TelemetryEvent } from "../rules/mod.ts";
 import { type EntityType, formatShardKey, parseShardKey } from "../actors/shard_key.ts";
 
@@ -21,12 +22,15 @@ export type PositionedRow = LogRow & { position: number };
 /**
  * What an append committed: for each row, by its index in the appended array, whether it is newly
  * stored at its own position (1) or was a duplicate (0): of a stored or erased event, or of an
- * earlier row of the same append, which keeps the position.
+ * earlier row of the same append, which keeps the position. An event is its `event_id` with its
+ * timestamp: a retry repeats both, and the same id with another timestamp is another event.
  */
 export class AppendResult {
   readonly #rows: readonly PositionedRow[];
   readonly stored: Uint8Array;
   readonly duplicates: number;
+  /** Stored rows whose id the log saw recently with another timestamp (set by the log). */
+  reusedIds = 0;
 
   constructor(rows: readonly PositionedRow[], stored: Uint8Array, duplicates: number) {
     this.#rows = rows;
@@ -57,8 +61,14 @@ export async function insertRawEvents(
   db: Db,
   rows: ReadonlyArray<LogRow & { position?: number }>,
 ): Promise<Array<{ event_id: string; position: string | number }>> {
-  const result = await insertStatement(rows).execute(db);
-  return result.rows;
+  try {
+    return (await insertStatement(rows).execute(db)).rows;
+  } catch (error) {
+    // Inside a transaction the caller retries the whole of it (see `writeFlush`).
+    if (db.isTransaction || !isNoPartition(error)) throw error;
+    await ensureDaysFor(db, rows.map((row) => row.atMs));
+    return (await insertStatement(rows).execute(db)).rows;
+  }
 }
 
 /** The `insert ... returning event_id, position` of {@link insertRawEvents}. */
@@ -92,7 +102,7 @@ function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
     -- An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
     where not exists (select 1 from erased_events t where t.event_hash = md5(e.event_id))
     order by e.ord
-    on conflict (event_id) do nothing
+    on conflict (event_id, occurred_at) do nothing
     returning event_id, position`;
 }
 
@@ -110,10 +120,11 @@ export async function appendToLog(db: Db, rows: PositionedRow[]): Promise<Append
       on conflict (name) do update set value = stat_counters.value + excluded.value
     )
     select event_id, position from inserted`.execute(db);
-  const positions = new Map(result.rows.map((r) => [r.event_id, Number(r.position)]));
+  // Positions are the log's, one per row: a row is stored when its own position came back.
+  const positions = new Set(result.rows.map((r) => Number(r.position)));
   const stored = new Uint8Array(rows.length);
   rows.forEach((row, i) => {
-    if (positions.get(row.eventId) === row.position) stored[i] = 1;
+    if (positions.has(row.position)) stored[i] = 1;
   });
   return new AppendResult(rows, stored, rows.length - positions.size);
 }

@@ -15,9 +15,10 @@ import * as alertOutbox from "./migrations/2026_11_30_0007_alert_outbox.ts";
 import * as erasedRetryCheck from "./migrations/2026_12_01_0008_erased_retry_check.ts";
 import * as erasingSubject from "./migrations/2026_12_07_0009_erasing_subject.ts";
 import * as consentLedger from "./migrations/2026_12_07_0010_consent_ledger.ts";
+import * as rawEventsByDay from "./migrations/2026_12_07_0011_raw_events_by_day.ts";
 
 /** Every migration by its sortable name; add new ones here. */
-const MIGRATIONS: Record<string, Migration> = {
+export const MIGRATIONS: Record<string, Migration> = {
   "2026_11_23_0001_initial": initial,
   "2026_11_24_0002_event_log": eventLog,
   "2026_11_30_0003_hourly_buckets": hourlyBuckets,
@@ -28,6 +29,7 @@ const MIGRATIONS: Record<string, Migration> = {
   "2026_12_01_0008_erased_retry_check": erasedRetryCheck,
   "2026_12_07_0009_erasing_subject": erasingSubject,
   "2026_12_07_0010_consent_ledger": consentLedger,
+  "2026_12_07_0011_raw_events_by_day": rawEventsByDay,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */
@@ -45,4 +47,16 @@ export async function migrateToLatest<T>(db: Kysely<T>): Promise<string[]> {
     );
   }
   return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+}
+
+/** Applies the migrations up to and including `name` (tests of an upgrade start from an old schema). */
+export async function migrateTo<T>(db: Kysely<T>, name: string): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: () => Promise.resolve(MIGRATIONS) },
+  });
+  const { error } = await migrator.migrateTo(name);
+  if (error !== undefined) {
+    throw new Error(`Cannot migrate database to "${name}"`, { cause: error });
+  }
 }

@@ -10,6 +10,12 @@ import { type DeleteResult, type Kysely, sql } from "kysely";
 import type { Logger } from "../logger.ts";
 import type { Database } from "./schema.ts";
 import { pruneConsentLedger } from "./consent_store.ts";
+import {
+  dropPartitionsBefore,
+  ensureDaysAhead,
+  LEGACY_PARTITION,
+  listPartitions,
+} from "./partitions.ts";
 
 type Db = Kysely<Database>;
 
@@ -49,17 +55,21 @@ export interface PruneLimits {
 
 /** Rows a run deleted, per table. */
 export interface PruneCounts {
+  /** Rows deleted one by one: only those of the partition from before the upgrade (legacy). */
   raw_events: number;
+  /** Daily partitions of raw events dropped whole. */
+  raw_event_days: number;
   risk_flags: number;
   privacy_requests: number;
   consent_ledger: number;
 }
 
 /**
- * Deletes the rows older than their table's retention at `nowMs`: raw events by event time (never
- * above the lowest shard checkpoint: shards that have not applied them still replay them), flags by
- * event time (their `flag_history` rows cascade), and completed or failed access requests by the time
- * they were received. At most `maxBatches` statements of `batchSize` rows per table.
+ * Deletes what is older than its table's retention at `nowMs`: raw events by whole UTC days of
+ * event time (a daily partition is dropped once its day ends before the cutoff, and never while a
+ * shard has not applied its log), flags by event time (their `flag_history` rows cascade),
+ * completed or failed access requests by the time they were received, and consent states no longer
+ * seen. At most `maxBatches` statements of `batchSize` rows per table.
  */
 export async function pruneExpired(
   db: Db,
@@ -81,22 +91,30 @@ export async function pruneExpired(
     }
     return deleted;
   };
-  const raw_events = await inBatches(() =>
-    db.deleteFrom("raw_events").where(
-      "event_id",
-      "in",
-      (eb) =>
-        eb.selectFrom("raw_events").select("event_id").where("occurred_at", "<", rawCutoff)
-          // The log above the lowest checkpoint is still to be replayed by some shard.
-          .$if(settings.isLogPositional !== false, (qb) =>
-            qb.where(
-              "position",
-              "<=",
-              sql<number>`(select coalesce(min(position), 0) from shard_checkpoints)`,
-            ))
-          .limit(batchSize),
-    ).executeTakeFirst()
+  // Whole days go at once; a shard that has not applied a day's log keeps the day.
+  const isLogPositional = settings.isLogPositional !== false;
+  const drops = signal?.aborted === true ? [] : await dropPartitionsBefore(
+    db,
+    nowMs - settings.rawEventsRetentionDays * DAY_MS,
+    isLogPositional,
   );
+  const raw_event_days = drops.filter((d) => d.isDropped).length;
+  // The rows of before the upgrade to daily partitions, one partition until its bound passes.
+  const hasLegacy = (await listPartitions(db)).some((p) => p.name === LEGACY_PARTITION);
+  const raw_events = !hasLegacy
+    ? 0
+    : await inBatches(() =>
+      sql`delete from raw_events_legacy where ctid in (
+        select ctid from raw_events_legacy where occurred_at < ${rawCutoff}::timestamptz
+          ${
+        isLogPositional
+          ? sql`and position <= (select coalesce(min(position), 0) from shard_checkpoints)`
+          : sql``
+      }
+        limit ${batchSize})`.execute(db).then((r) => ({
+        numDeletedRows: r.numAffectedRows ?? 0n,
+      } as DeleteResult))
+    );
   const risk_flags = await inBatches(() =>
     db.deleteFrom("risk_flags").where(
       "id",
@@ -122,23 +140,26 @@ export async function pruneExpired(
     const count = await pruneConsentLedger(db, nowMs, settings.consentRetentionDays, batchSize);
     return { numDeletedRows: BigInt(count) } as DeleteResult;
   });
-  return { raw_events, risk_flags, privacy_requests, consent_ledger };
+  return { raw_events, raw_event_days, risk_flags, privacy_requests, consent_ledger };
 }
 
 /**
- * Runs {@link pruneExpired} now and then hourly (a run still going skips the next); returns the stop,
- * which ends the running run after its current statement and resolves when it has.
+ * Runs storage upkeep now and then hourly (a run still going skips the next): creates the raw
+ * events' daily partitions ahead (`maxEventAgeMs` back, two days on), then {@link pruneExpired}.
+ * Returns the stop, which ends the running run after its current statement and resolves when it has.
  */
 export function startRetentionPruner(
   db: Db,
-  settings: RetentionSettings,
+  settings: RetentionSettings & { maxEventAgeMs: number },
   logger: Logger,
 ): () => Promise<void> {
   const controller = new AbortController();
   let running: Promise<void> | null = null;
   const prune = () => {
     if (running !== null || controller.signal.aborted) return;
-    running = pruneExpired(db, Date.now(), settings, { signal: controller.signal })
+    const nowMs = Date.now();
+    running = ensureDaysAhead(db, nowMs, settings.maxEventAgeMs)
+      .then(() => pruneExpired(db, nowMs, settings, { signal: controller.signal }))
       .then((counts) => {
         if (Object.values(counts).some((count) => count > 0)) {
           logger.info("Pruned expired rows", {
@@ -151,7 +172,7 @@ export function startRetentionPruner(
         }
       })
       .catch((error) =>
-        logger.warn("Cannot prune expired rows: will retry in an hour", {
+        logger.warn("Cannot create partitions or prune expired rows: will retry in an hour", {
           error: error instanceof Error ? error.message : String(error),
         })
       )

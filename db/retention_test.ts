@@ -150,11 +150,13 @@ for (const kind of ["pglite", "postgres"] as const) {
       withDatabase(kind, async (db) => {
         await setCheckpoints(db, [20, 10, 30]);
         await insertRaw(db, [
-          ...[1, 2, 3, 4, 5].map((p) => ({ id: `old-${p}`, position: p, atMs: daysAgo(40) })),
+          ...[1, 2, 3].map((p) => ({ id: `old-${p}`, position: p, atMs: daysAgo(45) })),
+          ...[4, 5].map((p) => ({ id: `old-${p}`, position: p, atMs: daysAgo(35) })),
           { id: "old-at-checkpoint", position: 10, atMs: daysAgo(40) },
           { id: "old-above-checkpoint", position: 11, atMs: daysAgo(40) },
-          { id: "old-above-all", position: 35, atMs: daysAgo(40) },
+          { id: "old-above-all", position: 35, atMs: daysAgo(50) },
           { id: "new", position: 6, atMs: daysAgo(29) },
+          // The day that holds the cutoff is not wholly past retention yet: it stays.
           { id: "at-cutoff", position: 7, atMs: daysAgo(30) },
         ]);
         await insertFlags(db, [
@@ -181,8 +183,10 @@ for (const kind of ["pglite", "postgres"] as const) {
 
         const counts = await pruneExpired(db, NOW, SETTINGS, { batchSize: 2 });
 
+        // Two whole days dropped; the days with a position above the lowest checkpoint stay whole.
         assert.deepEqual(counts, {
-          raw_events: 6,
+          raw_events: 0,
+          raw_event_days: 2,
           risk_flags: 3,
           privacy_requests: 2,
           consent_ledger: 0,
@@ -192,6 +196,7 @@ for (const kind of ["pglite", "postgres"] as const) {
           "new",
           "old-above-all",
           "old-above-checkpoint",
+          "old-at-checkpoint",
         ]);
         assert.deepEqual(await flagKeys(db), ["at-cutoff", "new"]);
         const history = await sql<{ flag_key: string }>`select f.flag_key from flag_history h
@@ -206,7 +211,13 @@ for (const kind of ["pglite", "postgres"] as const) {
         ]);
         assert.deepEqual(
           await pruneExpired(db, NOW, SETTINGS, { batchSize: 2 }),
-          { raw_events: 0, risk_flags: 0, privacy_requests: 0, consent_ledger: 0 },
+          {
+            raw_events: 0,
+            raw_event_days: 0,
+            risk_flags: 0,
+            privacy_requests: 0,
+            consent_ledger: 0,
+          },
         );
       }),
   });
@@ -227,16 +238,19 @@ for (const kind of ["pglite", "postgres"] as const) {
         );
         const limits = { batchSize: 2, maxBatches: 2 };
 
+        // A whole day goes at once, however many rows; rows are still deleted in batches.
         assert.deepEqual(await pruneExpired(db, NOW, SETTINGS, limits), {
-          raw_events: 4,
+          raw_events: 0,
+          raw_event_days: 1,
           risk_flags: 4,
           privacy_requests: 0,
           consent_ledger: 0,
         });
-        assert.equal((await sortedIds(db)).length, 1);
+        assert.equal((await sortedIds(db)).length, 0);
         assert.equal((await flagKeys(db)).length, 1);
         assert.deepEqual(await pruneExpired(db, NOW, SETTINGS, limits), {
-          raw_events: 1,
+          raw_events: 0,
+          raw_event_days: 0,
           risk_flags: 1,
           privacy_requests: 0,
           consent_ledger: 0,
@@ -250,7 +264,7 @@ for (const kind of ["pglite", "postgres"] as const) {
     fn: () =>
       withDatabase(kind, async (db) => {
         await insertRaw(db, [{ id: "old", position: 1, atMs: daysAgo(365) }]);
-        assert.equal((await pruneExpired(db, NOW, SETTINGS)).raw_events, 0);
+        assert.equal((await pruneExpired(db, NOW, SETTINGS)).raw_event_days, 0);
         assert.deepEqual(await sortedIds(db), ["old"]);
       }),
   });
@@ -268,7 +282,7 @@ for (const kind of ["pglite", "postgres"] as const) {
           { id: "new", position: 2, atMs: daysAgo(1) },
         ]);
         const settings = { ...SETTINGS, isLogPositional: false };
-        assert.equal((await pruneExpired(db, NOW, settings)).raw_events, 1);
+        assert.equal((await pruneExpired(db, NOW, settings)).raw_event_days, 1);
         assert.deepEqual(await sortedIds(db), ["new"]);
       }),
   });
@@ -282,6 +296,7 @@ test("[db] pruneExpired() deletes nothing once its signal is aborted (shutdown)"
     const counts = await pruneExpired(db, NOW, SETTINGS, { signal: AbortSignal.abort() });
     assert.deepEqual(counts, {
       raw_events: 0,
+      raw_event_days: 0,
       risk_flags: 0,
       privacy_requests: 0,
       consent_ledger: 0,

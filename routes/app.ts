@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { Kysely } from "kysely";
-import type { Appender } from "../actors/log/mod.ts";
+import type { Appender } from "../actors/log/log.ts";
 import type { Region } from "../actors/region.ts";
 import type { Database } from "../db/schema.ts";
 import type { OptOut } from "../rules/mod.ts";

@@ -11,7 +11,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import type { Kysely } from "kysely";
 import type { ErasedUsers } from "../actors/erased_users.ts";
-import { type Appender, AppendError } from "../actors/log/mod.ts";
+import { type Appender, AppendError } from "../actors/log/log.ts";
 import { RecentIds } from "../actors/recent_ids.ts";
 import type { IncomingEvent } from "../actors/region.ts";
 import { recordGpcOptOuts } from "../db/privacy_store.ts";

@@ -10,7 +10,7 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import client from "prom-client";
-import type { Appender } from "../actors/log/mod.ts";
+import type { Appender } from "../actors/log/log.ts";
 import type { FlushReport } from "../actors/protocol.ts";
 import type { Region, RegionHealth, RegionObserver } from "../actors/region.ts";
 import {
@@ -127,6 +127,13 @@ export class PipelineMetrics {
     registers: [this.registry],
   });
 
+  #reusedIds = new client.Counter({
+    name: "log_reused_event_ids_total",
+    help: "Events stored although their event_id was seen recently with another timestamp: an " +
+      "event is its id with its timestamp, so a TV that reuses ids is counted (see docs/delivery.md).",
+    registers: [this.registry],
+  });
+
   /** Counts one deletion erasure scheduled to run again. */
   countErasureRetry(): void {
     this.#erasureRetries.inc();
@@ -195,7 +202,9 @@ export class PipelineMetrics {
   countAppended(
     rows: ReadonlyArray<{ isLate: boolean }>,
     stored: Uint8Array,
+    reusedIds = 0,
   ): void {
+    if (reusedIds > 0) this.#reusedIds.inc(reusedIds);
     let duplicates = 0;
     let late = 0;
     for (let i = 0; i < rows.length; i++) {

@@ -101,15 +101,14 @@ export async function withFreshPostgres(
   }
 }
 
-/** Runs `fn` on a migrated PGlite in memory (no URL) or on a fresh PostgreSQL database. */
-export async function withMigratedDatabase(
+/** Runs `fn` on an empty PGlite in memory (no URL) or on a fresh, empty PostgreSQL database. */
+export async function withEmptyDatabase(
   databaseUrl: string | undefined,
   fn: (db: Kysely<Database>) => Promise<void>,
 ): Promise<void> {
   const run = async (url: string | undefined) => {
     const { db } = await openDatabase({ databaseUrl: url, dataDir: "memory://" });
     try {
-      await migrateToLatest(db);
       await fn(db);
     } finally {
       await db.destroy();
@@ -117,6 +116,17 @@ export async function withMigratedDatabase(
   };
   if (databaseUrl === undefined) await run(undefined);
   else await withFreshPostgres(databaseUrl, run);
+}
+
+/** Runs `fn` on a migrated PGlite in memory (no URL) or on a fresh PostgreSQL database. */
+export async function withMigratedDatabase(
+  databaseUrl: string | undefined,
+  fn: (db: Kysely<Database>) => Promise<void>,
+): Promise<void> {
+  await withEmptyDatabase(databaseUrl, async (db) => {
+    await migrateToLatest(db);
+    await fn(db);
+  });
 }
 
 /**

@@ -6,16 +6,20 @@
  */
 import type { OptOut } from "../../rules/mod.ts";
 import type { IncomingEvent, Refusal, Region } from "../region.ts";
-import { AppendError, type EventLog, type LogReadiness } from "./mod.ts";
+import { AppendError, type EventLog, type LogReadiness, type LogTraits } from "./log.ts";
 
 /** Single-node, in-process log: no durability beyond the workers' flushes. */
 export class MemoryLog implements EventLog {
-  readonly kind = "memory";
-  readonly isShared = false;
+  readonly traits: LogTraits;
   #region: Region;
 
-  constructor(region: Region) {
+  constructor(region: Region, traits: LogTraits) {
     this.#region = region;
+    this.traits = traits;
+  }
+
+  get kind(): string {
+    return this.traits.kind;
   }
 
   refusal(): Refusal | null {

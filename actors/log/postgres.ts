@@ -12,7 +12,7 @@ import { AppendResult, type PositionedRow } from "../../db/log_store.ts";
 import type { Logger } from "../../logger.ts";
 import type { TelemetryEvent } from "../../rules/mod.ts";
 import type { OptOut } from "../../rules/mod.ts";
-import { AppendError, type EventLog, type LogReadiness } from "./mod.ts";
+import { AppendError, type EventLog, type LogReadiness, type LogTraits } from "./log.ts";
 import type { IncomingEvent, Refusal, Region } from "../region.ts";
 
 /** Settings of the postgres log. */
@@ -40,8 +40,7 @@ interface Waiting {
 
 /** Durable single-node log on PostgreSQL (or PGlite). */
 export class PostgresLog implements EventLog {
-  readonly kind = "postgres";
-  readonly isShared = false;
+  readonly traits: LogTraits;
   #region: Region;
   #o: PostgresLogOptions;
   #queue: Waiting[] = [];
@@ -55,10 +54,15 @@ export class PostgresLog implements EventLog {
   #isClosed = false;
   #lastFailureLogMs = 0;
 
-  constructor(region: Region, options: PostgresLogOptions) {
+  constructor(region: Region, traits: LogTraits, options: PostgresLogOptions) {
     this.#region = region;
+    this.traits = traits;
     this.#o = options;
     this.#nextPosition = options.firstPosition;
+  }
+
+  get kind(): string {
+    return this.traits.kind;
   }
 
   refusal(): Refusal | null {

@@ -5,6 +5,7 @@ import { makeEvent } from "../../tests/fixtures.ts";
 import { createLogger } from "../../logger.ts";
 import type { Region } from "../region.ts";
 import { PostgresLog } from "./postgres.ts";
+import { logTraits } from "./mod.ts";
 
 /** The region surface the log uses, recording what it is handed. */
 function fakeRegion(dispatched: TelemetryEvent[][]): Region {
@@ -34,7 +35,7 @@ function gatedLog(firstPosition: number, maxConcurrentAppends: number) {
   const dispatched: TelemetryEvent[][] = [];
   const gates: Array<ReturnType<typeof deferred>> = [];
   const appended: PositionedRow[][] = [];
-  const log = new PostgresLog(fakeRegion(dispatched), {
+  const log = new PostgresLog(fakeRegion(dispatched), logTraits("postgres"), {
     append: async (rows): Promise<AppendResult> => {
       appended.push(rows);
       const gate = deferred();
@@ -73,7 +74,7 @@ Deno.test("PostgresLog dispatches concurrent groups in position order, whichever
 Deno.test("PostgresLog rejects a failed group, leaves its positions as a gap and goes on", async () => {
   const dispatched: TelemetryEvent[][] = [];
   let calls = 0;
-  const log = new PostgresLog(fakeRegion(dispatched), {
+  const log = new PostgresLog(fakeRegion(dispatched), logTraits("postgres"), {
     append: (rows): Promise<AppendResult> => {
       calls++;
       if (calls === 1) return Promise.reject(new Error("database down"));

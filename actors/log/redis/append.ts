@@ -8,7 +8,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "../../../logger.ts";
 import type { OptOut } from "../../../rules/mod.ts";
-import { type Appender, AppendError } from "../mod.ts";
+import { type Appender, AppendError } from "../log.ts";
 import type { IncomingEvent, Refusal, Region } from "../../region.ts";
 import { shardOf } from "../../shard_of.ts";
 

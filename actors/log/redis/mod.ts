@@ -11,7 +11,7 @@ import { acquireShards, loadCheckpoints, storedReceipts } from "../../../db/log_
 import { loadOptOuts } from "../../../db/queries.ts";
 import type { OptOut } from "../../../rules/mod.ts";
 import type { IncomingEvent, Refusal } from "../../region.ts";
-import type { ErasedEntries, EventLog, LogDeps, LogReadiness } from "../mod.ts";
+import type { ErasedEntries, EventLog, LogDeps, LogReadiness, LogTraits } from "../log.ts";
 import { ENTITY_TYPES, formatShardKey } from "../../shard_key.ts";
 import { ClusterNode } from "./cluster.ts";
 import { positionOfStreamId } from "./stream_ids.ts";
@@ -19,8 +19,7 @@ import { RedisLog } from "./append.ts";
 
 /** A node of a cluster sharing Redis and PostgreSQL. */
 class SharedLog implements EventLog {
-  readonly kind = "redis";
-  readonly isShared = true;
+  readonly traits: LogTraits;
   #appender: RedisLog;
   #cluster: ClusterNode;
   #connections: Redis[];
@@ -28,13 +27,19 @@ class SharedLog implements EventLog {
 
   #eraseEntries: (userId: string) => Promise<ErasedEntries>;
 
+  get kind(): string {
+    return this.traits.kind;
+  }
+
   constructor(
+    traits: LogTraits,
     appender: RedisLog,
     cluster: ClusterNode,
     connections: Redis[],
     nodeId: string,
     eraseEntries: (userId: string) => Promise<ErasedEntries>,
   ) {
+    this.traits = traits;
     this.#appender = appender;
     this.#cluster = cluster;
     this.#connections = connections;
@@ -83,7 +88,11 @@ class SharedLog implements EventLog {
 }
 
 /** Connects to Redis and joins the cluster; resolves once this node took its first shards. */
-export async function openRedisLog(config: Config, deps: LogDeps): Promise<EventLog> {
+export async function openRedisLog(
+  config: Config,
+  deps: LogDeps,
+  traits: LogTraits,
+): Promise<EventLog> {
   const { db, region, logger } = deps;
   const { Redis } = await import("ioredis");
   const connect = async () => {
@@ -132,7 +141,14 @@ export async function openRedisLog(config: Config, deps: LogDeps): Promise<Event
       userId,
       (keys) => loadCheckpoints(db, keys),
     );
-  return new SharedLog(appender, cluster, [redis, reader], config.redis.nodeId, eraseEntries);
+  return new SharedLog(
+    traits,
+    appender,
+    cluster,
+    [redis, reader],
+    config.redis.nodeId,
+    eraseEntries,
+  );
 }
 
 /**
