@@ -10,6 +10,7 @@ import { type Kysely, type Selectable, sql } from "kysely";
 import { MAX_PURPOSE_ID, purposeNames, PURPOSES } from "../rules/consent.ts";
 import type { ConsentLedgerTable, Database } from "./schema.ts";
 import type { TimeRange } from "./stats_queries.ts";
+import { rollupRows } from "./rollup_reads.ts";
 
 type Db = Kysely<Database>;
 
@@ -143,9 +144,7 @@ export async function consentSummary(db: Db, range: TimeRange): Promise<ConsentR
     { region: string; events: number | string; signal_events: number | string }
   >`
     select region, sum(events) as events, sum(signal_events) as signal_events
-    from consent_facts_hourly
-    where (${from}::timestamptz is null or hour >= ${from}::timestamptz)
-      and (${to}::timestamptz is null or hour < ${to}::timestamptz)
+    from ${rollupRows("consent_facts", sql`region, events, signal_events`, range)} as r
     group by region`.execute(db);
   const byRegion = new Map<string, ConsentRegionSummary>();
   const share = (n: number, of: number) => (of === 0 ? null : n / of);

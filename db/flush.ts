@@ -11,6 +11,7 @@ import type { ConsentLedgerRow, CountDelta, FlushBatch } from "./flush_batch.ts"
 import type { Database } from "./schema.ts";
 import { insertRawEvents } from "./log_store.ts";
 import { ensureDaysFor, isNoPartition } from "./partitions.ts";
+import { upsertOwnRollups, upsertSharedRollups } from "./rollups.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
 import { packSketch } from "./hll.ts";
 import { enqueueAlerts } from "./alert_outbox.ts";
@@ -57,6 +58,7 @@ async function writeOnce(
     await upsertDevices(trx, batch.devices);
     await upsertViewers(trx, batch);
     await upsertFlaggedEvents(trx, batch.flaggedEvents);
+    await upsertOwnRollups(trx, batch);
     await upsertFlags(trx, batch);
     if (options.alertMinRank !== undefined) {
       // Same transaction as the flags: an alert is neither lost nor made up by a crash.
@@ -74,6 +76,7 @@ async function writeOnce(
     await upsertTypes(trx, batch);
     await upsertErrorCodes(trx, batch.errorCodes);
     await upsertConsentFacts(trx, batch);
+    await upsertSharedRollups(trx, batch);
     await advanceCheckpoints(trx, batch);
   });
 }

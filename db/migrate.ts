@@ -16,6 +16,7 @@ import * as erasedRetryCheck from "./migrations/2026_12_01_0008_erased_retry_che
 import * as erasingSubject from "./migrations/2026_12_07_0009_erasing_subject.ts";
 import * as consentLedger from "./migrations/2026_12_07_0010_consent_ledger.ts";
 import * as rawEventsByDay from "./migrations/2026_12_07_0011_raw_events_by_day.ts";
+import * as rollups from "./migrations/2026_12_07_0012_rollups.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -30,6 +31,7 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0009_erasing_subject": erasingSubject,
   "2026_12_07_0010_consent_ledger": consentLedger,
   "2026_12_07_0011_raw_events_by_day": rawEventsByDay,
+  "2026_12_07_0012_rollups": rollups,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */

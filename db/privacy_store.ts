@@ -297,16 +297,24 @@ export async function eraseUserRows(db: Db, user: {
     const devices = (await sql<{ device_id: string }>`select distinct device_id from raw_events
       where user_id = ${userId} ${applied}`.execute(trx)).rows.map((r) => r.device_id);
     if (devices.length > 0) {
-      await sql`with moved as (delete from device_facts_hourly
-          where device_id = any(${devices}::text[]) returning *)
-        insert into device_facts_hourly (device_id, hour, events, plays, errors, watch_time_ms)
-        select ${pseudonym}, hour, sum(events), sum(plays), sum(errors), sum(watch_time_ms)
-        from moved group by hour
-        on conflict (device_id, hour) do update set
-          events = device_facts_hourly.events + excluded.events,
-          plays = device_facts_hourly.plays + excluded.plays,
-          errors = device_facts_hourly.errors + excluded.errors,
-          watch_time_ms = device_facts_hourly.watch_time_ms + excluded.watch_time_ms`.execute(trx);
+      for (
+        const [table, period] of [["device_facts_hourly", "hour"], ["device_facts_daily", "day"]]
+      ) {
+        const t = sql.table(table);
+        const p = sql.ref(period);
+        await sql`with moved as (delete from ${t} where device_id = any(${devices}::text[])
+            returning *)
+          insert into ${t} (device_id, ${p}, events, plays, errors, watch_time_ms)
+          select ${pseudonym}, ${p}, sum(events), sum(plays), sum(errors), sum(watch_time_ms)
+          from moved group by ${p}
+          on conflict (device_id, ${p}) do update set ${
+          sql.join(
+            ["events", "plays", "errors", "watch_time_ms"].map((c) =>
+              sql`${sql.ref(c)} = ${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`
+            ),
+          )
+        }`.execute(trx);
+      }
       await sql`update risk_flags set entity_id = ${pseudonym},
           flag_key = 'erased:' || md5(flag_key),
           reason = replace(reason, entity_id, ${pseudonym}),

@@ -8,6 +8,7 @@ import { type Kysely, type Selectable, sql } from "kysely";
 import type { Database } from "./schema.ts";
 import { type OptOut, type OptOutType, RULE_IDS } from "../rules/mod.ts";
 import type { TimeRange } from "./stats_queries.ts";
+import { rollupRows } from "./rollup_reads.ts";
 
 type Db = Kysely<Database>;
 
@@ -19,10 +20,9 @@ const isoOf = (ms: number): string => new Date(ms).toISOString();
  * from the hourly counts (whatever a flag's own granularity), flags by the time they occurred.
  */
 export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
-  let flagged = db.selectFrom("flagged_events_hourly")
-    .select(["rule", (eb) => eb.fn.sum("flagged_events").as("events")]).groupBy("rule");
-  if (range.fromMs !== undefined) flagged = flagged.where("hour", ">=", isoOf(range.fromMs));
-  if (range.toMs !== undefined) flagged = flagged.where("hour", "<", isoOf(range.toMs));
+  const flagged = sql<{ rule: string; events: unknown }>`
+    select rule, sum(flagged_events) as events
+    from ${rollupRows("flagged_events", sql`rule, flagged_events`, range)} as r group by rule`;
   let flagRows = db.selectFrom("risk_flags")
     .select(["rule", "level", "status", (eb) => eb.fn.countAll().as("flags")])
     .groupBy(["rule", "level", "status"]);
@@ -33,7 +33,7 @@ export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
   const flaggedByRule: Record<string, number> = Object.fromEntries(RULE_IDS.map((r) => [r, 0]));
   const flags: Record<string, number> = Object.fromEntries(RULE_IDS.map((r) => [r, 0]));
   const levels: Record<string, number> = { HIGH: 0, MEDIUM: 0, LOW: 0 };
-  for (const row of await flagged.execute()) flaggedByRule[row.rule] = num(row.events);
+  for (const row of (await flagged.execute(db)).rows) flaggedByRule[row.rule] = num(row.events);
   const statuses: Record<string, number> = Object.fromEntries(FLAG_STATUSES.map((s) => [s, 0]));
   for (const row of await flagRows.execute()) {
     flags[row.rule] = (flags[row.rule] ?? 0) + num(row.flags);
@@ -203,12 +203,10 @@ export async function getComplianceRegions(
   isEu: (region: string) => boolean,
   range: TimeRange = {},
 ) {
-  let query = db.selectFrom("flagged_events_hourly")
-    .select(["region", "rule", (eb) => eb.fn.sum("flagged_events").as("events")])
-    .groupBy(["region", "rule"]).orderBy("region").orderBy("rule");
-  if (range.fromMs !== undefined) query = query.where("hour", ">=", isoOf(range.fromMs));
-  if (range.toMs !== undefined) query = query.where("hour", "<", isoOf(range.toMs));
-  const rows = await query.execute();
+  const { rows } = await sql<{ region: string; rule: string; events: unknown }>`
+    select region, rule, sum(flagged_events) as events
+    from ${rollupRows("flagged_events", sql`region, rule, flagged_events`, range)} as r
+    group by region, rule order by region, rule`.execute(db);
   type Counts = Record<string, number>;
   const empty = (): Counts => Object.fromEntries(RULE_IDS.map((rule) => [rule, 0]));
   const regions = new Map<string, { region: string; is_eu: boolean; flagged_events: Counts }>();

@@ -42,6 +42,43 @@ export interface Database {
   shard_checkpoints: ShardCheckpointsTable;
   audit_log: AuditLogTable;
   consent_ledger: ConsentLedgerTable;
+  // Daily twins of the hourly tables and narrow rollups (see db/rollups.ts): each row is the sum
+  // of the hourly rows it covers.
+  event_facts_daily: CountsTable & FactDimsColumns & { day: Timestamp };
+  event_types_daily: {
+    day: Timestamp;
+    event_type: string;
+    events: BigCount;
+    late_events: BigCount;
+  };
+  error_codes_daily: FactDimsColumns & { day: Timestamp; error_code: string; errors: BigCount };
+  device_facts_daily: CountsTable & { device_id: string; day: Timestamp };
+  viewer_sketches_daily: { scope: string; day: Timestamp; registers: number[] };
+  flagged_events_daily: { day: Timestamp; rule: string; region: string; flagged_events: BigCount };
+  consent_facts_daily: {
+    day: Timestamp;
+    region: string;
+    events: BigCount;
+    signal_events: BigCount;
+  };
+  totals_hourly: CountsTable & { hour: Timestamp };
+  totals_daily: CountsTable & { day: Timestamp };
+  content_region_hourly: CountsTable & { hour: Timestamp; content_id: string; region: string };
+  content_region_daily: CountsTable & { day: Timestamp; content_id: string; region: string };
+  audience_hourly: CountsTable & AudienceColumns & { hour: Timestamp };
+  audience_daily: CountsTable & AudienceColumns & { day: Timestamp };
+  region_error_codes_hourly: {
+    hour: Timestamp;
+    region: string;
+    error_code: string;
+    errors: BigCount;
+  };
+  region_error_codes_daily: {
+    day: Timestamp;
+    region: string;
+    error_code: string;
+    errors: BigCount;
+  };
   /** Events and events that carried a consent signal, per UTC hour of event time and region. */
   consent_facts_hourly: {
     hour: Timestamp;
@@ -86,6 +123,14 @@ export interface ConsentLedgerTable {
 /** The dimensions an hourly fact is keyed by; `unknown` when a TV did not report one. */
 export interface FactDimsColumns {
   content_id: string;
+  region: string;
+  platform: string;
+  app_version: string;
+  subscription_plan: string;
+}
+
+/** The dimensions of the audience rollups: a fact's, without the title. */
+export interface AudienceColumns {
   region: string;
   platform: string;
   app_version: string;

@@ -1,11 +1,14 @@
 /**
- * Analytics reads over the hourly buckets: summary, one title, one region, and time series. Every
- * read takes an optional range of whole hours (`fromMs` inclusive, `toMs` exclusive); without one it
- * answers all-time, including the undated "before upgrade" bucket of the hourly migration.
+ * Analytics reads over the rollups: summary, one title, one region (time series are in
+ * `timeseries.ts`). Every read takes an optional range of whole hours (`fromMs` inclusive, `toMs`
+ * exclusive) and reads its whole days from daily rows and its edge hours from hourly rows; without a
+ * range it answers all-time from the daily rows, including the undated "before upgrade" bucket of
+ * the hourly migration.
  *
  * @module
  */
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
+import { rollupRows } from "./rollup_reads.ts";
 import type { Database } from "./schema.ts";
 import { estimateViewers } from "./hll.ts";
 import { PLAYBACK_TYPES } from "../rules/mod.ts";
@@ -25,37 +28,23 @@ const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(
 const rate = (errors: number, events: number): number => (events === 0 ? 0 : errors / events);
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-// deno-lint-ignore no-explicit-any
-function inRange<QB extends { where: (...args: any[]) => QB }>(qb: QB, range: TimeRange): QB {
-  let q = qb;
-  if (range.fromMs !== undefined) q = q.where("hour", ">=", new Date(range.fromMs).toISOString());
-  if (range.toMs !== undefined) q = q.where("hour", "<", new Date(range.toMs).toISOString());
-  return q;
-}
-
 /** Estimated distinct viewers of a scope (`""` all, `c:<id>`, `r:<region>`) over the range. */
 async function uniqueViewers(db: Db, scope: string, range: TimeRange): Promise<number> {
-  const rows = await inRange(
-    db.selectFrom("viewer_sketches_hourly").select("registers").where("scope", "=", scope),
-    range,
-  ).execute();
+  const { rows } = await sql<{ registers: number[] }>`select registers from ${
+    rollupRows("viewer_sketches", sql`registers`, range, sql`scope = ${scope}`)
+  } as r`.execute(db);
   return estimateViewers(rows.map((r) => r.registers));
 }
 
 /** Pipeline-wide totals for `/stats/summary`. */
 export async function getSummary(db: Db, range: TimeRange = {}) {
-  const types = await inRange(
-    db.selectFrom("event_types_hourly").select([
-      "event_type",
-      (eb) => eb.fn.sum("events").as("events"),
-      (eb) => eb.fn.sum("late_events").as("late"),
-    ]).groupBy("event_type"),
-    range,
-  ).execute();
-  const facts = await inRange(
-    db.selectFrom("event_facts_hourly").select((eb) => eb.fn.sum("watch_time_ms").as("watch")),
-    range,
-  ).executeTakeFirst();
+  const { rows: types } = await sql<{ event_type: string; events: unknown; late: unknown }>`
+    select event_type, sum(events) as events, sum(late_events) as late
+    from ${rollupRows("event_types", sql`event_type, events, late_events`, range)} as r
+    group by event_type`.execute(db);
+  const { rows: [facts] } = await sql<{ watch: unknown }>`
+    select sum(watch_time_ms) as watch from ${rollupRows("totals", sql`watch_time_ms`, range)} as r`
+    .execute(db);
   const duplicates = await db.selectFrom("stat_counters").select("value")
     .where("name", "=", "duplicate_events").executeTakeFirst();
   const eventsByType: Record<string, number> = Object.fromEntries(
@@ -92,24 +81,30 @@ interface GroupCounts {
   watchTimeMs: number;
 }
 
-/** Fact rows where `column = value` in the range, summed per `groupBy`. */
-async function factsBy(
+const COUNT_SUMS = sql`sum(events) as events, sum(plays) as plays, sum(errors) as errors,
+  sum(watch_time_ms) as watch`;
+
+/** Rows of a narrow rollup where `column = value` in the range, summed per `groupBy`. */
+async function countsBy(
   db: Db,
+  base: "content_region" | "audience",
   column: "content_id" | "region",
   value: string,
   groupBy: "region" | "platform",
   range: TimeRange,
 ): Promise<GroupCounts[]> {
-  const rows = await inRange(
-    db.selectFrom("event_facts_hourly").select([
-      `${groupBy} as key`,
-      (eb) => eb.fn.sum("events").as("events"),
-      (eb) => eb.fn.sum("plays").as("plays"),
-      (eb) => eb.fn.sum("errors").as("errors"),
-      (eb) => eb.fn.sum("watch_time_ms").as("watch"),
-    ]).where(column, "=", value).groupBy(groupBy),
-    range,
-  ).execute();
+  const { rows } = await sql<
+    { key: string; events: unknown; plays: unknown; errors: unknown; watch: unknown }
+  >`
+    select ${sql.ref(groupBy)} as key, ${COUNT_SUMS}
+    from ${
+    rollupRows(
+      base,
+      sql`${sql.ref(groupBy)}, events, plays, errors, watch_time_ms`,
+      range,
+      sql`${sql.ref(column)} = ${value}`,
+    )
+  } as r group by 1`.execute(db);
   return rows.map((r) => ({
     key: String(r.key),
     events: num(r.events),
@@ -137,12 +132,15 @@ function totalsOf(groups: GroupCounts[]) {
   };
 }
 
-/** Stats of one title for `/stats/content/{id}`; null only when the title was never seen. */
+/**
+ * Stats of one title for `/stats/content/{id}`; null only when the title is not held at all (never
+ * seen, or not seen for longer than the daily rows are kept).
+ */
 export async function getContentStats(db: Db, contentId: string, range: TimeRange = {}) {
-  const known = await db.selectFrom("event_facts_hourly").select("content_id")
+  const known = await db.selectFrom("content_region_daily").select("content_id")
     .where("content_id", "=", contentId).limit(1).executeTakeFirst();
   if (known === undefined) return null;
-  const regions = await factsBy(db, "content_id", contentId, "region", range);
+  const regions = await countsBy(db, "content_region", "content_id", contentId, "region", range);
   const top = regions.filter((r) => r.events > 0)
     .map((r) => ({ region: r.key, plays: r.plays, events: r.events }))
     .sort((a, b) => b.plays - a.plays || b.events - a.events || (a.region < b.region ? -1 : 1))
@@ -157,24 +155,22 @@ export async function getContentStats(db: Db, contentId: string, range: TimeRang
   };
 }
 
-/** Stats of one region for `/stats/region/{region}`; null only when the region was never seen. */
+/** Stats of one region for `/stats/region/{region}`; null only when the region is not held at all. */
 export async function getRegionStats(
   db: Db,
   region: string,
   isEu: boolean,
   range: TimeRange = {},
 ) {
-  const known = await db.selectFrom("event_facts_hourly").select("region")
+  const known = await db.selectFrom("audience_daily").select("region")
     .where("region", "=", region).limit(1).executeTakeFirst();
   if (known === undefined) return null;
-  const platforms = await factsBy(db, "region", region, "platform", range);
-  const codes = await inRange(
-    db.selectFrom("error_codes_hourly").select([
-      "error_code",
-      (eb) => eb.fn.sum("errors").as("errors"),
-    ]).where("region", "=", region).groupBy("error_code"),
-    range,
-  ).execute();
+  const platforms = await countsBy(db, "audience", "region", region, "platform", range);
+  const { rows: codes } = await sql<{ error_code: string; errors: unknown }>`
+    select error_code, sum(errors) as errors
+    from ${
+    rollupRows("region_error_codes", sql`error_code, errors`, range, sql`region = ${region}`)
+  } as r group by error_code`.execute(db);
   const totals = totalsOf(platforms);
   const mix = topWithOther(
     platforms.filter((p) => p.events > 0).map((p) => [p.key, p.events] as const),

@@ -1,12 +1,15 @@
 /**
  * `GET /stats/timeseries`: one metric per hour or day over a range, optionally filtered and grouped
- * by a dimension. Additive metrics sum the hourly facts, so a series over a range adds up to the
- * summary of that range; `error_rate` is the sum of errors over the sum of events per bucket;
- * `unique_viewers` merges the hourly sketches of each bucket.
+ * by a dimension. Each series reads the narrowest rollup that holds its filters and grouping, hourly
+ * rows for 1h buckets and daily rows for 1d, so a series over a range adds up to the summary of that
+ * range; `error_rate` is the sum of errors over the sum of events per bucket; `unique_viewers`
+ * merges the sketches of each bucket. A grouped series first ranks its groups over the range, then
+ * reads the points of the `limit` largest only.
  *
  * @module
  */
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type RawBuilder, sql } from "kysely";
+import type { RollupBase } from "./rollup_reads.ts";
 import type { Database } from "./schema.ts";
 import { estimateViewers } from "./hll.ts";
 
@@ -108,18 +111,18 @@ interface Row {
   value: number;
 }
 
-function bucketExpr(bucket: Bucket) {
+/** The time column and table of a rollup base at a bucket: hourly rows for 1h, daily for 1d. */
+function tableOf(base: RollupBase, bucket: Bucket) {
   return bucket === "1h"
-    ? sql`hour`
-    : sql`(date_trunc('day', hour at time zone 'UTC') at time zone 'UTC')`;
+    ? { table: sql.table(`${base}_hourly`), time: sql.ref("hour") }
+    : { table: sql.table(`${base}_daily`), time: sql.ref("day") };
 }
 
-async function additiveRows(db: Db, q: SeriesQuery): Promise<Row[]> {
-  const conditions = [
-    sql`hour >= ${new Date(q.fromMs).toISOString()}::timestamptz`,
-    sql`hour < ${new Date(q.toMs).toISOString()}::timestamptz`,
-  ];
-  let table: string;
+/**
+ * The narrowest rollup that holds a query's filters and grouping: a series reads rows bounded by
+ * its keys times its buckets, whatever the history.
+ */
+function baseOf(q: SeriesQuery): RollupBase {
   if (q.deviceId !== undefined) {
     if (q.groupBy !== undefined || (q.contentId ?? q.region ?? q.platform) !== undefined) {
       throw new SeriesQueryError(
@@ -127,28 +130,80 @@ async function additiveRows(db: Db, q: SeriesQuery): Promise<Row[]> {
           "additive metrics on its own",
       );
     }
-    table = "device_facts_hourly";
-    conditions.push(sql`device_id = ${q.deviceId}`);
-  } else if (q.groupBy === "error_code") {
+    return "device_facts";
+  }
+  if (q.groupBy === "error_code") {
     if (q.metric !== "errors") {
       throw new SeriesQueryError(
         `Cannot group "${q.metric}" by error_code: only "errors" has codes`,
       );
     }
-    table = "error_codes_hourly";
-  } else table = "event_facts_hourly";
+    return q.contentId !== undefined || q.platform !== undefined
+      ? "error_codes"
+      : "region_error_codes";
+  }
+  const needsTitle = q.contentId !== undefined || q.groupBy === "content_id";
+  const needsAudience = q.platform !== undefined ||
+    (q.groupBy !== undefined &&
+      ["platform", "app_version", "subscription_plan"].includes(q.groupBy));
+  const needsRegion = q.region !== undefined || q.groupBy === "region";
+  if (needsTitle && needsAudience) return "event_facts";
+  if (needsTitle) return "content_region";
+  if (needsAudience || needsRegion) return "audience";
+  return "totals";
+}
+
+/** The filters of a query as conditions on its rollup, time range included. */
+function conditionsOf(q: SeriesQuery, time: RawBuilder<unknown>): RawBuilder<unknown>[] {
+  const conditions = [
+    sql`${time} >= ${new Date(q.fromMs).toISOString()}::timestamptz`,
+    sql`${time} < ${new Date(q.toMs).toISOString()}::timestamptz`,
+  ];
+  if (q.deviceId !== undefined) conditions.push(sql`device_id = ${q.deviceId}`);
   if (q.contentId !== undefined) conditions.push(sql`content_id = ${q.contentId}`);
   if (q.region !== undefined) conditions.push(sql`region = ${q.region}`);
   if (q.platform !== undefined) conditions.push(sql`platform = ${q.platform}`);
+  return conditions;
+}
+
+/**
+ * The `limit` groups of a grouped query with the largest total of the metric over the range
+ * (`error_rate` and `unique_viewers`: the most errors, the most events), read from the same
+ * rollup, so only their points are read afterwards.
+ */
+async function topKeys(
+  db: Db,
+  q: SeriesQuery,
+  base: RollupBase,
+  rankColumn: string,
+): Promise<string[]> {
+  const { table, time } = tableOf(base, q.bucket);
+  const key = sql.ref(q.groupBy!);
+  const { rows } = await sql<{ key: string }>`
+    select ${key} as key from ${table} where ${sql.join(conditionsOf(q, time), sql` and `)}
+    group by 1 order by sum(${sql.ref(rankColumn)}) desc, 1 limit ${q.limit}`.execute(db);
+  return rows.map((r) => r.key);
+}
+
+async function additiveRows(db: Db, q: SeriesQuery): Promise<Row[]> {
+  const base = baseOf(q);
+  const { table, time } = tableOf(base, q.bucket);
+  const conditions = conditionsOf(q, time);
+  const isCodes = base === "error_codes" || base === "region_error_codes";
+  if (q.groupBy !== undefined) {
+    const rank = isCodes || q.metric === "error_rate" ? "errors" : q.metric;
+    const keys = await topKeys(db, q, base, rank);
+    conditions.push(sql`${sql.ref(q.groupBy)} = any(${keys}::text[])`);
+  }
   const key = q.groupBy === undefined ? sql`null::text` : sql.ref(q.groupBy);
-  const value = table === "error_codes_hourly"
+  const value = isCodes
     ? sql`sum(errors)`
     : q.metric === "error_rate"
     ? sql`case when sum(events) = 0 then 0 else sum(errors)::float8 / sum(events) end`
     : sql`sum(${sql.ref(q.metric)})`;
   const result = await sql<{ key: string | null; t: Date | string; value: string | number }>`
-    select ${key} as key, ${bucketExpr(q.bucket)} as t, ${value} as value
-    from ${sql.table(table)} where ${sql.join(conditions, sql` and `)}
+    select ${key} as key, ${time} as t, ${value} as value
+    from ${table} where ${sql.join(conditions, sql` and `)}
     group by 1, 2`.execute(db);
   return result.rows.map((r) => ({ key: r.key, t: new Date(r.t).getTime(), value: num(r.value) }));
 }
@@ -166,17 +221,28 @@ async function viewerRows(db: Db, q: SeriesQuery): Promise<Row[]> {
   if (q.groupBy !== undefined && (q.contentId ?? q.region) !== undefined) {
     throw new SeriesQueryError("Cannot group unique_viewers and filter it at once");
   }
-  const scope = q.groupBy === "region"
-    ? sql`scope like 'r:%'`
-    : q.groupBy === "content_id"
-    ? sql`scope like 'c:%'`
-    : sql`scope = ${
-      q.contentId !== undefined ? `c:${q.contentId}` : q.region !== undefined ? `r:${q.region}` : ""
-    }`;
+  let scopes: string[];
+  if (q.groupBy !== undefined) {
+    // Sketches are read only for the groups with the most events (estimating every title's would
+    // read a sketch per title and bucket).
+    const base = q.groupBy === "content_id" ? "content_region" : "audience";
+    const prefix = q.groupBy === "content_id" ? "c:" : "r:";
+    scopes = (await topKeys(db, q, base, "events")).map((key) => prefix + key);
+  } else {
+    scopes = [
+      q.contentId !== undefined
+        ? `c:${q.contentId}`
+        : q.region !== undefined
+        ? `r:${q.region}`
+        : "",
+    ];
+  }
+  const { table, time } = tableOf("viewer_sketches", q.bucket);
   const result = await sql<{ scope: string; t: Date | string; registers: number[] }>`
-    select scope, ${bucketExpr(q.bucket)} as t, registers from viewer_sketches_hourly
-    where ${scope} and hour >= ${new Date(q.fromMs).toISOString()}::timestamptz
-      and hour < ${new Date(q.toMs).toISOString()}::timestamptz`.execute(db);
+    select scope, ${time} as t, registers from ${table}
+    where scope = any(${scopes}::text[])
+      and ${time} >= ${new Date(q.fromMs).toISOString()}::timestamptz
+      and ${time} < ${new Date(q.toMs).toISOString()}::timestamptz`.execute(db);
   const groups = new Map<string, { key: string | null; t: number; sketches: number[][] }>();
   for (const r of result.rows) {
     const key = q.groupBy === undefined ? null : r.scope.slice(2);
