@@ -54,6 +54,12 @@ export interface Config {
   rawEventsRetentionDays: number;
   /** Risk flags older than this many days (event time) are deleted. */
   flagsRetentionDays: number;
+  /** Hourly aggregate rows older than this many days (event time) are deleted. */
+  hourlyRetentionDays: number;
+  /** Daily aggregate rows older than this many days are deleted (the pre-upgrade bucket stays). */
+  dailyRetentionDays: number;
+  /** Per-device aggregates and per-entity risk rows (pseudonymous ids) are kept this many days. */
+  entityRetentionDays: number;
   /** Answered access requests older than this many days are deleted. */
   privacyRequestRetentionDays: number;
   /** Consent ledger rows older than this many days (event time) are deleted. */
@@ -149,6 +155,10 @@ export const ENV_SCHEMA = z.object({
   AUDIT_RETENTION_DAYS: intFrom(1, 36_500).default(365),
   RAW_EVENTS_RETENTION_DAYS: intFrom(1, 36_500).default(30),
   FLAGS_RETENTION_DAYS: intFrom(1, 36_500).default(365),
+  HOURLY_RETENTION_DAYS: intFrom(2, 36_500).default(35),
+  // 13 months and a bit: year-over-year questions.
+  DAILY_RETENTION_DAYS: intFrom(2, 36_500).default(400),
+  ENTITY_RETENTION_DAYS: intFrom(1, 36_500).default(90),
   // CCPA keeps records of consumer requests for 24 months.
   PRIVACY_REQUEST_RETENTION_DAYS: intFrom(1, 36_500).default(730),
   // Proof of consent must outlive the processing it covers: five years by default.
@@ -250,6 +260,12 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
         "(older events are refused before they could be counted as late)",
     );
   }
+  if (e.DAILY_RETENTION_DAYS < e.HOURLY_RETENTION_DAYS) {
+    throw new Error(
+      "Cannot start: invalid configuration: DAILY_RETENTION_DAYS must be at least " +
+        "HOURLY_RETENTION_DAYS (a day's row outlives its hours)",
+    );
+  }
   if (e.RAW_EVENTS_RETENTION_DAYS * DAY_MS < e.MAX_EVENT_AGE_MS) {
     throw new Error(
       "Cannot start: invalid configuration: RAW_EVENTS_RETENTION_DAYS must cover MAX_EVENT_AGE_MS " +
@@ -293,6 +309,9 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     rawEventsRetentionDays: e.RAW_EVENTS_RETENTION_DAYS,
     flagsRetentionDays: e.FLAGS_RETENTION_DAYS,
+    hourlyRetentionDays: e.HOURLY_RETENTION_DAYS,
+    dailyRetentionDays: e.DAILY_RETENTION_DAYS,
+    entityRetentionDays: e.ENTITY_RETENTION_DAYS,
     privacyRequestRetentionDays: e.PRIVACY_REQUEST_RETENTION_DAYS,
     consentRetentionDays: e.CONSENT_RETENTION_DAYS,
     consentVendorId: e.CONSENT_VENDOR_ID,

@@ -44,6 +44,14 @@ test("parseConfig() applies the documented defaults", () => {
     consentPurposeMask: 0b1000_0001,
   });
   assert.equal(config.consentRetentionDays, 1_825);
+  assert.deepEqual(
+    [config.hourlyRetentionDays, config.dailyRetentionDays, config.entityRetentionDays],
+    [35, 400, 90],
+  );
+  assert.throws(
+    () => parseConfig({ HOURLY_RETENTION_DAYS: "60", DAILY_RETENTION_DAYS: "30" }),
+    /DAILY_RETENTION_DAYS must be at least HOURLY_RETENTION_DAYS/,
+  );
   assert.equal(config.consentVendorId, undefined);
 });
 

@@ -303,6 +303,7 @@ async function serve(): Promise<void> {
   const stopRetentionPruner = startRetentionPruner(pipeline.db, {
     ...config,
     isLogPositional: pipeline.log.traits.isPositional,
+    aggregates: config,
   }, logger);
   const server = Deno.serve({
     port: config.port,

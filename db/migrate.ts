@@ -17,6 +17,7 @@ import * as erasingSubject from "./migrations/2026_12_07_0009_erasing_subject.ts
 import * as consentLedger from "./migrations/2026_12_07_0010_consent_ledger.ts";
 import * as rawEventsByDay from "./migrations/2026_12_07_0011_raw_events_by_day.ts";
 import * as rollups from "./migrations/2026_12_07_0012_rollups.ts";
+import * as aggregateHorizons from "./migrations/2026_12_07_0013_aggregate_horizons.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -32,6 +33,7 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0010_consent_ledger": consentLedger,
   "2026_12_07_0011_raw_events_by_day": rawEventsByDay,
   "2026_12_07_0012_rollups": rollups,
+  "2026_12_07_0013_aggregate_horizons": aggregateHorizons,
 };
 
 /** Brings the schema up to date; throws with the failing migration's name on error. */

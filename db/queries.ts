@@ -9,6 +9,7 @@ import type { Database } from "./schema.ts";
 import { type OptOut, type OptOutType, RULE_IDS } from "../rules/mod.ts";
 import type { TimeRange } from "./stats_queries.ts";
 import { rollupRows } from "./rollup_reads.ts";
+import { completenessOf, loadHorizons } from "./horizons.ts";
 
 type Db = Kysely<Database>;
 
@@ -43,6 +44,7 @@ export async function getComplianceSummary(db: Db, range: TimeRange = {}) {
   return {
     from: range.fromMs === undefined ? null : isoOf(range.fromMs),
     to: range.toMs === undefined ? null : isoOf(range.toMs),
+    ...completenessOf(await loadHorizons(db), range, "mixed"),
     flagged_events_by_rule: flaggedByRule,
     flags_by_rule: flags,
     flags_by_level: levels,
@@ -229,6 +231,7 @@ export async function getComplianceRegions(
   return {
     from: range.fromMs === undefined ? null : isoOf(range.fromMs),
     to: range.toMs === undefined ? null : isoOf(range.toMs),
+    ...completenessOf(await loadHorizons(db), range, "mixed"),
     regions: [...regions.values()],
     groups,
   };

@@ -10,6 +10,7 @@ import { type DeleteResult, type Kysely, sql } from "kysely";
 import type { Logger } from "../logger.ts";
 import type { Database } from "./schema.ts";
 import { pruneConsentLedger } from "./consent_store.ts";
+import { type AggregatePruneCounts, type AggregateRetention, pruneAggregates } from "./horizons.ts";
 import {
   dropPartitionsBefore,
   ensureDaysAhead,
@@ -35,6 +36,8 @@ export interface RetentionSettings {
   privacyRequestRetentionDays: number;
   /** Days the consent ledger keeps a state after it was last seen. */
   consentRetentionDays: number;
+  /** Aggregate retention (see `db/horizons.ts`); absent: aggregates are not pruned (tests). */
+  aggregates?: AggregateRetention;
   /**
    * Raw events are the log (postgres and memory queues): a row above the lowest shard checkpoint
    * is still to be replayed and stays. False for the redis queue, whose workers write raw rows in
@@ -62,6 +65,8 @@ export interface PruneCounts {
   risk_flags: number;
   privacy_requests: number;
   consent_ledger: number;
+  /** Aggregate rows past their retention, when `aggregates` is set. */
+  aggregates?: AggregatePruneCounts;
 }
 
 /**
@@ -140,7 +145,17 @@ export async function pruneExpired(
     const count = await pruneConsentLedger(db, nowMs, settings.consentRetentionDays, batchSize);
     return { numDeletedRows: BigInt(count) } as DeleteResult;
   });
-  return { raw_events, raw_event_days, risk_flags, privacy_requests, consent_ledger };
+  const counts: PruneCounts = {
+    raw_events,
+    raw_event_days,
+    risk_flags,
+    privacy_requests,
+    consent_ledger,
+  };
+  if (settings.aggregates !== undefined && signal?.aborted !== true) {
+    counts.aggregates = await pruneAggregates(db, nowMs, settings.aggregates, limits);
+  }
+  return counts;
 }
 
 /**
@@ -161,9 +176,14 @@ export function startRetentionPruner(
     running = ensureDaysAhead(db, nowMs, settings.maxEventAgeMs)
       .then(() => pruneExpired(db, nowMs, settings, { signal: controller.signal }))
       .then((counts) => {
-        if (Object.values(counts).some((count) => count > 0)) {
+        const { aggregates, ...rows } = counts;
+        if (
+          Object.values(rows).some((count) => count > 0) ||
+          Object.values(aggregates ?? {}).some((count) => count > 0)
+        ) {
           logger.info("Pruned expired rows", {
-            ...counts,
+            ...rows,
+            ...aggregates,
             raw_events_retention_days: settings.rawEventsRetentionDays,
             flags_retention_days: settings.flagsRetentionDays,
             privacy_request_retention_days: settings.privacyRequestRetentionDays,

@@ -42,6 +42,8 @@ export interface Database {
   shard_checkpoints: ShardCheckpointsTable;
   audit_log: AuditLogTable;
   consent_ledger: ConsentLedgerTable;
+  /** The first bucket each level of aggregates still holds, once retention deleted older ones. */
+  aggregate_horizons: { level: string; first_held: Timestamp };
   // Daily twins of the hourly tables and narrow rollups (see db/rollups.ts): each row is the sum
   // of the hourly rows it covers.
   event_facts_daily: CountsTable & FactDimsColumns & { day: Timestamp };

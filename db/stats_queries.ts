@@ -9,6 +9,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { rollupRows } from "./rollup_reads.ts";
+import { completenessOf, loadHorizons } from "./horizons.ts";
 import type { Database } from "./schema.ts";
 import { estimateViewers } from "./hll.ts";
 import { PLAYBACK_TYPES } from "../rules/mod.ts";
@@ -59,6 +60,7 @@ export async function getSummary(db: Db, range: TimeRange = {}) {
   return {
     from: iso(range.fromMs),
     to: iso(range.toMs),
+    ...completenessOf(await loadHorizons(db), range, "mixed"),
     total_events: total,
     events_by_type: eventsByType,
     plays: eventsByType.PLAY,
@@ -149,6 +151,7 @@ export async function getContentStats(db: Db, contentId: string, range: TimeRang
     content_id: contentId,
     from: iso(range.fromMs),
     to: iso(range.toMs),
+    ...completenessOf(await loadHorizons(db), range, "mixed"),
     ...totalsOf(regions),
     unique_viewers: await uniqueViewers(db, `c:${contentId}`, range),
     top_regions: top,
@@ -180,6 +183,7 @@ export async function getRegionStats(
     is_eu: isEu,
     from: iso(range.fromMs),
     to: iso(range.toMs),
+    ...completenessOf(await loadHorizons(db), range, "mixed"),
     ...totals,
     unique_viewers: await uniqueViewers(db, `r:${region}`, range),
     errors_by_code: Object.fromEntries(

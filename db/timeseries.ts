@@ -10,6 +10,7 @@
  */
 import { type Kysely, type RawBuilder, sql } from "kysely";
 import type { RollupBase } from "./rollup_reads.ts";
+import { type Completeness, completenessOf, loadHorizons } from "./horizons.ts";
 import type { Database } from "./schema.ts";
 import { estimateViewers } from "./hll.ts";
 
@@ -65,7 +66,7 @@ export class SeriesQueryError extends Error {
 }
 
 /** The answer: one series per group (key null when not grouped), one point per bucket. */
-export interface SeriesResult {
+export interface SeriesResult extends Completeness {
   metric: Metric;
   bucket: Bucket;
   from: string;
@@ -96,11 +97,13 @@ export async function getTimeseries(db: Db, q: SeriesQuery): Promise<SeriesResul
       key,
       points: starts.map((t) => ({ t: new Date(t).toISOString(), value: points.get(t) ?? 0 })),
     }));
+  const level = q.deviceId !== undefined ? "device" : q.bucket === "1h" ? "hourly" : "daily";
   return {
     metric: q.metric,
     bucket: q.bucket,
     from: new Date(q.fromMs).toISOString(),
     to: new Date(q.toMs).toISOString(),
+    ...completenessOf(await loadHorizons(db), q, level),
     series,
   };
 }

@@ -28,6 +28,7 @@ import {
 import type { Database } from "../db/schema.ts";
 import { DEFAULT_THRESHOLDS, purposeNames, RULE_IDS } from "../rules/mod.ts";
 import { type ConsentRegionSummary, consentSummary } from "../db/consent_store.ts";
+import { completenessOf, loadHorizons } from "../db/horizons.ts";
 import { ANONYMOUS } from "./auth.ts";
 import { REGION_SCHEMA } from "./event_schema.ts";
 import {
@@ -126,6 +127,7 @@ export function complianceRoutes(
     return c.json({
       from: range.range.fromMs === undefined ? null : new Date(range.range.fromMs).toISOString(),
       to: range.range.toMs === undefined ? null : new Date(range.range.toMs).toISOString(),
+      ...completenessOf(await loadHorizons(db), range.range, "mixed"),
       required_purposes: purposeNames(consentPurposeMask),
       users: total((r) => r.users),
       events: total((r) => r.events),

@@ -101,10 +101,22 @@ const countsBy = (keys: readonly string[], description: string) =>
   z.object(Object.fromEntries(keys.map((key) => [key, COUNT]))).catchall(COUNT).meta({
     description,
   });
-/** The optional range a read covered: null for an open bound. */
+/** Whether an aggregate read holds all of its range (retention may have deleted its start). */
+const COMPLETENESS = {
+  complete: z.boolean().meta({
+    description: "False when part of the range is older than the aggregates kept " +
+      "(HOURLY_RETENTION_DAYS, DAILY_RETENTION_DAYS; all-time reads once anything was deleted): " +
+      "the answer then counts only what is kept, from first_bucket_held on",
+  }),
+  first_bucket_held: TIME.nullable().meta({
+    description: "The earliest time from which the answer is whole; null when complete",
+  }),
+};
+/** The optional range a read covered (null for an open bound), and whether it is whole. */
 const RANGE = {
   from: TIME.nullable().meta({ description: "Start of the range (inclusive), null when open" }),
   to: TIME.nullable().meta({ description: "End of the range (exclusive), null when open" }),
+  ...COMPLETENESS,
 };
 const NEXT_CURSOR = z.string().nullable().meta({
   description: "Pass as cursor for the next page; null on the last page",
@@ -195,6 +207,7 @@ const TIMESERIES = z.object({
   bucket: z.enum(Object.keys(BUCKETS) as ["1h", "1d"]),
   from: TIME,
   to: TIME,
+  ...COMPLETENESS,
   series: z.array(z.object({
     key: z.string().nullable().meta({ description: "The group's value; null when not grouped" }),
     points: z.array(z.object({ t: TIME, value: z.number() })).meta({
