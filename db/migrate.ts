@@ -5,6 +5,8 @@
  */
 import type { Kysely } from "kysely";
 import { type Migration, Migrator } from "kysely/migration";
+import { syncRiskWeights } from "./risk_queries.ts";
+import type { Database } from "./schema.ts";
 import * as initial from "./migrations/2026_11_23_0001_initial.ts";
 import * as eventLog from "./migrations/2026_11_24_0002_event_log.ts";
 import * as hourlyBuckets from "./migrations/2026_11_30_0003_hourly_buckets.ts";
@@ -18,6 +20,7 @@ import * as consentLedger from "./migrations/2026_12_07_0010_consent_ledger.ts";
 import * as rawEventsByDay from "./migrations/2026_12_07_0011_raw_events_by_day.ts";
 import * as rollups from "./migrations/2026_12_07_0012_rollups.ts";
 import * as aggregateHorizons from "./migrations/2026_12_07_0013_aggregate_horizons.ts";
+import * as entityScores from "./migrations/2026_12_07_0014_entity_scores.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -34,10 +37,20 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0011_raw_events_by_day": rawEventsByDay,
   "2026_12_07_0012_rollups": rollups,
   "2026_12_07_0013_aggregate_horizons": aggregateHorizons,
+  "2026_12_07_0014_entity_scores": entityScores,
 };
 
-/** Brings the schema up to date; throws with the failing migration's name on error. */
+/**
+ * Brings the schema up to date, then writes the risk weights the score triggers read (recomputing
+ * every score when one changed); throws with the failing migration's name on error.
+ */
 export async function migrateToLatest<T>(db: Kysely<T>): Promise<string[]> {
+  const applied = await migrateSchema(db);
+  await syncRiskWeights(db as unknown as Kysely<Database>);
+  return applied;
+}
+
+async function migrateSchema<T>(db: Kysely<T>): Promise<string[]> {
   const migrator = new Migrator({
     db,
     provider: { getMigrations: () => Promise.resolve(MIGRATIONS) },

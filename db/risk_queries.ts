@@ -1,6 +1,8 @@
 /**
- * Risk scores of users, contents and devices, computed from `risk_flags` at read time so a review
- * decision counts at once (`entity_risk`, written by flushes, keeps the highest level reached).
+ * Risk scores of users, contents and devices, from `entity_scores`, which triggers on `risk_flags`
+ * keep in the same transaction as every flag change, so a review decision counts at once and a read
+ * ranks one row per entity, not every flag (`entity_risk`, written by flushes, keeps the highest
+ * level reached).
  *
  * @module
  */
@@ -40,9 +42,9 @@ export interface EntityRisk {
   open_flags: number;
 }
 
-/** Where a page of scores starts: after this entity in (score desc, type, id) order. */
+/** Where a page of scores starts: after this entity in (stored sum desc, type, id) order. */
 export interface RiskCursor {
-  /** The score with two decimals, as the cursor carries it (exact, unlike a float). */
+  /** The entity's stored weighted sum, as a decimal string (a double round-trips exactly). */
   score: string;
   entityType: string;
   entityId: string;
@@ -56,7 +58,8 @@ export interface RiskQuery {
   after?: RiskCursor;
 }
 
-const SCORE_TEXT = /^\d{1,15}\.\d{2}$/;
+/** A non-negative decimal number, as `String(double)` writes one (exponent allowed). */
+const SCORE_TEXT = /^\d{1,20}(\.\d{1,20})?(e[+-]?\d{1,3})?$/;
 
 /** The opaque `next_cursor` of a page ending at this entity (base64url of `score|type|id`). */
 export function encodeRiskCursor(cursor: RiskCursor): string {
@@ -92,99 +95,121 @@ export function decodeRiskCursor(text: string): RiskCursor | null {
   return { score, entityType, entityId };
 }
 
+/** 2026-01-01T00:00:00Z: the time `entity_scores.weighted` is normalised to (see the migration). */
+const WEIGHT_EPOCH_MS = Date.UTC(2026, 0, 1);
+const HALF_LIFE_MS = RISK_HALF_LIFE_DAYS * 86_400_000;
+
+/** What a stored weighted sum is worth at `nowMs`: `weighted × 2^(−(now − epoch) / half-life)`. */
+function decayAt(nowMs: number): number {
+  return Math.pow(2, -(nowMs - WEIGHT_EPOCH_MS) / HALF_LIFE_MS);
+}
+
+/**
+ * Writes the rule and level weights the score triggers read, and recomputes every entity when one
+ * changed (a release that reweighs a rule): the stored sums then use the new weights.
+ */
+export async function syncRiskWeights(db: Db): Promise<boolean> {
+  const weights: Array<[string, string, number]> = [
+    ...RULE_IDS.map((rule): [string, string, number] => ["rule", rule, RULE_WEIGHTS[rule] ?? 1]),
+    ...(Object.keys(LEVEL_WEIGHTS) as Level[]).map((level): [string, string, number] => [
+      "level",
+      level,
+      LEVEL_WEIGHTS[level],
+    ]),
+  ];
+  const stored = await db.selectFrom("risk_weights").selectAll().execute();
+  const known = new Map(stored.map((w) => [`${w.kind}:${w.name}`, Number(w.weight)]));
+  const isChanged = weights.some(([kind, name, weight]) => known.get(`${kind}:${name}`) !== weight);
+  if (!isChanged) return false;
+  await db.transaction().execute(async (trx) => {
+    await sql`insert into risk_weights (kind, name, weight)
+      select * from unnest(${weights.map((w) => w[0])}::text[], ${weights.map((w) => w[1])}::text[],
+        ${weights.map((w) => w[2])}::float8[])
+      on conflict (kind, name) do update set weight = excluded.weight`.execute(trx);
+    await sql`select refresh_entity_scores(array_agg(entity_type), array_agg(entity_id))
+      from (select distinct entity_type, entity_id from risk_flags) e`.execute(trx);
+  });
+  return true;
+}
+
 interface ScoredRow {
   entity_type: string;
   entity_id: string;
-  score: string | number;
-  level: Level;
-  open_flags: string | number;
+  weighted: number | string;
+  open_flags: number | string;
+  flags_by_rule: Record<string, number> | string;
+  flags_by_status: Record<string, number> | string;
   first_flag_at: Date | string;
   last_flag_at: Date | string;
-  [count: string]: unknown;
 }
 
-const byRule = (i: number) => sql.ref(`by_rule_${i}`);
-const byStatus = (i: number) => sql.ref(`by_status_${i}`);
+/** The level of a score: HIGH from 20, MEDIUM from 5, LOW below. */
+function levelOf(score: number): Level {
+  return score >= RISK_LEVEL_MIN_SCORES.HIGH
+    ? "HIGH"
+    : score >= RISK_LEVEL_MIN_SCORES.MEDIUM
+    ? "MEDIUM"
+    : "LOW";
+}
 
 /**
- * Scores of the flagged entities that match, highest first:
+ * Scores of the flagged entities that match, highest first, from the maintained `entity_scores`:
  * `score = Σ RULE_WEIGHTS[rule] × LEVEL_WEIGHTS[level] × 0.5^(age_days / 30)` over the entity's flags
- * that are not dismissed or resolved, `age_days` from the flag's `occurred_at` to `nowMs` (0 for a
- * flag in the future), rounded to 2 decimals. Entities whose flags are all closed score 0.
+ * that are not dismissed or resolved, `age_days` from the flag's `occurred_at` to `nowMs`, rounded
+ * to 2 decimals. Entities whose flags are all closed score 0. Ties keep (type, id) order.
  */
 async function scoreEntities(
   db: Db,
   nowMs: number,
   where: { entityType?: string; entityId?: string; level?: Level; after?: RiskCursor },
   limit: number,
-): Promise<EntityRisk[]> {
-  const now = new Date(nowMs).toISOString();
-  const ruleWeight = sql`case rule ${
-    sql.join(RULE_IDS.map((r) => sql`when ${r} then ${RULE_WEIGHTS[r]}::float8`), sql` `)
-  } else 1::float8 end`;
-  const levelWeight = sql`case level ${
-    sql.join(
-      (["LOW", "MEDIUM", "HIGH"] as const).map((l) =>
-        sql`when ${l} then ${LEVEL_WEIGHTS[l]}::float8`
-      ),
-      sql` `,
-    )
-  } else 1::float8 end`;
-  const ageDays = sql`greatest(0::float8,
-    extract(epoch from (${now}::timestamptz - occurred_at))::float8 / 86400)`;
-  // Clamped: float8 exp() raises "underflow" instead of returning 0 for a flag a century old.
-  const decay = sql`exp(greatest(ln(0.5::float8) * ${ageDays} / ${RISK_HALF_LIFE_DAYS}::float8,
-    -700::float8))`;
+): Promise<Array<{ risk: EntityRisk; weighted: number }>> {
+  const decay = decayAt(nowMs);
+  // A level is a range of the rounded score: of the stored sum, at this time.
+  const atLeast = (score: number) => (score - 0.005) / decay;
   const filters = [sql`true`];
   if (where.entityType !== undefined) filters.push(sql`entity_type = ${where.entityType}`);
   if (where.entityId !== undefined) filters.push(sql`entity_id = ${where.entityId}`);
-  const outer = [sql`true`];
-  if (where.level !== undefined) outer.push(sql`level = ${where.level}`);
+  if (where.level === "HIGH") {
+    filters.push(sql`weighted >= ${atLeast(RISK_LEVEL_MIN_SCORES.HIGH)}::float8`);
+  } else if (where.level === "MEDIUM") {
+    filters.push(sql`weighted >= ${atLeast(RISK_LEVEL_MIN_SCORES.MEDIUM)}::float8`);
+    filters.push(sql`weighted < ${atLeast(RISK_LEVEL_MIN_SCORES.HIGH)}::float8`);
+  } else if (where.level === "LOW") {
+    filters.push(sql`weighted < ${atLeast(RISK_LEVEL_MIN_SCORES.MEDIUM)}::float8`);
+  }
   if (where.after !== undefined) {
-    const { score, entityType, entityId } = where.after;
-    outer.push(sql`(score < ${score}::numeric or (score = ${score}::numeric
+    const { score: weighted, entityType, entityId } = where.after;
+    filters.push(sql`(weighted < ${weighted}::float8 or (weighted = ${weighted}::float8
       and (entity_type, entity_id) > (${entityType}::text, ${entityId}::text)))`);
   }
   const { rows } = await sql<ScoredRow>`
-    with weighted as (
-      select entity_type, entity_id, rule, status, occurred_at,
-        case when status in (${sql.join([...CLOSED_STATUSES])}) then 0::float8
-          else ${ruleWeight} * ${levelWeight} * ${decay} end as weight
-      from risk_flags where ${sql.join(filters, sql` and `)}
-    ), scored as (
-      select entity_type, entity_id, round(sum(weight)::numeric, 2) as score,
-        count(*) filter (where status not in (${sql.join([...CLOSED_STATUSES])})) as open_flags,
-        min(occurred_at) as first_flag_at, max(occurred_at) as last_flag_at,
-        ${
-    sql.join(RULE_IDS.map((r, i) => sql`count(*) filter (where rule = ${r}) as ${byRule(i)}`))
-  },
-        ${
-    sql.join(
-      FLAG_STATUSES.map((s, i) => sql`count(*) filter (where status = ${s}) as ${byStatus(i)}`),
-    )
-  }
-      from weighted group by entity_type, entity_id
-    ), leveled as (
-      select *, case when score >= ${RISK_LEVEL_MIN_SCORES.HIGH}::numeric then 'HIGH'
-        when score >= ${RISK_LEVEL_MIN_SCORES.MEDIUM}::numeric then 'MEDIUM' else 'LOW' end as level
-      from scored
-    )
-    select * from leveled where ${sql.join(outer, sql` and `)}
-    order by score desc, entity_type, entity_id
+    select entity_type, entity_id, weighted, open_flags, flags_by_rule, flags_by_status,
+      first_flag_at, last_flag_at
+    from entity_scores where ${sql.join(filters, sql` and `)}
+    order by weighted desc, entity_type, entity_id
     limit ${limit}`.execute(db);
-  return rows.map((row) => ({
-    entity_type: row.entity_type,
-    entity_id: row.entity_id,
-    score: Number(row.score),
-    level: row.level,
-    flags_by_rule: Object.fromEntries(RULE_IDS.map((r, i) => [r, Number(row[`by_rule_${i}`])])),
-    flags_by_status: Object.fromEntries(
-      FLAG_STATUSES.map((s, i) => [s, Number(row[`by_status_${i}`])]),
-    ),
-    first_flag_at: new Date(row.first_flag_at).toISOString(),
-    last_flag_at: new Date(row.last_flag_at).toISOString(),
-    open_flags: Number(row.open_flags),
-  }));
+  const json = (v: Record<string, number> | string) =>
+    (typeof v === "string" ? JSON.parse(v) : v) as Record<string, number>;
+  return rows.map((row) => {
+    const score = Math.round(Number(row.weighted) * decay * 100) / 100;
+    const byRule = json(row.flags_by_rule);
+    const byStatus = json(row.flags_by_status);
+    const risk: EntityRisk = {
+      entity_type: row.entity_type,
+      entity_id: row.entity_id,
+      score,
+      level: levelOf(score),
+      flags_by_rule: Object.fromEntries(RULE_IDS.map((r) => [r, Number(byRule[r] ?? 0)])),
+      flags_by_status: Object.fromEntries(
+        FLAG_STATUSES.map((s) => [s, Number(byStatus[s] ?? 0)]),
+      ),
+      first_flag_at: new Date(row.first_flag_at).toISOString(),
+      last_flag_at: new Date(row.last_flag_at).toISOString(),
+      open_flags: Number(row.open_flags),
+    };
+    return { risk, weighted: Number(row.weighted) };
+  });
 }
 
 /**
@@ -197,15 +222,15 @@ export async function listEntityRisks(
   nowMs: number,
 ): Promise<{ items: EntityRisk[]; next_cursor: string | null }> {
   const rows = await scoreEntities(db, nowMs, q, q.limit + 1);
-  const items = rows.slice(0, q.limit);
-  const last = items[items.length - 1];
+  const items = rows.slice(0, q.limit).map((r) => r.risk);
+  const last = rows[q.limit - 1];
   return {
     items,
     next_cursor: rows.length > q.limit
       ? encodeRiskCursor({
-        score: last.score.toFixed(2),
-        entityType: last.entity_type,
-        entityId: last.entity_id,
+        score: String(last.weighted),
+        entityType: last.risk.entity_type,
+        entityId: last.risk.entity_id,
       })
       : null,
   };
@@ -219,5 +244,5 @@ export async function getEntityRisk(
   nowMs: number,
 ): Promise<EntityRisk | null> {
   const rows = await scoreEntities(db, nowMs, { entityType, entityId }, 1);
-  return rows[0] ?? null;
+  return rows[0]?.risk ?? null;
 }

@@ -44,6 +44,19 @@ export interface Database {
   consent_ledger: ConsentLedgerTable;
   /** The first bucket each level of aggregates still holds, once retention deleted older ones. */
   aggregate_horizons: { level: string; first_held: Timestamp };
+  /** Rule and level weights of risk scores, written at start (the score triggers read them). */
+  risk_weights: { kind: string; name: string; weight: number };
+  /** One risk row per flagged entity, kept by triggers on `risk_flags` (see risk_queries.ts). */
+  entity_scores: {
+    entity_type: string;
+    entity_id: string;
+    weighted: number;
+    open_flags: number;
+    flags_by_rule: unknown;
+    flags_by_status: unknown;
+    first_flag_at: Timestamp;
+    last_flag_at: Timestamp;
+  };
   // Daily twins of the hourly tables and narrow rollups (see db/rollups.ts): each row is the sum
   // of the hourly rows it covers.
   event_facts_daily: CountsTable & FactDimsColumns & { day: Timestamp };

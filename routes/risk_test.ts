@@ -89,8 +89,9 @@ onEveryDatabase(
       last_flag_at: new Date(NOW - 15 * DAY_MS).toISOString(),
       open_flags: 2,
     });
-    // A flag dated after the clock (a TV ahead of it) counts as new, never above its weight.
-    await raise(db, flagOn("device", "d-1", "content_quality", "LOW", -2));
+    // A flag dated a little after the clock (a TV ahead of it, within MAX_FUTURE_SKEW_MS) counts
+    // as new: its weight, to the rounding of the score.
+    await raise(db, flagOn("device", "d-1", "content_quality", "LOW", -5 / 1_440));
     assert.equal((await getJson<EntityRisk>(app, "/compliance/risk/device/d-1")).score, 1);
   },
 );
@@ -230,7 +231,9 @@ Deno.test("encodeRiskCursor() round-trips an id with separators and non-ASCII ch
     entityType: "user",
     entityId: "u-1",
   });
-  for (const text of ["12.5|user|u-1", "1.00|robot|u-1", "1.00|user|", "1.00|user"]) {
+  for (
+    const text of ["-12.5|user|u-1", "x|user|u-1", "1.00|robot|u-1", "1.00|user|", "1.00|user"]
+  ) {
     assert.equal(decodeRiskCursor(unpadded(text)), null, text);
   }
 });

@@ -93,6 +93,8 @@ export async function exactAggregates(start: Start): Promise<void> {
     assert.deepEqual(await h.json("/stats/summary"), {
       from: null,
       to: null,
+      complete: true,
+      first_bucket_held: null,
       total_events: 8,
       events_by_type: { PLAY: 5, PAUSE: 1, SEEK: 0, STOP: 1, ERROR: 1 },
       plays: 5,
