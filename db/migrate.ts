@@ -21,6 +21,7 @@ import * as rawEventsByDay from "./migrations/2026_12_07_0011_raw_events_by_day.
 import * as rollups from "./migrations/2026_12_07_0012_rollups.ts";
 import * as aggregateHorizons from "./migrations/2026_12_07_0013_aggregate_horizons.ts";
 import * as entityScores from "./migrations/2026_12_07_0014_entity_scores.ts";
+import * as readIndexes from "./migrations/2026_12_07_0015_read_indexes.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -38,6 +39,7 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0012_rollups": rollups,
   "2026_12_07_0013_aggregate_horizons": aggregateHorizons,
   "2026_12_07_0014_entity_scores": entityScores,
+  "2026_12_07_0015_read_indexes": readIndexes,
 };
 
 /**
