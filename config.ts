@@ -70,7 +70,7 @@ export interface Config {
   ipHashSecret: string;
   isIpHashSecretGenerated: boolean;
   /**
-   * Id of the IP hash key, stored in front of every hash (`<keyId>:<hex>`) so a rotated secret's
+   * Id of the IP hash key, stored in front of every hash (`<keyId>~<hash>`) so a rotated secret's
    * hashes are never compared with the old ones; `undefined` derives it from the secret.
    */
   ipHashKeyId: string | undefined;

@@ -499,12 +499,17 @@ export class UserFamily {
 }
 
 /**
- * The key id of an IP hash (`<keyId>:<hex>`); `""` for a hash without one (stored before key ids
- * existed, or an erased user's pseudonym), which is a key group of its own: key ids are never empty.
+ * The key group of an IP hash: its key id with the separator that ends it (`<keyId>~` for hashes
+ * of today's form, `<keyId>:` for the longer ones stored before), so hashes of different keys or
+ * forms are never compared; `""` for a hash without one (stored before key ids existed, or an
+ * erased user's pseudonym), a group of its own: key ids are never empty.
  */
 export function ipHashKeyIdOf(ipHash: string): string {
-  const end = ipHash.indexOf(":");
-  return end === -1 ? "" : ipHash.slice(0, end);
+  for (let i = 0; i < ipHash.length; i++) {
+    const c = ipHash.charCodeAt(i);
+    if (c === 0x7e /* ~ */ || c === 0x3a /* : */) return ipHash.slice(0, i + 1);
+  }
+  return "";
 }
 
 /**

@@ -537,8 +537,10 @@ Deno.test("UserFamily.apply() keeps hashes without a key id in a legacy group of
   assert.equal(sharing[0].evidence.observed["distinct_ips"], 4);
 });
 
-Deno.test("ipHashKeyIdOf() reads the key id before the colon, empty for a legacy hash", () => {
-  assert.equal(ipHashKeyIdOf("k-1:" + "a".repeat(64)), "k-1");
+Deno.test("ipHashKeyIdOf() reads the key id and its separator, empty for a legacy hash", () => {
+  assert.equal(ipHashKeyIdOf("k-1~" + "a".repeat(22)), "k-1~");
+  // The longer form of before is another group: its hashes never meet today's.
+  assert.equal(ipHashKeyIdOf("k-1:" + "a".repeat(64)), "k-1:");
   assert.equal(ipHashKeyIdOf("a".repeat(64)), "");
   assert.equal(ipHashKeyIdOf("erased-abc"), "");
 });

@@ -13,13 +13,13 @@
  */
 // @ts-types="@types/pg"
 import type pg from "pg";
-import { AppendResult, type PositionedRow } from "./log_store.ts";
+import { AppendResult, type PositionedRow, storedMetadata } from "./log_store.ts";
 import { copyInOneTrip } from "./pipelined_copy.ts";
 
 /** Columns in COPY order. */
 const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
   "received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, " +
-  "is_late, extra_metadata, client_is_eu, subscription_plan, consent";
+  "is_late, platform, app_version, extra_metadata, client_is_eu, subscription_plan, consent";
 
 /**
  * SQLSTATEs that send a group to the exact path: a unique-constraint violation, a deadlock, and
@@ -288,12 +288,14 @@ export function copyText(rows: readonly PositionedRow[]): string {
   const lines: string[] = new Array(rows.length);
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i];
+    const m = storedMetadata(r.metadata);
     lines[i] = text(r.eventId) + "\t" + r.position + "\t" + text(r.userId) + "\t" +
       text(r.deviceId) + "\t" + text(r.contentId) + "\t" + text(r.type) + "\t" + iso(r.atMs) +
       "\t" + iso(r.receivedAtMs) + "\t" + text(r.region) + "\t" + bool(r.isEu) + "\t" +
       bool(r.hasConsent) + "\t" + text(r.ipHash) + "\t" + text(r.ipPrefix) + "\t" +
       nullable(r.errorCode) + "\t" + bool(r.doNotTrack) + "\t" + bool(r.isLate) + "\t" +
-      text(JSON.stringify(r.metadata)) + "\t" + nullableBool(r.clientIsEu) + "\t" +
+      nullable(m.platform) + "\t" + nullable(m.appVersion) + "\t" + nullable(m.rest) + "\t" +
+      nullableBool(r.clientIsEu) + "\t" +
       nullable(r.subscriptionPlan) + "\t" +
       (r.consent === undefined || r.consent === null ? "\\N" : text(JSON.stringify(r.consent))) +
       "\n";

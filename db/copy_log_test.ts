@@ -92,19 +92,23 @@ Deno.test("copyText() escapes COPY's special characters and writes \\N for nulls
     { ...row, position: 7, errorCode: "a\\b\nc", metadata: { note: "x\ty" } },
   ]);
   const fields = text.slice(0, -1).split("\t");
-  assert.equal(fields.length, 20);
+  assert.equal(fields.length, 22);
   assert.equal(fields[0], "e\\t1");
   assert.equal(fields[1], "7");
   assert.equal(fields[13], "a\\\\b\\nc");
-  assert.equal(fields[16], '{"note":"x\\\\ty"}');
-  assert.equal(fields[18], "\\N");
-  assert.equal(fields[19], "\\N", "no consent signal");
+  // platform and app_version have columns of their own; the other keys stay JSON.
+  assert.deepEqual(fields.slice(16, 19), ["\\N", "\\N", '{"note":"x\\\\ty"}']);
+  assert.equal(fields[20], "\\N");
+  assert.equal(fields[21], "\\N", "no consent signal");
   const [withConsent] = copyText([{
     ...row,
     position: 8,
     consent: { source: "purposes", purposes: 129 } as never,
-  }]).slice(0, -1).split("\t").slice(19);
+  }]).slice(0, -1).split("\t").slice(21);
   assert.deepEqual(JSON.parse(withConsent), { source: "purposes", purposes: 129 });
+  const dims = copyText([{ ...row, metadata: { platform: "tizen", app_version: "5.2" } }])
+    .slice(0, -1).split("\t");
+  assert.deepEqual(dims.slice(16, 19), ["tizen", "5.2", "\\N"], "no JSON for the usual two keys");
 });
 
 Deno.test("iso() writes what Date#toISOString writes", () => {

@@ -53,6 +53,49 @@ export class AppendResult {
   }
 }
 
+/** A raw row's metadata as stored: `platform` and `app_version` apart, the rest (null if none). */
+export interface StoredMetadata {
+  platform: string | null;
+  appVersion: string | null;
+  /** JSON of the other keys, or null when there are none. */
+  rest: string | null;
+}
+
+/** Splits metadata into the columns it is stored in (see the `raw_events_by_day` migration). */
+export function storedMetadata(metadata: Record<string, unknown>): StoredMetadata {
+  const { platform, app_version: appVersion, ...rest } = metadata;
+  const isText = (v: unknown): v is string => typeof v === "string";
+  const kept: Record<string, unknown> = rest;
+  // A value that is not text stays in the JSON, as it came.
+  if (platform !== undefined && !isText(platform)) kept.platform = platform;
+  if (appVersion !== undefined && !isText(appVersion)) kept.app_version = appVersion;
+  let hasRest = false;
+  for (const _ in kept) {
+    hasRest = true;
+    break;
+  }
+  return {
+    platform: isText(platform) ? platform : null,
+    appVersion: isText(appVersion) ? appVersion : null,
+    rest: hasRest ? JSON.stringify(kept) : null,
+  };
+}
+
+/** The metadata of a stored row, whole again. */
+export function metadataOf(row: {
+  platform: string | null;
+  app_version: string | null;
+  extra_metadata: unknown;
+}): Record<string, unknown> {
+  const stored = typeof row.extra_metadata === "string"
+    ? JSON.parse(row.extra_metadata)
+    : row.extra_metadata;
+  const metadata: Record<string, unknown> = { ...(stored as Record<string, unknown> | null) };
+  if (row.platform !== null) metadata.platform = row.platform;
+  if (row.app_version !== null) metadata.app_version = row.app_version;
+  return metadata;
+}
+
 /**
  * Inserts raw events, with positions when given (memory log) or from the sequence (durable log).
  * Events whose id is already stored are skipped. Returns the inserted ids and positions.
@@ -74,16 +117,19 @@ export async function insertRawEvents(
 /** The `insert ... returning event_id, position` of {@link insertRawEvents}. */
 function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
   const col = <T>(pick: (r: LogRow & { position?: number }) => T) => rows.map(pick);
+  const metadata = rows.map((r) => storedMetadata(r.metadata));
   const hasPositions = rows.some((r) => r.position !== undefined);
   const positions = hasPositions ? col((r) => r.position ?? null) : rows.map(() => null);
   return sql<{ event_id: string; position: string | number }>`
     insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
       occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
-      do_not_track, is_late, extra_metadata, client_is_eu, subscription_plan, consent)
+      do_not_track, is_late, platform, app_version, extra_metadata, client_is_eu,
+      subscription_plan, consent)
     select e.event_id, coalesce(e.position, nextval('raw_events_position_seq')), e.user_id,
       e.device_id, e.content_id, e.event_type, to_timestamp(e.at_ms / 1000.0),
       to_timestamp(e.received_ms / 1000.0), e.region, e.is_eu, e.has_consent, e.ip_hash,
-      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.extra_metadata::jsonb, e.client_is_eu, e.subscription_plan,
+      e.ip_prefix, e.error_code, e.do_not_track, e.is_late, e.platform, e.app_version,
+      e.extra_metadata::jsonb, e.client_is_eu, e.subscription_plan,
       e.consent::jsonb
     from unnest(${col((r) => r.eventId)}::text[], ${positions}::bigint[],
       ${col((r) => r.userId)}::text[], ${col((r) => r.deviceId)}::text[],
@@ -93,12 +139,14 @@ function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
       ${col((r) => r.hasConsent)}::boolean[], ${col((r) => r.ipHash)}::text[],
       ${col((r) => r.ipPrefix)}::text[], ${col((r) => r.errorCode)}::text[],
       ${col((r) => r.doNotTrack)}::boolean[], ${col((r) => r.isLate)}::boolean[],
-      ${col((r) => JSON.stringify(r.metadata))}::text[], ${col((r) => r.clientIsEu)}::boolean[],
+      ${metadata.map((m) => m.platform)}::text[], ${metadata.map((m) => m.appVersion)}::text[],
+      ${metadata.map((m) => m.rest)}::text[], ${col((r) => r.clientIsEu)}::boolean[],
       ${col((r) => r.subscriptionPlan)}::text[],
       ${col((r) => (r.consent ? JSON.stringify(r.consent) : null))}::text[])
       with ordinality as e(event_id, position, user_id, device_id, content_id, event_type, at_ms,
         received_ms, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track,
-        is_late, extra_metadata, client_is_eu, subscription_plan, consent, ord)
+        is_late, platform, app_version, extra_metadata, client_is_eu, subscription_plan, consent,
+        ord)
     -- An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
     where not exists (select 1 from erased_events t where t.event_hash = md5(e.event_id))
     order by e.ord
@@ -155,10 +203,7 @@ export async function readLog(
     ipPrefix: r.ip_prefix,
     errorCode: r.error_code,
     doNotTrack: r.do_not_track,
-    metadata:
-      (typeof r.extra_metadata === "string"
-        ? JSON.parse(r.extra_metadata)
-        : r.extra_metadata) as Record<string, unknown>,
+    metadata: metadataOf(r),
     receivedAtMs: new Date(r.received_at).getTime(),
     isLate: r.is_late,
     position: Number(r.position),
@@ -231,16 +276,21 @@ export async function loadCheckpoints(db: Db, keys: string[]): Promise<Map<strin
 }
 
 /**
- * Receive times (epoch ms) of the stored events among `eventIds`, by id; an erased event answers
- * -1, which no retry's receive time matches.
+ * Receive times (epoch ms) of the stored events among these, by id; an erased event answers -1,
+ * which no retry's receive time matches. An event is its id with its timestamp (the primary key).
  */
-export async function storedReceipts(db: Db, eventIds: string[]): Promise<Map<string, number>> {
-  if (eventIds.length === 0) return new Map();
+export async function storedReceipts(
+  db: Db,
+  events: ReadonlyArray<{ eventId: string; atMs: number }>,
+): Promise<Map<string, number>> {
+  if (events.length === 0) return new Map();
+  const ids = events.map((e) => e.eventId);
   const result = await sql<{ event_id: string; received_ms: string | number }>`
-    select event_id, round(extract(epoch from received_at) * 1000) as received_ms
-    from raw_events where event_id = any(${eventIds}::text[])
+    select r.event_id, round(extract(epoch from r.received_at) * 1000) as received_ms
+    from unnest(${ids}::text[], ${events.map((e) => e.atMs)}::float8[]) as i(id, at_ms)
+    join raw_events r on r.occurred_at = to_timestamp(i.at_ms / 1000.0) and r.event_id = i.id
     union all
-    select id, -1 from unnest(${eventIds}::text[]) as i(id)
+    select id, -1 from unnest(${ids}::text[]) as i(id)
     where exists (select 1 from erased_events t where t.event_hash = md5(i.id))`.execute(db);
   return new Map(result.rows.map((r) => [r.event_id, Number(r.received_ms)]));
 }

@@ -8,6 +8,7 @@
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
 import { consentLedgerOf } from "./consent_store.ts";
+import { metadataOf } from "./log_store.ts";
 
 type Db = Kysely<Database>;
 
@@ -422,9 +423,7 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
       ip_prefix: e.ip_prefix,
       error_code: e.error_code,
       subscription_plan: e.subscription_plan,
-      extra_metadata: typeof e.extra_metadata === "string"
-        ? JSON.parse(e.extra_metadata)
-        : e.extra_metadata,
+      extra_metadata: metadataOf(e),
       consent: typeof e.consent === "string" ? JSON.parse(e.consent) : e.consent ?? null,
     })),
     flags: flags.map((f) => ({

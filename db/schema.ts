@@ -180,7 +180,11 @@ export interface RawEventsTable {
   error_code: string | null;
   do_not_track: boolean;
   is_late: boolean;
-  extra_metadata: unknown;
+  /** `extra_metadata.platform` and `.app_version` when text, stored apart (null otherwise). */
+  platform: string | null;
+  app_version: string | null;
+  /** The other metadata keys, null when there are none. */
+  extra_metadata: unknown | null;
   /** The decoded consent signal as JSON (`ConsentSignal`), null when none was sent. */
   consent: ColumnType<unknown | null, unknown | null | undefined, unknown | null>;
 }

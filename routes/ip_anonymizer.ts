@@ -2,8 +2,10 @@
  * Turning an IP address into what may be stored: a keyed hash (for equality checks in rules) and a
  * truncated network prefix (for coarse analysis). The raw address is personal data and goes no further.
  *
- * Each hash carries the id of the key that made it (`<keyId>:<64 hex>`), so the secret can be rotated:
- * hashes of different keys are never compared, and stored hashes keep their old key id.
+ * Each hash carries the id of the key that made it (`<keyId>~<22 characters>`: the first 128 bits of
+ * an HMAC-SHA256, base64url), so the secret can be rotated: hashes of different keys are never
+ * compared, and stored hashes keep their old key id. Hashes stored before this form
+ * (`<keyId>:<64 hex>`) are a key group of their own (see `ipHashKeyIdOf`).
  *
  * @module
  */
@@ -11,7 +13,7 @@ import { createHmac } from "node:crypto";
 
 /** The stored stand-ins of one IP address. */
 export interface AnonymizedIp {
-  /** `<keyId>:<HMAC-SHA256 of the normalised address, hex>`. */
+  /** `<keyId>~<first 128 bits of HMAC-SHA256 of the normalised address, base64url>`. */
   hash: string;
   /** `/24` for IPv4, `/48` for IPv6. */
   prefix: string;
@@ -20,8 +22,14 @@ export interface AnonymizedIp {
 /** Addresses whose hash is kept in memory; a TV sends many events from one address. */
 const CACHE_SIZE = 50_000;
 
-/** What a key id may be (`IP_HASH_KEY_ID`): it must not contain the `:` that ends it in a hash. */
+/** What a key id may be (`IP_HASH_KEY_ID`): it must not contain the `~` that ends it in a hash. */
 export const IP_HASH_KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,16}$/;
+
+/**
+ * Bytes of the HMAC kept: 128 bits, so two addresses of one viewer collide with a chance of about
+ * 2^-128, and a hash costs 31 bytes at rest instead of 73.
+ */
+const HASH_BYTES = 16;
 
 /**
  * The key id of a secret when none is configured: the first 8 hex digits of an HMAC of a fixed label,
@@ -52,7 +60,7 @@ export class IpAnonymizer {
     this.#keyId = keyId ?? derivedIpHashKeyId(secret);
   }
 
-  /** The id of the key, the part of each hash before the `:`. */
+  /** The id of the key, the part of each hash before the `~`. */
   get keyId(): string {
     return this.#keyId;
   }
@@ -70,8 +78,8 @@ export class IpAnonymizer {
   #compute(ip: string): AnonymizedIp {
     const v4 = ipv4Of(ip);
     const normalised = v4 ?? expandIpv6(ip).join(":");
-    const hash = this.#keyId + ":" +
-      createHmac("sha256", this.#secret).update(normalised).digest("hex");
+    const hash = this.#keyId + "~" + createHmac("sha256", this.#secret).update(normalised)
+      .digest().subarray(0, HASH_BYTES).toString("base64url");
     if (v4 !== null) {
       const [a, b, c] = v4.split(".");
       return { hash, prefix: `${a}.${b}.${c}.0/24` };

@@ -6,7 +6,7 @@ const anonymizer = new IpAnonymizer("test-secret-0123456789");
 Deno.test("IpAnonymizer keeps only a /24 prefix and a keyed hash of an IPv4 address", () => {
   const { hash, prefix } = anonymizer.anonymize("203.0.113.77");
   assert.equal(prefix, "203.0.113.0/24");
-  assert.match(hash, /^[0-9a-f]{8}:[0-9a-f]{64}$/);
+  assert.match(hash, /^[0-9a-f]{8}~[A-Za-z0-9_-]{22}$/);
   assert.ok(!hash.includes("203.0.113.77"));
 });
 
@@ -51,8 +51,8 @@ Deno.test("IpAnonymizer refuses a short secret", () => {
 
 Deno.test("IpAnonymizer puts the key id in front of every hash", () => {
   const { hash } = anonymizer.anonymize("192.0.2.1");
-  assert.equal(hash.split(":")[0], anonymizer.keyId);
-  assert.equal(anonymizer.anonymize("2001:db8::1").hash.split(":")[0], anonymizer.keyId);
+  assert.equal(hash.split("~")[0], anonymizer.keyId);
+  assert.equal(anonymizer.anonymize("2001:db8::1").hash.split("~")[0], anonymizer.keyId);
 });
 
 Deno.test("IpAnonymizer derives a key id that is stable for one secret and differs for another", () => {
@@ -68,8 +68,8 @@ Deno.test("IpAnonymizer uses an explicit key id and keeps the hash part of the s
   const named = new IpAnonymizer("test-secret-0123456789", "2026-q1_a");
   const { hash } = named.anonymize("10.1.2.3");
   assert.equal(named.keyId, "2026-q1_a");
-  assert.ok(hash.startsWith("2026-q1_a:"));
-  assert.equal(hash.split(":")[1], anonymizer.anonymize("10.1.2.3").hash.split(":")[1]);
+  assert.ok(hash.startsWith("2026-q1_a~"));
+  assert.equal(hash.split("~")[1], anonymizer.anonymize("10.1.2.3").hash.split("~")[1]);
 });
 
 Deno.test("IpAnonymizer refuses a key id that is empty, too long or has a colon", () => {

@@ -58,7 +58,9 @@ export interface ClusterOptions {
    * with another receive time is a retry that arrived after the append script forgot the id
    * (`DEDUPE_TTL_MS`): it is counted as a duplicate, not again.
    */
-  storedReceipts(eventIds: string[]): Promise<Map<string, number>>;
+  storedReceipts(
+    events: ReadonlyArray<{ eventId: string; atMs: number }>,
+  ): Promise<Map<string, number>>;
   logger: Logger;
 }
 
@@ -289,9 +291,7 @@ export class ClusterNode {
       let stored: Map<string, number>;
       try {
         stored = await this.#o.storedReceipts(
-          pages.flatMap((p) =>
-            p.entries.flatMap((e) => e.kind === "event" ? [e.event.eventId] : [])
-          ),
+          pages.flatMap((p) => p.entries.flatMap((e) => e.kind === "event" ? [e.event] : [])),
         );
       } catch (error) {
         // Nothing was applied and no cursor moved: the same entries are read again.
