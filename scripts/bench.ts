@@ -4,6 +4,9 @@
  * backend, server memory, and the performance targets as ratios to ceilings measured in the same run:
  * a bare `Deno.serve` that only `JSON.parse`s the batch bodies, and PostgreSQL's own `COPY` of the
  * same events into a copy of `raw_events`. Prints Markdown tables for the README (or `--json`).
+ * `deno task bench soak [--minutes 60]` instead runs the memory soak of `_bench_soak.ts`.
+ * `deno task bench history [--scale F] [--days-list 7,30,395]` instead runs the read-cost-against-
+ * stored-history bench of `_bench_history.ts`.
  *
  * @module
  */
@@ -803,7 +806,15 @@ function markdown(rows: Row[], goals: Target[], args: Args): string {
   return lines.join("\n");
 }
 
-if (import.meta.main) {
+if (import.meta.main && Deno.args[0] === "soak") {
+  // `deno task bench soak [--minutes 60] [--rate 5000] ...`: see scripts/_bench_soak.ts.
+  const { soakMain } = await import("./_bench_soak.ts");
+  Deno.exit(await soakMain(Deno.args.slice(1)) ? 0 : 1);
+} else if (import.meta.main && Deno.args[0] === "history") {
+  // `deno task bench history [--scale F] [--days-list 7,30,395]`: see scripts/_bench_history.ts.
+  const { historyMain } = await import("./_bench_history.ts");
+  Deno.exit(await historyMain(Deno.args.slice(1)) ? 0 : 1);
+} else if (import.meta.main) {
   const args = parseCli(ARGS);
   const { rows, targets } = await run(args);
   progress("done");
