@@ -28,6 +28,7 @@ export const HOURLY_TABLES = [
   "content_region_hourly",
   "audience_hourly",
   "region_error_codes_hourly",
+  "dimension_hourly",
 ] as const;
 
 /** Daily tables of anonymous aggregates, pruned at `DAILY_RETENTION_DAYS`. */
@@ -42,6 +43,7 @@ export const DAILY_TABLES = [
   "content_region_daily",
   "audience_daily",
   "region_error_codes_daily",
+  "dimension_daily",
 ] as const;
 
 /** How many days each kind of aggregate is kept. */

@@ -22,6 +22,7 @@ import * as rollups from "./migrations/2026_12_07_0012_rollups.ts";
 import * as aggregateHorizons from "./migrations/2026_12_07_0013_aggregate_horizons.ts";
 import * as entityScores from "./migrations/2026_12_07_0014_entity_scores.ts";
 import * as readIndexes from "./migrations/2026_12_07_0015_read_indexes.ts";
+import * as dimensionRollups from "./migrations/2026_12_07_0016_dimension_rollups.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -40,6 +41,7 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0013_aggregate_horizons": aggregateHorizons,
   "2026_12_07_0014_entity_scores": entityScores,
   "2026_12_07_0015_read_indexes": readIndexes,
+  "2026_12_07_0016_dimension_rollups": dimensionRollups,
 };
 
 /**

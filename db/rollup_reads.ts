@@ -22,7 +22,8 @@ export type RollupBase =
   | "totals"
   | "content_region"
   | "audience"
-  | "region_error_codes";
+  | "region_error_codes"
+  | "dimension";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 

@@ -1,7 +1,7 @@
 /**
  * The rollups of a flush: the same deltas the hourly tables take, summed into their daily twins and
  * into the narrow tables the reads use (pipeline totals, titles by region, the audience without
- * titles, error codes by region), in the same transaction. So a late event lands in its hour and
+ * titles, each audience dimension alone, error codes by region), in the same transaction. So a late event lands in its hour and
  * its day at once, and every rollup row is exactly the sum of the hourly rows it covers.
  *
  * @module
@@ -69,6 +69,19 @@ async function upsertAdditive(trx: Trx, rollup: Rollup, rows: Rows): Promise<voi
 }
 
 const FACT_DIMS = ["content_id", "region", "platform", "app_version", "subscription_plan"];
+
+/** The dimensions with single-dimension rollups, each with its value in a fact. */
+const DIMENSION_VALUES = (
+  region: string,
+  platform: string,
+  version: string,
+  plan: string,
+): Array<[string, string]> => [
+  ["region", region],
+  ["platform", platform],
+  ["app_version", version],
+  ["subscription_plan", plan],
+];
 const AUDIENCE_DIMS = ["region", "platform", "app_version", "subscription_plan"];
 
 /** The rollups of the rows every worker shares (write them last, just before the commit). */
@@ -87,6 +100,16 @@ export async function upsertSharedRollups(trx: Trx, batch: FlushBatch): Promise<
       add(totals[period], time, values);
       add(titles[period], [time, content, region].join(KEY_SEP), values);
       add(audience[period], [time, region, platform, version, plan].join(KEY_SEP), values);
+    }
+  }
+  const dimensions = { hourly: new Map() as Rows, daily: new Map() as Rows };
+  for (const [key, delta] of batch.facts) {
+    const [hour, , region, platform, version, plan] = key.split(KEY_SEP);
+    const day = dayOfKey(hour);
+    const values = countsOf(delta);
+    for (const [dimension, value] of DIMENSION_VALUES(region, platform, version, plan)) {
+      add(dimensions.hourly, [hour, dimension, value].join(KEY_SEP), values);
+      add(dimensions.daily, [day, dimension, value].join(KEY_SEP), values);
     }
   }
   const typesDaily: Rows = new Map();
@@ -145,8 +168,13 @@ export async function upsertSharedRollups(trx: Trx, batch: FlushBatch): Promise<
       keys: [time, "region", "error_code"],
       values: ["errors"],
     }, regionCodes[period]);
-    // One row per hour and day for the whole pipeline: the hottest row, so the very last.
+    await upsertAdditive(trx, {
+      table: `dimension_${period}`,
+      keys: [time, "dimension", "value"],
+      values: counters,
+    }, dimensions[period]);
   }
+  // One row per hour and day for the whole pipeline: the hottest rows, so the very last.
   for (const [period, time] of [["hourly", "hour"], ["daily", "day"]] as const) {
     await upsertAdditive(trx, {
       table: `totals_${period}`,

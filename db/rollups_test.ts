@@ -142,6 +142,18 @@ async function assertRollupsMatchHourly(db: Kysely<Database>): Promise<void> {
       group by 1, 2, 3`,
     ],
     [
+      "dimension_hourly",
+      sql`select hour, 'platform' as d, platform, sum(events) e, sum(errors) r
+      from event_facts_hourly group by 1, 2, 3 except select hour, dimension, value, events, errors
+      from dimension_hourly where dimension = 'platform'`,
+    ],
+    [
+      "dimension_daily",
+      sql`select ${day} as t, 'region' as d, region, sum(events) e
+      from event_facts_hourly group by 1, 2, 3 except select day, dimension, value, events
+      from dimension_daily where dimension = 'region'`,
+    ],
+    [
       "event_types_daily",
       sql`select ${day} as t, event_type, sum(events) e, sum(late_events) l
       from event_types_hourly group by 1, 2 except select day, event_type, events, late_events
@@ -232,12 +244,21 @@ async function equivalence(h: Harness): Promise<void> {
       groupBy,
       limit,
     });
+  const byPlatform = await getTimeseries(db, {
+    metric: "errors",
+    bucket: "1h",
+    fromMs: dayStart,
+    toMs: dayStart + 4 * DAY,
+    groupBy: "platform",
+    limit: 50,
+  });
   const byHour = await series("1h", "events", "region", 50);
   const byDay = await series("1d", "events", "region", 50);
   const total = (r: typeof byHour) =>
     r.series.reduce((sum, s) => sum + s.points.reduce((a, p) => a + p.value, 0), 0);
   const expected = await fromHourly(db, { fromMs: dayStart, toMs: dayStart + 4 * DAY });
   assert.equal(total(byHour), expected.events);
+  assert.equal(total(byPlatform), expected.errors);
   assert.equal(total(byDay), expected.events);
   const top = await series("1d", "plays", "content_id", 2);
   assert.equal(top.series.length, 2, "only the two titles with the most plays");

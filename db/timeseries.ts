@@ -121,11 +121,30 @@ function tableOf(base: RollupBase, bucket: Bucket) {
     : { table: sql.table(`${base}_daily`), time: sql.ref("day") };
 }
 
+/** Where a series reads: a rollup, and how its dimensions are named there. */
+interface Source {
+  base: RollupBase;
+  /** The column (or expression) of a dimension in the rollup. */
+  column(dimension: string): RawBuilder<unknown>;
+  /** Conditions the rollup itself needs (the dimension of a single-dimension rollup). */
+  extra: RawBuilder<unknown>[];
+}
+
+const AUDIENCE_DIMENSIONS = ["region", "platform", "app_version", "subscription_plan"];
+
+/** A rollup whose columns are named as the dimensions are. */
+const plain = (base: RollupBase): Source => ({
+  base,
+  column: (dimension) => sql.ref(dimension),
+  extra: [],
+});
+
 /**
  * The narrowest rollup that holds a query's filters and grouping: a series reads rows bounded by
- * its keys times its buckets, whatever the history.
+ * its keys times its buckets, whatever the history. One audience dimension alone (filtered or
+ * grouped) reads the single-dimension rollup.
  */
-function baseOf(q: SeriesQuery): RollupBase {
+function sourceOf(q: SeriesQuery): Source {
   if (q.deviceId !== undefined) {
     if (q.groupBy !== undefined || (q.contentId ?? q.region ?? q.platform) !== undefined) {
       throw new SeriesQueryError(
@@ -133,7 +152,7 @@ function baseOf(q: SeriesQuery): RollupBase {
           "additive metrics on its own",
       );
     }
-    return "device_facts";
+    return plain("device_facts");
   }
   if (q.groupBy === "error_code") {
     if (q.metric !== "errors") {
@@ -141,31 +160,46 @@ function baseOf(q: SeriesQuery): RollupBase {
         `Cannot group "${q.metric}" by error_code: only "errors" has codes`,
       );
     }
-    return q.contentId !== undefined || q.platform !== undefined
-      ? "error_codes"
-      : "region_error_codes";
+    return plain(
+      q.contentId !== undefined || q.platform !== undefined ? "error_codes" : "region_error_codes",
+    );
   }
   const needsTitle = q.contentId !== undefined || q.groupBy === "content_id";
-  const needsAudience = q.platform !== undefined ||
-    (q.groupBy !== undefined &&
-      ["platform", "app_version", "subscription_plan"].includes(q.groupBy));
-  const needsRegion = q.region !== undefined || q.groupBy === "region";
-  if (needsTitle && needsAudience) return "event_facts";
-  if (needsTitle) return "content_region";
-  if (needsAudience || needsRegion) return "audience";
-  return "totals";
+  const audience = new Set<string>();
+  if (q.region !== undefined) audience.add("region");
+  if (q.platform !== undefined) audience.add("platform");
+  if (q.groupBy !== undefined && AUDIENCE_DIMENSIONS.includes(q.groupBy)) audience.add(q.groupBy);
+  const needsAudience = audience.has("platform") || audience.has("app_version") ||
+    audience.has("subscription_plan");
+  if (needsTitle && needsAudience) return plain("event_facts");
+  if (needsTitle) return plain("content_region");
+  if (audience.size === 0) return plain("totals");
+  if (audience.size > 1) return plain("audience");
+  const [dimension] = audience;
+  return {
+    base: "dimension",
+    column: (d) => (d === dimension ? sql.ref("value") : sql.ref(d)),
+    extra: [sql`dimension = ${dimension}`],
+  };
 }
 
 /** The filters of a query as conditions on its rollup, time range included. */
-function conditionsOf(q: SeriesQuery, time: RawBuilder<unknown>): RawBuilder<unknown>[] {
+function conditionsOf(
+  q: SeriesQuery,
+  time: RawBuilder<unknown>,
+  source: Source,
+): RawBuilder<unknown>[] {
   const conditions = [
+    ...source.extra,
     sql`${time} >= ${new Date(q.fromMs).toISOString()}::timestamptz`,
     sql`${time} < ${new Date(q.toMs).toISOString()}::timestamptz`,
   ];
   if (q.deviceId !== undefined) conditions.push(sql`device_id = ${q.deviceId}`);
-  if (q.contentId !== undefined) conditions.push(sql`content_id = ${q.contentId}`);
-  if (q.region !== undefined) conditions.push(sql`region = ${q.region}`);
-  if (q.platform !== undefined) conditions.push(sql`platform = ${q.platform}`);
+  if (q.contentId !== undefined) {
+    conditions.push(sql`${source.column("content_id")} = ${q.contentId}`);
+  }
+  if (q.region !== undefined) conditions.push(sql`${source.column("region")} = ${q.region}`);
+  if (q.platform !== undefined) conditions.push(sql`${source.column("platform")} = ${q.platform}`);
   return conditions;
 }
 
@@ -177,28 +211,29 @@ function conditionsOf(q: SeriesQuery, time: RawBuilder<unknown>): RawBuilder<unk
 async function topKeys(
   db: Db,
   q: SeriesQuery,
-  base: RollupBase,
+  source: Source,
   rankColumn: string,
 ): Promise<string[]> {
-  const { table, time } = tableOf(base, q.bucket);
-  const key = sql.ref(q.groupBy!);
+  const { table, time } = tableOf(source.base, q.bucket);
+  const key = source.column(q.groupBy!);
   const { rows } = await sql<{ key: string }>`
-    select ${key} as key from ${table} where ${sql.join(conditionsOf(q, time), sql` and `)}
+    select ${key} as key from ${table}
+    where ${sql.join(conditionsOf(q, time, source), sql` and `)}
     group by 1 order by sum(${sql.ref(rankColumn)}) desc, 1 limit ${q.limit}`.execute(db);
   return rows.map((r) => r.key);
 }
 
 async function additiveRows(db: Db, q: SeriesQuery): Promise<Row[]> {
-  const base = baseOf(q);
-  const { table, time } = tableOf(base, q.bucket);
-  const conditions = conditionsOf(q, time);
-  const isCodes = base === "error_codes" || base === "region_error_codes";
+  const source = sourceOf(q);
+  const { table, time } = tableOf(source.base, q.bucket);
+  const conditions = conditionsOf(q, time, source);
+  const isCodes = source.base === "error_codes" || source.base === "region_error_codes";
   if (q.groupBy !== undefined) {
     const rank = isCodes || q.metric === "error_rate" ? "errors" : q.metric;
-    const keys = await topKeys(db, q, base, rank);
-    conditions.push(sql`${sql.ref(q.groupBy)} = any(${keys}::text[])`);
+    const keys = await topKeys(db, q, source, rank);
+    conditions.push(sql`${source.column(q.groupBy)} = any(${keys}::text[])`);
   }
-  const key = q.groupBy === undefined ? sql`null::text` : sql.ref(q.groupBy);
+  const key = q.groupBy === undefined ? sql`null::text` : source.column(q.groupBy);
   const value = isCodes
     ? sql`sum(errors)`
     : q.metric === "error_rate"
@@ -228,9 +263,13 @@ async function viewerRows(db: Db, q: SeriesQuery): Promise<Row[]> {
   if (q.groupBy !== undefined) {
     // Sketches are read only for the groups with the most events (estimating every title's would
     // read a sketch per title and bucket).
-    const base = q.groupBy === "content_id" ? "content_region" : "audience";
+    const source = q.groupBy === "content_id" ? plain("content_region") : {
+      base: "dimension" as const,
+      column: () => sql.ref("value"),
+      extra: [sql`dimension = 'region'`],
+    };
     const prefix = q.groupBy === "content_id" ? "c:" : "r:";
-    scopes = (await topKeys(db, q, base, "events")).map((key) => prefix + key);
+    scopes = (await topKeys(db, q, source, "events")).map((key) => prefix + key);
   } else {
     scopes = [
       q.contentId !== undefined
