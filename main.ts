@@ -235,6 +235,9 @@ export async function startPipeline(
         await db.destroy();
       })();
     await eraser.resume();
+    if (opened.readiness().cluster !== undefined) {
+      metrics.watchCluster(() => opened.readiness().cluster);
+    }
     metrics.watchDatabase({
       requestsByStatus: () => requestCountsByStatus(db),
       overdueRequests: () => overdueRequestCount(db, Date.now()),

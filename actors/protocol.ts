@@ -80,6 +80,8 @@ export type ToWorker =
   | { type: "adopt"; shards: Array<[string, ShardLease]> }
   | { type: "release"; requestId: number; keys: string[] }
   | { type: "flush"; requestId: number; throughPosition?: number }
+  /** Cluster: let go of every shard without flushing (the node steps down; owners replay). */
+  | { type: "reset"; reason: string }
   | { type: "opt_out"; userId: string; optOut: OptOut }
   | { type: "db_done"; requestId: number; error: string | null; isFenced: boolean }
   | { type: "stop" };
@@ -92,6 +94,11 @@ export interface WorkerStatus {
   heapUsedBytes: number;
   isFlushFailing: boolean;
   lastFlushError: string | null;
+  /**
+   * Wall-clock time (the region's ticks) since which nothing has committed while a flush was due:
+   * the first of the failures in a row, or the start of a flush still running; null otherwise.
+   */
+  flushBlockedSinceMs: number | null;
   /** Flushes measured since the previous status this worker sent (absent when there were none). */
   flushes?: FlushReport;
 }

@@ -257,6 +257,15 @@ export class Region {
     return this.#supervisor.release(keys);
   }
 
+  /**
+   * Cluster: every worker lets go of all its shards at once, without flushing (the node steps down
+   * because it cannot flush; the new owners replay from the committed checkpoints).
+   */
+  resetShards(reason: string): void {
+    this.#postAll();
+    this.#supervisor.resetAll(reason);
+  }
+
   /** Queues events read from one family's stream for the workers owning their shards. */
   dispatchFamily(
     family: EntityType,

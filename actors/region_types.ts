@@ -122,6 +122,7 @@ export function idleStatus(): WorkerStatus {
     heapUsedBytes: 0,
     isFlushFailing: false,
     lastFlushError: null,
+    flushBlockedSinceMs: null,
   };
 }
 

@@ -46,6 +46,10 @@ export class ShardHost {
   #inFlightEvents = 0;
   #flushChain: Promise<void> = Promise.resolve();
   #isFlushing = false;
+  /** The region's time when the running flush started. */
+  #flushStartedAtMs = 0;
+  /** `flushBlockedSinceMs` as the last status sent said it. */
+  #reportedBlockedSinceMs: number | null = null;
   #backoffMs = 0;
   #nextAttemptMs = 0;
   /** Latest wall-clock time the region sent (events and ticks): requested flushes back off from it. */
@@ -53,6 +57,8 @@ export class ShardHost {
   /** Tick time of the latest status sent (with an ack, a flush or on its own). */
   #statusAtMs = 0;
   #lastFlushError: string | null = null;
+  /** Tick time of the first failed flush of the current run of failures. */
+  #failingSinceMs: number | null = null;
   #epochs = new Map<string, number>();
   /** Highest position the region says this worker has been sent everything up to. */
   #seenThrough = 0;
@@ -143,6 +149,7 @@ export class ShardHost {
     this.#backoffMs = 0;
     this.#nextAttemptMs = 0;
     this.#lastFlushError = null;
+    this.#failingSinceMs = null;
     [this.#users, this.#contents, this.#devices] = this.#createFamilies();
     this.#log("warn", `Dropped all shards and unflushed deltas: ${reason}`);
     this.#send({ type: "reset", keys, reason });
@@ -207,6 +214,10 @@ export class ShardHost {
         this.#send({ type: "released", requestId: message.requestId, error });
         return;
       }
+      case "reset":
+        // After any flush under way: its outcome (committed, or fenced off) is settled first.
+        this.#flushChain = this.#flushChain.then(() => this.#reset(message.reason));
+        return await this.#flushChain;
       case "init":
       case "db_done":
       case "stop":
@@ -229,13 +240,20 @@ export class ShardHost {
       heapUsedBytes: Deno.memoryUsage().heapUsed,
       isFlushFailing: this.#lastFlushError !== null,
       lastFlushError: this.#lastFlushError,
+      flushBlockedSinceMs: this.#blockedSinceMs(),
     };
+  }
+
+  /** A flush that hangs (a silent network) has not failed yet, but has not committed either. */
+  #blockedSinceMs(): number | null {
+    return this.#failingSinceMs ?? (this.#isFlushing ? this.#flushStartedAtMs : null);
   }
 
   /** The status plus the flush measurements since the previous one, which are then forgotten. */
   #statusWithReport(): WorkerStatus {
     this.#statusAtMs = this.#lastNowMs;
     const status = this.status();
+    this.#reportedBlockedSinceMs = status.flushBlockedSinceMs;
     if (this.#report === null) return status;
     const flushes = this.#report;
     this.#report = null;
@@ -276,10 +294,14 @@ export class ShardHost {
     // A worker no event reaches any more sends no ack, and its empty flushes send nothing: without
     // this its entity count would stay at the peak, and its heap at the last busy moment (V8 gives
     // back a load's garbage some 30-40 s into quiet).
+    // A flush that started hanging is news at once: the cluster steps down on it.
     if (evicted > 0) {
       this.#log("debug", `Passivated ${evicted} idle entities`);
       this.#sendStatus();
-    } else if (nowMs - this.#statusAtMs >= QUIET_STATUS_EVERY_MS) this.#sendStatus();
+    } else if (
+      nowMs - this.#statusAtMs >= QUIET_STATUS_EVERY_MS ||
+      this.#blockedSinceMs() !== this.#reportedBlockedSinceMs
+    ) this.#sendStatus();
   }
 
   /** Reports the status on its own, after entities went away without an event or a flush. */
@@ -315,6 +337,7 @@ export class ShardHost {
     this.#pendingEvents = 0;
     this.#inFlightEvents = events;
     this.#isFlushing = true;
+    this.#flushStartedAtMs = nowMs;
     const startedMs = this.#monotonicMs();
     try {
       for (const key of batch.checkpoints.keys()) {
@@ -330,6 +353,7 @@ export class ShardHost {
       this.#backoffMs = 0;
       this.#nextAttemptMs = 0;
       this.#lastFlushError = null;
+      this.#failingSinceMs = null;
       this.#inFlightEvents = 0;
       this.#reportFlush(requestId, null, events);
     } catch (error) {
@@ -349,6 +373,7 @@ export class ShardHost {
       this.#backoffMs = Math.min(Math.max(this.#backoffMs * 2, MIN_BACKOFF_MS), MAX_BACKOFF_MS);
       this.#nextAttemptMs = nowMs + this.#backoffMs;
       this.#lastFlushError = describe(error);
+      this.#failingSinceMs ??= nowMs;
       this.#log(
         "warn",
         `Flush of ${events} events failed, retrying in ${this.#backoffMs} ms: ${this.#lastFlushError}`,

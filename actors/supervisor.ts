@@ -157,6 +157,15 @@ export class Supervisor {
     }
   }
 
+  /** Cluster ownership: every live worker drops all its shards without flushing. */
+  resetAll(reason: string): void {
+    const r = this.#region;
+    for (const slot of r.slots) {
+      slot.ownedKeys.clear();
+      if (r.pool.isAlive(slot.index)) r.pool.post(slot.index, { type: "reset", reason });
+    }
+  }
+
   /**
    * Cluster ownership: the workers flush and forget the shards; resolves with the errors of those
    * that could not commit first (they reset, and the new owner replays from the checkpoint).

@@ -398,6 +398,7 @@ test("Supervisor keeps a worker's status and hands its flush report to the obser
     heapUsedBytes: 1_000,
     isFlushFailing: false,
     lastFlushError: null,
+    flushBlockedSinceMs: null,
   };
   region.supervisor.onMessage(slot, {
     type: "status",

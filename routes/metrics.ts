@@ -10,7 +10,9 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import client from "prom-client";
-import type { Appender } from "../actors/log/log.ts";
+import type { Appender, LogReadiness } from "../actors/log/log.ts";
+
+type ClusterReadiness = NonNullable<LogReadiness["cluster"]>;
 import type { FlushReport } from "../actors/protocol.ts";
 import type { Region, RegionHealth, RegionObserver } from "../actors/region.ts";
 import {
@@ -187,6 +189,36 @@ export class PipelineMetrics {
         this.set(await read.pendingAlerts());
       },
     });
+  }
+
+  /** Cluster gauges, read from the log's readiness at scrape time (a cluster node only). */
+  watchCluster(read: () => LogReadiness["cluster"]): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, pick: (c: ClusterReadiness) => number) =>
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const cluster = read();
+          if (cluster !== undefined) this.set(pick(cluster));
+        },
+      });
+    gauge(
+      "cluster_shard_lag_events",
+      "Entries waiting in the streams of the shards this node holds (above their checkpoints).",
+      (c) => c.lagEvents,
+    );
+    gauge(
+      "cluster_stalled_shards",
+      "Shards this node holds whose checkpoint has not moved while entries wait, or not adopted.",
+      (c) => c.stalledShards,
+    );
+    gauge(
+      "cluster_stepped_down",
+      "1 while this node has left the cluster because it cannot reach PostgreSQL.",
+      (c) => c.isSteppedDown ? 1 : 0,
+    );
   }
 
   /** Counts `count` events with one outcome. */

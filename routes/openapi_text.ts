@@ -968,6 +968,11 @@ scrape time.
   fast path) or \`insert\` (PGlite, or a group holding a possible retry).
 - \`log_lag_events\`: events in the log not yet applied by a worker (buffered in the region or in
   unacknowledged batches); log pages a restarted worker has yet to replay are not included.
+- \`cluster_shard_lag_events\`, \`cluster_stalled_shards\`, \`cluster_stepped_down\` (redis log only):
+  entries waiting in the streams of the shards this node holds; held shards whose checkpoint has
+  not moved for 5 x \`LEASE_MS\` while entries wait, or that its workers have not taken; 1 while
+  the node has left the cluster because it cannot reach PostgreSQL. \`/readyz\` lists the
+  stalled shards (\`stalled_shards\`) and reports them as a problem.
 - \`privacy_requests{status}\` and \`privacy_requests_overdue\`: requests on record by status, and open
   ones past \`due_at\` (read from the database at scrape time).
 - \`privacy_erasure_retries_total\`: deletion erasures that could not finish and were scheduled to run

@@ -4,6 +4,7 @@
  * @module
  */
 import { HAS_SUITE_PERMISSIONS } from "./_permissions.ts";
+import { makeWireEvent } from "./fixtures.ts";
 
 // ioredis is imported where used, not at the top: loading it reads the whole environment (its
 // `debug` dependency does), which throws at module load under plain `deno test`.
@@ -49,4 +50,48 @@ export async function withRedisPrefix(fn: (prefix: string) => Promise<void>): Pr
     } while (cursor !== "0");
     redis.disconnect();
   }
+}
+
+/** How many shard leases under `prefix` name `nodeId` as their holder right now. */
+export async function leasesHeldBy(prefix: string, nodeId: string): Promise<number> {
+  const { Redis } = await import("ioredis");
+  const redis = new Redis(TEST_REDIS_URL);
+  try {
+    let held = 0;
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}lease:*`, "COUNT", 1000);
+      if (keys.length > 0) held += (await redis.mget(...keys)).filter((v) => v === nodeId).length;
+      cursor = next;
+    } while (cursor !== "0");
+    return held;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Batch `n` of 40 distinct events from `t0` on, ids `<idPrefix><k>`, spread over `users` viewers,
+ * `titles` titles and `tvs` TVs (prime counts, so the three cycles do not line up).
+ */
+export function clusterBatches(
+  t0: number,
+  { idPrefix, users, titles, tvs }: {
+    idPrefix: string;
+    users: number;
+    titles: number;
+    tvs: number;
+  },
+) {
+  return (n: number) =>
+    Array.from({ length: 40 }, (_, i) => {
+      const k = n * 40 + i;
+      return makeWireEvent({
+        event_id: `${idPrefix}${k}`,
+        user_id: `viewer${k % users}`,
+        content_id: `title${k % titles}`,
+        device_id: `tv${k % tvs}`,
+        atMs: t0 + k,
+      });
+    });
 }

@@ -29,6 +29,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           heapUsedBytes: 0,
           isFlushFailing: false,
           lastFlushError: null,
+          flushBlockedSinceMs: null,
         },
       });
       return;

@@ -15,6 +15,8 @@ export interface ServerProcess {
   kill(signal: Deno.Signal): void;
   /** Waits for the process to exit and returns its stderr. */
   exited(): Promise<string>;
+  /** Its stderr so far (for a failure message while it still runs). */
+  logSoFar(): string;
 }
 
 /** A loopback port nothing listens on right now. */
@@ -74,6 +76,7 @@ export async function spawnServer(
       await stderrDone;
       return new TextDecoder().decode(concat(stderrChunks));
     },
+    logSoFar: () => new TextDecoder().decode(concat(stderrChunks)),
   };
   const deadline = Date.now() + 60_000;
   while (true) {
@@ -130,10 +133,12 @@ export async function sendLoad(options: {
       for (const e of batch) result.sent.add(e.event_id);
       const base = typeof options.url === "string" ? options.url : options.url();
       try {
+        // A server cut from its queue may never answer: the client gives up, as a TV would.
         const res = await fetch(`${base}/events/batch`, {
           method: "POST",
           headers: { "content-type": "application/json" },
           body: JSON.stringify(batch),
+          signal: AbortSignal.timeout(10_000),
         });
         result.statuses[res.status] = (result.statuses[res.status] ?? 0) + 1;
         if (res.status === 202) {
@@ -145,7 +150,8 @@ export async function sendLoad(options: {
           if (res.status === 503) await new Promise((resolve) => setTimeout(resolve, 50));
         }
       } catch (error) {
-        if (!(error instanceof TypeError)) throw error;
+        const isTimeout = error instanceof DOMException && error.name === "TimeoutError";
+        if (!(error instanceof TypeError) && !isTimeout) throw error;
         result.statuses[0] = (result.statuses[0] ?? 0) + 1;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }

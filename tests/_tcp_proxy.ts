@@ -1,6 +1,11 @@
 /**
- * A loopback TCP proxy that a test can cut and restore, to make a database "unavailable" without
- * touching the real server other tests use.
+ * A loopback TCP proxy that a test can cut, black-hole and restore, to make a database or Redis
+ * "unavailable" to one process without touching the real server other tests use.
+ *
+ * - `cut()`: closes every connection and refuses new ones (a server that went away).
+ * - `blackhole()`: keeps connections open and accepts new ones, but nothing gets through in either
+ *   direction (a network partition: clients without a timeout wait forever); `restore()` then
+ *   delivers what was held, in order, as TCP's retransmission would.
  *
  * @module
  */
@@ -12,6 +17,10 @@ export class TcpProxy {
   #listener: Deno.Listener | null = null;
   #connections = new Set<Deno.Conn>();
   #accepting: Promise<void> | null = null;
+  #isBlackholed = false;
+  /** Resolved when a black hole ends; every held transfer waits for it. */
+  #healed: Promise<void> = Promise.resolve();
+  #heal: () => void = () => {};
 
   constructor(targetPort: number, port: number) {
     this.#targetPort = targetPort;
@@ -28,8 +37,12 @@ export class TcpProxy {
     return proxy;
   }
 
-  /** Accepts and forwards connections again. */
+  /** Accepts and forwards connections again; ends a black hole (held bytes go through). */
   restore(): void {
+    if (this.#isBlackholed) {
+      this.#isBlackholed = false;
+      this.#heal();
+    }
     if (this.#listener !== null) return;
     const listener = Deno.listen({ hostname: "127.0.0.1", port: this.port });
     this.#listener = listener;
@@ -42,7 +55,7 @@ export class TcpProxy {
     })();
   }
 
-  /** Closes every connection and refuses new ones, like a database that went away. */
+  /** Closes every connection and refuses new ones, like a server that went away. */
   async cut(): Promise<void> {
     this.#listener?.close();
     this.#listener = null;
@@ -51,24 +64,53 @@ export class TcpProxy {
     this.#connections.clear();
   }
 
+  /** Lets nothing through, silently: connections stay open, bytes wait, new ones hang. */
+  blackhole(): void {
+    if (this.#isBlackholed) return;
+    this.#isBlackholed = true;
+    this.#healed = new Promise((resolve) => (this.#heal = resolve));
+  }
+
+  /** Closes every connection and stops listening for good. */
+  async close(): Promise<void> {
+    this.restore();
+    await this.cut();
+  }
+
   async #forward(client: Deno.Conn): Promise<void> {
+    this.#connections.add(client);
+    if (this.#isBlackholed) await this.#healed;
     let server: Deno.Conn;
     try {
       server = await Deno.connect({ hostname: "127.0.0.1", port: this.#targetPort });
     } catch (error) {
+      this.#connections.delete(client);
       closeQuietly(client);
       throw error;
     }
-    this.#connections.add(client);
     this.#connections.add(server);
-    await Promise.allSettled([
-      client.readable.pipeTo(server.writable),
-      server.readable.pipeTo(client.writable),
-    ]);
+    await Promise.allSettled([this.#pump(client, server), this.#pump(server, client)]);
     this.#connections.delete(client);
     this.#connections.delete(server);
     closeQuietly(client);
     closeQuietly(server);
+  }
+
+  /** Copies bytes from one side to the other, holding them while the proxy is a black hole. */
+  async #pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        if (this.#isBlackholed) await this.#healed;
+        let written = 0;
+        while (written < n) written += await to.write(buffer.subarray(written, n));
+      }
+    } finally {
+      // One direction ended: end the other too, so the pair closes.
+      closeQuietly(to);
+    }
   }
 }
 

@@ -1,28 +1,14 @@
 import assert from "node:assert/strict";
-import { isRedisUp, TEST_REDIS_URL, withRedisPrefix } from "./_cluster.ts";
+import { clusterBatches, isRedisUp, TEST_REDIS_URL, withRedisPrefix } from "./_cluster.ts";
+import { makeWireEvent } from "./fixtures.ts";
 import { assertExactlyOnce } from "./_exactly_once.ts";
 import { TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { recentBase } from "./_scenarios.ts";
 import { type LoadResult, sendLoad, type ServerProcess, spawnServer } from "./_server_process.ts";
-import { makeWireEvent } from "./fixtures.ts";
 import { test } from "./_permissions.ts";
 
 const ignore = TEST_DATABASE_URL === undefined || !(await isRedisUp());
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function makeBatch(t0: number) {
-  return (n: number) =>
-    Array.from({ length: 40 }, (_, i) => {
-      const k = n * 40 + i;
-      return makeWireEvent({
-        event_id: `c${k}`,
-        user_id: `viewer${k % 307}`,
-        content_id: `title${k % 23}`,
-        device_id: `tv${k % 131}`,
-        atMs: t0 + k,
-      });
-    });
-}
 
 /**
  * Runs `nodes` servers sharing Redis and PostgreSQL under load sent to all of them, applies `fault`
@@ -58,7 +44,12 @@ async function clusterScenario(
         let stopLoad!: () => void;
         load = sendLoad({
           url: () => targets[next++ % targets.length],
-          makeBatch: makeBatch(recentBase()),
+          makeBatch: clusterBatches(recentBase(), {
+            idPrefix: "c",
+            users: 307,
+            titles: 23,
+            tvs: 131,
+          }),
           connections: 6,
           maxBatches: 3_000,
           stop: new Promise((resolve) => (stopLoad = resolve)),

@@ -59,6 +59,8 @@ export interface Appender {
 export interface LogReadiness {
   problems: string[];
   details: Record<string, unknown>;
+  /** For a cluster node: entries waiting in the streams it holds, and held shards not moving. */
+  cluster?: { lagEvents: number; stalledShards: number; isSteppedDown: boolean };
 }
 
 /** A log backend with its whole life: append, privacy requests, readiness, drain, close. */

@@ -8,7 +8,7 @@
 import type { Redis } from "ioredis";
 import type { Config } from "../../../config.ts";
 import { acquireShards, loadCheckpoints, storedReceipts } from "../../../db/log_store.ts";
-import { loadOptOuts } from "../../../db/queries.ts";
+import { loadOptOuts, pingDatabase } from "../../../db/queries.ts";
 import type { OptOut } from "../../../rules/mod.ts";
 import type { IncomingEvent, Refusal } from "../../region.ts";
 import type { ErasedEntries, EventLog, LogDeps, LogReadiness, LogTraits } from "../log.ts";
@@ -64,13 +64,24 @@ class SharedLog implements EventLog {
   }
 
   readiness(): LogReadiness {
+    const { lagEvents, stalledShards } = this.#cluster.lag;
+    const isSteppedDown = this.#cluster.isSteppedDown;
+    const problems: string[] = [];
+    if (this.#appender.isFailing) problems.push("redis appends failing");
+    if (isSteppedDown) problems.push("stepped down from the cluster: cannot reach PostgreSQL");
+    if (stalledShards.length > 0) {
+      problems.push(`${stalledShards.length} held shards not moving: ${stalledShards.join(", ")}`);
+    }
     return {
-      problems: this.#appender.isFailing ? ["redis appends failing"] : [],
+      problems,
       details: {
         node_id: this.#nodeId,
         members: this.#cluster.members,
         owned_shards: this.#cluster.ownedShards.length,
+        lag_events: lagEvents,
+        stalled_shards: stalledShards,
       },
+      cluster: { lagEvents, stalledShards: stalledShards.length, isSteppedDown },
     };
   }
 
@@ -126,6 +137,7 @@ export async function openRedisLog(
     checkpoints: (keys) => loadCheckpoints(db, keys),
     loadOptOuts: () => loadOptOuts(db),
     storedReceipts: (ids) => storedReceipts(db, ids),
+    canReachDatabase: () => answersWithin(pingDatabase(db), config.redis.leaseMs / 2),
     logger,
   });
   await cluster.start();
@@ -189,6 +201,17 @@ export async function eraseStreamEntries(
     }
   }
   return { deleted, left };
+}
+
+/** True when `work` resolves within `ms`; false when it fails or takes longer. */
+async function answersWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([work.then(() => true, () => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function isUsersEntry(fields: string[], userId: string): boolean {
