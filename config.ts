@@ -32,6 +32,10 @@ export interface Config {
     heartbeatMs: number;
     /** How long the redis log remembers an event id to recognise retries. */
     dedupeTtlMs: number;
+    /** Replicas that must acknowledge an append before its 202 (`WAIT`); 0 does not wait. */
+    waitReplicas: number;
+    /** How long an append waits for them before answering 503. */
+    waitTimeoutMs: number;
   };
   workers: number;
   shards: number;
@@ -142,6 +146,8 @@ export const ENV_SCHEMA = z.object({
   LEASE_MS: intFrom(500, 600_000).default(5_000),
   HEARTBEAT_MS: intFrom(100, 60_000).default(1_000),
   DEDUPE_TTL_MS: intFrom(1_000, 7 * 86_400_000).default(3_600_000),
+  REDIS_WAIT_REPLICAS: intFrom(0, 16).default(0),
+  REDIS_WAIT_TIMEOUT_MS: intFrom(10, 60_000).default(1_000),
   WORKERS: intFrom(1, 64).optional(),
   SHARDS: intFrom(1, 4096).default(64),
   FLUSH_INTERVAL_MS: intFrom(10, 600_000).default(1000),
@@ -295,6 +301,8 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
       leaseMs: e.LEASE_MS,
       heartbeatMs: e.HEARTBEAT_MS,
       dedupeTtlMs: e.DEDUPE_TTL_MS,
+      waitReplicas: e.REDIS_WAIT_REPLICAS,
+      waitTimeoutMs: e.REDIS_WAIT_TIMEOUT_MS,
     },
     workers: e.WORKERS ?? Math.max(1, cores),
     shards: e.SHARDS,

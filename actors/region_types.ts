@@ -70,7 +70,7 @@ export interface RegionObserver {
 }
 
 /** Why the region refuses new events right now. */
-export type Refusal = "draining" | "busy" | "degraded" | "recovering";
+export type Refusal = "draining" | "busy" | "degraded" | "recovering" | "log_unavailable";
 
 /** The main thread's side of one worker: its buffers, what is in flight, its last status. */
 export interface WorkerSlot {

@@ -191,6 +191,7 @@ function refuse(c: Context, log: Appender): Response | null {
     busy: "Service busy: retry after the indicated delay",
     degraded: "Service degraded: the database is unavailable and buffers are full",
     recovering: "Service recovering: replaying the log after a worker restart",
+    log_unavailable: "Service reconnecting to its log (Redis): retry after the indicated delay",
   };
   c.header("Retry-After", refusal === "draining" ? "5" : "1");
   return c.json({ error: messages[refusal], issues: [] }, 503);

@@ -122,14 +122,23 @@ export async function sendLoad(options: {
   connections: number;
   maxBatches: number;
   stop: Promise<void>;
+  /** Sends a batch again after a 503 or a failed request, as a TV retries (up to 20 times). */
+  retries?: boolean;
 }): Promise<LoadResult> {
   const result: LoadResult = { acknowledged: new Set(), sent: new Set(), statuses: {} };
   let isStopped = false;
   options.stop.then(() => (isStopped = true));
   let next = 0;
   const loop = async () => {
+    type Retry = { batch: Array<{ event_id: string }>; left: number };
+    const retries: Retry[] = [];
     while (!isStopped && next < options.maxBatches) {
-      const batch = options.makeBatch(next++);
+      const retry = retries.pop();
+      const batch = retry?.batch ?? options.makeBatch(next++);
+      const left = retry?.left ?? 20;
+      const again = () => {
+        if (options.retries && left > 0) retries.push({ batch, left: left - 1 });
+      };
       for (const e of batch) result.sent.add(e.event_id);
       const base = typeof options.url === "string" ? options.url : options.url();
       try {
@@ -147,11 +156,15 @@ export async function sendLoad(options: {
           batch.forEach((e, i) => rejected.has(i) || result.acknowledged.add(e.event_id));
         } else {
           await res.body?.cancel();
-          if (res.status === 503) await new Promise((resolve) => setTimeout(resolve, 50));
+          if (res.status === 503) {
+            again();
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
         }
       } catch (error) {
         const isTimeout = error instanceof DOMException && error.name === "TimeoutError";
         if (!(error instanceof TypeError) && !isTimeout) throw error;
+        again();
         result.statuses[0] = (result.statuses[0] ?? 0) + 1;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }

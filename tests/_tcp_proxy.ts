@@ -3,6 +3,7 @@
  * "unavailable" to one process without touching the real server other tests use.
  *
  * - `cut()`: closes every connection and refuses new ones (a server that went away).
+ * - `retarget(port)`: closes every connection and forwards new ones elsewhere (a moved address).
  * - `blackhole()`: keeps connections open and accepts new ones, but nothing gets through in either
  *   direction (a network partition: clients without a timeout wait forever); `restore()` then
  *   delivers what was held, in order, as TCP's retransmission would.
@@ -71,6 +72,16 @@ export class TcpProxy {
     this.#healed = new Promise((resolve) => (this.#heal = resolve));
   }
 
+  /**
+   * Sends new connections to another port and closes the current ones, as a virtual IP moved to a
+   * promoted replica would: clients reconnect to the same address and reach the new target.
+   */
+  retarget(targetPort: number): void {
+    this.#targetPort = targetPort;
+    for (const conn of this.#connections) closeQuietly(conn);
+    this.#connections.clear();
+  }
+
   /** Closes every connection and stops listening for good. */
   async close(): Promise<void> {
     this.restore();
@@ -83,10 +94,11 @@ export class TcpProxy {
     let server: Deno.Conn;
     try {
       server = await Deno.connect({ hostname: "127.0.0.1", port: this.#targetPort });
-    } catch (error) {
+    } catch {
+      // The target is down (killed in the test): the client sees its connection close.
       this.#connections.delete(client);
       closeQuietly(client);
-      throw error;
+      return;
     }
     this.#connections.add(server);
     await Promise.allSettled([this.#pump(client, server), this.#pump(server, client)]);

@@ -229,6 +229,22 @@ export class ClusterNode {
     void this.#enqueueOwnership();
   }
 
+  /**
+   * Redis is another server now (a promoted replica, a restart): what the workers applied may rest
+   * on entries that are gone. They drop every shard unflushed, and each held shard is adopted
+   * again from its committed checkpoint.
+   */
+  startOver(reason: string): void {
+    const nowMs = this.#now();
+    for (const held of this.#held.values()) {
+      held.isAdopted = false;
+      held.unadoptedSinceMs = nowMs;
+      held.generation = this.#nextGeneration++;
+    }
+    this.#o.region.resetShards(reason);
+    void this.#enqueueOwnership();
+  }
+
   /** Leaves the cluster: stops reading, lets the caller drain, then gives every lease back. */
   async stop(drain: () => Promise<void>): Promise<void> {
     this.#isStopped = true;

@@ -106,8 +106,12 @@ export async function openRedisLog(
 ): Promise<EventLog> {
   const { db, region, logger } = deps;
   const { Redis } = await import("ioredis");
-  const connect = async () => {
-    const connection = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 2 });
+  const connect = async (options: { enableOfflineQueue?: boolean } = {}) => {
+    const connection = new Redis(config.redis.url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 2,
+      ...options,
+    });
     connection.on(
       "error",
       (error: Error) => logger.warn("Redis connection error", { error: error.message }),
@@ -117,14 +121,25 @@ export async function openRedisLog(
   };
   const redis = await connect();
   const reader = await connect();
+  // Appends fail at once (503) while Redis is away, instead of queueing behind a reconnect.
+  const appends = await connect({ enableOfflineQueue: false });
+  const allKeys = ENTITY_TYPES.flatMap((type) =>
+    Array.from({ length: config.shards }, (_, shard) => formatShardKey(type, shard))
+  );
+  let cluster: ClusterNode | undefined;
   const appender = new RedisLog(region, {
-    redis,
+    redis: appends,
     keyPrefix: config.redis.keyPrefix,
     shards: config.shards,
     dedupeTtlMs: config.redis.dedupeTtlMs,
+    waitReplicas: config.redis.waitReplicas,
+    waitTimeoutMs: config.redis.waitTimeoutMs,
+    checkpoints: () => loadCheckpoints(db, allKeys),
+    onServerChanged: (runId) => cluster?.startOver(`Redis is another server now (${runId})`),
     logger,
   });
-  const cluster = new ClusterNode({
+  await appender.start();
+  cluster = new ClusterNode({
     nodeId: config.redis.nodeId,
     keyPrefix: config.redis.keyPrefix,
     shards: config.shards,
@@ -157,7 +172,7 @@ export async function openRedisLog(
     traits,
     appender,
     cluster,
-    [redis, reader],
+    [redis, reader, appends],
     config.redis.nodeId,
     eraseEntries,
   );
