@@ -4,10 +4,14 @@
  * On a fresh PostgreSQL database it sends a slice of the last day through the real pipeline
  * (`POST /events/batch`, durable postgres log), then writes older days straight into the tables
  * (server-side `INSERT ... SELECT generate_series`, see `_bench_history_build.ts`) at the platform's
- * key spread times `--scale`, growing the history to each length of `--days-list`. At each length it
- * times a retention run (`pruneExpired`, with a lagging then a current checkpoint), then starts the
+ * key spread times `--scale`, growing the history to each length of `--days-list`, holding what
+ * production holds: each aggregate table only for the days the server's aggregate retention keeps
+ * (hourly rows 35 days, daily 400, per-TV 90: the defaults). At each length it times a retention
+ * run (`pruneExpired` with those aggregate settings, with a lagging then a current checkpoint: it
+ * deletes the first hours of each cutoff's day and records the horizons), then starts the
  * server and times every documented read over the last 7 and 30 days, 13 months and all time (p50
- * and p95 over `--reps` runs after a warm-up), measures bytes at rest per event per table, and
+ * and p95 over `--reps` runs after a warm-up, and whether the answer said `complete: false`),
+ * measures bytes at rest per event per table, and
  * captures the SQL of the slowest read from the PostgreSQL log (`log_min_duration_statement = 0` on
  * the bench's own database) to print its `EXPLAIN (ANALYZE, BUFFERS)`.
  *
@@ -20,11 +24,14 @@ import type { Database } from "../db/schema.ts";
 import { dayOf, listPartitions } from "../db/partitions.ts";
 import { pruneExpired } from "../db/retention.ts";
 import { METRICS } from "../db/timeseries.ts";
+import { type AggregateRetention, loadHorizons } from "../db/horizons.ts";
 import {
   APP_VERSIONS,
   buildDays,
   copyRawDays,
+  createStage,
   type Derivation,
+  keptFrom,
   openBuildDb,
   planDerivations,
   PLANS,
@@ -85,6 +92,8 @@ interface Timing {
   p50: number;
   p95: number;
   status: string;
+  /** The answer said `complete: false` (somewhere in its body): from this bucket it is whole. */
+  incomplete: string | null;
 }
 
 interface Retention {
@@ -95,6 +104,10 @@ interface Retention {
   droppedRows: number;
   flagsDeleted: number;
   otherDeleted: number;
+  /** Aggregate rows deleted by both runs: hourly, daily, per-TV, per-entity risk. */
+  aggregates: { hourly: number; daily: number; device: number; entity: number };
+  /** `aggregate_horizons` after the runs. */
+  horizons: string;
 }
 
 interface TableSize {
@@ -108,6 +121,7 @@ interface Phase {
   builtDays: number;
   buildS: number;
   written: Written;
+  staged: Written;
   events: number;
   rawEvents: number;
   retention: Retention;
@@ -207,7 +221,25 @@ async function timeRead(server: Server, token: string, read: Read, args: Args): 
     ms.push((await get()).ms);
   }
   ms.sort((a, b) => a - b);
+  let incomplete: string | null = null;
+  if (first.status === 200) {
+    const seek = (x: unknown): void => {
+      if (incomplete !== null || x === null || typeof x !== "object") return;
+      const o = x as Record<string, unknown>;
+      if (o.complete === false) {
+        incomplete = typeof o.first_bucket_held === "string" ? o.first_bucket_held : "?";
+        return;
+      }
+      for (const v of Object.values(o)) seek(v);
+    };
+    try {
+      seek(JSON.parse(first.body));
+    } catch {
+      // Not JSON: nothing to say.
+    }
+  }
   return {
+    incomplete,
     name: read.name,
     range: read.range,
     n: ms.length,
@@ -309,6 +341,12 @@ const RETENTION = {
   privacyRequestRetentionDays: 730,
   consentRetentionDays: 1825,
   isLogPositional: true,
+  // The server's defaults (HOURLY_, DAILY_, ENTITY_RETENTION_DAYS).
+  aggregates: {
+    hourlyRetentionDays: 35,
+    dailyRetentionDays: 400,
+    entityRetentionDays: 90,
+  } satisfies AggregateRetention,
 };
 
 /** One retention run with every checkpoint lagging below the expired days, then one current. */
@@ -326,7 +364,8 @@ async function measureRetention(
   } else await sql`update shard_checkpoints set position = ${lag}`.execute(db);
   const before = (await listPartitions(db)).length;
   let started = performance.now();
-  await pruneExpired(db, nowMs, { ...RETENTION, flagsRetentionDays: 36_500 });
+  const lagging = (await pruneExpired(db, nowMs, { ...RETENTION, flagsRetentionDays: 36_500 }))
+    .aggregates;
   const laggingS = (performance.now() - started) / 1000;
   const laggingKept = before - (await listPartitions(db)).length;
   await sql`delete from shard_checkpoints where family = 'bench-lag'`.execute(db);
@@ -336,7 +375,18 @@ async function measureRetention(
   }
   started = performance.now();
   const counts = await pruneExpired(db, nowMs, RETENTION);
+  const agg = (k: "hourly_rows" | "daily_rows" | "device_rows" | "entity_risk") =>
+    (lagging?.[k] ?? 0) + (counts.aggregates?.[k] ?? 0);
+  const horizons = Object.entries(await loadHorizons(db))
+    .map(([level, ms]) => `${level} ${new Date(ms!).toISOString().slice(0, 16)}Z`).join(", ");
   return {
+    aggregates: {
+      hourly: agg("hourly_rows"),
+      daily: agg("daily_rows"),
+      device: agg("device_rows"),
+      entity: agg("entity_risk"),
+    },
+    horizons: horizons === "" ? "none" : horizons,
     laggingS,
     laggingKept: before - laggingKept,
     currentS: (performance.now() - started) / 1000,
@@ -480,6 +530,17 @@ async function run(args: Args): Promise<{ spread: Spread; phases: Phase[]; notes
       progress(`pipeline: ${pipelineEvents} events counted`);
       const derivations: Derivation[] = await planDerivations(pool);
       for (const d of derivations) notes.push(`${d.table}: ${d.why}`);
+      const notDerived = derivations.filter((d) => d.sql === null);
+      if (notDerived.length > 0) {
+        progress(
+          `WARNING: cannot derive ${
+            notDerived.map((d) => `${d.table} (${d.why})`).join("; ")
+          }: left with the pipeline slice's rows only`,
+        );
+      }
+      // What production holds at `nowMs`: each pruned table is written only for the days it keeps.
+      const kept = keptFrom(nowMs, RETENTION.aggregates);
+      await createStage(build);
       const templateRows = Number(
         (await pool.query(
           `select count(*) from raw_events where occurred_at >= $1 and
@@ -492,6 +553,7 @@ async function run(args: Args): Promise<{ spread: Spread; phases: Phase[]; notes
       );
       const phases: Phase[] = [];
       const written: Written = {};
+      const staged: Written = {};
       let builtFrom = yesterday;
       for (const days of daysList) {
         const fromDay = today - (days - 1) * DAY_MS;
@@ -499,7 +561,18 @@ async function run(args: Args): Promise<{ spread: Spread; phases: Phase[]; notes
         const builtDays = (builtFrom - fromDay) / DAY_MS;
         if (fromDay < builtFrom) {
           progress(`history ${days} days: writing ${builtDays} days`);
-          await buildDays(build, spread, derivations, fromDay, builtFrom, nowMs, written, progress);
+          await buildDays(
+            build,
+            spread,
+            derivations,
+            kept,
+            fromDay,
+            builtFrom,
+            nowMs,
+            written,
+            staged,
+            progress,
+          );
           const rawDays: number[] = [];
           for (let d = Math.max(fromDay, today - 29 * DAY_MS); d < builtFrom; d += DAY_MS) {
             rawDays.push(d);
@@ -519,7 +592,8 @@ async function run(args: Args): Promise<{ spread: Spread; phases: Phase[]; notes
         await pool.query("vacuum (analyze)");
         const vacuumS = (performance.now() - t) / 1000;
         const totals = await pool.query(
-          `select (select coalesce(sum(events), 0) from event_types_hourly)::text as events,
+          // Daily rows: kept 400 days, where hourly rows go after 35.
+          `select (select coalesce(sum(events), 0) from event_types_daily)::text as events,
             (select count(*) from raw_events)::text as raw`,
         );
         progress(`history ${days} days: reads`);
@@ -576,6 +650,7 @@ async function run(args: Args): Promise<{ spread: Spread; phases: Phase[]; notes
           builtDays,
           buildS,
           written: { ...written },
+          staged: { ...staged },
           events: Number(totals.rows[0].events),
           rawEvents: Number(totals.rows[0].raw),
           retention,
@@ -587,7 +662,18 @@ async function run(args: Args): Promise<{ spread: Spread; phases: Phase[]; notes
       }
       notes.push(
         `pipeline slice: ${pipelineEvents} events; raw rows per older day: ${templateRows}`,
+        `held as production holds them (aggregate retention ${
+          JSON.stringify(RETENTION.aggregates)
+        }): pruned tables are written only for their retained days and the day their cutoff ` +
+          `falls in; rows generated only to derive daily rollups from (unlogged staging, emptied ` +
+          `each day): ${
+            Object.entries(staged).map(([t, n]) => `${t} ${n.toLocaleString("en-US")}`).join(
+              ", ",
+            ) ||
+            "none"
+          }`,
       );
+      await pool.query("drop schema if exists bench_stage cascade");
       return { spread, phases, notes };
     } finally {
       await pool.query(`alter database ${dbName} reset log_min_duration_statement`)
@@ -663,6 +749,30 @@ function targetsOf(phases: Phase[]): Target[] {
   return out;
 }
 
+/** The reads of the longest history over the targets' ranges that miss their goal, slowest first. */
+function missTable(phases: Phase[]): string[] {
+  const longest = phases[phases.length - 1];
+  const goals: Record<string, number> = { "30 days": 50, "13 months": 150, "all time": 150 };
+  const missed = longest.timings.filter((t) =>
+    goals[t.range] !== undefined && (t.p95 > goals[t.range] || t.status !== "200")
+  ).sort((a, b) => b.p95 - a.p95);
+  const incomplete = longest.timings.filter((t) => t.incomplete !== null).length;
+  return [
+    `Reads that miss their target at ${longest.days} days stored (${missed.length} of ${
+      longest.timings.filter((t) => goals[t.range] !== undefined).length
+    }; ${incomplete} of ${longest.timings.length} reads answered \`complete: false\`):`,
+    "",
+    "| read | range | p50 ms | p95 ms | goal ms | complete |",
+    "|---|---|---|---|---|---|",
+    ...missed.map((t) =>
+      `| ${t.name} | ${t.range} | ${t.p50.toFixed(1)} | ${t.p95.toFixed(1)} | ${goals[t.range]} | ${
+        t.incomplete === null ? "yes" : `no (whole from ${t.incomplete.slice(0, 16)})`
+      }${t.status === "200" ? "" : ` ${t.status}`} |`
+    ),
+    "",
+  ];
+}
+
 function machine(): string {
   const out = new Deno.Command("cat", { args: ["/proc/cpuinfo"], stdout: "piped", stderr: "null" })
     .outputSync();
@@ -713,7 +823,9 @@ function markdown(
       "(POST /events/batch, QUEUE=postgres). Older days were written straight into the tables " +
       "with server-side INSERT ... SELECT generate_series (the bench's stand-in for COPY, allowed " +
       "for the bench): generated hourly rows, every daily or narrow rollup derived from them in " +
-      "SQL, and raw events only for the last 30 days (the pipeline's own rows of yesterday, copied " +
+      "SQL, each table only for the days the server's retention keeps (hourly 35, daily 400, " +
+      "per-TV 90; the retention run then deletes the first hours of each cutoff's day and " +
+      "records the horizons), and raw events only for the last 30 days (the pipeline's own rows of yesterday, copied " +
       "with new ids). Every table is VACUUM ANALYZEd before the reads (as autovacuum would). " +
       `Each read: one warm-up, then ${args.reps} runs (fewer when they pass ` +
       `${args["read-budget-s"]} s, at least 3), timed by the client over HTTP with an admin token.`,
@@ -738,7 +850,7 @@ function markdown(
       const x = p.timings.find((y) => y.name === t.name && y.range === t.range)!;
       return `${x.p50.toFixed(1)} / ${x.p95.toFixed(1)}${x.n < args.reps ? ` (n=${x.n})` : ""}${
         x.status === "200" ? "" : ` ${x.status}`
-      }`;
+      }${x.incomplete === null ? "" : ` **incomplete** (whole from ${x.incomplete.slice(0, 16)})`}`;
     });
     lines.push(`| ${t.name} | ${t.range} | ${cells.join(" | ")} |`);
   }
@@ -768,21 +880,26 @@ function markdown(
   lines.push(
     "",
     "(Tables under 64 kB at every length are left out. Aggregate B/event counts the scaled " +
-      "events; rows per event are the platform's, so B/event is the platform's too.)",
+      "events of the whole stored history (from the daily rows); rows per event are the " +
+      "platform's, so B/event is the platform's too. Tables held fewer days than the history " +
+      "(hourly: 35, per-TV: 90) spread their bytes over every stored event.)",
     "",
     "Retention (pruneExpired on the database, 3 raw-event days past the 30-day retention each time):",
     "",
-    "| stored history | lagging checkpoint: s, partitions kept | current checkpoint: s | partitions dropped | raw rows dropped | rows/s | flags deleted | other rows deleted |",
-    "|---|---|---|---|---|---|---|---|",
+    "| stored history | lagging checkpoint: s, partitions kept | current checkpoint: s | partitions dropped | raw rows dropped | rows/s | flags deleted | other rows deleted | aggregate rows deleted: hourly, daily, per-TV, entity | horizons after |",
+    "|---|---|---|---|---|---|---|---|---|---|",
     ...phases.map((p) => {
       const x = p.retention;
       return `| ${p.days} days | ${x.laggingS.toFixed(2)}, ${x.laggingKept} | ${
         x.currentS.toFixed(2)
       } | ${x.dropped} | ${f(x.droppedRows)} | ${
         x.currentS > 0 ? f(x.droppedRows / x.currentS) : ""
-      } | ${f(x.flagsDeleted)} | ${f(x.otherDeleted)} |`;
+      } | ${f(x.flagsDeleted)} | ${f(x.otherDeleted)} | ${f(x.aggregates.hourly)}, ${
+        f(x.aggregates.daily)
+      }, ${f(x.aggregates.device)}, ${f(x.aggregates.entity)} | ${x.horizons} |`;
     }),
     "",
+    ...missTable(phases),
     "| target | measured | goal | met | note |",
     "|---|---|---|---|---|",
     ...targetsOf(phases).map((t) =>

@@ -8,6 +8,13 @@
  * rows of the last day, copied with new ids and negative log positions (below every checkpoint, so
  * no shard replays them) into daily partitions created by the server's own code.
  *
+ * What production holds: a table the server's aggregate retention prunes (`db/horizons.ts`) is only
+ * written for the days it still holds at the bench's `now` (plus the day its cutoff falls in, so the
+ * bench's retention run deletes rows and records the horizons the reads report). Hourly rows that a
+ * kept rollup (a daily table) is derived from but that are past their own retention are generated
+ * into unlogged, index-free copies in the `bench_stage` schema, read by the derivations and emptied
+ * after each day.
+ *
  * @module
  */
 // @ts-types="@types/pg"
@@ -15,6 +22,7 @@ import pg from "pg";
 import { Kysely, PostgresDialect } from "kysely";
 import type { Database } from "../db/schema.ts";
 import { dailyName, DAY_MS, ensureDays } from "../db/partitions.ts";
+import { type AggregateRetention, DAILY_TABLES, HOURLY_TABLES } from "../db/horizons.ts";
 import { PLAYBACK_TYPES } from "../rules/event.ts";
 import { RULE_IDS } from "../rules/registry.ts";
 
@@ -199,6 +207,37 @@ export interface Derivation {
   why: string;
 }
 
+/** The first instant each table keeps at `nowMs` (absent: the server never prunes it). */
+export type KeptFrom = Map<string, number>;
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * The first instant each pruned aggregate table keeps at `nowMs` under `retention`, as
+ * `pruneAggregates` computes its cutoffs (the per-TV tables follow the entity retention).
+ */
+export function keptFrom(nowMs: number, retention: AggregateRetention): KeptFrom {
+  const hour = Math.floor((nowMs - retention.hourlyRetentionDays * DAY_MS) / HOUR_MS) * HOUR_MS;
+  const day = Math.floor((nowMs - retention.dailyRetentionDays * DAY_MS) / DAY_MS) * DAY_MS;
+  const entity = Math.floor((nowMs - retention.entityRetentionDays * DAY_MS) / HOUR_MS) * HOUR_MS;
+  const out: KeptFrom = new Map();
+  for (const t of HOURLY_TABLES) out.set(t, hour);
+  for (const t of DAILY_TABLES) out.set(t, day);
+  out.set("device_facts_hourly", entity);
+  out.set("device_facts_daily", entity);
+  return out;
+}
+
+/**
+ * Whether the UTC day starting `dayMs` is written into `table`: when the table is not pruned, or
+ * the day holds an hour at or after one hour before its cutoff (so the day the cutoff falls in is
+ * written, and the retention run deletes its first hours and records the horizon).
+ */
+export function isWritten(kept: KeptFrom, table: string, dayMs: number): boolean {
+  const from = kept.get(table);
+  return from === undefined || dayMs + DAY_MS > from - HOUR_MS;
+}
+
 /** A connection pool and a Kysely over it, for the server's own DDL helpers. */
 export interface BuildDb {
   pool: pg.Pool;
@@ -225,6 +264,12 @@ const DAY_EXPR = "(date_trunc('day', hour at time zone 'UTC') at time zone 'UTC'
  * {@link BASE_TABLES} order) holding every column.
  */
 export async function planDerivations(pool: pg.Pool): Promise<Derivation[]> {
+  // Which dimensions the single-dimension rollups hold: those the server wrote for the pipeline
+  // slice (so the bench follows db/rollups.ts without a copy of its list).
+  const dimensionsOf = async (table: string): Promise<string[]> =>
+    (await pool.query<{ dimension: string }>(
+      `select distinct dimension from ${table} order by 1`,
+    )).rows.map((r) => r.dimension);
   const cols = await pool.query<{ table_name: string; column_name: string; udt_name: string }>(
     `select c.table_name, c.column_name, c.udt_name from information_schema.columns c
      join information_schema.tables t using (table_schema, table_name)
@@ -253,6 +298,11 @@ export async function planDerivations(pool: pg.Pool): Promise<Derivation[]> {
     if ((BASE_TABLES as readonly string[]).includes(table)) continue;
     const timeCol = columns.has("hour") ? "hour" : columns.has("day") ? "day" : null;
     if (timeCol === null) continue;
+    const pk = pkOf.get(table) ?? new Set<string>();
+    if (pk.has("dimension") && pk.has("value")) {
+      out.push(await dimensionDerivation(table, timeCol, columns, pk, tables, dimensionsOf));
+      continue;
+    }
     const wanted = [...columns.keys()].filter((c) => c !== timeCol);
     const source = BASE_TABLES.find((b) => {
       const sc = tables.get(b);
@@ -262,12 +312,9 @@ export async function planDerivations(pool: pg.Pool): Promise<Derivation[]> {
       out.push({ table, source: null, sql: null, why: "no base table holds all its columns" });
       continue;
     }
-    const pk = pkOf.get(table) ?? new Set<string>();
     const keys = wanted.filter((c) => pk.has(c));
     const values = wanted.filter((c) => !pk.has(c));
-    const bad = values.find((c) =>
-      !["int2", "int4", "int8", "numeric", "float8", "_int4"].includes(columns.get(c)!)
-    );
+    const bad = values.find((c) => ![...NUMERIC, "_int4"].includes(columns.get(c)!));
     if (bad !== undefined) {
       out.push({ table, source, sql: null, why: `cannot aggregate column ${bad}` });
       continue;
@@ -301,6 +348,63 @@ export async function planDerivations(pool: pg.Pool): Promise<Derivation[]> {
     out.push({ table, source, sql: text, why: `derived from ${source}` });
   }
   return out;
+}
+
+const NUMERIC = ["int2", "int4", "int8", "numeric", "float8"];
+
+/**
+ * A single-dimension rollup (key `dimension`, `value` and the time): for each dimension the server
+ * writes, the sum of the hourly fact rows grouped by that dimension's column.
+ */
+async function dimensionDerivation(
+  table: string,
+  timeCol: string,
+  columns: Map<string, string>,
+  pk: Set<string>,
+  tables: Map<string, Map<string, string>>,
+  dimensionsOf: (table: string) => Promise<string[]>,
+): Promise<Derivation> {
+  const dims = await dimensionsOf(table);
+  const otherKeys = [...pk].filter((c) => c !== timeCol && c !== "dimension" && c !== "value");
+  const values = [...columns.keys()].filter((c) => !pk.has(c));
+  if (dims.length === 0) {
+    return {
+      table,
+      source: null,
+      sql: null,
+      why:
+        "NOT DERIVED (left empty): the pipeline slice wrote no rows to learn its dimensions from",
+    };
+  }
+  const source = BASE_TABLES.find((b) => {
+    const sc = tables.get(b);
+    return sc !== undefined && sc.has("hour") &&
+      [...dims, ...otherKeys, ...values].every((c) => sc.has(c));
+  });
+  if (source === undefined || otherKeys.length > 0) {
+    return {
+      table,
+      source: null,
+      sql: null,
+      why: `NOT DERIVED (left empty): no base table holds the dimensions ${dims.join(", ")}` +
+        (otherKeys.length > 0 ? ` and keys ${otherKeys.join(", ")}` : ""),
+    };
+  }
+  const bad = values.find((c) => !NUMERIC.includes(columns.get(c)!));
+  if (bad !== undefined) {
+    return { table, source, sql: null, why: `NOT DERIVED (left empty): cannot sum ${bad}` };
+  }
+  const time = timeCol === "hour" ? "hour" : DAY_EXPR;
+  const valueOf = `case d ${dims.map((x) => `when '${x}' then ${x}::text`).join(" ")} end`;
+  return {
+    table,
+    source,
+    sql: `insert into ${table} (${timeCol}, dimension, value${values.map((v) => `, ${v}`).join("")})
+      select ${time}, d, ${valueOf}${values.map((v) => `, sum(${v})`).join("")}
+      from ${source} cross join unnest(${lit(dims)}) d
+      where hour >= $1::timestamptz and hour < $2::timestamptz group by 1, 2, 3`,
+    why: `derived from ${source}, one group per value of ${dims.join(", ")}`,
+  };
 }
 
 const lit = (values: readonly string[]) =>
@@ -476,18 +580,34 @@ function recordStatements(s: Spread, nowMs: number): Array<[string, string]> {
 /** Rows each statement wrote, per table, summed over a build. */
 export type Written = Record<string, number>;
 
+/** The schema of the unlogged, index-free copies of base tables past their retention. */
+export const STAGE = "bench_stage";
+
+/** Creates (empty) the staging copies of the base tables. */
+export async function createStage(b: BuildDb): Promise<void> {
+  await b.pool.query(`drop schema if exists ${STAGE} cascade; create schema ${STAGE}`);
+  for (const t of BASE_TABLES) {
+    await b.pool.query(`create unlogged table ${STAGE}.${t} (like public.${t} including defaults)`);
+  }
+}
+
 /**
  * Writes the whole UTC days `[fromDay, toDay)`: base hourly rows, derived rollups, records, one day
- * per statement, oldest last (history grows backwards from the pipeline's day).
+ * per statement, oldest last (history grows backwards from the pipeline's day). A table is written
+ * only for the days it holds at `nowMs` (see {@link isWritten}); a base table past its retention
+ * that a kept rollup derives from is generated into {@link STAGE} and emptied after the day.
+ * `written` counts the rows kept, `staged` those generated only to derive from.
  */
 export async function buildDays(
   b: BuildDb,
   s: Spread,
   derivations: Derivation[],
+  kept: KeptFrom,
   fromDay: number,
   toDay: number,
   nowMs: number,
   written: Written,
+  staged: Written,
   progress: (m: string) => void,
 ): Promise<void> {
   const base = baseStatements(s);
@@ -495,18 +615,37 @@ export async function buildDays(
   const started = performance.now();
   for (let day = toDay - DAY_MS; day >= fromDay; day -= DAY_MS) {
     const args = [new Date(day).toISOString(), new Date(day + DAY_MS).toISOString()];
+    const derived = derivations.filter((d) => d.sql !== null && isWritten(kept, d.table, day));
+    // Base tables this day needs: kept ones, sources of kept rollups, and the facts error codes
+    // are drawn from.
+    const needed = new Set<string>(
+      base.map(([t]) => t).filter((t) =>
+        isWritten(kept, t, day) || derived.some((d) => d.source === t)
+      ),
+    );
+    if (needed.has("error_codes_hourly")) needed.add("event_facts_hourly");
+    const stagedHere = [...needed].filter((t) => !isWritten(kept, t, day));
+    const toStage = (text: string) =>
+      stagedHere.length === 0
+        ? text
+        : text.replace(new RegExp(`\\b(${stagedHere.join("|")})\\b`, "g"), `${STAGE}.$1`);
     // Independent tables in parallel (error codes read the facts, rollups the base rows).
     const run = async (list: Array<[string, string | null]>) =>
       await Promise.all(list.map(async ([table, text]) => {
         if (text === null) return;
-        const r = await b.pool.query(text, text.includes("$2") ? args : [args[0]]);
-        written[table] = (written[table] ?? 0) + (r.rowCount ?? 0);
+        const r = await b.pool.query(toStage(text), text.includes("$2") ? args : [args[0]]);
+        const into = stagedHere.includes(table) ? staged : written;
+        into[table] = (into[table] ?? 0) + (r.rowCount ?? 0);
       }));
-    await run(base.filter(([t]) => t !== "error_codes_hourly").slice(0, 2));
-    await run(base.filter(([t]) => t !== "error_codes_hourly").slice(2));
-    await run(base.filter(([t]) => t === "error_codes_hourly"));
-    await run(derivations.map((d) => [d.table, d.sql]));
+    const bases = base.filter(([t]) => needed.has(t) && t !== "error_codes_hourly");
+    await run(bases.slice(0, 2));
+    await run(bases.slice(2));
+    await run(base.filter(([t]) => needed.has(t) && t === "error_codes_hourly"));
+    await run(derived.map((d) => [d.table, d.sql]));
     await run(records);
+    if (stagedHere.length > 0) {
+      await b.pool.query(`truncate ${stagedHere.map((t) => `${STAGE}.${t}`).join(", ")}`);
+    }
     const done = (toDay - day) / DAY_MS;
     if (done % 10 === 0 || day === fromDay) {
       progress(
