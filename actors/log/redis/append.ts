@@ -19,6 +19,7 @@ import type { IncomingEvent, Refusal, Region } from "../../region.ts";
 import { shardOf } from "../../shard_of.ts";
 import { ENTITY_TYPES, formatShardKey } from "../../shard_key.ts";
 import { streamIdOfPosition } from "./stream_ids.ts";
+import { encodeEntry } from "./entry_codec.ts";
 
 /**
  * Appends a batch atomically. The `#!lua` header makes Redis refuse the whole script up front when
@@ -178,7 +179,7 @@ export class RedisLog implements Appender {
         shardOf(event.userId, this.#o.shards),
         shardOf(event.contentId, this.#o.shards),
         shardOf(event.deviceId, this.#o.shards),
-        JSON.stringify({ ...event, isLate: late[i] }),
+        encodeEntry({ ...event, isLate: late[i] }),
       );
     });
     try {

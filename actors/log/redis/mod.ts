@@ -15,6 +15,7 @@ import type { ErasedEntries, EventLog, LogDeps, LogReadiness, LogTraits } from "
 import { ENTITY_TYPES, formatShardKey } from "../../shard_key.ts";
 import { ClusterNode } from "./cluster.ts";
 import { positionOfStreamId } from "./stream_ids.ts";
+import { userIdOfEntry } from "./entry_codec.ts";
 import { RedisLog } from "./append.ts";
 
 /** A node of a cluster sharing Redis and PostgreSQL. */
@@ -234,7 +235,7 @@ function isUsersEntry(fields: string[], userId: string): boolean {
   // Cheap test first: most entries do not even contain the id.
   if (value === undefined || !value.includes(JSON.stringify(userId).slice(1, -1))) return false;
   try {
-    return (JSON.parse(value) as { userId?: unknown }).userId === userId;
+    return userIdOfEntry(value) === userId;
   } catch {
     return false; // an unreadable entry is skipped by readers too
   }
