@@ -127,7 +127,8 @@ export async function openRedisLog(
   const allKeys = ENTITY_TYPES.flatMap((type) =>
     Array.from({ length: config.shards }, (_, shard) => formatShardKey(type, shard))
   );
-  let cluster: ClusterNode | undefined;
+  // The appender is built before the cluster node it may have to restart, so it reaches it late.
+  const late: { cluster?: ClusterNode } = {};
   const appender = new RedisLog(region, {
     redis: appends,
     keyPrefix: config.redis.keyPrefix,
@@ -136,11 +137,11 @@ export async function openRedisLog(
     waitReplicas: config.redis.waitReplicas,
     waitTimeoutMs: config.redis.waitTimeoutMs,
     checkpoints: () => loadCheckpoints(db, allKeys),
-    onServerChanged: (runId) => cluster?.startOver(`Redis is another server now (${runId})`),
+    onServerChanged: (runId) => late.cluster?.startOver(`Redis is another server now (${runId})`),
     logger,
   });
   await appender.start();
-  cluster = new ClusterNode({
+  const cluster = new ClusterNode({
     nodeId: config.redis.nodeId,
     keyPrefix: config.redis.keyPrefix,
     shards: config.shards,
@@ -156,6 +157,7 @@ export async function openRedisLog(
     canReachDatabase: () => answersWithin(pingDatabase(db), config.redis.leaseMs / 2),
     logger,
   });
+  late.cluster = cluster;
   await cluster.start();
   logger.info(`Joined the cluster as "${config.redis.nodeId}"`, {
     members: cluster.members,
