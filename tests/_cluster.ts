@@ -90,7 +90,9 @@ export function clusterBatches(
         event_id: `${idPrefix}${k}`,
         user_id: `viewer${k % users}`,
         content_id: `title${k % titles}`,
-        device_id: `tv${k % tvs}`,
+        // Each viewer watches on one TV (a TV may have several viewers), as households do: a
+        // viewer on hundreds of TVs would hold a view open per pair (QoE), which no traffic does.
+        device_id: `tv${(k % users) % tvs}`,
         atMs: t0 + k,
       });
     });

@@ -131,14 +131,19 @@ async function partitionScenario(mode: "cut" | "blackhole"): Promise<void> {
           `the node cut from PostgreSQL did not take shards back: ${JSON.stringify(readiness[1])}`,
         );
         for (const [i, ready] of readiness.entries()) {
-          assert.deepEqual(ready.stalled_shards, [], `node ${i}: ${JSON.stringify(ready)}`);
+          assert.deepEqual(
+            ready.stalled_shards,
+            [],
+            `node ${i}: ${JSON.stringify(ready)}\n${servers[i].logSoFar().slice(-4_000)}`,
+          );
         }
         assert.ok(
           counted >= result.acknowledged.size,
           `${result.acknowledged.size - counted} acknowledged events not counted ${
             LEASE_MS + 10_000
           } ms ` +
-            `after healing; readiness: ${JSON.stringify(readiness)}`,
+            `after healing; readiness: ${JSON.stringify(readiness)}\n` +
+            servers.map((s, i) => `node ${i}:\n${s.logSoFar().slice(-3_000)}`).join("\n"),
         );
         const logs = await Promise.all(servers.map(async (server) => {
           server.kill("SIGTERM");
