@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { DEFAULT_BUSINESS_ERROR_CODES } from "./rules/qoe.ts";
 import { z } from "zod";
 import { type ApiToken, parseApiTokens } from "./routes/auth.ts";
 import { canonicalRegion, DEFAULT_GDPR_REGIONS } from "./routes/gdpr_regions.ts";
@@ -198,6 +199,10 @@ export const ENV_SCHEMA = z.object({
   ).default("HIGH"),
   ALERT_INCLUDE_USER: boolean.default("false"),
   ALLOWED_LATENESS_MS: intFrom(0, 7 * DAY_MS).default(7_200_000),
+  VIEW_IDLE_MS: intFrom(1_000, DAY_MS).default(1_800_000),
+  BUSINESS_ERROR_CODES: z.string().default(DEFAULT_BUSINESS_ERROR_CODES.join(",")).transform((s) =>
+    s.split(",").map((c) => c.trim()).filter((c) => c.length > 0)
+  ),
   MAX_FUTURE_SKEW_MS: intFrom(0, 86_400_000).default(300_000),
   MAX_EVENT_AGE_MS: intFrom(60_000, 366 * DAY_MS).default(7 * DAY_MS),
   MAX_IDLE_MS: intFrom(1000, 86_400_000).default(300_000),
@@ -222,6 +227,11 @@ export const ENV_SCHEMA = z.object({
   QUALITY_MIN_EVENTS: intFrom(1, 1_000_000).default(20),
   QUALITY_MAX_ERROR_RATE: ratio.default(0.2),
   QUALITY_MIN_DEVICES: intFrom(1, 1000).default(3),
+  QOE_WINDOW_MS: intFrom(10_000, 86_400_000).default(300_000),
+  QOE_MIN_VIEWS: intFrom(1, 1_000_000).default(25),
+  QOE_MAX_VSF_RATE: ratio.default(0.05),
+  QOE_MAX_REBUFFER_RATIO: ratio.default(0.02),
+  QOE_MAX_STARTUP_P95_MS: intFrom(1, 600_000).default(8_000),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -358,6 +368,15 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
       qualityMaxErrorRate: e.QUALITY_MAX_ERROR_RATE,
       qualityMinDevices: e.QUALITY_MIN_DEVICES,
       consentPurposeMask: purposeMask(e.CONSENT_PURPOSES),
+      viewIdleMs: e.VIEW_IDLE_MS,
+      businessErrorCodes: e.BUSINESS_ERROR_CODES,
+      qoe: {
+        windowMs: e.QOE_WINDOW_MS,
+        minViews: e.QOE_MIN_VIEWS,
+        maxVsfRate: e.QOE_MAX_VSF_RATE,
+        maxRebufferRatio: e.QOE_MAX_REBUFFER_RATIO,
+        maxStartupP95Ms: e.QOE_MAX_STARTUP_P95_MS,
+      },
     },
     logLevel: e.LOG_LEVEL,
   };

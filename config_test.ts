@@ -42,6 +42,25 @@ test("parseConfig() applies the documented defaults", () => {
     qualityMinDevices: 3,
     // CONSENT_PURPOSES: TCF purposes 1 (storage) and 8 (measurement), as bits 0 and 7.
     consentPurposeMask: 0b1000_0001,
+    // VIEW_IDLE_MS: a derived view ends after 30 minutes without an event.
+    viewIdleMs: 1_800_000,
+    // BUSINESS_ERROR_CODES: entitlement, geo-block, concurrent-stream limit, parental lock.
+    businessErrorCodes: [
+      "ENTITLEMENT*",
+      "NOT_ENTITLED",
+      "GEO_BLOCKED",
+      "GEO*",
+      "CONCURRENT_STREAM*",
+      "PARENTAL*",
+    ],
+    // QOE_*: the qoe rule's 5-minute window, 25 views, 5% VSF, 2% rebuffering, p95 startup 8 s.
+    qoe: {
+      windowMs: 300_000,
+      minViews: 25,
+      maxVsfRate: 0.05,
+      maxRebufferRatio: 0.02,
+      maxStartupP95Ms: 8_000,
+    },
   });
   assert.equal(config.consentRetentionDays, 1_825);
   assert.deepEqual(

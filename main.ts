@@ -31,6 +31,7 @@ import {
 import { pendingAlertCount } from "./db/alert_outbox.ts";
 import { LEVEL_RANK, type OptOut } from "./rules/mod.ts";
 import { AlertSender } from "./actors/alert_sender.ts";
+import { QoeChecker } from "./actors/qoe_checker.ts";
 import { startAuditPruner } from "./routes/audit.ts";
 import { isAuthEnabled } from "./routes/auth.ts";
 import { IpAnonymizer } from "./routes/ip_anonymizer.ts";
@@ -45,6 +46,8 @@ export interface Pipeline {
   db: Kysely<Database>;
   /** Delivers alert webhooks, when `ALERT_WEBHOOK_URL` is set. */
   alerts: AlertSender | undefined;
+  /** Runs the `qoe` rule over the QoE windows flushes changed (every flush interval). */
+  qoeChecker: QoeChecker;
   /** Runs deletion requests; `idle()` waits for the running ones. */
   eraser: Eraser;
   /** Lets wall-clock time in: workers prune, passivate and flush when due. */
@@ -63,6 +66,8 @@ export interface PipelineOptions {
   workerUrl?: URL;
   /** Poll the alert outbox every second (default); tests drive `alerts.runOnce` instead. */
   isAlertPolling?: boolean;
+  /** Run the `qoe` rule every flush interval (default); tests call `qoeChecker.runOnce`. */
+  isQoeChecking?: boolean;
 }
 
 /** Opens and migrates the database, starts the workers and builds the app. */
@@ -229,6 +234,7 @@ export async function startPipeline(
     const close = () =>
       closing ??= (async () => {
         await drain();
+        await qoeChecker.stop();
         await alerts?.stop();
         await opened.close();
         await writerLock?.release();
@@ -258,8 +264,16 @@ export async function startPipeline(
       }
       if (options.isAlertPolling !== false) alerts.start(1_000);
     }
+    const qoeChecker = new QoeChecker({
+      db,
+      thresholds: config.thresholds.qoe,
+      alertMinRank,
+      logger,
+    });
+    if (options.isQoeChecking !== false) qoeChecker.start(config.flushIntervalMs);
     return {
       alerts,
+      qoeChecker,
       app,
       region,
       log: opened,

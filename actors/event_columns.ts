@@ -8,6 +8,7 @@
  * @module
  */
 import type { ConsentSignal, TelemetryEvent } from "../rules/mod.ts";
+import type { OptionalFields } from "../rules/fields.ts";
 
 /** The families an event is for in one worker, as bits. */
 export const ROLE = { user: 1, content: 2, device: 4 } as const;
@@ -38,6 +39,8 @@ export interface EventColumns {
   flags: Uint8Array;
   /** Decoded consent signals, present only when an event of the batch carried one. */
   consent?: Array<ConsentSignal | null>;
+  /** Optional fields (`rules/fields.ts`), present only when an event of the batch carried some. */
+  fields?: Array<OptionalFields | undefined>;
 }
 
 const FLAG = {
@@ -97,6 +100,7 @@ export function toColumns(
     if (metadata !== undefined) metadata[i] = e.metadata;
     else for (const [key, column] of columns!) column[i] = e.metadata[key];
     if (e.consent) (c.consent ??= new Array(n).fill(null))[i] = e.consent;
+    if (e.fields !== undefined) (c.fields ??= new Array(n))[i] = e.fields;
     c.atMs[i] = e.atMs;
     c.receivedAtMs[i] = e.receivedAtMs;
     c.position[i] = e.position;
@@ -144,6 +148,8 @@ export function eventAt(c: EventColumns, i: number): TelemetryEvent {
   }
   const consent = c.consent?.[i];
   if (consent) event.consent = consent;
+  const fields = c.fields?.[i];
+  if (fields !== undefined) event.fields = fields;
   return event;
 }
 

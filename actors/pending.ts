@@ -25,6 +25,11 @@ export function emptyBatch(): FlushBatch {
     consentLedger: [],
     consentSeen: new Map(),
     consentFacts: new Map(),
+    qoe: new Map(),
+    qoeStartup: new Map(),
+    qoeWindows: new Map(),
+    qoeWindowViews: new Map(),
+    openViews: new Map(),
     checkpoints: new Map(),
     epochs: new Map(),
   };
@@ -34,7 +39,8 @@ export function emptyBatch(): FlushBatch {
 export function isEmptyBatch(b: FlushBatch): boolean {
   return b.rawEvents.length === 0 && b.counters.size === 0 && b.types.size === 0 &&
     b.flags.size === 0 && b.checkpoints.size === 0 && b.optOuts.length === 0 &&
-    b.consentLedger.length === 0 && b.consentSeen.size === 0 && b.consentFacts.size === 0;
+    b.consentLedger.length === 0 && b.consentSeen.size === 0 && b.consentFacts.size === 0 &&
+    b.qoe.size === 0 && b.qoeStartup.size === 0 && b.openViews.size === 0;
 }
 
 /** Adds `n` to a named counter. */
@@ -138,6 +144,14 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
     }
   }
   for (const optOut of from.optOuts) into.optOuts.push(optOut);
+  for (const [k, d] of from.qoe) {
+    const row = into.qoe.get(k);
+    if (row === undefined) into.qoe.set(k, [...d]);
+    else for (let i = 0; i < d.length; i++) row[i] += d[i];
+  }
+  for (const [k, n] of from.qoeStartup) addCounter(into.qoeStartup, k, n);
+  // The newer state of a TV replaces the older.
+  for (const [k, row] of from.openViews) into.openViews.set(k, row);
   for (const row of from.consentLedger) into.consentLedger.push(row);
   for (const [userId, atMs] of from.consentSeen) {
     if ((into.consentSeen.get(userId) ?? -Infinity) < atMs) into.consentSeen.set(userId, atMs);

@@ -4,8 +4,9 @@
  *
  * @module
  */
+import type { OpenViewsRow } from "../db/flush_batch.ts";
 import type { FlushBatch } from "../db/flush_batch.ts";
-import type { OptOut, RuleThresholds } from "../rules/mod.ts";
+import type { OptOut, RuleThresholds, TelemetryEvent } from "../rules/mod.ts";
 import type { EventColumns } from "./event_columns.ts";
 
 /** What a worker needs to start. */
@@ -47,6 +48,10 @@ export interface DuplicateMark {
 export interface ShardLease {
   position: number;
   epoch: number;
+  /** A user shard's stored open views (QoE), as of its checkpoint. */
+  openViews?: OpenViewsRow[];
+  /** The stored events of those TVs (`raw_events`), to rebuild their views from. */
+  viewEvents?: TelemetryEvent[];
 }
 
 /** Main thread to worker. */

@@ -31,6 +31,7 @@ export type QualityEvent = Pick<
   | "errorCode"
   | "isLate"
   | "position"
+  | "fields"
 >;
 
 /** Settings of a quality family. */
@@ -117,8 +118,10 @@ export class QualityFamily {
     const slot = this.#entities.touch(key, nowMs);
     const windowMs = this.#o.thresholds.qualityWindowMs;
     const windowStartMs = Math.floor(event.atMs / windowMs) * windowMs;
-    const counts = this.#countIn(slot, windowStartMs, event.type === "ERROR");
-    if (event.type === "ERROR") {
+    // A warning (`fatal: false`) still counts as an event, not as a failure of the title or TV.
+    const isError = event.type === "ERROR" && event.fields?.fatal !== false;
+    const counts = this.#countIn(slot, windowStartMs, isError);
+    if (isError) {
       counts.errorCount++;
       const errors = counts.errors ??= { byCode: {}, sampleEventIds: [], devices: new Set() };
       const code = event.errorCode ?? "UNKNOWN";

@@ -60,6 +60,8 @@ export class ShardHost {
   /** Tick time of the first failed flush of the current run of failures. */
   #failingSinceMs: number | null = null;
   #epochs = new Map<string, number>();
+  /** The region's watermark as of the last tick (event time every shard has seen). */
+  #watermarkMs = 0;
   /** Highest position the region says this worker has been sent everything up to. */
   #seenThrough = 0;
   /** Highest such position already written as every owned shard's checkpoint. */
@@ -102,6 +104,7 @@ export class ShardHost {
       new UserFamily({
         ...common,
         maxSegmentMs: init.maxSegmentMs,
+        allowedLatenessMs: init.allowedLatenessMs,
         isLogDurable: init.isLogDurable,
         hasStreamPositions: init.hasStreamPositions,
         owned: this.#owned.user,
@@ -117,6 +120,9 @@ export class ShardHost {
       const { entityType: family, shard } = parseShardKey(key);
       this.#owned[family].set(shard, lease.position);
       this.#epochs.set(key, lease.epoch);
+      if (family === "user" && lease.openViews !== undefined) {
+        this.#users.loadViews(lease.openViews, lease.viewEvents ?? []);
+      }
     }
   }
 
@@ -244,6 +250,12 @@ export class ShardHost {
     };
   }
 
+  /** Blocked since a time the last status did not say (its end is told by the flush's report). */
+  #isNewlyBlocked(): boolean {
+    const blocked = this.#blockedSinceMs();
+    return blocked !== null && blocked !== this.#reportedBlockedSinceMs;
+  }
+
   /** A flush that hangs (a silent network) has not failed yet, but has not committed either. */
   #blockedSinceMs(): number | null {
     return this.#failingSinceMs ?? (this.#isFlushing ? this.#flushStartedAtMs : null);
@@ -283,6 +295,7 @@ export class ShardHost {
   }
 
   #tick(nowMs: number, watermarkMs: number): void {
+    this.#watermarkMs = Math.max(this.#watermarkMs, watermarkMs);
     const horizonMs = watermarkMs - this.#init.allowedLatenessMs;
     this.#users.prune(horizonMs);
     this.#contents.prune(horizonMs);
@@ -299,8 +312,7 @@ export class ShardHost {
       this.#log("debug", `Passivated ${evicted} idle entities`);
       this.#sendStatus();
     } else if (
-      nowMs - this.#statusAtMs >= QUIET_STATUS_EVERY_MS ||
-      this.#blockedSinceMs() !== this.#reportedBlockedSinceMs
+      nowMs - this.#statusAtMs >= QUIET_STATUS_EVERY_MS || this.#isNewlyBlocked()
     ) this.#sendStatus();
   }
 
@@ -326,6 +338,8 @@ export class ShardHost {
         }
       }
     }
+    // Views changed since the last flush are recounted into this flush, with their state.
+    this.#users.flushViews(this.#watermarkMs, this.#pending);
     // Snapshot synchronously: events applied while the write runs land in the fresh batch.
     const batch = this.#pending;
     const events = this.#pendingEvents;

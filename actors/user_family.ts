@@ -46,6 +46,9 @@ import {
   startSegment,
 } from "./open_segments.ts";
 import { Slots } from "./slots.ts";
+import { ViewTracker } from "./view_tracker.ts";
+import type { OpenViewsRow } from "../db/flush_batch.ts";
+import { businessErrorMatcher } from "../rules/qoe.ts";
 
 /** Settings of the user family. */
 export interface UserFamilyOptions {
@@ -59,6 +62,8 @@ export interface UserFamilyOptions {
   isLogDurable?: boolean;
   /** Positions are per stream (redis log), not global: raw rows get a sequence number instead. */
   hasStreamPositions?: boolean;
+  /** How long behind the watermark events still count in windows (`ALLOWED_LATENESS_MS`). */
+  allowedLatenessMs?: number;
   /**
    * The shards this family owns, with their checkpoints: events at or below a checkpoint were flushed
    * before a restart and are replayed only to rebuild state, into a scratch batch that is never
@@ -83,6 +88,15 @@ const MAX_DISTINCT_PER_USER = 64;
  * while a client inventing codes (any `XX-YYY` passes validation) cannot grow the table past it.
  */
 const MAX_SHARED_REGIONS = 4_096;
+
+/** Events with QoE meaning kept per TV (its open and recently ended views). */
+const MAX_VIEW_EVENTS_PER_TV = 1_000;
+
+/**
+ * Events with QoE meaning held per worker (about 400 bytes each: 200 MB); past it the
+ * longest-held TV's views are ended early and let go (`qoe_tvs_evicted`).
+ */
+const MAX_VIEW_EVENTS = 500_000;
 
 /** Most playback segments open at once per user (device and title); beyond it the oldest closes. */
 const MAX_OPEN_SEGMENTS = 16;
@@ -112,6 +126,7 @@ export class UserFamily {
    */
   #dntSettings = new Map<string, DntSetting[]>();
   #scratch = emptyBatch();
+  #views: ViewTracker;
   /**
    * Each IP hash key id seen, as a small index, so a sighting holds a number, not the key's name.
    * Bounded by the key rotations this server has seen (key ids are the server's, not the client's).
@@ -134,11 +149,45 @@ export class UserFamily {
   constructor(options: UserFamilyOptions) {
     this.#o = options;
     this.#recent = new RecentIdsByShard(options.dedupeIdsPerShard);
+    this.#views = new ViewTracker({
+      idleMs: options.thresholds.viewIdleMs,
+      allowedLatenessMs: options.allowedLatenessMs ?? 0,
+      isBusinessError: businessErrorMatcher(options.thresholds.businessErrorCodes),
+      maxEventsPerTv: MAX_VIEW_EVENTS_PER_TV,
+      maxEvents: MAX_VIEW_EVENTS,
+      qoeRule: options.thresholds.qoe,
+      dimsOf: (event) => ({
+        contentId: event.contentId,
+        region: event.region,
+        platform: platformOf(event),
+        appVersion: appVersionOf(event),
+        plan: event.subscriptionPlan ?? UNKNOWN,
+        cdn: event.fields?.cdn ?? UNKNOWN,
+      }),
+    });
   }
 
   /** Number of users currently held in memory. */
   get entityCount(): number {
     return this.#users.size;
+  }
+
+  /** TVs whose views are held (QoE). */
+  get viewTvCount(): number {
+    return this.#views.tvCount;
+  }
+
+  /**
+   * Counts what changed in the TVs' views since the last flush into the batch (a view recounted
+   * retracts what it was counted as), with the TVs' state to store.
+   */
+  flushViews(watermarkMs: number, batch: FlushBatch): void {
+    this.#views.flush(watermarkMs, batch);
+  }
+
+  /** Takes the stored open views of a user shard this worker now owns. */
+  loadViews(rows: ReadonlyArray<OpenViewsRow>, events: ReadonlyArray<TelemetryEvent>): void {
+    this.#views.load(rows, events);
   }
 
   /** Regions whose string is shared among this family's users (bounded, see `#regionName`). */
@@ -156,6 +205,7 @@ export class UserFamily {
   recordOptOut(userId: string, optOut: OptOut): void {
     if (optOut.type === "deletion" && optOut.pseudonym !== undefined) {
       this.#users.release(userId);
+      this.#views.forgetUser(userId);
       this.#requests.delete(userId);
       this.#dntSettings.delete(userId);
       return;
@@ -205,6 +255,8 @@ export class UserFamily {
     // Every unique event counts in the aggregates of its own event-time hour, however late it is;
     // sessions follow event time too, so a TV that was offline still gets its watch time.
     const slot = this.#users.touch(event.userId, nowMs);
+    // A replayed event's view was stored with the checkpoint (open_views): it is counted already.
+    if (out === batch) this.#views.apply(event, shard, batch);
     this.#recordConsent(slot, event, out);
     const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(slot, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
@@ -274,6 +326,7 @@ export class UserFamily {
   /** Forgets every user and remembered id of a shard this worker no longer owns. */
   dropShard(shard: number): void {
     this.#recent.drop(shard);
+    this.#views.dropShard(shard);
     this.#users.forEach((_, userId) => {
       if (shardOf(userId, this.#o.shardCount) === shard) this.#users.release(userId);
     });
@@ -575,5 +628,6 @@ function toRawRow(event: TelemetryEvent): FlushBatch["rawEvents"][number] {
     isLate: event.isLate,
     metadata: event.metadata,
     ...(event.consent ? { consent: event.consent } : {}),
+    ...(event.fields === undefined ? {} : { fields: event.fields }),
   };
 }

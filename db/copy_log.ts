@@ -15,11 +15,17 @@
 import type pg from "pg";
 import { AppendResult, type PositionedRow, storedMetadata } from "./log_store.ts";
 import { copyInOneTrip } from "./pipelined_copy.ts";
+import {
+  copyText as fieldCopyText,
+  OPTIONAL_FIELDS,
+  type OptionalFields,
+} from "../rules/fields.ts";
 
 /** Columns in COPY order. */
 const COLUMNS = "event_id, position, user_id, device_id, content_id, event_type, occurred_at, " +
   "received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code, do_not_track, " +
-  "is_late, platform, app_version, extra_metadata, client_is_eu, subscription_plan, consent";
+  "is_late, platform, app_version, extra_metadata, client_is_eu, subscription_plan, consent, " +
+  OPTIONAL_FIELDS.map((f) => f.column).join(", ");
 
 /**
  * SQLSTATEs that send a group to the exact path: a unique-constraint violation, a deadlock, and
@@ -283,6 +289,17 @@ export class CopyLogWriter {
   }
 }
 
+/** The optional fields of an event that carried none: a null per column. */
+const NO_FIELDS = "\t\\N".repeat(OPTIONAL_FIELDS.length);
+
+function fieldsText(fields: OptionalFields): string {
+  let out = "";
+  for (const f of OPTIONAL_FIELDS) {
+    out += "\t" + fieldCopyText((fields as Record<string, unknown>)[f.key]);
+  }
+  return out;
+}
+
 /** The rows as COPY text (tab-separated, `\N` for null). */
 export function copyText(rows: readonly PositionedRow[]): string {
   const lines: string[] = new Array(rows.length);
@@ -298,7 +315,7 @@ export function copyText(rows: readonly PositionedRow[]): string {
       nullableBool(r.clientIsEu) + "\t" +
       nullable(r.subscriptionPlan) + "\t" +
       (r.consent === undefined || r.consent === null ? "\\N" : text(JSON.stringify(r.consent))) +
-      "\n";
+      (r.fields === undefined ? NO_FIELDS : fieldsText(r.fields)) + "\n";
   }
   return lines.join("");
 }

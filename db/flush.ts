@@ -15,6 +15,8 @@ import { upsertOwnRollups, upsertSharedRollups } from "./rollups.ts";
 import { LEVEL_RANK } from "../rules/mod.ts";
 import { packSketch } from "./hll.ts";
 import { enqueueAlerts } from "./alert_outbox.ts";
+import { upsertQoeWindows } from "./qoe_windows.ts";
+import { upsertQoe, writeOpenViews } from "./qoe_store.ts";
 import { parseShardKey } from "../actors/shard_key.ts";
 
 /** Rows per raw-event statement: bounds a statement's size however many events are pending. */
@@ -68,6 +70,8 @@ async function writeOnce(
     await insertOptOuts(trx, batch);
     // A user's ledger rows come only from the user's own shard, which this worker owns.
     await writeConsent(trx, batch);
+    // So are a TV's open views: stored with the deltas they were counted as.
+    await writeOpenViews(trx, batch);
     // Then the rows every worker adds to (counters, hourly facts, types, error codes), just before
     // the commit, so another worker's flush waits for their locks only that long: taken first,
     // they made it wait for this whole transaction (150 ms of a 300 ms flush, measured).
@@ -77,6 +81,8 @@ async function writeOnce(
     await upsertErrorCodes(trx, batch.errorCodes);
     await upsertConsentFacts(trx, batch);
     await upsertSharedRollups(trx, batch);
+    await upsertQoe(trx, batch);
+    await upsertQoeWindows(trx, batch);
     await advanceCheckpoints(trx, batch);
   });
 }

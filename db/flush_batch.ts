@@ -5,6 +5,7 @@
  * @module
  */
 import type { ConsentSignal, ConsentSource, Flag, Level, OptOutType } from "../rules/mod.ts";
+import type { OptionalFields } from "../rules/fields.ts";
 import type { SparseSketch } from "./hll.ts";
 
 /** Additive counters of one key (a fact row or a device hour). */
@@ -39,6 +40,18 @@ export interface RawEventRow {
   metadata: Record<string, unknown>;
   /** The decoded consent signal, when the event carried one. */
   consent?: ConsentSignal | null;
+  /** The optional fields (`rules/fields.ts`) the event carried. */
+  fields?: OptionalFields;
+}
+
+/** What one view of a TV was counted as (`open_views`, one row per view); null deletes the row. */
+export interface OpenViewsRow {
+  shard: number;
+  userId: string;
+  deviceId: string;
+  viewKey: string;
+  /** The view tracker's stored outcome, as JSON (see `actors/view_tracker.ts`). */
+  outcome: unknown[] | null;
 }
 
 /** Highest level and number of flags raised for one entity during the batch. */
@@ -130,6 +143,22 @@ export interface FlushBatch {
   consentSeen: Map<string, number>;
   /** Keyed by `hourMs + SEP + region`. */
   consentFacts: Map<string, ConsentFactDelta>;
+  /**
+   * QoE deltas keyed by `qoeKey` (hour the view started and its dimensions), one number per
+   * measure of `QOE` in `rules/qoe.ts`; a retracted view subtracts what it added.
+   */
+  qoe: Map<string, number[]>;
+  /** Startup histogram deltas keyed by `qoeKey + SEP + bucket`. */
+  qoeStartup: Map<string, number>;
+  /**
+   * The `qoe` rule's window deltas keyed by `window start ms + SEP + content + SEP + cdn + SEP +
+   * region`, one number per measure of `WINDOW_MEASURES` in `rules/qoe_rule.ts`.
+   */
+  qoeWindows: Map<string, number[]>;
+  /** Troubled views (evidence) keyed like `qoeWindows`, at most 10 each. */
+  qoeWindowViews: Map<string, string[]>;
+  /** TVs' views to store, keyed by `shard + SEP + user + SEP + device + SEP + view key`. */
+  openViews: Map<string, OpenViewsRow>;
   /** Keyed by `family + ":" + shard`; the highest log position applied. */
   checkpoints: Map<string, number>;
   /** Keyed like `checkpoints`: the owner epoch the flush must still hold (fencing). */

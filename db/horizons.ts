@@ -29,6 +29,8 @@ export const HOURLY_TABLES = [
   "audience_hourly",
   "region_error_codes_hourly",
   "dimension_hourly",
+  "qoe_hourly",
+  "qoe_startup_hourly",
 ] as const;
 
 /** Daily tables of anonymous aggregates, pruned at `DAILY_RETENTION_DAYS`. */
@@ -44,6 +46,8 @@ export const DAILY_TABLES = [
   "audience_daily",
   "region_error_codes_daily",
   "dimension_daily",
+  "qoe_daily",
+  "qoe_startup_daily",
 ] as const;
 
 /** How many days each kind of aggregate is kept. */
@@ -99,6 +103,8 @@ export async function pruneAggregates(
     entity_risk: 0,
   };
   for (const table of HOURLY_TABLES) counts.hourly_rows += await prune(table, "hour", hourCutoff);
+  // The qoe rule's 5-minute windows: finer than hours, kept as long.
+  counts.hourly_rows += await prune("qoe_windows", "window_start", hourCutoff);
   for (const table of DAILY_TABLES) counts.daily_rows += await prune(table, "day", dayCutoff);
   counts.device_rows += await prune("device_facts_hourly", "hour", entityCutoff);
   counts.device_rows += await prune("device_facts_daily", "day", entityCutoff);

@@ -4,12 +4,15 @@
  *
  * @module
  */
-import { type Kysely, sql } from "kysely";
-import type { RawEventRow } from "./flush_batch.ts";
+import { type Kysely, type Selectable, sql } from "kysely";
+import type { OpenViewsRow, RawEventRow } from "./flush_batch.ts";
+import { loadOpenViews } from "./qoe_store.ts";
+import { columnType, fieldsOfRow, OPTIONAL_FIELDS, type OptionalFields } from "../rules/fields.ts";
 import type { Database } from "./schema.ts";
 import { ensureDaysFor, isNoPartition } from "./partitions.ts";
 import type { ConsentSignal, TelemetryEvent } from "../rules/mod.ts";
 import { type EntityType, formatShardKey, parseShardKey } from "../actors/shard_key.ts";
+import { storedStartMs } from "../actors/view_tracker.ts";
 
 type Db = Kysely<Database>;
 
@@ -114,6 +117,21 @@ export async function insertRawEvents(
   }
 }
 
+/** The optional fields' columns, their values as `f<i>` of the JSON rows, and their types. */
+const FIELD_COLUMNS = sql.raw(OPTIONAL_FIELDS.map((f) => f.column).join(", "));
+const FIELD_VALUES = sql.raw(OPTIONAL_FIELDS.map((_, i) => `e.f${i}`).join(", "));
+const FIELD_TYPES = sql.raw(OPTIONAL_FIELDS.map((f, i) => `f${i} ${columnType(f)}`).join(", "));
+
+function fieldValues(fields: OptionalFields | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (fields === undefined) return out;
+  OPTIONAL_FIELDS.forEach((f, i) => {
+    const v = (fields as Record<string, unknown>)[f.key];
+    if (v !== undefined) out[`f${i}`] = v;
+  });
+  return out;
+}
+
 /**
  * The `insert ... returning event_id, position` of {@link insertRawEvents}. The rows go as one JSON
  * parameter (`json_to_recordset`): `JSON.stringify` is native, where pg encodes an array parameter
@@ -146,19 +164,21 @@ function insertStatement(rows: ReadonlyArray<LogRow & { position?: number }>) {
       ce: r.clientIsEu,
       sp: r.subscriptionPlan,
       cs: r.consent ?? null,
+      ...fieldValues(r.fields),
     };
   }));
   return sql<{ event_id: string; position: string | number }>`
     insert into raw_events (event_id, position, user_id, device_id, content_id, event_type,
       occurred_at, received_at, region, is_eu, has_consent, ip_hash, ip_prefix, error_code,
       do_not_track, is_late, platform, app_version, extra_metadata, client_is_eu,
-      subscription_plan, consent)
+      subscription_plan, consent, ${FIELD_COLUMNS})
     select e.i, coalesce(e.p, nextval('raw_events_position_seq')), e.u, e.d, e.c, e.t,
       to_timestamp(e.a / 1000.0), to_timestamp(e.r / 1000.0), e.g, e.e, e.h, e.ih, e.ip, e.ec,
-      e.dn, e.l, e.pf, e.av, e.x::jsonb, e.ce, e.sp, e.cs
+      e.dn, e.l, e.pf, e.av, e.x::jsonb, e.ce, e.sp, e.cs, ${FIELD_VALUES}
     from json_to_recordset(${json}::json) as e(o int, i text, p bigint, u text, d text, c text,
       t text, a float8, r float8, g text, e boolean, h boolean, ih text, ip text, ec text,
-      dn boolean, l boolean, pf text, av text, x text, ce boolean, sp text, cs jsonb)
+      dn boolean, l boolean, pf text, av text, x text, ce boolean, sp text, cs jsonb,
+      ${FIELD_TYPES})
     -- An erased event's retry is a duplicate: its tombstone stands in for the deleted row.
     where not exists (select 1 from erased_events t where t.event_hash = md5(e.i))
     order by e.o
@@ -199,7 +219,15 @@ export async function readLog(
   const rows = await db.selectFrom("raw_events").selectAll()
     .where("position", ">", afterPosition).where("position", "<=", throughPosition)
     .orderBy("position").limit(limit).execute();
-  return rows.map((r) => ({
+  return rows.map(eventOfRow);
+}
+
+type RawRow = Selectable<Database["raw_events"]>;
+
+/** A stored raw event as the event the workers were sent. */
+function eventOfRow(r: RawRow): TelemetryEvent {
+  const fields = fieldsOfRow(r as unknown as Record<string, unknown>);
+  return {
     eventId: r.event_id,
     userId: r.user_id,
     deviceId: r.device_id,
@@ -222,7 +250,36 @@ export async function readLog(
     ...(r.consent === null || r.consent === undefined ? {} : {
       consent: (typeof r.consent === "string" ? JSON.parse(r.consent) : r.consent) as ConsentSignal,
     }),
-  }));
+    ...(fields === undefined ? {} : { fields }),
+  };
+}
+
+/**
+ * The stored events of the TVs whose views are read back, from each TV's earliest view start on:
+ * a worker taking the shard rebuilds their views from them.
+ */
+async function loadTvEvents(db: Db, views: OpenViewsRow[]): Promise<TelemetryEvent[]> {
+  const since = new Map<string, { userId: string; deviceId: string; sinceMs: number }>();
+  for (const v of views) {
+    const startMs = storedStartMs(v.outcome);
+    const key = JSON.stringify([v.userId, v.deviceId]);
+    const tv = since.get(key);
+    if (tv === undefined) {
+      since.set(key, { userId: v.userId, deviceId: v.deviceId, sinceMs: startMs });
+    } else tv.sinceMs = Math.min(tv.sinceMs, startMs);
+  }
+  const tvs = [...since.values()];
+  if (tvs.length === 0) return [];
+  const fromMs = Math.min(...tvs.map((t) => t.sinceMs));
+  const result = await sql<RawRow>`
+    select r.* from raw_events r
+    join unnest(${tvs.map((t) => t.userId)}::text[], ${tvs.map((t) => t.deviceId)}::text[],
+      ${tvs.map((t) => t.sinceMs)}::float8[]) as t(user_id, device_id, since_ms)
+      on r.user_id = t.user_id and r.device_id = t.device_id
+        and r.occurred_at >= to_timestamp(t.since_ms / 1000.0)
+    where r.occurred_at >= ${new Date(fromMs).toISOString()}::timestamptz and not r.is_late`
+    .execute(db);
+  return result.rows.map(eventOfRow);
 }
 
 /** Highest position in the log (0 when empty). */
@@ -236,6 +293,10 @@ export async function lastLogPosition(db: Db): Promise<number> {
 export interface ShardLeaseRow {
   position: number;
   epoch: number;
+  /** A user shard's stored open views (QoE), as of its checkpoint. */
+  openViews?: OpenViewsRow[];
+  /** The stored events of those TVs, to rebuild their views from. */
+  viewEvents?: TelemetryEvent[];
 }
 
 /**
@@ -255,12 +316,26 @@ export async function acquireShards(db: Db, keys: string[]): Promise<Map<string,
     on conflict (family, shard) do update set epoch = shard_checkpoints.epoch + 1,
       updated_at = now()
     returning family, shard, position, epoch`.execute(db);
-  return new Map(
+  const leases = new Map<string, ShardLeaseRow>(
     result.rows.map((r) => [
       formatShardKey(r.family as EntityType, r.shard),
       { position: Number(r.position), epoch: Number(r.epoch) },
     ]),
   );
+  // Read after the epoch is raised: no earlier owner's flush can change them any more.
+  const userShards = parsed.filter((k) => k.entityType === "user").map((k) => k.shard);
+  const views = await loadOpenViews(db, userShards);
+  for (const row of views) {
+    const lease = leases.get(formatShardKey("user", row.shard));
+    if (lease !== undefined) (lease.openViews ??= []).push(row);
+  }
+  const shardOfUser = new Map(views.map((v) => [v.userId, v.shard]));
+  for (const event of await loadTvEvents(db, views)) {
+    const shard = shardOfUser.get(event.userId);
+    const lease = shard === undefined ? undefined : leases.get(formatShardKey("user", shard));
+    if (lease !== undefined) (lease.viewEvents ??= []).push(event);
+  }
+  return leases;
 }
 
 /**

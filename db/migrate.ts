@@ -23,6 +23,8 @@ import * as aggregateHorizons from "./migrations/2026_12_07_0013_aggregate_horiz
 import * as entityScores from "./migrations/2026_12_07_0014_entity_scores.ts";
 import * as readIndexes from "./migrations/2026_12_07_0015_read_indexes.ts";
 import * as dimensionRollups from "./migrations/2026_12_07_0016_dimension_rollups.ts";
+import * as qualityOfExperience from "./migrations/2026_12_07_0017_quality_of_experience.ts";
+import * as qoeWindows from "./migrations/2026_12_07_0018_qoe_windows.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -42,6 +44,8 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0014_entity_scores": entityScores,
   "2026_12_07_0015_read_indexes": readIndexes,
   "2026_12_07_0016_dimension_rollups": dimensionRollups,
+  "2026_12_07_0017_quality_of_experience": qualityOfExperience,
+  "2026_12_07_0018_qoe_windows": qoeWindows,
 };
 
 /**

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { OPTIONAL_FIELDS } from "../rules/fields.ts";
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
 import { consentLedgerOf } from "./consent_store.ts";
@@ -354,6 +355,8 @@ export async function eraseUserRows(db: Db, user: {
       .execute(trx);
     const risk = await sql`delete from entity_risk
       where entity_type = 'user' and entity_id = ${userId}`.execute(trx);
+    // A TV's open views hold the user's id and event ids; what they counted stays in the QoE rows.
+    await sql`delete from open_views where user_id = ${userId}`.execute(trx);
     // The proof that consent existed stays; the person does not (event ids link to raw events).
     const ledger = await sql`update consent_ledger set user_id = ${pseudonym},
       event_id = 'erased:' || md5(event_id) where user_id = ${userId}`.execute(trx);
@@ -425,6 +428,9 @@ export async function exportUser(db: Db, userId: string, nowMs: number) {
       subscription_plan: e.subscription_plan,
       extra_metadata: metadataOf(e),
       consent: typeof e.consent === "string" ? JSON.parse(e.consent) : e.consent ?? null,
+      ...Object.fromEntries(
+        OPTIONAL_FIELDS.map((f) => [f.wire, (e as Record<string, unknown>)[f.column] ?? null]),
+      ),
     })),
     flags: flags.map((f) => ({
       id: Number(f.id),

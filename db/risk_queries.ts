@@ -14,7 +14,13 @@ import { type EntityType, type Level, RULE_IDS, RULE_WEIGHTS } from "../rules/mo
 type Db = Kysely<Database>;
 
 /** Kinds of entity a score is about, as flags name them. */
-export const ENTITY_TYPES = ["user", "content", "device"] as const satisfies readonly EntityType[];
+export const ENTITY_TYPES = [
+  "user",
+  "content",
+  "device",
+  "cdn",
+  "region",
+] as const satisfies readonly EntityType[];
 
 /** Weight of each flag level in a score. */
 export const LEVEL_WEIGHTS: Readonly<Record<Level, number>> = { LOW: 1, MEDIUM: 3, HIGH: 10 };

@@ -23,7 +23,9 @@ export type RollupBase =
   | "content_region"
   | "audience"
   | "region_error_codes"
-  | "dimension";
+  | "dimension"
+  | "qoe"
+  | "qoe_startup";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 

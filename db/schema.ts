@@ -187,6 +187,14 @@ export interface RawEventsTable {
   extra_metadata: unknown | null;
   /** The decoded consent signal as JSON (`ConsentSignal`), null when none was sent. */
   consent: ColumnType<unknown | null, unknown | null | undefined, unknown | null>;
+  /** The optional fields of `rules/fields.ts`, null when not sent. */
+  view_id: ColumnType<string | null, string | null | undefined, string | null>;
+  playhead_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  bitrate_kbps: ColumnType<number | null, number | null | undefined, number | null>;
+  rendition_height: ColumnType<number | null, number | null | undefined, number | null>;
+  player_height: ColumnType<number | null, number | null | undefined, number | null>;
+  fatal: ColumnType<boolean | null, boolean | null | undefined, boolean | null>;
+  cdn: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Risk flags with their evidence, one row per flag key. */

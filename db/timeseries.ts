@@ -4,7 +4,8 @@
  * rows for 1h buckets and daily rows for 1d, so a series over a range adds up to the summary of that
  * range; `error_rate` is the sum of errors over the sum of events per bucket; `unique_viewers`
  * merges the sketches of each bucket. A grouped series first ranks its groups over the range, then
- * reads the points of the `limit` largest only.
+ * reads the points of the `limit` largest only. The QoE metrics (`views`, `startup_p50`, ...) read
+ * the QoE rows instead, and may be grouped by `cdn` (see `qoe_timeseries.ts`).
  *
  * @module
  */
@@ -13,6 +14,16 @@ import type { RollupBase } from "./rollup_reads.ts";
 import { type Completeness, completenessOf, loadHorizons } from "./horizons.ts";
 import type { Database } from "./schema.ts";
 import { estimateViewers } from "./hll.ts";
+import {
+  emptyQoeValue,
+  isQoeGroupBy,
+  isQoeMetric,
+  QOE_GROUP_BYS,
+  QOE_METRICS,
+  type QoeMetric,
+  type QoeSeriesQuery,
+  qoeSeriesRows,
+} from "./qoe_timeseries.ts";
 
 type Db = Kysely<Database>;
 
@@ -24,9 +35,12 @@ export const METRICS = [
   "error_rate",
   "watch_time_ms",
   "unique_viewers",
+  ...QOE_METRICS,
 ] as const;
 /** One of {@link METRICS}. */
 export type Metric = typeof METRICS[number];
+/** The metrics that are not QoE metrics: their points are never null. */
+export type CountMetric = Exclude<Metric, QoeMetric>;
 
 /** Bucket lengths a series can use, in ms. */
 export const BUCKETS = { "1h": 3_600_000, "1d": 86_400_000 } as const;
@@ -41,8 +55,9 @@ export const GROUP_BYS = [
   "app_version",
   "error_code",
   "subscription_plan",
+  "cdn",
 ] as const;
-/** One of {@link GROUP_BYS}. */
+/** One of {@link GROUP_BYS}; `cdn` with the QoE metrics only. */
 export type GroupBy = typeof GROUP_BYS[number];
 
 /** A validated time-series request; `fromMs` and `toMs` are aligned to the bucket. */
@@ -65,38 +80,45 @@ export class SeriesQueryError extends Error {
   override name = "SeriesQueryError";
 }
 
-/** The answer: one series per group (key null when not grouped), one point per bucket. */
-export interface SeriesResult extends Completeness {
+/**
+ * The answer: one series per group (key null when not grouped), one point per bucket; a QoE metric
+ * whose denominator is zero in a bucket is null there (`V`: number for a {@link CountMetric}).
+ */
+export interface SeriesResult<V extends number | null = number | null> extends Completeness {
   metric: Metric;
   bucket: Bucket;
   from: string;
   to: string;
-  series: Array<{ key: string | null; points: Array<{ t: string; value: number }> }>;
+  series: Array<{ key: string | null; points: Array<{ t: string; value: V }> }>;
 }
 
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
 
 /** Answers a time-series query; throws {@link SeriesQueryError} for unsupported combinations. */
+export function getTimeseries(
+  db: Db,
+  q: SeriesQuery & { metric: CountMetric },
+): Promise<SeriesResult<number>>;
+/** Answers a time-series query; throws {@link SeriesQueryError} for unsupported combinations. */
+export function getTimeseries(db: Db, q: SeriesQuery): Promise<SeriesResult>;
 export async function getTimeseries(db: Db, q: SeriesQuery): Promise<SeriesResult> {
-  const rows = q.metric === "unique_viewers" ? await viewerRows(db, q) : await additiveRows(db, q);
+  const { rows, keys, empty } = await seriesRows(db, q);
   const bucketMs = BUCKETS[q.bucket];
   const starts: number[] = [];
   for (let t = q.fromMs; t < q.toMs; t += bucketMs) starts.push(t);
-  const byKey = new Map<string | null, Map<number, number>>();
+  const byKey = new Map<string | null, Map<number, number | null>>();
   for (const row of rows) {
     let points = byKey.get(row.key);
     if (points === undefined) byKey.set(row.key, points = new Map());
     points.set(row.t, row.value);
   }
-  if (q.groupBy === undefined && !byKey.has(null)) byKey.set(null, new Map());
-  const totals = (points: Map<number, number>) => [...points.values()].reduce((a, b) => a + b, 0);
-  const series = [...byKey.entries()]
-    .sort(([ka, a], [kb, b]) => totals(b) - totals(a) || String(ka).localeCompare(String(kb)))
-    .slice(0, q.limit)
-    .map(([key, points]) => ({
+  const series = (keys ?? largestKeys(byKey, q)).map((key) => {
+    const points = byKey.get(key);
+    return {
       key,
-      points: starts.map((t) => ({ t: new Date(t).toISOString(), value: points.get(t) ?? 0 })),
-    }));
+      points: starts.map((t) => ({ t: new Date(t).toISOString(), value: points?.get(t) ?? empty })),
+    };
+  });
   const level = q.deviceId !== undefined ? "device" : q.bucket === "1h" ? "hourly" : "daily";
   return {
     metric: q.metric,
@@ -111,7 +133,77 @@ export async function getTimeseries(db: Db, q: SeriesQuery): Promise<SeriesResul
 interface Row {
   key: string | null;
   t: number;
-  value: number;
+  value: number | null;
+}
+
+/** The points of a query, its keys when ranked apart (else by total), and its empty bucket. */
+interface SeriesRows {
+  rows: Row[];
+  /** The series in order; null: the keys of `rows`, largest total first. */
+  keys: Array<string | null> | null;
+  /** The value of a bucket without rows. */
+  empty: number | null;
+}
+
+/** Reads the points of a query: QoE metrics from the QoE rows, the others from the rollups. */
+async function seriesRows(db: Db, q: SeriesQuery): Promise<SeriesRows> {
+  const metric = q.metric;
+  if (isQoeMetric(metric)) {
+    const { points, keys } = await qoeSeriesRows(db, qoeQueryOf(q, metric));
+    return { rows: points, keys, empty: emptyQoeValue(metric) };
+  }
+  if (q.groupBy === "cdn") {
+    throw new SeriesQueryError(
+      `Cannot group "${metric}" by cdn: the CDN is a dimension of the QoE rows only, so group_by=cdn ` +
+        `takes a QoE metric (${QOE_METRICS.join(", ")})`,
+    );
+  }
+  const rows = metric === "unique_viewers" ? await viewerRows(db, q) : await additiveRows(db, q);
+  return { rows, keys: null, empty: 0 };
+}
+
+/** A query of a QoE metric as the QoE read takes it; refuses what the QoE rows cannot answer. */
+function qoeQueryOf(q: SeriesQuery, metric: QoeMetric): QoeSeriesQuery {
+  if (q.deviceId !== undefined) {
+    throw new SeriesQueryError(
+      `Cannot filter "${metric}" by device_id: the QoE metrics are counted by title, region, ` +
+        "platform, app version, plan and CDN, not by TV",
+    );
+  }
+  const groupBy = q.groupBy;
+  if (groupBy !== undefined && !isQoeGroupBy(groupBy)) {
+    throw new SeriesQueryError(
+      `Cannot group "${metric}" by ${groupBy}: the QoE metrics group by ` +
+        QOE_GROUP_BYS.join(", "),
+    );
+  }
+  return {
+    metric,
+    bucket: q.bucket,
+    fromMs: q.fromMs,
+    toMs: q.toMs,
+    contentId: q.contentId,
+    region: q.region,
+    platform: q.platform,
+    groupBy,
+    limit: q.limit,
+  };
+}
+
+/** The keys of the series, largest total first (ties by key), the `limit` first. */
+function largestKeys(
+  byKey: Map<string | null, Map<number, number | null>>,
+  q: SeriesQuery,
+): Array<string | null> {
+  if (q.groupBy === undefined && !byKey.has(null)) byKey.set(null, new Map());
+  const totals = new Map(
+    [...byKey].map((
+      [key, points],
+    ) => [key, [...points.values()].reduce<number>((a, b) => a + (b ?? 0), 0)]),
+  );
+  return [...byKey.keys()]
+    .sort((ka, kb) => totals.get(kb)! - totals.get(ka)! || String(ka).localeCompare(String(kb)))
+    .slice(0, q.limit);
 }
 
 /** The time column and table of a rollup base at a bucket: hourly rows for 1h, daily for 1d. */

@@ -18,6 +18,13 @@ import type { IpAnonymizer } from "./ip_anonymizer.ts";
 import { type ConsentDecoder, type WireConsent } from "./consent_decoder.ts";
 import { type ConsentSignal, isConsentGranted } from "../rules/consent.ts";
 import { opaqueIdProblem, scrubMetadata, scrubText } from "./scrub.ts";
+import {
+  fieldSchema,
+  isFieldValue,
+  jsonSchemaOf,
+  OPTIONAL_FIELDS,
+  type OptionalFields,
+} from "../rules/fields.ts";
 
 /** Largest `extra_metadata` accepted, in UTF-8 bytes of JSON. */
 export const MAX_METADATA_BYTES = 4096;
@@ -167,7 +174,51 @@ const EVENT_FIELDS = {
   do_not_track: z.boolean().optional(),
 };
 
-const KNOWN_FIELDS: ReadonlySet<string> = new Set(Object.keys(EVENT_FIELDS));
+const KNOWN_FIELDS: ReadonlySet<string> = new Set([
+  ...Object.keys(EVENT_FIELDS),
+  ...OPTIONAL_FIELDS.map((f) => f.wire),
+]);
+
+/**
+ * The documented schema of one event: {@link EVENT_SCHEMA} with the optional fields of
+ * `rules/fields.ts`. (Validation reads those fields with {@link readOptionalFields}.)
+ */
+export const DOCUMENTED_EVENT_SCHEMA = z.object({
+  ...EVENT_FIELDS,
+  ...Object.fromEntries(
+    OPTIONAL_FIELDS.map((f) => [f.wire, fieldSchema(f).nullish().meta(jsonSchemaOf(f))]),
+  ),
+});
+
+/**
+ * The optional fields of `rules/fields.ts` an event carries, checked one by one: a value that is
+ * not right is a problem with zod's message (null and absent are the same: not sent).
+ */
+export function readOptionalFields(
+  input: Record<string, unknown>,
+): { fields: OptionalFields | undefined; issues: Issue[] } {
+  let fields: Record<string, unknown> | undefined;
+  const issues: Issue[] = [];
+  for (const f of OPTIONAL_FIELDS) {
+    const v = input[f.wire];
+    if (v === undefined || v === null) continue;
+    if (isFieldValue(f, v)) {
+      const problem = f.kind === "id" ? opaqueIdProblem(v as string) : null;
+      if (problem === null) {
+        (fields ??= {})[f.key] = f.kind === "label" ? scrubText(v as string) : v;
+        continue;
+      }
+      issues.push({ path: f.wire, message: problem });
+      continue;
+    }
+    const parsed = fieldSchema(f).safeParse(v);
+    issues.push({
+      path: f.wire,
+      message: parsed.success ? "is not accepted" : parsed.error.issues[0].message,
+    });
+  }
+  return { fields: fields as OptionalFields | undefined, issues };
+}
 
 /** zod schema of one event as a TV sends it; unknown fields are stripped (see {@link validateEvent}). */
 export const EVENT_SCHEMA = z.object(EVENT_FIELDS).check((ctx) => {
@@ -270,6 +321,10 @@ export function validateEvent(
       message: i.message,
     })));
   }
+  const optional = input !== null && typeof input === "object" && !Array.isArray(input)
+    ? readOptionalFields(input as Record<string, unknown>)
+    : { fields: undefined, issues: [] };
+  issues.push(...optional.issues);
   if (!parsed.success || issues.length > 0) return { ok: false, issues };
   const e = parsed.data;
   const timeIssue = timestampProblem(e.timestamp, ctx);
@@ -328,6 +383,7 @@ export function validateEvent(
       hasDoNotTrack: e.do_not_track !== undefined,
       metadata: scrubMetadata(withoutKeys(e.extra_metadata, badDimensions), ctx.metadataKeys)
         .metadata,
+      ...(optional.fields === undefined ? {} : { fields: optional.fields }),
       receivedAtMs: ctx.nowMs,
     },
   };

@@ -13,9 +13,10 @@ import { REQUEST_TYPES } from "../db/privacy_store.ts";
 import { ENTITY_TYPES } from "../db/risk_queries.ts";
 import { BUCKETS, METRICS } from "../db/timeseries.ts";
 import { PLAYBACK_TYPES, RULE_IDS } from "../rules/mod.ts";
-import { EVENT_SCHEMA } from "./event_schema.ts";
+import { DOCUMENTED_EVENT_SCHEMA } from "./event_schema.ts";
+import { fieldSchema, jsonSchemaOf, OPTIONAL_FIELDS } from "../rules/fields.ts";
 import { JURISDICTIONS, LIST as PRIVACY_LIST, REQUEST as PRIVACY_REQUEST } from "./privacy.ts";
-import { SERIES_QUERY } from "./stats.ts";
+import { QOE_QUERY, SERIES_QUERY } from "./stats.ts";
 import { AUDIT_QUERY } from "./audit.ts";
 import { ROLES } from "./auth.ts";
 import { LIST_QUERY as FLAG_LIST, REVIEW, RISK_QUERY } from "./compliance.ts";
@@ -177,6 +178,56 @@ const STATS_SUMMARY = z.object({
   }),
   duplicate_events: COUNT.meta({ description: "All-time: retries of an event already stored" }),
 });
+const MS = z.number().min(0);
+const SHARE = (description: string) => z.number().min(0).max(1).nullable().meta({ description });
+const QOE_STATS = z.object({
+  ...RANGE,
+  views: COUNT.meta({
+    description: "Views that started in the range (a view counts in its first hour)",
+  }),
+  started_views: COUNT.meta({
+    description: "Views that reached FIRST_FRAME (or PLAY without one)",
+  }),
+  video_startup_time_ms: z.object({
+    p50: MS.nullable(),
+    p95: MS.nullable(),
+    mean: MS.nullable(),
+    views_measured: COUNT.meta({ description: "Started views with PLAY_REQUEST and FIRST_FRAME" }),
+    views_not_measured: COUNT.meta({ description: "Started views without a measured startup" }),
+    relative_error: z.number().meta({ description: "Of p50 and p95 (histogram buckets): 0.049" }),
+  }),
+  exits_before_video_start: z.object({
+    count: COUNT,
+    rate: SHARE("count / views"),
+    denominator: z.literal("views"),
+    exits_under_1s_not_counted: COUNT,
+  }),
+  video_start_failures: z.object({
+    count: COUNT,
+    rate: SHARE("count / views"),
+    business: COUNT.meta({ description: "Codes in BUSINESS_ERROR_CODES: not the service's fault" }),
+    technical: COUNT,
+    technical_rate: SHARE("technical / views"),
+    denominator: z.literal("views"),
+  }),
+  playback_failures: z.object({
+    count: COUNT,
+    rate: SHARE("count / started_views"),
+    denominator: z.literal("started_views"),
+  }),
+  rebuffer_ratio: SHARE("rebuffer_ms / (playing_ms + rebuffer_ms)"),
+  rebuffer_ratio_denominator: z.literal("playing_ms + rebuffer_ms"),
+  rebuffers: COUNT,
+  rebuffer_ms: MS,
+  rebuffers_per_hour: z.number().min(0).nullable().meta({
+    description: "rebuffers / playing hours",
+  }),
+  seek_stall_ms: MS.meta({ description: "Stalls starting within 1 s of a SEEK: not rebuffering" }),
+  playing_ms: MS,
+  average_bitrate_kbps: MS.nullable().meta({ description: "Weighted by playing time" }),
+  upscale_share: SHARE("Playing time with the rendition below the player's height"),
+  warnings: COUNT.meta({ description: "ERROR events with fatal: false" }),
+});
 const CONTENT_STATS = z.object({
   content_id: z.string(),
   ...RANGE,
@@ -202,7 +253,8 @@ const REGION_STATS = z.object({
 const TIMESERIES = z.object({
   metric: z.enum(METRICS).meta({
     description: "error_rate is errors / events per bucket; unique_viewers merges the hourly " +
-      "HyperLogLog sketches of each bucket",
+      "HyperLogLog sketches of each bucket; the QoE metrics (views to avg_bitrate_kbps) are " +
+      "computed per bucket as /stats/qoe computes them over that bucket",
   }),
   bucket: z.enum(Object.keys(BUCKETS) as ["1h", "1d"]),
   from: TIME,
@@ -210,8 +262,9 @@ const TIMESERIES = z.object({
   ...COMPLETENESS,
   series: z.array(z.object({
     key: z.string().nullable().meta({ description: "The group's value; null when not grouped" }),
-    points: z.array(z.object({ t: TIME, value: z.number() })).meta({
-      description: "One point per bucket from from to to, 0 where nothing happened",
+    points: z.array(z.object({ t: TIME, value: z.number().nullable() })).meta({
+      description: "One point per bucket from from to to, 0 where nothing happened; a QoE rate, " +
+        "percentile or average is null where its denominator is zero (no views in the bucket)",
     }),
   })),
 });
@@ -328,6 +381,9 @@ const USER_EXPORT = z.object({
     consent: JSON_OBJECT.nullable().meta({
       description: "The decoded consent signal (never the string), null when none was sent",
     }),
+    ...Object.fromEntries(
+      OPTIONAL_FIELDS.map((f) => [f.wire, fieldSchema(f).nullable().meta(jsonSchemaOf(f))]),
+    ),
   })).meta({ description: "The raw events still kept, in event time order" }),
   flags: z.array(z.object({
     id: z.number().int().meta({ description: "As in /compliance/flags/{id}" }),
@@ -513,7 +569,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     access: "ingest",
     ...ROUTE_TEXT["post /events"],
     summary: "Send one event; 202 once it is stored in the log",
-    body: EVENT_SCHEMA,
+    body: DOCUMENTED_EVENT_SCHEMA,
     responses: {
       202: ok("Accepted; unknown top-level fields are dropped and named", INGESTED),
       ...INGEST_REFUSALS,
@@ -528,7 +584,7 @@ export const ROUTE_DOCS: RouteDoc[] = [
     ...ROUTE_TEXT["post /events/batch"],
     summary:
       "Send up to MAX_BATCH_EVENTS events as a JSON array or NDJSON; invalid items are listed",
-    body: z.array(EVENT_SCHEMA),
+    body: z.array(DOCUMENTED_EVENT_SCHEMA),
     responses: {
       202: ok("The valid events are stored; invalid ones are in rejected", BATCH_INGESTED),
       ...INGEST_REFUSALS,
@@ -561,6 +617,20 @@ export const ROUTE_DOCS: RouteDoc[] = [
   })),
   {
     method: "get",
+    path: "/stats/qoe",
+    tag: "analytics",
+    access: "stats",
+    ...ROUTE_TEXT["get /stats/qoe"],
+    summary: "Quality of experience of the views that started in a range",
+    query: RANGE_QUERY.extend(QOE_QUERY.shape),
+    responses: {
+      200: ok("Views, startup time, exits, failures, rebuffering, bitrate", QOE_STATS),
+      400: err("A bound is not on a UTC hour, or a filter is not valid"),
+      ...REFUSALS,
+    },
+  },
+  {
+    method: "get",
     path: "/stats/timeseries",
     tag: "analytics",
     access: "stats",
@@ -569,7 +639,10 @@ export const ROUTE_DOCS: RouteDoc[] = [
     query: SERIES_QUERY,
     responses: {
       200: ok("Series of points, every bucket filled", TIMESERIES),
-      400: err("Bad metric, bucket, range, filter or too many points"),
+      400: err(
+        "Bad metric, bucket, range, filter or too many points, or a combination the data cannot " +
+          "answer (group_by=cdn with a non-QoE metric, device_id with a QoE metric)",
+      ),
       ...REFUSALS,
     },
   },

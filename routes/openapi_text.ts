@@ -459,6 +459,42 @@ seen; a region that is not a region code gets 400.
         "unknown); any case.",
     },
   },
+  "get /stats/qoe": {
+    description: `
+Quality of experience of the views that **started** in the optional range (a view counts in the
+hour of its first event, however long it lasts), filtered by \`content_id\`, \`region\`,
+\`platform\`, \`app_version\` and \`cdn\`. The definitions follow Mux Data's and CTA-2066
+("Streaming Quality of Experience Events, Properties and Metrics"):
+
+- **View** (Mux "view", CTA-2066 session): one attempt to play one title on one TV. Events with a
+  \`view_id\` form that view. Others are grouped per TV: a view opens at \`PLAY_REQUEST\`, \`PLAY\`
+  or \`FIRST_FRAME\` and ends at \`STOP\`, a fatal \`ERROR\`, an event of another title on the TV, or
+  \`VIEW_IDLE_MS\` (30 min) without an event. It keeps the dimensions of its first event.
+- **Video startup time**: \`FIRST_FRAME\` - \`PLAY_REQUEST\`, minus ad breaks between them
+  (\`AD_BREAK_START\`..\`AD_BREAK_END\`). Views without both events are started but not measured
+  (\`views_not_measured\`; a client without \`FIRST_FRAME\` has \`PLAY\` count as the start). p50 and
+  p95 come from a histogram of 10% buckets: within 4.9% of the exact value.
+- **Exits before video start** (EBVS): the view ended before its first frame with no fatal error.
+  As Mux does, exits within 1 s are left out (\`exits_under_1s_not_counted\`). A view still open is
+  not an exit yet.
+- **Video start failures** (VSF): a fatal \`ERROR\` before the first frame. Codes in
+  \`BUSINESS_ERROR_CODES\` (entitlement, geo-block, concurrent streams, parental lock by default;
+  exact codes or \`PREFIX*\`) are business failures (Conviva VSF-B), the rest technical (VSF-T).
+- **Playback failures** (VPF): a fatal \`ERROR\` after the first frame. An \`ERROR\` with
+  \`fatal: false\` is a warning: counted in \`warnings\` (and in \`errors\` elsewhere), failing nothing.
+- **Rebuffering**: \`REBUFFER_START\`..\`REBUFFER_END\` after the first frame. A stall starting within
+  1 s of a \`SEEK\` is seek time (\`seek_stall_ms\`), not rebuffering, as CTA-2066 separates them.
+  \`rebuffer_ratio\` = rebuffer time / (playing time + rebuffer time).
+- **Playing time**: from the first frame, less pauses, stalls and ad breaks; an open view counts up to
+  its last event. **Average bitrate** is weighted by playing time (\`bitrate_kbps\` of
+  \`FIRST_FRAME\`, \`RENDITION_CHANGE\`, \`HEARTBEAT\`); **upscale share** is the playing time with
+  \`rendition_height\` below \`player_height\`.
+
+Late events recount their view: a late \`FIRST_FRAME\` turns an exit into a start (the exit is
+retracted), so totals never depend on arrival order. Events later than \`ALLOWED_LATENESS_MS\` count
+in the totals but change no view. Every rate names its denominator.
+`,
+  },
   "get /stats/timeseries": {
     description: `
 One metric per bucket over a range:
@@ -478,23 +514,48 @@ GET /stats/timeseries?metric=events&bucket=1h&from=2026-11-30T00:00:00Z&to=2026-
 \`\`\`
 
 - \`metric\`: \`events\`, \`plays\`, \`errors\`, \`error_rate\` (sum of errors / sum of events per bucket),
-  \`watch_time_ms\`, \`unique_viewers\` (the hourly sketches of each bucket merged). \`bucket\`: \`1h\`
-  (default) or \`1d\`; \`from\` and \`to\` are required and aligned to the bucket (a UTC day for \`1d\`); at
-  most 1,500 points per series.
+  \`watch_time_ms\`, \`unique_viewers\` (the hourly sketches of each bucket merged), or a QoE metric
+  (below). \`bucket\`: \`1h\` (default) or \`1d\`; \`from\` and \`to\` are required and aligned to the
+  bucket (a UTC day for \`1d\`); at most 1,500 points per series.
 - \`group_by\`: \`region\`, \`content_id\`, \`platform\`, \`app_version\`, \`error_code\` (metric \`errors\`
-  only), \`subscription_plan\`; one series per key (\`key\` null when not grouped), the \`limit\` largest
-  by total (default 10, at most 50).
+  only), \`subscription_plan\`, \`cdn\` (QoE metrics only); one series per key (\`key\` null when not
+  grouped), the \`limit\` largest by total (default 10, at most 50); QoE metrics rank their groups by
+  views over the range, whatever the metric.
 - \`device_id\` filters additive metrics on its own (no grouping, no other filter);
   \`unique_viewers\` can be filtered by one \`content_id\` or \`region\`, or grouped by either. Other
   combinations answer 400 with the reason, as does every bad parameter.
-- Every bucket of the range has a point (zeros included); an additive metric's points over a range
-  add up to \`/stats/summary\` (or the title's, region's stats) over the same range.
+- Every bucket of the range has a point (zeros included; null for a QoE metric whose denominator is
+  zero there); an additive metric's points over a range add up to \`/stats/summary\` (or the
+  title's, region's stats) over the same range.
+
+**QoE metrics** read the QoE rows (\`qoe_hourly\` for \`1h\`, \`qoe_daily\` for \`1d\`, and the startup
+histograms beside them) and compute each bucket exactly as \`GET /stats/qoe\` computes that bucket
+(same rounding), for the views that started in it: a view is counted in the hour (day) of its first
+event, under that event's title, region, platform, app version, plan and CDN, however long it lasts.
+
+| metric             | per bucket                                                         | null when       |
+| ------------------ | ------------------------------------------------------------------ | --------------- |
+| \`views\`            | views started                                                      | never (0)       |
+| \`startup_p50\`      | median startup time in ms, from the merged histogram (within 4.9%) | none measured   |
+| \`startup_p95\`      | 95th percentile of the startup time in ms, likewise                | none measured   |
+| \`ebvs_rate\`        | exits before video start / views                                   | views = 0       |
+| \`vsf_rate\`         | video start failures (business + technical) / views                | views = 0       |
+| \`vpf_rate\`         | playback failures / started views                                  | no view started |
+| \`rebuffer_ratio\`   | rebuffer_ms / (playing_ms + rebuffer_ms)                           | no playing time |
+| \`avg_bitrate_kbps\` | bitrate weighted by playing time (bitrate_kbps_ms / bitrate_ms)    | no bitrate sent |
+
+Rates keep 4 decimals, startup times and bitrate whole numbers. A \`1d\` point pools the day's views
+(its \`views\` are the sum of its hours; its rates are not the mean of the hourly rates). They filter by \`content_id\`,
+\`region\` and \`platform\` and group by \`region\`, \`content_id\`, \`platform\`, \`app_version\`,
+\`subscription_plan\` or \`cdn\`; \`device_id\` (not a QoE dimension) and \`error_code\` answer 400, as does
+\`group_by=cdn\` with a non-QoE metric.
 
 It counts by event time, so late events fill in the hour they happened rather than showing the
 arrival rate (that is \`ingest_events_total\` in \`/metrics\`).
 `,
     parameters: {
-      metric: "What to count per bucket (required).",
+      metric: "What to count per bucket (required); `views` to `avg_bitrate_kbps` are QoE " +
+        "metrics (see the table above).",
       bucket: "`1h` (default) or `1d`.",
       from: "Start (inclusive), required: ISO-8601 on a UTC hour (on a UTC day when bucket is " +
         "`1d`), e.g. 2026-11-30T10:00:00Z.",
@@ -502,9 +563,12 @@ arrival rate (that is \`ingest_events_total\` in \`/metrics\`).
         "from it.",
       content_id: "Only this title.",
       region: "Only this region (any case).",
-      device_id: "Only this TV; additive metrics only, with no grouping and no other filter.",
+      device_id:
+        "Only this TV; additive metrics only (not the QoE metrics), with no grouping and " +
+        "no other filter.",
       platform: "Only this platform (`extra_metadata.platform`, any case).",
-      group_by: "One series per value of this dimension; `error_code` with metric `errors` only.",
+      group_by: "One series per value of this dimension; `error_code` with metric `errors` only, " +
+        "`cdn` with the QoE metrics only.",
       limit: "With `group_by`: the number of largest series returned, 1-50 (default 10).",
     },
   },

@@ -91,7 +91,8 @@ onEveryDatabase("a series without from, to or metric is told what to send", asyn
   const noMetric = await refusalOf(app, `/stats/timeseries?${RANGE}`);
   assert.equal(
     issueAt(noMetric, "metric"),
-    "metric is required: one of events, plays, errors, error_rate, watch_time_ms or unique_viewers",
+    "metric is required: one of events, plays, errors, error_rate, watch_time_ms, unique_viewers, " +
+      "views, startup_p50, startup_p95, ebvs_rate, vsf_rate, vpf_rate, rebuffer_ratio or avg_bitrate_kbps",
   );
   for (const refusal of [noFrom, noTo, noMetric]) {
     assert.doesNotMatch(JSON.stringify(refusal), /received undefined/);

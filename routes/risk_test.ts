@@ -83,7 +83,7 @@ onEveryDatabase(
       entity_id: "u-1",
       score: 8.2,
       level: "MEDIUM",
-      flags_by_rule: { privacy: 0, retention: 1, account_sharing: 1, content_quality: 0 },
+      flags_by_rule: { privacy: 0, retention: 1, account_sharing: 1, content_quality: 0, qoe: 0 },
       flags_by_status: { open: 2, acknowledged: 0, escalated: 0, dismissed: 0, resolved: 0 },
       first_flag_at: new Date(NOW - 60 * DAY_MS).toISOString(),
       last_flag_at: new Date(NOW - 15 * DAY_MS).toISOString(),

@@ -1,6 +1,6 @@
 /**
  * Analytics reads for platform and ops engineers: `/stats/summary`, `/stats/content/{id}`,
- * `/stats/region/{region}` and `/stats/timeseries`, each over an optional range of UTC hours. Served
+ * `/stats/region/{region}`, `/stats/qoe` and `/stats/timeseries`, each over an optional range of UTC hours. Served
  * from PostgreSQL; fresh within about one flush interval.
  *
  * @module
@@ -11,6 +11,7 @@ import { z } from "zod";
 import { getContentStats, getRegionStats, getSummary } from "../db/stats_queries.ts";
 import { BUCKETS, getTimeseries, GROUP_BYS, METRICS, SeriesQueryError } from "../db/timeseries.ts";
 import type { Database } from "../db/schema.ts";
+import { getQoe } from "../db/qoe_queries.ts";
 import { REGION_SCHEMA } from "./event_schema.ts";
 import {
   badRequest,
@@ -57,6 +58,15 @@ export const SERIES_QUERY = z.object({
   limit: optional(countParam("limit", 1, MAX_SERIES)),
 });
 
+/** Filters of `GET /stats/qoe` (the range is read by {@link parseRange}). */
+export const QOE_QUERY = z.object({
+  content_id: optional(textParam("content_id")),
+  region: optional(REGION_SCHEMA),
+  platform: optional(textParam("platform", 32).transform((s) => s.toLowerCase())),
+  app_version: optional(textParam("app_version", 32)),
+  cdn: optional(textParam("cdn", 64)),
+});
+
 /** The 400 answer of a refused range, naming the parameter at fault. */
 function badRange(c: Context, range: Extract<ParsedRange, { ok: false }>): Response {
   return badRequest(c, range.error, range.param);
@@ -100,6 +110,15 @@ export function statsRoutes(db: Kysely<Database>, isEu: (region: string) => bool
       return c.json({ error: `Unknown region ${quote(region)}`, issues: [] }, 404);
     }
     return c.json(stats);
+  });
+  app.get("/qoe", async (c) => {
+    const range = parseRange(c.req.query("from"), c.req.query("to"));
+    if (!range.ok) return badRange(c, range);
+    const parsed = QOE_QUERY.safeParse(c.req.query());
+    if (!parsed.success) {
+      return c.json({ error: "Invalid query: see issues", issues: issuesOf(parsed.error) }, 400);
+    }
+    return c.json(await getQoe(db, range.range, parsed.data));
   });
   app.get("/timeseries", async (c) => {
     const parsed = SERIES_QUERY.safeParse(c.req.query());

@@ -1,4 +1,5 @@
 import type { ConsentSignal } from "./consent.ts";
+import type { OptionalFields } from "./fields.ts";
 
 /**
  * The internal shape of one telemetry event, as plain data that crosses `postMessage` unchanged.
@@ -60,6 +61,8 @@ export interface TelemetryEvent {
    */
   hasDoNotTrack?: boolean;
   metadata: Record<string, unknown>;
+  /** The optional fields of `rules/fields.ts` the event carried (absent: none of them). */
+  fields?: OptionalFields;
   /** Server receive time in epoch milliseconds. */
   receivedAtMs: number;
   /** Set by the region: older than the watermark minus the allowed lateness. */

@@ -15,6 +15,7 @@ import { PRIVACY_RULE } from "./privacy.ts";
 import { RETENTION_RULE } from "./retention.ts";
 import { ACCOUNT_SHARING_RULE } from "./account_sharing.ts";
 import { CONTENT_QUALITY_RULE } from "./content_quality.ts";
+import { QOE_RULE } from "./qoe_rule.ts";
 
 /** What every rule declares about itself. */
 export interface RuleInfo {
@@ -54,12 +55,21 @@ export interface QualityRule extends RuleInfo {
   ): Flag | null;
 }
 
+/**
+ * A rule over the flushed QoE windows of every worker (`rules/qoe_rule.ts`), run by a checker in
+ * the server rather than by an actor family: views are spread over all user shards.
+ */
+export interface WindowRule extends RuleInfo {
+  family: "qoe";
+}
+
 /** Every rule, in report order. */
-export const RULES: ReadonlyArray<UserRule | QualityRule> = [
+export const RULES: ReadonlyArray<UserRule | QualityRule | WindowRule> = [
   PRIVACY_RULE,
   RETENTION_RULE,
   ACCOUNT_SHARING_RULE,
   CONTENT_QUALITY_RULE,
+  QOE_RULE,
 ];
 
 /** Rules the user family runs. */

@@ -3,7 +3,9 @@
  *
  * @module
  */
+import { DEFAULT_BUSINESS_ERROR_CODES } from "./qoe.ts";
 import { DEFAULT_CONSENT_PURPOSES, purposeMask } from "./consent.ts";
+import { DEFAULT_QOE_RULE, type QoeRuleThresholds } from "./qoe_rule.ts";
 
 /** Identifier of a compliance rule: one of `RULE_IDS` in `registry.ts`. */
 export type RuleId = string;
@@ -14,8 +16,8 @@ export type Level = "LOW" | "MEDIUM" | "HIGH";
 /** Numeric rank of each level, so the higher of two levels can be kept. */
 export const LEVEL_RANK: Readonly<Record<Level, number>> = { LOW: 1, MEDIUM: 2, HIGH: 3 };
 
-/** Kind of entity a flag is about. */
-export type EntityType = "user" | "content" | "device";
+/** Kind of entity a flag is about (`cdn` and `region` by the `qoe` rule only). */
+export type EntityType = "user" | "content" | "device" | "cdn" | "region";
 
 /** Why a flag was raised, in enough detail for a compliance reviewer; stored and served as JSON. */
 export interface Evidence {
@@ -75,6 +77,12 @@ export interface RuleThresholds {
   qualityMinDevices: number;
   /** The purposes the processing needs (`CONSENT_PURPOSES`), as a mask of TCF purpose ids. */
   consentPurposeMask: number;
+  /** A derived view ends after this long without an event (`VIEW_IDLE_MS`). */
+  viewIdleMs: number;
+  /** Error codes that are not the service's fault (`BUSINESS_ERROR_CODES`): exact or `PREFIX*`. */
+  businessErrorCodes: readonly string[];
+  /** The `qoe` rule's window and thresholds (`QOE_*`). */
+  qoe: QoeRuleThresholds;
 }
 
 /** The defaults documented in the README. */
@@ -90,6 +98,9 @@ export const DEFAULT_THRESHOLDS: Readonly<RuleThresholds> = {
   qualityMaxErrorRate: 0.2,
   qualityMinDevices: 3,
   consentPurposeMask: purposeMask(DEFAULT_CONSENT_PURPOSES),
+  viewIdleMs: 1_800_000,
+  businessErrorCodes: DEFAULT_BUSINESS_ERROR_CODES,
+  qoe: DEFAULT_QOE_RULE,
 };
 
 /** An event-time window as stored in evidence. */

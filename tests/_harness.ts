@@ -33,7 +33,7 @@ export interface Harness {
   get(path: string, headers?: Record<string, string>): Promise<Response>;
   /** Sends wire events as one JSON batch and asserts nothing was rejected. */
   send(events: WireEvent[]): Promise<void>;
-  /** Flushes every worker and fails the test if a flush failed. */
+  /** Flushes every worker (and runs the `qoe` rule) and fails the test if a flush failed. */
   flush(): Promise<void>;
   json<T = Record<string, unknown>>(path: string): Promise<T>;
 }
@@ -44,7 +44,11 @@ export async function startHarness(
   options: PipelineOptions = {},
 ): Promise<Harness> {
   const config = testConfig(overrides);
-  const pipeline = await startPipeline(config, createLogger("error"), options);
+  // The qoe rule runs at each `flush()`, not on a timer: a test sees its flags when it flushes.
+  const pipeline = await startPipeline(config, createLogger("error"), {
+    isQoeChecking: false,
+    ...options,
+  });
   const request = async (path: string, init: RequestInit): Promise<Response> =>
     await pipeline.app.request(`http://test${path}`, init);
   const harness: Harness = {
@@ -69,6 +73,7 @@ export async function startHarness(
     flush: async () => {
       const errors = await pipeline.region.flush();
       if (errors.length > 0) throw new Error(`Flush failed: ${errors.join("; ")}`);
+      await pipeline.qoeChecker.runOnce();
     },
     json: async (path) => {
       const res = await harness.get(path);

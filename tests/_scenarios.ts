@@ -148,6 +148,7 @@ export async function exactAggregates(start: Start): Promise<void> {
       retention: 0,
       account_sharing: 0,
       content_quality: 0,
+      qoe: 0,
     });
     assert.deepEqual(compliance.flags_by_level, { HIGH: 2, MEDIUM: 0, LOW: 0 });
   } finally {
@@ -229,12 +230,15 @@ export async function everyRuleFires(start: Start): Promise<void> {
       retention: 3,
       account_sharing: 3,
       content_quality: 2,
+      // The qoe rule flags windows of views, never events; no view here.
+      qoe: 0,
     });
     assert.deepEqual(summary.flags_by_rule, {
       privacy: 0,
       retention: 3,
       account_sharing: 1,
       content_quality: 2,
+      qoe: 0,
     });
 
     const sharing = await h.json<{ items: FlagItem[] }>(

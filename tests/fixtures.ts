@@ -57,6 +57,14 @@ export interface WireEvent {
   consent?: { tcf: string } | { gpp: string; gpp_sid?: number[] } | {
     purposes: Record<string, boolean>;
   };
+  /** The optional QoE fields (`rules/fields.ts`). */
+  view_id?: string | null;
+  playhead_ms?: number | null;
+  bitrate_kbps?: number | null;
+  rendition_height?: number | null;
+  player_height?: number | null;
+  fatal?: boolean | null;
+  cdn?: string | null;
 }
 
 /** A wire-format event with deterministic defaults; `atMs` sets the timestamp. */

@@ -39,6 +39,7 @@ export function encodeEntry(event: StreamEvent): string {
     event.hasDoNotTrack ?? null,
     event.metadata,
     event.isLate,
+    event.fields ?? null,
   ]);
 }
 
@@ -74,6 +75,8 @@ export function decodeEntry(value: string, position: number): TelemetryEvent {
   // Absent and null both mean "no consent signal"; absent is what most events have.
   if (parsed[13] !== null) event.consent = parsed[13] as ConsentSignal;
   if (parsed[18] !== null) event.hasDoNotTrack = parsed[18];
+  // Absent in entries written before the optional fields existed.
+  if (parsed[21] !== undefined && parsed[21] !== null) event.fields = parsed[21];
   return event;
 }
 
