@@ -7,12 +7,14 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import type { Expectations } from "./_sim_traffic.ts";
+import type { QoeExpectations } from "./_sim_views.ts";
 
 /** Printed by `--help` and after a usage error. */
 export const USAGE = `Usage: deno task simulate [options]
 
 Sends deterministic fake Smart TV traffic to the server and prints what it sent, what the server
-answered, and the rule hits GET /compliance/summary should now show.
+answered, the rule hits GET /compliance/summary should now show, and the quality of experience
+GET /stats/qoe?cdn=sim-cdn-a (and sim-cdn-b) should show for the QoE views, about 10% of the events.
 
 Options:
   --events N        unique valid events to generate, 1..2000000 (default 20000)
@@ -273,6 +275,7 @@ export function formatReport(
     ["content_quality entities", n(x.content_quality_entities), entities],
     ["content_quality windows", n(x.content_quality_windows), "flags, at least"],
   );
+  for (const [cdn, q] of Object.entries(x.qoe)) rows.push("", ...qoeRows(cdn, q));
   const width = Math.max(...rows.map((r) => typeof r === "string" ? 0 : r[0].length));
   const valueWidth = Math.max(...rows.map((r) => typeof r === "string" ? 0 : r[1].length));
   return rows.map((r) =>
@@ -280,6 +283,44 @@ export function formatReport(
       ? r
       : `  ${r[0].padEnd(width)}  ${r[1].padStart(valueWidth)}  ${r[2]}`.trimEnd()
   ).join("\n");
+}
+
+/** The expected `GET /stats/qoe?cdn=<cdn>` answer as report rows. */
+function qoeRows(cdn: string, q: QoeExpectations): Array<[string, string, string] | string> {
+  const n = (value: number | null) => value === null ? "-" : value.toLocaleString("en-US");
+  return [
+    `Expected QoE (compare with GET /stats/qoe?cdn=${cdn}):`,
+    ["views", n(q.views), `started ${n(q.started_views)}`],
+    [
+      "video_startup_time_ms",
+      n(q.startup_mean_ms),
+      `mean of ${n(q.views_measured)} measured (${n(q.views_not_measured)} not); ` +
+      `p50 ${n(q.startup_p50_ms)}, p95 ${n(q.startup_p95_ms)}, within 4.9%`,
+    ],
+    [
+      "exits_before_video_start",
+      n(q.exits_before_video_start),
+      `plus ${n(q.exits_under_1s_not_counted)} under 1 s, not counted`,
+    ],
+    [
+      "video_start_failures",
+      n(q.vsf_business + q.vsf_technical),
+      `business ${n(q.vsf_business)}, technical ${n(q.vsf_technical)}`,
+    ],
+    ["playback_failures", n(q.playback_failures), ""],
+    [
+      "rebuffers",
+      n(q.rebuffers),
+      `${n(q.rebuffer_ms)} ms (ratio ${n(q.rebuffer_ratio)}); ` +
+      `seek stalls ${n(q.seek_stall_ms)} ms, not rebuffering`,
+    ],
+    [
+      "playing_ms",
+      n(q.playing_ms),
+      `average bitrate ${n(q.average_bitrate_kbps)} kbps, upscale share ${n(q.upscale_share)}`,
+    ],
+    ["warnings", n(q.warnings), "ERROR events with fatal: false"],
+  ];
 }
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise one line every 10%. */

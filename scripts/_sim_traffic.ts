@@ -1,11 +1,14 @@
 /**
  * Deterministic fake TV traffic for `deno task simulate`: viewing sessions, EU viewers with and without
  * consent, account sharers, viewers who opt out and keep watching, error-prone titles and devices,
- * retried duplicates and malformed events, plus the rule hits the server should report for them.
+ * retried duplicates and malformed events, quality-of-experience views of every kind
+ * (`_sim_views.ts`), plus the rule hits and the QoE the server should report for them.
  * Pure: the same count, seed and `nowMs` give the same traffic, event ids included.
  *
  * @module
  */
+import { generateViews, type QoeExpectations, type ViewWireEvent } from "./_sim_views.ts";
+
 /** One event in the wire format the server accepts. */
 export interface WireEvent {
   event_id: string;
@@ -51,6 +54,11 @@ export interface Expectations {
   content_quality_entities: number;
   content_quality_windows: number;
   quality_entities: string[];
+  /**
+   * What `GET /stats/qoe?cdn=<label>` should answer, per CDN label of the QoE views (the plain
+   * sessions' derived views have CDN `unknown`, so they are not in these answers).
+   */
+  qoe: Record<string, QoeExpectations>;
 }
 
 /**
@@ -123,10 +131,20 @@ interface Viewer {
 
 /** An event before it gets its id, with its time as a number for sorting and counting. */
 type Draft = { atMs: number; event: WireEvent };
+/** A plain or QoE event with its time, as the expectations count it. */
+type Counted = { atMs: number; event: WireEvent | ViewWireEvent };
+/** Unique events per QoE view sent: about 1 event in 10 belongs to a QoE view. */
+const EVENTS_PER_QOE_VIEW = 50;
 type Place = { region: string; ip: string };
 
-/** Generates `count` unique valid events (plus duplicates and malformed ones) ending at `nowMs`. */
+/**
+ * Generates `count` unique valid events (plus duplicates and malformed ones) ending at `nowMs`:
+ * about 10% of them QoE views (sent in phase 1, before the do-not-track events), the rest plain
+ * viewing sessions.
+ */
 export function generateTraffic(count: number, seed: number, nowMs: number): Traffic {
+  const views = generateViews(Math.floor(count / EVENTS_PER_QOE_VIEW), seed, nowMs);
+  const plainCount = Math.max(0, count - views.events.length);
   const random = prng(seed);
   const endMs = Math.floor(nowMs / 1000) * 1000;
   const startMs = endMs - SPAN_MS;
@@ -152,12 +170,12 @@ export function generateTraffic(count: number, seed: number, nowMs: number): Tra
   // Heavier viewers: sharers roam more, and a household's profiles all watch on the one faulty TV.
   let totalWeight = 0;
   const cumulative = viewers.map((v) => totalWeight += WEIGHTS[v.role]);
-  while (g.drafts.length < count) {
+  while (g.drafts.length < plainCount) {
     const v = viewers[lowerBound(cumulative, random() * totalWeight)];
     watch(g, v, startBetween(startMs, endMs));
   }
   // The first `count` drafts are kept: the mandatory sessions come first, so small runs keep them.
-  const drafts = g.drafts.slice(0, count).sort((a, b) => a.atMs - b.atMs);
+  const drafts = g.drafts.slice(0, plainCount).sort((a, b) => a.atMs - b.atMs);
   drafts.forEach((d, i) => d.event.event_id = `sim-${seed}-${i}`);
 
   const main = drafts.filter((d) => d.atMs < splitMs && d.event.do_not_track !== true);
@@ -165,7 +183,9 @@ export function generateTraffic(count: number, seed: number, nowMs: number): Tra
   const late = drafts.filter((d) => d.atMs >= splitMs);
   const junk = { random, seed, duplicates: 0, malformed: 0 };
   const phase1Main = withRetriesAndJunk(main.map((d) => d.event), junk);
-  const phase1 = [...phase1Main, ...withRetriesAndJunk(dnt.map((d) => d.event), junk)];
+  // The QoE views' events, out of order within some views and with their own retries.
+  const phase1Views = [...phase1Main, ...views.items];
+  const phase1 = [...phase1Views, ...withRetriesAndJunk(dnt.map((d) => d.event), junk)];
   const phase2 = withRetriesAndJunk(late.map((d) => d.event), junk);
   const requests: PrivacyRequest[] = viewers.filter((v) => v.role === "api").map((v, i) => ({
     user_id: v.id,
@@ -174,20 +194,25 @@ export function generateTraffic(count: number, seed: number, nowMs: number): Tra
   // Only do-not-track events opt out in event time: the API requests are filed after `nowMs`, later
   // than every event, so the phase 2 events of their users happened before them (not violations).
   const dntSinceMs = new Map(dnt.map((d) => [d.event.user_id, d.atMs]));
+  const counted: Counted[] = [
+    ...drafts,
+    ...views.events.map((event) => ({ atMs: Date.parse(event.timestamp), event })),
+  ];
   const expectations = {
-    ...expectationsOf(drafts, dntSinceMs),
-    duplicates_sent: junk.duplicates,
+    ...expectationsOf(counted, dntSinceMs),
+    duplicates_sent: junk.duplicates + views.duplicates,
     malformed_sent: junk.malformed,
     privacy_requests: requests.length,
+    qoe: views.qoe,
   };
-  return { phase1, dntFrom: phase1Main.length, requests, phase2, expectations };
+  return { phase1, dntFrom: phase1Views.length, requests, phase2, expectations };
 }
 
 /** Counts the rule hits over the unique valid events, the way the server's rules see them. */
 function expectationsOf(
-  drafts: Draft[],
+  drafts: readonly Counted[],
   dntSinceMs: ReadonlyMap<string, number>,
-): Omit<Expectations, "duplicates_sent" | "malformed_sent" | "privacy_requests"> {
+): Omit<Expectations, "duplicates_sent" | "malformed_sent" | "privacy_requests" | "qoe"> {
   const places = new Map<string, { regions: Set<string>; ips: Set<string> }>();
   const windows = new Map<string, { events: number; errors: number; devices: Set<string> }>();
   let privacy = 0;

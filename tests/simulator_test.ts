@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { generateTraffic } from "../scripts/_sim_traffic.ts";
+import { type QoeExpectations, SIM_CDNS } from "../scripts/_sim_views.ts";
 import { type Harness, startHarness } from "./_harness.ts";
 import { test } from "./_permissions.ts";
 
@@ -43,10 +44,84 @@ test("[simulate] the simulator's traffic makes the server report what it expects
     for (const entity of x.quality_entities) {
       assert.ok(flagged.has(entity), `${entity} not flagged`);
     }
+    // The QoE views, per CDN, as computed by construction (scripts/_sim_views.ts).
+    assert.deepEqual(Object.keys(x.qoe), [...SIM_CDNS]);
+    for (const [cdn, expected] of Object.entries(x.qoe)) {
+      assert.ok(expected.views > 0, cdn);
+      assertQoe(cdn, await h.json(`/stats/qoe?cdn=${cdn}`), expected);
+    }
   } finally {
     await h.pipeline.stop();
   }
 });
+
+/** The `/stats/qoe` answer in the shape of {@link QoeExpectations}. */
+interface QoeAnswer {
+  views: number;
+  started_views: number;
+  video_startup_time_ms: {
+    p50: number | null;
+    p95: number | null;
+    mean: number | null;
+    views_measured: number;
+    views_not_measured: number;
+    relative_error: number;
+  };
+  exits_before_video_start: { count: number; exits_under_1s_not_counted: number };
+  video_start_failures: { business: number; technical: number };
+  playback_failures: { count: number };
+  rebuffers: number;
+  rebuffer_ms: number;
+  rebuffer_ratio: number | null;
+  seek_stall_ms: number;
+  playing_ms: number;
+  average_bitrate_kbps: number | null;
+  upscale_share: number | null;
+  warnings: number;
+}
+
+/**
+ * Asserts a CDN's `/stats/qoe` answer equals the expectation: exactly, except the startup p50 and
+ * p95, which are within the answer's relative error (4.9%) of the exact nearest-rank values (plus
+ * 0.5 ms: the answer is rounded to whole milliseconds).
+ */
+function assertQoe(cdn: string, q: QoeAnswer, x: QoeExpectations): void {
+  const startup = q.video_startup_time_ms;
+  const { startup_p50_ms: p50, startup_p95_ms: p95, views_by_case: _, ...exact } = x;
+  assert.deepEqual(
+    {
+      views: q.views,
+      started_views: q.started_views,
+      views_measured: startup.views_measured,
+      views_not_measured: startup.views_not_measured,
+      startup_mean_ms: startup.mean,
+      exits_before_video_start: q.exits_before_video_start.count,
+      exits_under_1s_not_counted: q.exits_before_video_start.exits_under_1s_not_counted,
+      vsf_business: q.video_start_failures.business,
+      vsf_technical: q.video_start_failures.technical,
+      playback_failures: q.playback_failures.count,
+      rebuffers: q.rebuffers,
+      rebuffer_ms: q.rebuffer_ms,
+      rebuffer_ratio: q.rebuffer_ratio,
+      seek_stall_ms: q.seek_stall_ms,
+      playing_ms: q.playing_ms,
+      average_bitrate_kbps: q.average_bitrate_kbps,
+      upscale_share: q.upscale_share,
+      warnings: q.warnings,
+    },
+    exact,
+    cdn,
+  );
+  assert.equal(startup.relative_error, 0.049);
+  for (const [name, actual, exactValue] of [["p50", startup.p50, p50], ["p95", startup.p95, p95]]) {
+    assert.ok(actual !== null && exactValue !== null, `${cdn} ${name}`);
+    assert.ok(
+      Math.abs(Number(actual) - Number(exactValue)) <=
+        startup.relative_error * Number(exactValue) + 0.5,
+      `${cdn} startup ${name}: ${actual}, exact ${exactValue}`,
+    );
+  }
+}
 
 const TOKENS = [
   { role: "ingest" as const, name: "tv", secret: "ingest-secret" },
