@@ -3,7 +3,7 @@ import { chromiumPath, launchBrowser } from "./_browser.ts";
 import { test } from "./_permissions.ts";
 import { recentBase } from "./_scenarios.ts";
 import { spawnServer } from "./_server_process.ts";
-import { makeWireEvent } from "./fixtures.ts";
+import { makeWireEvent, type WireEvent } from "./fixtures.ts";
 
 const chromium = (() => {
   try {
@@ -12,6 +12,60 @@ const chromium = (() => {
     return null; // no permission to look: the test is ignored anyway
   }
 })();
+/**
+ * QoE views (one TV each): "title-fail" on "cdn-bad" only fails to start (technical); "title-bad" on
+ * "cdn-bad" fails once in two and stalls 2 s; "title-good" on "cdn-good" starts in 1-2 s and stalls
+ * 1 s once. So the worst title is "title-fail" (VSF-T 100%, nothing to measure: "–"), then
+ * "title-bad" (50%); the worst CDN is "cdn-bad" (2 of 3 views).
+ */
+function qoeViews(t0: number): WireEvent[] {
+  let n = 0;
+  const view = (id: string, title: string, cdn: string, steps: Array<[number, string, object?]>) =>
+    steps.map(([ms, type, more]) =>
+      makeWireEvent({
+        event_id: `dash-qoe-${++n}`,
+        user_id: `viewer-${id}`,
+        device_id: `tv-${id}`,
+        content_id: title,
+        event_type: type,
+        view_id: id,
+        cdn,
+        atMs: t0 + ms,
+        extra_metadata: { platform: "tizen", app_version: "7.1" },
+        ...more,
+      })
+    );
+  return [
+    ...view("f1", "title-fail", "cdn-bad", [
+      [0, "PLAY_REQUEST"],
+      [2_000, "ERROR", { error_code: "DRM_LICENSE_FAILED" }],
+    ]),
+    ...view("b1", "title-bad", "cdn-bad", [
+      [0, "PLAY_REQUEST"],
+      [3_000, "ERROR", { error_code: "MANIFEST_TIMEOUT" }],
+    ]),
+    ...view("b2", "title-bad", "cdn-bad", [
+      [0, "PLAY_REQUEST"],
+      [4_000, "FIRST_FRAME", { bitrate_kbps: 3_000 }],
+      [10_000, "REBUFFER_START"],
+      [12_000, "REBUFFER_END"],
+      [30_000, "STOP"],
+    ]),
+    ...view("g1", "title-good", "cdn-good", [
+      [0, "PLAY_REQUEST"],
+      [1_000, "FIRST_FRAME", { bitrate_kbps: 6_000 }],
+      [41_000, "STOP"],
+    ]),
+    ...view("g2", "title-good", "cdn-good", [
+      [0, "PLAY_REQUEST"],
+      [2_000, "FIRST_FRAME", { bitrate_kbps: 6_000 }],
+      [20_000, "REBUFFER_START"],
+      [21_000, "REBUFFER_END"],
+      [42_000, "STOP"],
+    ]),
+  ];
+}
+
 const TOKENS = {
   ingest: "tv-ingest-secret-0001",
   analyst: "bi-analyst-secret-0002",
@@ -49,6 +103,7 @@ test({
         do_not_track: true,
         atMs: t0 + 40_000,
       }));
+      events.push(...qoeViews(t0));
       const sent = await fetch(`${server.url}/events/batch`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${TOKENS.ingest}` },
@@ -70,6 +125,14 @@ test({
         .find((r: { user_id: string }) => r.user_id === "viewer-dnt");
       assert.equal(noDeadline?.type, "do_not_track");
       assert.equal(noDeadline.due_at, null);
+      // The QoE rows are written beside the counts: wait for the five views.
+      let qoe = await read("/stats/qoe?cdn=cdn-bad", TOKENS.admin);
+      while (qoe.views < 3 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        qoe = await read("/stats/qoe?cdn=cdn-bad", TOKENS.admin);
+      }
+      assert.equal(qoe.views, 3);
+      assert.equal((await read("/stats/qoe?cdn=cdn-good", TOKENS.admin)).views, 2);
 
       const { tab } = browser;
       const loadMs = await tab.open(`${server.url}/dashboard`);
@@ -106,6 +169,51 @@ test({
         await tab.evaluate(`[...document.querySelectorAll("#requests tbody tr")].map((tr) =>
           [...tr.cells].map((td) => td.textContent))`),
         [[noDeadline.id, "do_not_track", "received", "no deadline"]],
+      );
+      // The QoE panel: worst titles and CDNs as the API ranks them, nulls as "–", startup drawn.
+      const rows = (id: string) =>
+        tab.evaluate<string[][]>(`[...document.querySelectorAll("#${id} tbody tr")].map((tr) =>
+          [...tr.cells].map((td) => td.textContent))`);
+      await tab.waitFor(`document.querySelectorAll("#qoe-worst-cdn tbody tr").length >= 2`);
+      const titles = await rows("qoe-worst-content_id");
+      assert.deepEqual(titles[0], ["title-fail", "1", "–", "100.00%", "–"]);
+      assert.deepEqual(titles[1].slice(0, 2), ["title-bad", "2"]);
+      assert.equal(titles[1][3], "50.00%");
+      const bad = await read("/stats/qoe?content_id=title-bad", TOKENS.admin);
+      assert.equal(titles[1][2], `${bad.video_startup_time_ms.p95.toLocaleString("en-US")} ms`);
+      assert.equal(titles[1][4], `${(bad.rebuffer_ratio * 100).toFixed(2)}%`);
+      const cdns = await rows("qoe-worst-cdn");
+      // "unknown": the views of the old-client events above, which send no CDN.
+      assert.deepEqual(cdns.map((row) => row[0]).sort(), ["cdn-bad", "cdn-good", "unknown"]);
+      assert.equal(cdns[0][0], "cdn-bad");
+      assert.deepEqual(cdns[0].slice(1, 4), [
+        "3",
+        `${bad.video_startup_time_ms.p95.toLocaleString("en-US")} ms`,
+        "66.67%",
+      ]);
+      assert.equal(cdns.find((row) => row[0] === "cdn-good")?.[3], "0.00%");
+      const startup = await tab.evaluate<{ p50: number[]; p95: number[]; canvas: boolean }>(`({
+        p50: qoeStartupChart.data[1].filter((v) => v !== null),
+        p95: qoeStartupChart.data[2].filter((v) => v !== null),
+        canvas: document.querySelector("#qoe-startup-chart canvas") !== null,
+      })`);
+      assert.ok(startup.canvas, "the startup chart is drawn");
+      assert.equal(startup.p50.length, 1, "one hour holds every view");
+      assert.ok(startup.p50[0] >= 1_000 && startup.p95[0] <= 4_200, JSON.stringify(startup));
+      const rates = await tab.evaluate<number[][]>(
+        `qoeRatesChart.data.slice(1).map((s) => s.filter((v) => v !== null))`,
+      );
+      assert.deepEqual(rates.map((s) => s.length), [1, 1, 1], "rebuffer, VSF and EBVS rates");
+      // Every view started in one hour: its points are /stats/qoe's over the range, in percent.
+      const all = await read("/stats/qoe", TOKENS.admin);
+      assert.equal(all.video_start_failures.technical, 2, "title-fail's and title-bad's");
+      const expected = [
+        all.rebuffer_ratio,
+        all.video_start_failures.rate,
+        all.exits_before_video_start.rate,
+      ];
+      rates.forEach(([value], i) =>
+        assert.ok(Math.abs(value - expected[i] * 100) < 1e-9, `${value} vs ${expected[i]}`)
       );
       assert.equal(
         await tab.evaluate(`document.getElementById("who").textContent`),
@@ -168,6 +276,7 @@ test({
         "Totals over the range",
         "Events and error rate per hour",
         "Top by errors",
+        "Quality of experience per hour",
       ]);
       assert.deepEqual(tab.errors, []);
     } finally {

@@ -9,6 +9,8 @@ const HOUR_MS = 3_600_000;
 const $ = (id) => document.getElementById(id);
 let role = null;
 let chart = null;
+let qoeStartupChart = null;
+let qoeRatesChart = null;
 let timer = null;
 
 function headers() {
@@ -138,6 +140,113 @@ async function loadTops(r) {
   }));
 }
 
+// The QoE panel: per hour, startup p50/p95 on one chart and the per-view rates on another; a null
+// point (no denominator in that hour) is a gap, never a zero.
+const QOE_RATES = ["rebuffer_ratio", "vsf_rate", "ebvs_rate"];
+const QOE_TOP = 10;
+const percentOrNull = (v) => (v === null ? null : v * 100);
+
+function qoeChart(current, target, series, data) {
+  if (current !== null) {
+    current.setData(data);
+    return current;
+  }
+  return new uPlot(
+    {
+      width: Math.min(440, document.body.clientWidth - 64),
+      height: 200,
+      series: [{}, ...series],
+      // From 0, so a startup of 2 s does not look like none and a rate of 0 sits on the axis.
+      scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      axes: [{}, { size: yAxisSize }],
+    },
+    data,
+    target,
+  );
+}
+
+async function qoeSeries(metric, r) {
+  const result = await api(`/stats/timeseries?${query({ metric, bucket: "1h", ...r })}`);
+  return result.series[0]?.points ?? [];
+}
+
+async function loadQoeCharts(r) {
+  const [p50, p95, ...rates] = await Promise.all(
+    ["startup_p50", "startup_p95", ...QOE_RATES].map((metric) => qoeSeries(metric, r)),
+  );
+  const times = p50.map((p) => Date.parse(p.t) / 1000);
+  qoeStartupChart = qoeChart(qoeStartupChart, $("qoe-startup-chart"), [
+    { label: "startup p50 ms", stroke: "#2563eb" },
+    { label: "startup p95 ms", stroke: "#7c3aed" },
+  ], [times, p50.map((p) => p.value), p95.map((p) => p.value)]);
+  qoeRatesChart = qoeChart(
+    qoeRatesChart,
+    $("qoe-rates-chart"),
+    [
+      { label: "rebuffer ratio %", stroke: "#d97706" },
+      { label: "VSF rate %", stroke: "#dc2626" },
+      { label: "EBVS rate %", stroke: "#0d9488" },
+    ],
+    [times, ...rates.map((points) => points.map((p) => percentOrNull(p.value)))],
+  );
+}
+
+const DASH = "–";
+const percentText = (v) => (v === null || v === undefined ? DASH : `${(v * 100).toFixed(2)}%`);
+const msText = (v) => (v === null || v === undefined ? DASH : `${formatted(v)} ms`);
+
+// Null (no denominator) ranks after any number: it says nothing bad about the group.
+function worseFirst(a, b) {
+  if (a === b) return 0;
+  if (a === null) return 1;
+  if (b === null) return -1;
+  return b - a;
+}
+
+// The busiest groups (at most QOE_TOP, so at most QOE_TOP + 1 requests), each summarised by
+// /stats/qoe, worst technical VSF rate first, then worst rebuffer ratio. Views that did not report a
+// dimension are stored under "unknown", a key like any other; a null key could not be filtered on.
+async function loadQoeWorst(r, groupBy) {
+  const busiest = await api(
+    `/stats/timeseries?${
+      query({ metric: "views", bucket: "1h", group_by: groupBy, limit: String(QOE_TOP), ...r })
+    }`,
+  );
+  const keys = busiest.series.map((s) => s.key).filter((key) => key !== null).slice(0, QOE_TOP);
+  const groups = await Promise.all(keys.map(async (key) => ({
+    key,
+    qoe: await api(`/stats/qoe?${query({ ...r, [groupBy]: key })}`),
+  })));
+  const rows = groups
+    .filter((g) => g.qoe.views > 0)
+    .sort((a, b) =>
+      worseFirst(
+        a.qoe.video_start_failures.technical_rate,
+        b.qoe.video_start_failures.technical_rate,
+      ) ||
+      worseFirst(a.qoe.rebuffer_ratio, b.qoe.rebuffer_ratio) ||
+      b.qoe.views - a.qoe.views
+    );
+  fillRows(
+    $(`qoe-worst-${groupBy}`),
+    rows.map(({ key, qoe }) => [
+      key,
+      formatted(qoe.views),
+      msText(qoe.video_startup_time_ms.p95),
+      percentText(qoe.video_start_failures.technical_rate),
+      percentText(qoe.rebuffer_ratio),
+    ]),
+  );
+}
+
+async function loadQoe(r) {
+  await Promise.all([
+    loadQoeCharts(r),
+    loadQoeWorst(r, "content_id"),
+    loadQoeWorst(r, "cdn"),
+  ]);
+}
+
 async function loadCompliance(r) {
   const summary = await api(`/compliance/summary?${query(r)}`);
   const rules = Object.keys(summary.flagged_events_by_rule);
@@ -225,7 +334,9 @@ async function refresh() {
   const r = range();
   const mayRead = (panelRoles) => role === "admin" || panelRoles.includes(role);
   const work = [];
-  if (mayRead(["analyst", "privacy"])) work.push(loadTotals(r), loadChart(r), loadTops(r));
+  if (mayRead(["analyst", "privacy"])) {
+    work.push(loadTotals(r), loadChart(r), loadTops(r), loadQoe(r));
+  }
   if (mayRead(["privacy"])) work.push(loadCompliance(r), loadFlags(), loadRequests());
   const results = await Promise.allSettled(work);
   const failed = results.filter((x) => x.status === "rejected");
