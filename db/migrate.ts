@@ -25,6 +25,7 @@ import * as readIndexes from "./migrations/2026_12_07_0015_read_indexes.ts";
 import * as dimensionRollups from "./migrations/2026_12_07_0016_dimension_rollups.ts";
 import * as qualityOfExperience from "./migrations/2026_12_07_0017_quality_of_experience.ts";
 import * as qoeWindows from "./migrations/2026_12_07_0018_qoe_windows.ts";
+import * as entityScoresConcurrent from "./migrations/2026_12_07_0019_entity_scores_concurrent.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -46,6 +47,7 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0016_dimension_rollups": dimensionRollups,
   "2026_12_07_0017_quality_of_experience": qualityOfExperience,
   "2026_12_07_0018_qoe_windows": qoeWindows,
+  "2026_12_07_0019_entity_scores_concurrent": entityScoresConcurrent,
 };
 
 /**
