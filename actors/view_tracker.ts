@@ -61,8 +61,8 @@ interface Tv {
   userId: string;
   deviceId: string;
   events: ViewEvent[];
-  ids: Set<string>;
-  emitted: Map<string, ViewOutcome>;
+  /** What each view was counted as, by view key (an array: a TV has few views, a Map costs more). */
+  emitted: Array<[string, ViewOutcome]>;
   /** When the newest view ends by idling if nothing arrives (null: it has ended). */
   openUntilMs: number | null;
   /**
@@ -135,12 +135,17 @@ export function qoeKey(hourMs: number, d: ViewDims): string {
   return [hourMs, d.contentId, d.region, d.platform, d.appVersion, d.plan, d.cdn].join(KEY_SEP);
 }
 
+/** Watermark progress between two walks over every TV (idling and letting go are judged then). */
+const WALK_EVERY_MS = 60_000;
+
 /** Tracks the views of one worker's user shards. */
 export class ViewTracker {
   #o: ViewTrackerOptions;
   #tvs = new Map<string, Tv>();
   #dirty = new Set<Tv>();
   #eventCount = 0;
+  /** The watermark of the last walk over every TV. */
+  #walkedAtMs = -Infinity;
 
   constructor(options: ViewTrackerOptions) {
     this.#o = options;
@@ -170,7 +175,7 @@ export class ViewTracker {
       tv = newTv(shard, event.userId, event.deviceId);
       this.#tvs.set(key, tv);
     }
-    if (tv.ids.has(event.eventId)) return;
+    if (isHeld(tv, event)) return;
     if (tv.events.length >= this.#o.maxEventsPerTv) {
       addCounter(batch.counters, "qoe_events_over_cap", 1);
       return;
@@ -198,13 +203,9 @@ export class ViewTracker {
       // Consecutive events of a TV nearly always share their dimensions: keep one object.
       dims: last !== undefined && sameDims(last.dims, dims) ? last.dims : dims,
     };
-    tv.ids.add(e.eventId);
     this.#eventCount++;
     if (last === undefined || compareViewEvents(last, e) <= 0) tv.events.push(e);
-    else {
-      const at = tv.events.findIndex((x) => compareViewEvents(x, e) > 0);
-      tv.events.splice(at, 0, e);
-    }
+    else tv.events.splice(insertionPoint(tv.events, e.atMs, e.eventId), 0, e);
   }
 
   /**
@@ -213,14 +214,22 @@ export class ViewTracker {
    */
   flush(watermarkMs: number, batch: FlushBatch): void {
     const horizonMs = watermarkMs - this.#o.idleMs - this.#o.allowedLatenessMs;
-    for (const [key, tv] of this.#tvs) {
+    const visit = (key: string, tv: Tv) => {
       const lastMs = tv.events[tv.events.length - 1]?.atMs ?? -Infinity;
       const isDone = lastMs < horizonMs;
       // Without new events a TV changes only when the watermark ends its newest view by idling.
       const isIdled = tv.openUntilMs !== null && watermarkMs > tv.openUntilMs;
-      if (!this.#dirty.has(tv) && !isDone && !isIdled) continue;
+      if (!this.#dirty.has(tv) && !isDone && !isIdled) return;
       this.#recompute(tv, watermarkMs, batch);
       if (isDone) this.#letGo(key, tv, batch);
+    };
+    // Every TV is looked at once the watermark moved a minute (idling and letting go are judged
+    // in minutes; a walk over a million TVs at every flush cost more than the flush's writes).
+    if (watermarkMs - this.#walkedAtMs >= WALK_EVERY_MS) {
+      this.#walkedAtMs = watermarkMs;
+      for (const [key, tv] of this.#tvs) visit(key, tv);
+    } else {
+      for (const tv of this.#dirty) visit(tv.userId + KEY_SEP + tv.deviceId, tv);
     }
     this.#dirty.clear();
   }
@@ -240,7 +249,7 @@ export class ViewTracker {
   #letGo(key: string, tv: Tv, batch: FlushBatch): void {
     this.#tvs.delete(key);
     this.#eventCount -= tv.events.length;
-    for (const viewKey of tv.emitted.keys()) {
+    for (const [viewKey] of tv.emitted) {
       batch.openViews.set(rowKey(tv, viewKey), { ...rowOf(tv, viewKey), outcome: null });
     }
   }
@@ -261,7 +270,7 @@ export class ViewTracker {
         loaded.set(key, held);
         this.#tvs.set(key, held.tv);
       }
-      held.tv.emitted.set(row.viewKey, outcome);
+      held.tv.emitted.push([row.viewKey, outcome]);
       held.tv.watermarkMs = Math.max(held.tv.watermarkMs, watermarkMs);
       // Events before a TV's first view belong to none: they change nothing read back or not.
       held.sinceMs = Math.min(held.sinceMs, outcome.startMs);
@@ -270,7 +279,7 @@ export class ViewTracker {
       const held = loaded.get(event.userId + KEY_SEP + event.deviceId);
       if (
         held === undefined || event.isLate || !hasViewMeaning(event) ||
-        event.atMs < held.sinceMs || held.tv.ids.has(event.eventId) ||
+        event.atMs < held.sinceMs || isHeld(held.tv, event) ||
         held.tv.events.length >= this.#o.maxEventsPerTv
       ) continue;
       this.#hold(held.tv, event);
@@ -306,13 +315,14 @@ export class ViewTracker {
     const now = new Map<string, ViewOutcome>();
     for (const view of views) now.set(view.key, outcomeOf(view, this.#o.isBusinessError));
     const rule = this.#o.qoeRule;
+    const before = new Map(tv.emitted);
     for (const [key, old] of tv.emitted) {
       if (now.has(key)) continue;
       addOutcome(batch, old, -1, rule);
       batch.openViews.set(rowKey(tv, key), { ...rowOf(tv, key), outcome: null });
     }
     for (const [key, outcome] of now) {
-      const old = tv.emitted.get(key);
+      const old = before.get(key);
       if (old !== undefined && sameOutcome(old, outcome)) continue;
       if (old !== undefined) addOutcome(batch, old, -1, rule);
       addOutcome(batch, outcome, 1, rule);
@@ -321,7 +331,7 @@ export class ViewTracker {
         outcome: storedOf(outcome, watermarkMs),
       });
     }
-    tv.emitted = now;
+    tv.emitted = [...now];
     const newest = views[views.length - 1];
     tv.openUntilMs = newest === undefined || newest.isEnded
       ? null
@@ -388,14 +398,33 @@ function rowOf(tv: Tv, viewKey: string): Omit<OpenViewsRow, "outcome"> {
   return { shard: tv.shard, userId: tv.userId, deviceId: tv.deviceId, viewKey };
 }
 
+/** Index of the first held event after (atMs, eventId): events are sorted that way. */
+function insertionPoint(events: readonly ViewEvent[], atMs: number, eventId: string): number {
+  let lo = 0;
+  let hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const e = events[mid];
+    if (e.atMs < atMs || (e.atMs === atMs && e.eventId <= eventId)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Whether the TV holds this event already (a retry or a replay: same id, same time). */
+function isHeld(tv: Tv, event: TelemetryEvent): boolean {
+  const at = insertionPoint(tv.events, event.atMs, event.eventId);
+  const before = tv.events[at - 1];
+  return before !== undefined && before.atMs === event.atMs && before.eventId === event.eventId;
+}
+
 function newTv(shard: number, userId: string, deviceId: string): Tv {
   return {
     shard,
     userId,
     deviceId,
     events: [],
-    ids: new Set(),
-    emitted: new Map(),
+    emitted: [],
     openUntilMs: null,
     watermarkMs: 0,
   };
