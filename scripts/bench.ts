@@ -7,6 +7,8 @@
  * `deno task bench soak [--minutes 60]` instead runs the memory soak of `_bench_soak.ts`.
  * `deno task bench history [--scale F] [--days-list 7,30,395]` instead runs the read-cost-against-
  * stored-history bench of `_bench_history.ts`.
+ * `deno task bench qoe [--e2e-events 300000] [--against DIR]` instead runs the QoE traffic-mix bench
+ * of `_bench_qoe.ts`.
  *
  * @module
  */
@@ -814,6 +816,10 @@ if (import.meta.main && Deno.args[0] === "soak") {
   // `deno task bench history [--scale F] [--days-list 7,30,395]`: see scripts/_bench_history.ts.
   const { historyMain } = await import("./_bench_history.ts");
   Deno.exit(await historyMain(Deno.args.slice(1)) ? 0 : 1);
+} else if (import.meta.main && Deno.args[0] === "qoe") {
+  // `deno task bench qoe [--e2e-events 300000] [--against DIR]`: see scripts/_bench_qoe.ts.
+  const { qoeMain } = await import("./_bench_qoe.ts");
+  Deno.exit(await qoeMain(Deno.args.slice(1)) ? 0 : 1);
 } else if (import.meta.main) {
   const args = parseCli(ARGS);
   const { rows, targets } = await run(args);
