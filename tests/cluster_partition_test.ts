@@ -123,7 +123,8 @@ async function partitionScenario(mode: "cut" | "blackhole"): Promise<void> {
         const readiness = await Promise.all(servers.map(readinessOf));
         assert.ok(
           gaveUpAfterMs !== null && gaveUpAfterMs <= 2 * LEASE_MS + 1_000,
-          `the node cut from PostgreSQL kept its shards: gave up after ${gaveUpAfterMs} ms; ` +
+          `the node cut from PostgreSQL kept its shards: gave up after ${gaveUpAfterMs} ms ` +
+            `(cut at ${new Date(cutAt).toISOString()}); ` +
             servers[1].logSoFar().slice(-6_000),
         );
         assert.ok(
