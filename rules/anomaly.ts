@@ -663,3 +663,108 @@ export function formatContribution(c: Contribution): string {
     .join(" on ");
   return `${segment}: ${Math.round(c.share * 100)}% of the ${c.direction}`;
 }
+
+/** One window's answer of a {@link KeyTracker}. */
+export interface TrackedStep extends AnomalyStep {
+  /** Windows this step kept out of later baselines (incident windows, muted, pending before open). */
+  excluded: number[];
+}
+
+/**
+ * The model of {@link detectSeries}, one window at a time, for a detector that cannot hold every
+ * key's whole series: it keeps a key's last `levelWindows` counts and level samples, its residuals
+ * of the last `scaleWindows` windows and its incident state. The caller gives each window's
+ * seasonal baseline (from past weeks, without the windows this tracker excluded) and, for a key
+ * without one, its peers; fed the same, it answers as {@link detectSeries} does.
+ */
+export class KeyTracker {
+  readonly kind: SeriesKind;
+  #s: Readonly<AnomalySettings>;
+  #counts: { w: number; num: number }[] = [];
+  #levels: { w: number; observed: number; seasonal: number }[] = [];
+  #residualW: number[] = [];
+  #residuals: number[] = [];
+  #memory: IncidentMemory = { ...NO_INCIDENT };
+  #pendingRun: number[] = [];
+  #lastWindow = -Infinity;
+
+  constructor(kind: SeriesKind, settings: Readonly<AnomalySettings> = DEFAULT_ANOMALY_SETTINGS) {
+    this.kind = kind;
+    this.#s = settings;
+  }
+
+  /** The incident state after the last window. */
+  get state(): IncidentState {
+    return this.#memory.state;
+  }
+
+  /** The last window judged (-Infinity before any). */
+  get lastWindow(): number {
+    return this.#lastWindow;
+  }
+
+  /** Median count over the `levelWindows` windows before `t` (a key's size, for peers). */
+  recentMedian(t: number): number | null {
+    const since = t - this.#s.levelWindows * this.#s.windowMs;
+    return median(this.#counts.filter((c) => c.w >= since && c.w < t).map((c) => c.num));
+  }
+
+  /** Judges the next window (after every window given before). */
+  step(
+    point: SeriesPoint,
+    seasonal: SeasonalBaseline | null,
+    context: { peers?: readonly Peer[]; isMuted?: boolean } = {},
+  ): TrackedStep {
+    const s = this.#s;
+    const t = point.windowStartMs;
+    let expectation: Expectation | null = null;
+    if (seasonal !== null) {
+      const since = t - s.levelWindows * s.windowMs;
+      const level = recentLevel(this.#levels.filter((l) => l.w >= since));
+      const oldest = t - s.scaleWindows * s.windowMs;
+      let drop = 0;
+      while (drop < this.#residualW.length && this.#residualW[drop] < oldest) drop++;
+      if (drop > 0) {
+        this.#residualW.splice(0, drop);
+        this.#residuals.splice(0, drop);
+      }
+      expectation = {
+        expected: seasonal.value * level,
+        volume: seasonal.volume,
+        spread: spreadOf(this.#residuals),
+        source: "history",
+      };
+    } else if (context.peers !== undefined && context.peers.length > 0) {
+      expectation = peerExpectation(this.kind, point, this.recentMedian(t), context.peers, s);
+    }
+    const judgement = judgeWindow(this.kind, point, expectation, s);
+    const transition = advance(this.#memory, judgement, s);
+    this.#memory = transition.memory;
+    const excluded: number[] = [];
+    const state = this.#memory.state;
+    if (transition.opened) {
+      excluded.push(...this.#pendingRun);
+      const dropped = new Set(this.#pendingRun);
+      this.#levels = this.#levels.filter((l) => !dropped.has(l.w));
+      const kept = this.#residualW.map((w, i) => dropped.has(w) ? -1 : i).filter((i) => i >= 0);
+      this.#residuals = kept.map((i) => this.#residuals[i]);
+      this.#residualW = kept.map((i) => this.#residualW[i]);
+    }
+    this.#pendingRun = state === "pending" ? [...this.#pendingRun, t] : [];
+    const isExcluded = state === "open" || state === "recovering" || context.isMuted === true;
+    if (isExcluded) excluded.push(t);
+    this.#counts.push({ w: t, num: point.num });
+    if (this.#counts.length > s.levelWindows) this.#counts.shift();
+    if (seasonal !== null && !isExcluded && judgement.observed !== null) {
+      this.#levels.push({ w: t, observed: judgement.observed, seasonal: seasonal.value });
+      if (this.#levels.length > s.levelWindows) this.#levels.shift();
+      this.#residualW.push(t);
+      this.#residuals.push(judgement.observed - (judgement.expected as number));
+    }
+    this.#lastWindow = t;
+    const step: TrackedStep = { windowStartMs: t, state, ...judgement, excluded };
+    if (transition.opened) step.opened = t;
+    if (transition.closed) step.closed = t;
+    return step;
+  }
+}

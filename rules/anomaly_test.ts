@@ -8,7 +8,9 @@ import {
   formatContribution,
   harmfulZ,
   isAnomalous,
+  KeyTracker,
   NO_INCIDENT,
+  seasonalBaseline,
   type SegmentChange,
   type SeriesKind,
   type SeriesPoint,
@@ -477,4 +479,49 @@ Deno.test("anomaly: contribution analysis attributes 92% of a drop to the versio
     ),
     "platform webos: 50% of the rise",
   );
+});
+
+/**
+ * Runs a {@link KeyTracker} over a whole series the way the detector does: each window's seasonal
+ * baseline from the same window of past weeks, minus the windows the tracker excluded so far.
+ */
+function trackSeries(kind: SeriesKind, points: readonly SeriesPoint[]): AnomalyStep[] {
+  const tracker = new KeyTracker(kind);
+  const byWindow = new Map(points.map((p) => [p.windowStartMs, p]));
+  const excluded = new Set<number>();
+  return points.map((point) => {
+    const pastWeeks = Array.from(
+      { length: S.baselineWeeks },
+      (_, k) => point.windowStartMs - (k + 1) * WEEK_MS,
+    )
+      .filter((w) => !excluded.has(w))
+      .flatMap((w) => byWindow.get(w) ?? []);
+    const step = tracker.step(point, seasonalBaseline(kind, pastWeeks));
+    for (const w of step.excluded) excluded.add(w);
+    const { excluded: _, ...rest } = step;
+    return rest;
+  });
+}
+
+Deno.test("anomaly: the window-by-window tracker answers as the whole-series model does", () => {
+  const drop = countSeries(
+    15,
+    HISTORY_WINDOWS + 288,
+    400,
+    (i) => (i >= INCIDENT_AT && i < INCIDENT_AT + 6 ? 0.2 : 1),
+  );
+  const rate = rateSeries(7, HISTORY_WINDOWS + 288, 300, stepRate(0.01, 0.15, INCIDENT_AT, 8));
+  for (const [kind, series] of [["count", drop], ["rate", rate]] as const) {
+    const whole = detectSeries(kind, series);
+    const tracked = trackSeries(kind, series);
+    assert.equal(opened(tracked).length, 1, `${kind}: one incident`);
+    assert.deepEqual(opened(tracked), opened(whole));
+    assert.deepEqual(closed(tracked), closed(whole));
+    for (let i = 0; i < whole.length; i++) {
+      assert.equal(tracked[i].state, whole[i].state, `${kind} window ${i}: state`);
+      assert.equal(tracked[i].baseline, whole[i].baseline);
+      if (whole[i].expected === null) continue;
+      assert.ok(Math.abs(tracked[i].z - whole[i].z) < 1e-9, `${kind} window ${i}: z`);
+    }
+  }
 });
