@@ -109,7 +109,25 @@ export interface Config {
   /** Key of erased users' hashes and pseudonyms; unset: a key the database keeps for itself. */
   pseudonymSecret: string | undefined;
   thresholds: RuleThresholds;
+  /** The anomaly detector (`ANOMALY_*`, `PLAN_PRICES`); its window is `thresholds.anomalyWindowMs`. */
+  anomaly: AnomalyConfig;
   logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** Settings of the anomaly detector (`actors/anomaly_detector.ts`). */
+export interface AnomalyConfig {
+  isEnabled: boolean;
+  /** Expected events (or denominator) per window from which a key is watched. */
+  minEvents: number;
+  /** Watched keys at most, busiest first. */
+  maxSeries: number;
+  baselineWeeks: number;
+  /** How long after a window ends (by the watermark) it is judged: batching TVs' events arrive. */
+  graceMs: number;
+  /** Monthly price per `subscription_plan` (`PLAN_PRICES`); null: no revenue exposure. */
+  planPrices: Record<string, number> | null;
+  /** ISO 4217 currency of the prices. */
+  currency: string;
 }
 
 const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -232,6 +250,33 @@ export const ENV_SCHEMA = z.object({
   QOE_MAX_VSF_RATE: ratio.default(0.05),
   QOE_MAX_REBUFFER_RATIO: ratio.default(0.02),
   QOE_MAX_STARTUP_P95_MS: intFrom(1, 600_000).default(8_000),
+  ANOMALY_DETECTION: boolean.default("true"),
+  ANOMALY_WINDOW_MS: intFrom(60_000, 3_600_000).refine((ms) => 3_600_000 % ms === 0, {
+    message: "must divide an hour (60000, 300000, 600000, 900000, ...)",
+  }).default(300_000),
+  ANOMALY_MIN_EVENTS: intFrom(1, 1_000_000).default(25),
+  ANOMALY_MAX_SERIES: intFrom(1, 1_000_000).default(10_000),
+  ANOMALY_BASELINE_WEEKS: intFrom(1, 8).default(4),
+  ANOMALY_GRACE_MS: intFrom(0, 3_600_000).default(120_000),
+  PLAN_PRICES: z.string().transform((text, ctx) => {
+    const prices: Record<string, number> = {};
+    for (const part of text.split(",").map((p) => p.trim()).filter((p) => p.length > 0)) {
+      const match = /^([A-Za-z0-9_.-]{1,64})=(\d+(?:\.\d{1,4})?)$/.exec(part);
+      if (match === null) {
+        ctx.addIssue({
+          code: "custom",
+          message:
+            `must be plan=price pairs such as "basic=7.99,premium=17.99", received "${part}"`,
+        });
+        return z.NEVER;
+      }
+      prices[match[1]] = Number(match[2]);
+    }
+    return prices;
+  }).optional(),
+  PLAN_CURRENCY: z.string().regex(/^[A-Z]{3}$/, "must be an ISO 4217 code such as EUR").default(
+    "USD",
+  ),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -377,6 +422,16 @@ export function parseConfig(env: RawEnv, cores = navigator.hardwareConcurrency):
         maxRebufferRatio: e.QOE_MAX_REBUFFER_RATIO,
         maxStartupP95Ms: e.QOE_MAX_STARTUP_P95_MS,
       },
+      anomalyWindowMs: e.ANOMALY_WINDOW_MS,
+    },
+    anomaly: {
+      isEnabled: e.ANOMALY_DETECTION === "true",
+      minEvents: e.ANOMALY_MIN_EVENTS,
+      maxSeries: e.ANOMALY_MAX_SERIES,
+      baselineWeeks: e.ANOMALY_BASELINE_WEEKS,
+      graceMs: e.ANOMALY_GRACE_MS,
+      planPrices: e.PLAN_PRICES ?? null,
+      currency: e.PLAN_CURRENCY,
     },
     logLevel: e.LOG_LEVEL,
   };

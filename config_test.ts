@@ -61,6 +61,18 @@ test("parseConfig() applies the documented defaults", () => {
       maxRebufferRatio: 0.02,
       maxStartupP95Ms: 8_000,
     },
+    // ANOMALY_WINDOW_MS: the anomaly series' 5-minute windows.
+    anomalyWindowMs: 300_000,
+  });
+  // ANOMALY_*: on, 25 events per window, 10,000 keys, 4 weeks, 2 minutes' grace; no prices.
+  assert.deepEqual(config.anomaly, {
+    isEnabled: true,
+    minEvents: 25,
+    maxSeries: 10_000,
+    baselineWeeks: 4,
+    graceMs: 120_000,
+    planPrices: null,
+    currency: "USD",
   });
   assert.equal(config.consentRetentionDays, 1_825);
   assert.deepEqual(
@@ -286,4 +298,19 @@ test("parseConfig() keeps raw events 30 days, flags a year and access records 24
     () => parseConfig({ RAW_EVENTS_RETENTION_DAYS: "6" }, 2),
     /RAW_EVENTS_RETENTION_DAYS must cover MAX_EVENT_AGE_MS/,
   );
+});
+
+test("parseConfig() reads PLAN_PRICES and refuses a window that does not divide an hour", () => {
+  const config = parseConfig({ PLAN_PRICES: "basic=7.99, premium=17.5", PLAN_CURRENCY: "EUR" });
+  assert.deepEqual(config.anomaly.planPrices, { basic: 7.99, premium: 17.5 });
+  assert.equal(config.anomaly.currency, "EUR");
+  assert.throws(
+    () => parseConfig({ PLAN_PRICES: "basic:7.99" }),
+    /PLAN_PRICES: must be plan=price/,
+  );
+  assert.throws(
+    () => parseConfig({ ANOMALY_WINDOW_MS: "420000" }),
+    /ANOMALY_WINDOW_MS: must divide/,
+  );
+  assert.equal(parseConfig({ ANOMALY_WINDOW_MS: "600000" }).thresholds.anomalyWindowMs, 600_000);
 });

@@ -32,6 +32,10 @@ import { pendingAlertCount } from "./db/alert_outbox.ts";
 import { LEVEL_RANK, type OptOut } from "./rules/mod.ts";
 import { AlertSender } from "./actors/alert_sender.ts";
 import { QoeChecker } from "./actors/qoe_checker.ts";
+import { AnomalyDetector } from "./actors/anomaly_detector.ts";
+
+/** How often the anomaly detector looks for windows the watermark has passed. */
+const ANOMALY_PASS_MS = 10_000;
 import { startAuditPruner } from "./routes/audit.ts";
 import { isAuthEnabled } from "./routes/auth.ts";
 import { IpAnonymizer } from "./routes/ip_anonymizer.ts";
@@ -48,6 +52,8 @@ export interface Pipeline {
   alerts: AlertSender | undefined;
   /** Runs the `qoe` rule over the QoE windows flushes changed (every flush interval). */
   qoeChecker: QoeChecker;
+  /** Judges the anomaly series' windows and keeps incidents (`ANOMALY_DETECTION`). */
+  anomalies: AnomalyDetector;
   /** Runs deletion requests; `idle()` waits for the running ones. */
   eraser: Eraser;
   /** Lets wall-clock time in: workers prune, passivate and flush when due. */
@@ -68,6 +74,8 @@ export interface PipelineOptions {
   isAlertPolling?: boolean;
   /** Run the `qoe` rule every flush interval (default); tests call `qoeChecker.runOnce`. */
   isQoeChecking?: boolean;
+  /** Run the anomaly detector every 10 s (default when enabled); tests call `anomalies.stepTo`. */
+  isAnomalyDetecting?: boolean;
 }
 
 /** Opens and migrates the database, starts the workers and builds the app. */
@@ -235,6 +243,7 @@ export async function startPipeline(
       closing ??= (async () => {
         await drain();
         await qoeChecker.stop();
+        await anomalies.stop();
         await alerts?.stop();
         await opened.close();
         await writerLock?.release();
@@ -271,9 +280,21 @@ export async function startPipeline(
       logger,
     });
     if (options.isQoeChecking !== false) qoeChecker.start(config.flushIntervalMs);
+    const anomalies = new AnomalyDetector({
+      db,
+      windowMs: config.thresholds.anomalyWindowMs,
+      ...config.anomaly,
+      watermarkMs: () => region.watermarkMs,
+      owner: config.redis.nodeId,
+      logger,
+    });
+    if (config.anomaly.isEnabled && options.isAnomalyDetecting !== false) {
+      anomalies.start(ANOMALY_PASS_MS);
+    }
     return {
       alerts,
       qoeChecker,
+      anomalies,
       app,
       region,
       log: opened,

@@ -29,6 +29,8 @@ export function emptyBatch(): FlushBatch {
     qoeStartup: new Map(),
     qoeWindows: new Map(),
     qoeWindowViews: new Map(),
+    anomalyCube: new Map(),
+    anomalyTitles: new Map(),
     openViews: new Map(),
     checkpoints: new Map(),
     epochs: new Map(),
@@ -40,7 +42,8 @@ export function isEmptyBatch(b: FlushBatch): boolean {
   return b.rawEvents.length === 0 && b.counters.size === 0 && b.types.size === 0 &&
     b.flags.size === 0 && b.checkpoints.size === 0 && b.optOuts.length === 0 &&
     b.consentLedger.length === 0 && b.consentSeen.size === 0 && b.consentFacts.size === 0 &&
-    b.qoe.size === 0 && b.qoeStartup.size === 0 && b.openViews.size === 0;
+    b.qoe.size === 0 && b.qoeStartup.size === 0 && b.openViews.size === 0 &&
+    b.anomalyCube.size === 0 && b.anomalyTitles.size === 0;
 }
 
 /** Adds `n` to a named counter. */
@@ -150,6 +153,8 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
     else for (let i = 0; i < d.length; i++) row[i] += d[i];
   }
   for (const [k, n] of from.qoeStartup) addCounter(into.qoeStartup, k, n);
+  addRows(into.anomalyCube, from.anomalyCube);
+  addRows(into.anomalyTitles, from.anomalyTitles);
   // The newer state of a TV replaces the older.
   for (const [k, row] of from.openViews) into.openViews.set(k, row);
   for (const row of from.consentLedger) into.consentLedger.push(row);
@@ -168,4 +173,13 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
     if ((into.checkpoints.get(k) ?? -1) < p) into.checkpoints.set(k, p);
   }
   for (const [k, e] of from.epochs) into.epochs.set(k, e);
+}
+
+/** Adds rows of numbers measure by measure (the anomaly series' deltas). */
+function addRows(into: Map<string, number[]>, from: ReadonlyMap<string, number[]>): void {
+  for (const [k, d] of from) {
+    const row = into.get(k);
+    if (row === undefined) into.set(k, [...d]);
+    else for (let i = 0; i < d.length; i++) row[i] += d[i];
+  }
 }

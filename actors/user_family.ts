@@ -49,6 +49,7 @@ import { Slots } from "./slots.ts";
 import { ViewTracker } from "./view_tracker.ts";
 import type { OpenViewsRow } from "../db/flush_batch.ts";
 import { businessErrorMatcher } from "../rules/qoe.ts";
+import { anomalyWindowOf, rowHash } from "../rules/anomaly_series.ts";
 
 /** Settings of the user family. */
 export interface UserFamilyOptions {
@@ -145,6 +146,10 @@ export class UserFamily {
   #consentSeenHour: number[] = [];
   /** By slot: the user's GPP opt-out of sale and sharing was filed since the user was loaded. */
   #gppOptOutFiled: boolean[] = [];
+  /** Per slot: a hash of the anomaly cube row (window included) the user was last counted in. */
+  #cubeRow: number[] = [];
+  /** Per slot: the same for the titles cube. */
+  #titleRow: number[] = [];
 
   constructor(options: UserFamilyOptions) {
     this.#o = options;
@@ -260,6 +265,7 @@ export class UserFamily {
     this.#recordConsent(slot, event, out);
     const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(slot, event) : 0;
     this.#aggregate(event, watchTimeMs, out);
+    this.#countAnomalySeries(slot, event, out);
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
     // Windows only take events up to the allowed lateness behind the watermark.
     const facts: UserRuleFacts = {
@@ -466,6 +472,8 @@ export class UserFamily {
     this.#consentAtMs[slot] = 0;
     this.#consentSeenHour[slot] = -1;
     this.#gppOptOutFiled[slot] = false;
+    this.#cubeRow[slot] = -1;
+    this.#titleRow[slot] = -1;
     this.#segments[slot] = noSegments();
     this.#regions.reset(slot);
     this.#networks.reset(slot);
@@ -528,6 +536,40 @@ export class UserFamily {
       this.#addViewer(out, "c:" + event.contentId + KEY_SEP + hourMs, packed);
       this.#addViewer(out, "r:" + event.region + KEY_SEP + hourMs, packed);
     }
+  }
+
+  /**
+   * Counts the event in the anomaly cubes (`rules/anomaly_series.ts`): its window, by platform,
+   * region, app version and plan, and by title, platform and plan; a viewer once per window and row.
+   */
+  #countAnomalySeries(slot: number, event: TelemetryEvent, out: FlushBatch): void {
+    const windowMs = anomalyWindowOf(event, this.#o.thresholds.anomalyWindowMs);
+    const platform = platformOf(event);
+    const plan = event.subscriptionPlan ?? UNKNOWN;
+    const isError = event.type === "ERROR" ? 1 : 0;
+    const cubeKey = windowMs + KEY_SEP + platform + KEY_SEP + event.region + KEY_SEP +
+      appVersionOf(event) + KEY_SEP + plan;
+    const cubeHash = rowHash(cubeKey);
+    const isNewInCube = this.#cubeRow[slot] !== cubeHash ? 1 : 0;
+    this.#cubeRow[slot] = cubeHash;
+    let cube = out.anomalyCube.get(cubeKey);
+    if (cube === undefined) out.anomalyCube.set(cubeKey, cube = [0, 0, 0, 0, 0]);
+    cube[0]++;
+    cube[1] += isError;
+    if (event.isEu) {
+      cube[2]++;
+      if (event.hasConsent) cube[3]++;
+    }
+    cube[4] += isNewInCube;
+    const titleKey = windowMs + KEY_SEP + event.contentId + KEY_SEP + platform + KEY_SEP + plan;
+    const titleHash = rowHash(titleKey);
+    const isNewInTitle = this.#titleRow[slot] !== titleHash ? 1 : 0;
+    this.#titleRow[slot] = titleHash;
+    let title = out.anomalyTitles.get(titleKey);
+    if (title === undefined) out.anomalyTitles.set(titleKey, title = [0, 0, 0]);
+    title[0]++;
+    title[1] += isError;
+    title[2] += isNewInTitle;
   }
 
   #addViewer(out: FlushBatch, key: string, packed: number): void {

@@ -16,6 +16,7 @@ import { LEVEL_RANK } from "../rules/mod.ts";
 import { packSketch } from "./hll.ts";
 import { enqueueAlerts } from "./alert_outbox.ts";
 import { upsertQoeWindows } from "./qoe_windows.ts";
+import { upsertAnomalySeries } from "./anomaly_series.ts";
 import { upsertQoe, writeOpenViews } from "./qoe_store.ts";
 import { parseShardKey } from "../actors/shard_key.ts";
 
@@ -83,6 +84,7 @@ async function writeOnce(
     await upsertSharedRollups(trx, batch);
     await upsertQoe(trx, batch);
     await upsertQoeWindows(trx, batch);
+    await upsertAnomalySeries(trx, batch);
     await advanceCheckpoints(trx, batch);
   });
 }

@@ -157,6 +157,16 @@ export interface FlushBatch {
   qoeWindows: Map<string, number[]>;
   /** Troubled views (evidence) keyed like `qoeWindows`, at most 10 each. */
   qoeWindowViews: Map<string, string[]>;
+  /**
+   * Anomaly series deltas (`db/anomaly_series.ts`) keyed by `window start ms + SEP + platform + SEP
+   * + region + SEP + app version + SEP + plan`, one number per `CUBE_MEASURES`.
+   */
+  anomalyCube: Map<string, number[]>;
+  /**
+   * Anomaly series deltas keyed by `window start ms + SEP + content + SEP + platform + SEP + plan`,
+   * one number per `TITLE_MEASURES`.
+   */
+  anomalyTitles: Map<string, number[]>;
   /** TVs' views to store, keyed by `shard + SEP + user + SEP + device + SEP + view key`. */
   openViews: Map<string, OpenViewsRow>;
   /** Keyed by `family + ":" + shard`; the highest log position applied. */

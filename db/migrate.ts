@@ -26,6 +26,7 @@ import * as dimensionRollups from "./migrations/2026_12_07_0016_dimension_rollup
 import * as qualityOfExperience from "./migrations/2026_12_07_0017_quality_of_experience.ts";
 import * as qoeWindows from "./migrations/2026_12_07_0018_qoe_windows.ts";
 import * as entityScoresConcurrent from "./migrations/2026_12_07_0019_entity_scores_concurrent.ts";
+import * as anomalies from "./migrations/2026_12_07_0020_anomalies.ts";
 
 /** Every migration by its sortable name; add new ones here. */
 export const MIGRATIONS: Record<string, Migration> = {
@@ -48,6 +49,7 @@ export const MIGRATIONS: Record<string, Migration> = {
   "2026_12_07_0017_quality_of_experience": qualityOfExperience,
   "2026_12_07_0018_qoe_windows": qoeWindows,
   "2026_12_07_0019_entity_scores_concurrent": entityScoresConcurrent,
+  "2026_12_07_0020_anomalies": anomalies,
 };
 
 /**

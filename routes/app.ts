@@ -16,6 +16,7 @@ import type { Logger } from "../logger.ts";
 import { auditRoutes, auditTrail, captureSubject, requestId } from "./audit.ts";
 import { type AuthConfig, authenticate, authRoutes, isAuthEnabled, requireRole } from "./auth.ts";
 import { complianceRoutes } from "./compliance.ts";
+import { incidentRoutes } from "./incidents.ts";
 import { eventsRoutes } from "./events.ts";
 import { isGdprRegion } from "./gdpr_regions.ts";
 import { healthRoutes } from "./health.ts";
@@ -98,7 +99,8 @@ export function createApp(deps: AppDeps): Hono {
   app.use("/events/*", ingest);
   app.use("/events", ingest);
   app.use("/stats/*", stats);
-  app.use("/compliance/*", privacy);
+  // Analysts read incidents and maintenance windows; changing them, and the rest, needs privacy.
+  app.use("/compliance/*", (c, next) => isIncidentRead(c) ? stats(c, next) : privacy(c, next));
   app.use("/privacy/*", privacy);
   app.use("/audit/*", admin);
   app.use("/audit", admin);
@@ -120,6 +122,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/events", eventsRoutes(deps));
   const isEu = (region: string) => isGdprRegion(region, deps.gdprRegions);
   app.route("/stats", statsRoutes(deps.db, isEu));
+  app.route("/compliance", incidentRoutes(deps.db, deps.now));
   app.route("/compliance", complianceRoutes(deps.db, isEu, deps.now, deps.consentPurposeMask));
   app.route("/privacy", privacyRoutes({ ...deps, defaultJurisdiction: deps.privacyJurisdiction }));
   app.route("/audit", auditRoutes(deps.db));
@@ -273,6 +276,14 @@ function cacheStrictText(c: Context, bytes: ArrayBuffer | Uint8Array): boolean {
   // Hono caches body promises at run time; its type declares the settled value.
   c.req.bodyCache.text = Promise.resolve(text) as unknown as string;
   return true;
+}
+
+/** True for a GET or HEAD of `/compliance/incidents`, one incident, or `/compliance/maintenance`. */
+function isIncidentRead(c: Context): boolean {
+  if (c.req.method !== "GET" && c.req.method !== "HEAD") return false;
+  const path = c.req.path;
+  return path === "/compliance/incidents" || path.startsWith("/compliance/incidents/") ||
+    path === "/compliance/maintenance";
 }
 
 /** Methods whose requests carry a body the routes read. */

@@ -20,6 +20,9 @@ import { QOE_QUERY, SERIES_QUERY } from "./stats.ts";
 import { AUDIT_QUERY } from "./audit.ts";
 import { ROLES } from "./auth.ts";
 import { LIST_QUERY as FLAG_LIST, REVIEW, RISK_QUERY } from "./compliance.ts";
+import { INCIDENT_STATUSES } from "../db/incidents.ts";
+import { SERIES } from "../rules/anomaly_series.ts";
+import { INCIDENT_QUERY, INCIDENT_REVIEW, MAINTENANCE, MAINTENANCE_QUERY } from "./incidents.ts";
 import { RANGE_QUERY } from "./time_range.ts";
 import { INFO_DESCRIPTION, ROUTE_TEXT, type Tag, TAG_DESCRIPTIONS, TAGS } from "./openapi_text.ts";
 
@@ -358,6 +361,99 @@ const ENTITY_RISK = z.object({
   first_flag_at: TIME.meta({ description: "Earliest event time of its flags, closed ones too" }),
   last_flag_at: TIME.meta({ description: "Latest event time of its flags, closed ones too" }),
   open_flags: COUNT.meta({ description: "Flags not dismissed or resolved: the ones scored" }),
+});
+
+const SERIES_ID = z.string().meta({
+  description: `A watched series, \`<metric>:<dimension>\`: ${SERIES.map((s) => s.id).join(", ")}`,
+});
+const DRILL_DOWN = z.array(z.object({
+  dimensions: z.record(z.string(), z.string()).meta({
+    description: "The segment: one value of another dimension, or a pair, e.g. " +
+      '{"app_version":"7.1"}',
+  }),
+  expected: z.number(),
+  observed: z.number(),
+  share: z.number().meta({
+    description: "Fraction of the key's change the segment explains; negative when it moved the " +
+      "other way",
+  }),
+  text: z.string().meta({ description: 'In a sentence: "app_version 7.1: 92% of the drop"' }),
+})).meta({ description: "Which values of the other dimensions explain the change, largest first" });
+const INCIDENT = z.object({
+  id: z.string(),
+  series: SERIES_ID,
+  key: z.string().meta({ description: "The value of the series' dimension, e.g. tizen" }),
+  kind: z.enum(["count", "rate", "share"]).meta({
+    description: "count: a drop hurts; rate (errors / events): a rise hurts; share (EU consent): " +
+      "a drop hurts",
+  }),
+  state: z.enum(["active", "recovered"]).meta({
+    description: "The detector's: active until 3 calm windows in a row, then recovered",
+  }),
+  status: z.enum(INCIDENT_STATUSES).meta({
+    description: "A person's: open, then acknowledged, muted (until muted_until) or resolved",
+  }),
+  level: LEVEL.meta({
+    description: "MEDIUM from 30 minutes or 100 affected viewers, HIGH from 2 hours or 1,000",
+  }),
+  started_at: TIME.meta({ description: "Start of the first window outside the baseline" }),
+  opened_at: TIME.meta({ description: "Start of the window that opened it (the second in a row)" }),
+  last_window: TIME.meta({ description: "Start of the latest window judged while active" }),
+  recovered_at: TIME.nullable().meta({
+    description: "End of its last calm window; null if active",
+  }),
+  baseline: z.string().meta({ description: "Where the expected value came from" }),
+  expected: z.number().meta({ description: "Expected value of the latest window" }),
+  observed: z.number().meta({ description: "Observed value of the latest window" }),
+  band: z.tuple([z.number(), z.number()]).meta({
+    description: "Low and high end of the expected band of the latest window",
+  }),
+  z: z.number().meta({ description: "Modified z-score of the latest window" }),
+  windows: z.number().int().min(1).meta({ description: "5-minute windows judged while active" }),
+  viewers: COUNT.meta({ description: "Most viewers affected in one window" }),
+  drill_down: DRILL_DOWN,
+  related: z.array(z.object({
+    series: SERIES_ID,
+    key: z.string(),
+    opened_at: TIME,
+    expected: z.number(),
+    observed: z.number(),
+  })).meta({ description: "Keys of the same family moved by the same fault, attached here" }),
+  exposure: z.object({
+    currency: z.string().meta({ description: "ISO 4217, PLAN_CURRENCY" }),
+    viewers_by_plan: z.record(z.string(), COUNT),
+    monthly_revenue: z.number().min(0).meta({
+      description: "Affected viewers × the plan's monthly price (PLAN_PRICES): an exposure, " +
+        "not a loss",
+    }),
+    unpriced_plans: z.array(z.string()).meta({ description: "Plans PLAN_PRICES has no price for" }),
+  }).nullable().meta({ description: "Null without PLAN_PRICES" }),
+  muted_until: TIME.nullable().meta({ description: "Set while muted" }),
+  reason: z.string().nullable().meta({ description: "The latest reason a person gave" }),
+  revision: z.number().int().min(1).meta({
+    description: "Bumped by every change that alerts and by every review",
+  }),
+  updated_at: TIME,
+});
+const INCIDENT_WITH_HISTORY = INCIDENT.extend({
+  history: z.array(z.object({
+    revision: z.number().int().min(1),
+    at: TIME,
+    actor: z.string().meta({ description: "detector, or the reviewer's token name" }),
+    change: JSON_OBJECT.meta({
+      description: "event: opened, level, update, recovered (with level) or review (with status, " +
+        "reason, muted_until)",
+    }),
+  })).meta({ description: "One row per revision, oldest first" }),
+});
+const MAINTENANCE_WINDOW = z.object({
+  id: z.string(),
+  starts_at: TIME,
+  ends_at: TIME,
+  series: SERIES_ID.nullable().meta({ description: "Null: every series" }),
+  key: z.string().nullable().meta({ description: "Null: every key of the series" }),
+  reason: z.string(),
+  created_by: z.string().meta({ description: "The token name that created it" }),
 });
 
 const USER_EXPORT = z.object({
@@ -744,6 +840,82 @@ export const ROUTE_DOCS: RouteDoc[] = [
       400: err("Not an entity type or id"),
       404: err("The entity has no flag"),
       ...REFUSALS,
+    },
+  },
+  {
+    method: "get",
+    path: "/compliance/incidents",
+    tag: "compliance",
+    access: "stats",
+    ...ROUTE_TEXT["get /compliance/incidents"],
+    summary: "Anomaly incidents, newest first, filtered by state, status, series and time",
+    query: INCIDENT_QUERY,
+    responses: {
+      200: ok("The incidents", z.object({ incidents: z.array(INCIDENT) })),
+      400: err("Bad filter or range"),
+      ...REFUSALS,
+    },
+  },
+  {
+    method: "get",
+    path: "/compliance/incidents/{id}",
+    tag: "compliance",
+    access: "stats",
+    ...ROUTE_TEXT["get /compliance/incidents/{id}"],
+    summary: "One incident with its drill-down, related keys, exposure and history",
+    responses: {
+      200: ok("The incident", INCIDENT_WITH_HISTORY),
+      404: err("No such incident (or not a numeric id)"),
+      ...REFUSALS,
+    },
+  },
+  {
+    method: "patch",
+    path: "/compliance/incidents/{id}",
+    tag: "compliance",
+    access: "privacy",
+    ...ROUTE_TEXT["patch /compliance/incidents/{id}"],
+    summary: "Review an incident: acknowledge, mute until a time, or resolve it with a reason",
+    body: INCIDENT_REVIEW,
+    responses: {
+      200: ok("The incident after the change", INCIDENT_WITH_HISTORY),
+      ...BODY_LIMITS,
+      404: err("No such incident (or not a numeric id)"),
+      422: err("Invalid review: every problem is listed in issues"),
+      ...SAME_SITE_REFUSALS,
+    },
+  },
+  {
+    method: "get",
+    path: "/compliance/maintenance",
+    tag: "compliance",
+    access: "stats",
+    ...ROUTE_TEXT["get /compliance/maintenance"],
+    summary: "Maintenance windows overlapping a range (default: the last 7 and next 30 days)",
+    query: MAINTENANCE_QUERY,
+    responses: {
+      200: ok(
+        "The windows, oldest first",
+        z.object({ from: TIME, to: TIME, windows: z.array(MAINTENANCE_WINDOW) }),
+      ),
+      400: err("Bad range"),
+      ...REFUSALS,
+    },
+  },
+  {
+    method: "post",
+    path: "/compliance/maintenance",
+    tag: "compliance",
+    access: "privacy",
+    ...ROUTE_TEXT["post /compliance/maintenance"],
+    summary:
+      "Record a maintenance window: no incident opens in it, its hours stay out of baselines",
+    body: MAINTENANCE,
+    responses: {
+      201: ok("The window", MAINTENANCE_WINDOW),
+      ...BODY_LIMITS,
+      422: err("Invalid window: every problem is listed in issues"),
+      ...SAME_SITE_REFUSALS,
     },
   },
   {

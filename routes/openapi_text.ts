@@ -46,7 +46,7 @@ gives every caller a name and one role (the secret is everything after the secon
 | role      | may use                                                       |
 | --------- | ------------------------------------------------------------- |
 | \`ingest\`  | \`POST /events\`, \`POST /events/batch\`                          |
-| \`analyst\` | \`/stats/*\`                                                    |
+| \`analyst\` | \`/stats/*\`; GET of \`/compliance/incidents*\`, \`/compliance/maintenance\` |
 | \`privacy\` | \`/stats/*\`, \`/compliance/*\`, \`/privacy/*\`                     |
 | \`admin\`   | everything, including \`GET /audit\` and \`/metrics\`             |
 | any       | \`GET /auth/whoami\` → \`{"name":"dpo","role":"privacy","auth":"on"}\` |
@@ -159,6 +159,11 @@ raised by a rule, with its evidence (rule id and version, thresholds, window, ob
 sample of the triggering event ids); it is never an automated decision (GDPR Art. 22): a person
 reviews it (\`PATCH /compliance/flags/{id}\`). With auth off, the body methods here refuse a foreign
 \`Origin\` (403).
+
+Anomaly incidents (\`/compliance/incidents\`) and maintenance windows (\`/compliance/maintenance\`):
+the detector watches 5-minute series of event volume, error rate and EU consent share per key and
+opens an incident when a key leaves its baseline; analysts may read them, reviews and new windows
+need the privacy role.
 
 ## Alert webhooks
 
@@ -801,6 +806,141 @@ control characters.
     parameters: {
       entity_type: "`user`, `content` or `device`.",
       id: "The user, content or device id.",
+    },
+  },
+  "get /compliance/incidents": {
+    description: `
+Incidents of the anomaly detector, newest first (by start). An incident is one key of one series
+(\`volume:platform\` = \`tizen\`, \`errors:content_id\` = \`movie-9\`, \`consent:region\` = \`DE\`) whose
+5-minute windows left its moving baseline 2 windows in a row. The expected value of a window is the
+median of the same time of week over the last 4 weeks, scaled by the key's recent level (observed /
+seasonal over the last hour); a window leaves the baseline when its modified z-score
+(Iglewicz-Hoaglin: the deviation over 1.4826 × the median absolute deviation of recent residuals)
+reaches 3.5 in the harmful direction (fewer events, more errors, less consent) **and** the change is
+at least a minimum (a count halved, a rate doubled and 2 points up, a share halved and 2 points
+down), so a quiet key's noise opens nothing. The incident recovers after 3 calm windows in a row
+(|z| < 2). Windows inside a maintenance window open nothing, and an incident's windows stay out of
+later baselines.
+
+\`state\` (\`active\`, \`recovered\`) is the detector's; \`status\` (\`open\`, \`acknowledged\`, \`muted\`,
+\`resolved\`) is a person's (\`PATCH /compliance/incidents/{id}\`).
+
+\`\`\`json
+{
+  "incidents": [{
+    "id": "17", "series": "volume:platform", "key": "tizen", "kind": "count",
+    "state": "active", "status": "open", "level": "HIGH",
+    "started_at": "2026-12-07T20:05:00.000Z", "opened_at": "2026-12-07T20:10:00.000Z",
+    "last_window": "2026-12-07T20:40:00.000Z", "recovered_at": null,
+    "baseline": "history", "expected": 1200, "observed": 310, "band": [1010, 1390], "z": -9.4,
+    "windows": 8, "viewers": 1120,
+    "drill_down": [{ "dimensions": { "app_version": "7.1" }, "expected": 700, "observed": 20,
+      "share": 0.76, "text": "app_version 7.1: 76% of the drop" }],
+    "related": [{ "series": "volume:region", "key": "DE", "opened_at": "...", "expected": 400, "observed": 150 }],
+    "exposure": { "currency": "EUR", "viewers_by_plan": { "basic": 800, "premium": 320 },
+      "monthly_revenue": 12148.8, "unpriced_plans": [] },
+    "muted_until": null, "reason": null, "revision": 2, "updated_at": "..."
+  }]
+}
+\`\`\`
+
+- \`drill_down\` lists which values of the other dimensions (and pairs of them) explain the change,
+  largest share first: for a platform, its app versions and regions.
+- \`related\` lists keys of the same family moved by the same fault (an app version's region), which
+  attach here instead of opening incidents of their own.
+- \`exposure\` is the affected viewers by plan (for a drop, the viewers missing against past weeks;
+  for a rate or share, every viewer of the key) × the plan's monthly price (\`PLAN_PRICES\`, in
+  \`PLAN_CURRENCY\`): the monthly revenue of the subscribers who met the fault, an **exposure, not a
+  loss**. Plans without a price are in \`unpriced_plans\`; null without \`PLAN_PRICES\`.
+
+\`from\` / \`to\` take any ISO-8601 instant (not only hours) and keep the incidents that overlap them:
+started before \`to\`, and still active or recovered at or after \`from\`. A blank parameter is no
+filter; an unknown one or a bad value is refused (400). Analysts may read incidents.
+`,
+    parameters: {
+      state: "Only `active` or only `recovered` incidents.",
+      status:
+        "Only incidents in this review status: `open`, `acknowledged`, `muted` or `resolved`.",
+      series: "Only incidents of this series, e.g. `volume:platform`.",
+      from: "Only incidents active at or after this instant (ISO-8601 with a zone).",
+      to: "Only incidents started before this instant (ISO-8601 with a zone).",
+      limit: "How many, 1-500 (default 100).",
+    },
+  },
+  "get /compliance/incidents/{id}": {
+    description: `
+One incident as \`GET /compliance/incidents\` lists it, plus \`history\`: one row per revision, oldest
+first, \`{revision, at, actor, change}\`. The detector (actor \`detector\`) writes \`opened\` (revision
+1), \`level\` when the level changes, \`update\` at most once an hour while it lasts, and
+\`recovered\`; each of these alerts, with the idempotency key \`incident-<id>:<revision>\`. A review
+(actor: the caller's token name, \`anonymous\` while auth is off) writes \`review\` with its status,
+reason and \`muted_until\`, and alerts nobody. An unknown or non-numeric id gets 404.
+`,
+    parameters: {
+      id: "The incident's numeric id.",
+    },
+  },
+  "patch /compliance/incidents/{id}": {
+    description: `
+Records a person's decision about an incident; the answer is the incident as
+\`GET /compliance/incidents/{id}\` shows it, its history ending with the review.
+
+\`\`\`json
+{ "status": "muted", "muted_until": "2026-12-08T06:00:00Z", "reason": "CDN switch tonight" }
+\`\`\`
+
+- \`resolved\` needs a \`reason\`.
+- \`muted\` needs \`muted_until\`, a time after now; another status refuses it and clears the mute.
+- A \`reason\` is kept until another one replaces it.
+
+The status is a person's; the detector's \`state\` goes on regardless (resolving does not recover
+an incident). Invalid bodies (unknown fields included) answer 422 with \`issues\`, an
+unknown or non-numeric id 404. The body needs \`Content-Type: application/json\` (415) and must be
+UTF-8 (400); with auth off, a foreign \`Origin\` is refused (403). Needs the privacy role.
+`,
+    parameters: {
+      id: "The incident's numeric id.",
+    },
+    fields: {
+      status: "The decision: `open`, `acknowledged`, `muted` or `resolved`.",
+      reason: "Why, 1-500 characters (trimmed; newlines allowed, other control characters not); " +
+        "required for `resolved`.",
+      muted_until: "ISO-8601 date-time with a zone, after now: required for `muted`, refused " +
+        "otherwise.",
+    },
+  },
+  "get /compliance/maintenance": {
+    description: `
+The maintenance windows that overlap \`[from, to)\`, oldest first; without \`from\` the range starts
+7 days ago, without \`to\` it ends 30 days ahead. Both take any ISO-8601 instant; the answer echoes
+the range used. Analysts may read them.
+`,
+    parameters: {
+      from: "Start (inclusive), ISO-8601 with a zone; default 7 days ago.",
+      to: "End (exclusive), ISO-8601 with a zone; default 30 days ahead.",
+    },
+  },
+  "post /compliance/maintenance": {
+    description: `
+Records a maintenance window (201 with it): no incident opens in it for the keys it covers, and its
+hours stay out of later baselines, so planned work neither alerts nor teaches the detector that an
+outage is normal. Without \`series\` it covers every series; with \`series\` and no \`key\`, every key
+of that series.
+
+\`\`\`json
+{ "starts_at": "2026-12-08T02:00:00Z", "ends_at": "2026-12-08T04:00:00Z",
+  "series": "volume:platform", "key": "webos", "reason": "webOS store update" }
+\`\`\`
+
+Invalid bodies answer 422 with \`issues\`. Needs the privacy role; with auth off, a foreign
+\`Origin\` is refused (403).
+`,
+    fields: {
+      starts_at: "Start (inclusive), ISO-8601 date-time with a zone.",
+      ends_at: "End (exclusive), after `starts_at` and at most 31 days after it.",
+      series: "Only this series (e.g. `volume:platform`); absent: every series.",
+      key: "Only this key of `series` (1-128 characters); needs `series`.",
+      reason: "Why, 1-500 characters.",
     },
   },
   "post /privacy/requests": {

@@ -83,6 +83,8 @@ export interface RuleThresholds {
   businessErrorCodes: readonly string[];
   /** The `qoe` rule's window and thresholds (`QOE_*`). */
   qoe: QoeRuleThresholds;
+  /** Window of the anomaly series (`ANOMALY_WINDOW_MS`, a divisor of an hour). */
+  anomalyWindowMs: number;
 }
 
 /** The defaults documented in the README. */
@@ -101,6 +103,7 @@ export const DEFAULT_THRESHOLDS: Readonly<RuleThresholds> = {
   viewIdleMs: 1_800_000,
   businessErrorCodes: DEFAULT_BUSINESS_ERROR_CODES,
   qoe: DEFAULT_QOE_RULE,
+  anomalyWindowMs: 300_000,
 };
 
 /** An event-time window as stored in evidence. */

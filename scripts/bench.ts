@@ -8,7 +8,8 @@
  * `deno task bench history [--scale F] [--days-list 7,30,395]` instead runs the read-cost-against-
  * stored-history bench of `_bench_history.ts`.
  * `deno task bench qoe [--e2e-events 300000] [--against DIR]` instead runs the QoE traffic-mix bench
- * of `_bench_qoe.ts`.
+ * of `_bench_qoe.ts`; `deno task bench anomaly [--days 6.5] [--titles 12]` the scripted week of the
+ * anomaly detector (`_bench_anomaly.ts`).
  *
  * @module
  */
@@ -816,6 +817,10 @@ if (import.meta.main && Deno.args[0] === "soak") {
   // `deno task bench history [--scale F] [--days-list 7,30,395]`: see scripts/_bench_history.ts.
   const { historyMain } = await import("./_bench_history.ts");
   Deno.exit(await historyMain(Deno.args.slice(1)) ? 0 : 1);
+} else if (import.meta.main && Deno.args[0] === "anomaly") {
+  // `deno task bench anomaly [--days 6.5] [--titles 12]`: see scripts/_bench_anomaly.ts.
+  const { anomalyMain } = await import("./_bench_anomaly.ts");
+  Deno.exit(await anomalyMain(Deno.args.slice(1)) ? 0 : 1);
 } else if (import.meta.main && Deno.args[0] === "qoe") {
   // `deno task bench qoe [--e2e-events 300000] [--against DIR]`: see scripts/_bench_qoe.ts.
   const { qoeMain } = await import("./_bench_qoe.ts");

@@ -47,6 +47,7 @@ export async function startHarness(
   // The qoe rule runs at each `flush()`, not on a timer: a test sees its flags when it flushes.
   const pipeline = await startPipeline(config, createLogger("error"), {
     isQoeChecking: false,
+    isAnomalyDetecting: false,
     ...options,
   });
   const request = async (path: string, init: RequestInit): Promise<Response> =>

@@ -1,0 +1,136 @@
+/**
+ * The anomaly series in the database (`rules/anomaly_series.ts` says what they count): the flush
+ * adds its window deltas to the 5-minute cubes and to their hourly copies in one transaction, and
+ * the detector reads one window, or the hours of past weeks, of a whole cube at once. Rows are
+ * bounded by the keys of a window, never by history.
+ *
+ * @module
+ */
+import { type Kysely, sql, type Transaction } from "kysely";
+import { type FlushBatch, hourOf, KEY_SEP } from "./flush_batch.ts";
+import type { Database } from "./schema.ts";
+import { CUBE_MEASURES, TITLE_MEASURES } from "../rules/anomaly_series.ts";
+
+const CUBE_DIMS = ["platform", "region", "app_version", "subscription_plan"] as const;
+const TITLE_DIMS = ["content_id", "platform", "subscription_plan"] as const;
+
+/** One row of a cube, dimensions and measures by column name. */
+export type CubeRow = Record<string, string | number>;
+
+/** Adds the batch's anomaly deltas to the window and hourly tables, in key order (lock order). */
+export async function upsertAnomalySeries(
+  trx: Transaction<Database>,
+  batch: FlushBatch,
+): Promise<void> {
+  await upsertCube(trx, batch.anomalyCube, "anomaly_cube", CUBE_DIMS, CUBE_MEASURES);
+  await upsertCube(trx, batch.anomalyTitles, "anomaly_titles", TITLE_DIMS, TITLE_MEASURES);
+}
+
+async function upsertCube(
+  trx: Transaction<Database>,
+  deltas: Map<string, number[]>,
+  table: "anomaly_cube" | "anomaly_titles",
+  dims: readonly string[],
+  measures: readonly string[],
+): Promise<void> {
+  if (deltas.size === 0) return;
+  const windows = [...deltas].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, d]) => [key.split(KEY_SEP), d] as const);
+  const hourly = new Map<string, number[]>();
+  for (const [parts, d] of windows) {
+    const key = [String(hourOf(Number(parts[0]))), ...parts.slice(1)].join(KEY_SEP);
+    const row = hourly.get(key);
+    if (row === undefined) hourly.set(key, [...d]);
+    else for (let i = 0; i < d.length; i++) row[i] += d[i];
+  }
+  const hours = [...hourly].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, d]) => [key.split(KEY_SEP), d] as const);
+  await upsertRows(trx, table, "window_start", dims, measures, windows);
+  await upsertRows(trx, `${table}_hourly`, "hour", dims, measures, hours);
+}
+
+async function upsertRows(
+  trx: Transaction<Database>,
+  table: string,
+  timeColumn: string,
+  dims: readonly string[],
+  measures: readonly string[],
+  rows: ReadonlyArray<readonly [string[], number[]]>,
+): Promise<void> {
+  const columns = [timeColumn, ...dims, ...measures].map((c) => sql.ref(c));
+  const arrays = [
+    sql`${rows.map(([k]) => new Date(Number(k[0])).toISOString())}::timestamptz[]`,
+    ...dims.map((_, i) => sql`${rows.map(([k]) => k[i + 1])}::text[]`),
+    ...measures.map((_, i) => sql`${rows.map(([, d]) => d[i])}::bigint[]`),
+  ];
+  await sql`
+    insert into ${sql.table(table)} (${sql.join(columns)})
+    select * from unnest(${sql.join(arrays)})
+    on conflict (${sql.join([timeColumn, ...dims].map((c) => sql.ref(c)))}) do update set
+      ${
+    sql.join(measures.map((m) =>
+      sql`${sql.ref(m)} = ${sql.table(table)}.${sql.ref(m)} + excluded.${sql.ref(m)}`
+    ))
+  }`.execute(trx);
+}
+
+/** Every row of one cube in one window. */
+export async function readWindowRows(
+  db: Kysely<Database>,
+  table: "cube" | "titles",
+  windowStartMs: number,
+): Promise<CubeRow[]> {
+  const result = await sql<CubeRow>`select * from ${sql.table(`anomaly_${table}`)}
+    where window_start = ${new Date(windowStartMs).toISOString()}::timestamptz`.execute(db);
+  return result.rows.map(numeric);
+}
+
+/** Every row of one cube's hourly copy in the given hours, each with its hour (epoch ms). */
+export async function readHourRows(
+  db: Kysely<Database>,
+  table: "cube" | "titles",
+  hoursMs: readonly number[],
+): Promise<Array<CubeRow & { hourMs: number }>> {
+  if (hoursMs.length === 0) return [];
+  const result = await sql<CubeRow>`
+    select *, extract(epoch from hour) * 1000 as hour_ms from ${
+    sql.table(`anomaly_${table}_hourly`)
+  }
+    where hour = any(${hoursMs.map((h) => new Date(h).toISOString())}::timestamptz[])`
+    .execute(db);
+  return result.rows.map((r) => ({ ...numeric(r), hourMs: Number(r.hour_ms) }));
+}
+
+/** Counts come back from PostgreSQL as strings (bigint): numbers here. */
+function numeric(row: CubeRow): CubeRow {
+  const out: CubeRow = {};
+  for (const [k, v] of Object.entries(row)) {
+    out[k] = (CUBE_MEASURES as readonly string[]).includes(k) ? Number(v) : v;
+  }
+  return out;
+}
+
+/** The (series, key) hours kept out of baselines, among the given hours, as `series SEP key SEP ms`. */
+export async function readExcludedHours(
+  db: Kysely<Database>,
+  hoursMs: readonly number[],
+): Promise<Set<string>> {
+  if (hoursMs.length === 0) return new Set();
+  const result = await sql<{ series: string; key: string; ms: number | string }>`
+    select series, key, extract(epoch from hour) * 1000 as ms from anomaly_excluded_hours
+    where hour = any(${hoursMs.map((h) => new Date(h).toISOString())}::timestamptz[])`
+    .execute(db);
+  return new Set(result.rows.map((r) => r.series + KEY_SEP + r.key + KEY_SEP + Number(r.ms)));
+}
+
+/** Keeps a key's hours out of later baselines (an incident's hours). */
+export async function excludeHours(
+  db: Kysely<Database>,
+  rows: ReadonlyArray<{ series: string; key: string; hourMs: number }>,
+): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`insert into anomaly_excluded_hours (series, key, hour)
+    select * from unnest(${rows.map((r) => r.series)}::text[], ${rows.map((r) => r.key)}::text[],
+      ${rows.map((r) => new Date(r.hourMs).toISOString())}::timestamptz[])
+    on conflict do nothing`.execute(db);
+}

@@ -1,0 +1,138 @@
+/**
+ * What the anomaly detector watches (`rules/anomaly.ts` is the model): two small cubes of
+ * `ANOMALY_WINDOW_MS` windows that the user workers count in their flush, and the series read from
+ * them.
+ *
+ * - The **cube** counts every event by platform, region, app version and plan: events, errors, EU
+ *   events, EU events with consent (as the `privacy` rule decides it: `has_consent` after the
+ *   consent signal was decoded) and viewers.
+ * - The **titles** cube counts events, errors and viewers by title, platform and plan.
+ *
+ * An on-time event is counted in the window of its own time (capped at the moment it was received);
+ * a late one (behind the watermark by more than `ALLOWED_LATENESS_MS`) in the window it was received
+ * in, so a batch a TV kept offline for hours adds to the newest window, never to one already judged,
+ * and backdated traffic sent in time order (the scripted week) still lands in its own windows.
+ *
+ * A viewer is counted once per window and cube row while it stays on one row; a viewer switching
+ * between two rows within a window (another platform or app version) counts in each row each time.
+ *
+ * @module
+ */
+import type { SeriesKind } from "./anomaly.ts";
+
+/** The cube's measures, in the order of a delta row. */
+export const CUBE_MEASURES = ["events", "errors", "eu_events", "eu_consented", "viewers"] as const;
+
+/** The titles cube's measures, in the order of a delta row. */
+export const TITLE_MEASURES = ["events", "errors", "viewers"] as const;
+
+/** A cube column. */
+export type CubeDimension = "platform" | "region" | "app_version" | "subscription_plan";
+
+/** A titles cube column. */
+export type TitleDimension = "content_id" | "platform" | "subscription_plan";
+
+/** One watched series: which table, which key, which measures. */
+export interface SeriesDefinition {
+  /** `<metric>:<dimension>`, e.g. `volume:platform`. */
+  id: string;
+  /** What it detects, shared by the series of one fault: keys of one family can be related. */
+  family: "volume" | "errors" | "consent";
+  kind: SeriesKind;
+  table: "cube" | "titles";
+  /** The dimension whose values are the series' keys. */
+  dimension: CubeDimension | TitleDimension;
+  /** Numerator (the count itself for a `count` series). */
+  num: string;
+  /** Denominator of a rate or share; null for a count. */
+  den: string | null;
+  /** The dimensions a drill-down splits an incident's change by. */
+  drillDown: readonly (CubeDimension | TitleDimension)[];
+}
+
+/**
+ * Every watched series. Within a family, the order says which key becomes the incident when
+ * several open in one window (the others attach as `related`): the most specific cause first, an
+ * app version before a platform before a region.
+ */
+export const SERIES: readonly SeriesDefinition[] = [
+  volume("app_version", ["platform", "region"]),
+  volume("platform", ["app_version", "region"]),
+  volume("region", ["platform", "app_version"]),
+  {
+    id: "errors:content_id",
+    family: "errors",
+    kind: "rate",
+    table: "titles",
+    dimension: "content_id",
+    num: "errors",
+    den: "events",
+    drillDown: ["platform", "subscription_plan"],
+  },
+  {
+    id: "errors:platform",
+    family: "errors",
+    kind: "rate",
+    table: "cube",
+    dimension: "platform",
+    num: "errors",
+    den: "events",
+    drillDown: ["app_version", "region"],
+  },
+  consent("app_version", ["platform", "region"]),
+  consent("platform", ["app_version", "region"]),
+  consent("region", ["platform", "app_version"]),
+];
+
+function volume(dimension: CubeDimension, drillDown: CubeDimension[]): SeriesDefinition {
+  return {
+    id: `volume:${dimension}`,
+    family: "volume",
+    kind: "count",
+    table: "cube",
+    dimension,
+    num: "events",
+    den: null,
+    drillDown,
+  };
+}
+
+function consent(dimension: CubeDimension, drillDown: CubeDimension[]): SeriesDefinition {
+  return {
+    id: `consent:${dimension}`,
+    family: "consent",
+    kind: "share",
+    table: "cube",
+    dimension,
+    num: "eu_consented",
+    den: "eu_events",
+    drillDown,
+  };
+}
+
+/** The series of an id, or undefined. */
+export function seriesById(id: string): SeriesDefinition | undefined {
+  return SERIES.find((s) => s.id === id);
+}
+
+/**
+ * The window an event is counted in: its own time when on time (capped at its receive time, as the
+ * watermark caps it), its receive time when late.
+ */
+export function anomalyWindowOf(
+  event: { atMs: number; receivedAtMs: number; isLate: boolean },
+  windowMs: number,
+): number {
+  const atMs = event.isLate ? event.receivedAtMs : Math.min(event.atMs, event.receivedAtMs);
+  return Math.floor(atMs / windowMs) * windowMs;
+}
+
+/** A 31-bit FNV-1a hash of a string: a viewer's current cube row, in a small integer. */
+export function rowHash(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 1;
+}

@@ -1,0 +1,254 @@
+/**
+ * The scripted week of the anomaly detector: what the flushes would write to the anomaly series
+ * (`rules/anomaly_series.ts`) for four baseline weeks and 6.5 watched days of a small platform, with
+ * daily and weekly patterns, a release rolled out mid-week, and injected faults. Pure and seeded: the
+ * same options give the same rows, so a test can step the detector through it by watermark and
+ * compare the incidents with {@link Fault}s.
+ *
+ * @module
+ */
+import { prng } from "./_sim_traffic.ts";
+
+/** A Monday, 00:00 UTC: the first watched window. */
+export const WATCH_START_MS = Date.UTC(2026, 10, 2);
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+const WEEK_MS = 7 * DAY_MS;
+
+export const PLATFORMS = ["tizen", "webos", "roku", "androidtv"] as const;
+export const REGIONS = ["DE", "FR", "US-CA", "US-NY"] as const;
+const EU_REGIONS = new Set(["DE", "FR"]);
+export const PLANS = ["basic", "standard", "premium"] as const;
+const PLAN_SHARES = [0.5, 0.3, 0.2];
+/** Title ids of a scenario: `title-01` ... (Zipf-distributed audience, title-01 the biggest). */
+export function titlesOf(count: number): string[] {
+  const width = Math.max(2, String(count).length);
+  return Array.from({ length: count }, (_, i) => `title-${String(i + 1).padStart(width, "0")}`);
+}
+/** The release rolled out on tizen on the third watched day. */
+export const NEW_VERSION = "7.1";
+const RELEASE_AT_MS = WATCH_START_MS + 2 * DAY_MS;
+
+/** An injected fault and the incident it must open. */
+export interface Fault {
+  name: string;
+  series: string;
+  key: string;
+  startMs: number;
+  endMs: number;
+  /** A `dimension=value` the incident's top drill-down entry must name. */
+  drillDown?: string;
+}
+
+/** The faults of the scripted week (watched time). */
+export const FAULTS: readonly Fault[] = [
+  {
+    name: "platform outage: webos sends 5% of its events for an hour",
+    series: "volume:platform",
+    key: "webos",
+    startMs: WATCH_START_MS + DAY_MS + 20 * HOUR_MS,
+    endMs: WATCH_START_MS + DAY_MS + 21 * HOUR_MS,
+  },
+  {
+    name: "broken release: EU consent on app version 7.1 falls from 85% to 3% for four hours",
+    series: "consent:app_version",
+    key: NEW_VERSION,
+    startMs: WATCH_START_MS + 3 * DAY_MS + 18 * HOUR_MS,
+    endMs: WATCH_START_MS + 3 * DAY_MS + 22 * HOUR_MS,
+    drillDown: "platform=tizen",
+  },
+  {
+    name: "error burst: title-07 on roku fails 25% of its events for an hour",
+    series: "errors:content_id",
+    key: "title-07",
+    startMs: WATCH_START_MS + 4 * DAY_MS + 14 * HOUR_MS,
+    endMs: WATCH_START_MS + 4 * DAY_MS + 15 * HOUR_MS,
+    drillDown: "platform=roku",
+  },
+];
+
+/** Options of the generator. */
+export interface ScenarioOptions {
+  windowMs: number;
+  /** Watched days (6.5 in the scripted week; a test may watch fewer). */
+  days: number;
+  baselineWeeks: number;
+  /** Mean events per window across the platform. */
+  eventsPerWindow: number;
+  /** Titles in the catalogue (12 in the scripted week). */
+  titleCount: number;
+  seed: number;
+}
+
+/** The scripted week's defaults. */
+export const WEEK: ScenarioOptions = {
+  windowMs: 300_000,
+  days: 6.5,
+  baselineWeeks: 4,
+  eventsPerWindow: 2_400,
+  titleCount: 12,
+  seed: 21,
+};
+
+/** One cube row of one window (or hour), as the flush writes it. */
+export interface CubeCell {
+  startMs: number;
+  platform: string;
+  region: string;
+  app_version: string;
+  subscription_plan: string;
+  events: number;
+  errors: number;
+  eu_events: number;
+  eu_consented: number;
+  viewers: number;
+}
+
+/** One titles row of one window (or hour). */
+export interface TitleCell {
+  startMs: number;
+  content_id: string;
+  platform: string;
+  subscription_plan: string;
+  events: number;
+  errors: number;
+  viewers: number;
+}
+
+/** Traffic by time of day (a trough at 04:00, a peak at 20:00) and weekday (weekends +20%). */
+export function trafficAt(ms: number): number {
+  const hourOfDay = ((ms % DAY_MS) + DAY_MS) % DAY_MS / HOUR_MS;
+  const daily = 1 + 0.5 * Math.cos(2 * Math.PI * (hourOfDay - 20) / 24);
+  const weekday = new Date(ms).getUTCDay();
+  return daily * (weekday === 0 || weekday === 6 ? 1.2 : 1);
+}
+
+/** App versions and their shares on a platform at a time: 7.1 takes half of tizen once released. */
+function versionsAt(platform: string, ms: number): Array<[string, number]> {
+  const base: Array<[string, number]> = [["7.0", 0.5], ["6.9", 0.3], ["6.8", 0.2]];
+  if (platform !== "tizen" || ms < RELEASE_AT_MS) return base;
+  return [[NEW_VERSION, 0.5], ...base.map(([v, s]) => [v, s / 2] as [string, number])];
+}
+
+function isIn(fault: Fault, ms: number): boolean {
+  return ms >= fault.startMs && ms < fault.endMs;
+}
+
+/**
+ * The rows of one window starting at `startMs`: counts drawn around their mean with Poisson-like
+ * noise (seeded by the window), faults applied.
+ */
+export function windowRows(
+  startMs: number,
+  o: ScenarioOptions = WEEK,
+): { cube: CubeCell[]; titles: TitleCell[] } {
+  const random = prng(o.seed ^ Math.floor(startMs / o.windowMs));
+  const draw = (mean: number) => {
+    const u = 1 - random();
+    const g = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random());
+    return Math.max(0, Math.round(mean + Math.sqrt(mean) * g));
+  };
+  const total = o.eventsPerWindow * o.windowMs / 300_000 * trafficAt(startMs);
+  const [outage, release, burst] = FAULTS;
+  const cube: CubeCell[] = [];
+  for (const platform of PLATFORMS) {
+    const platformShare = (isIn(outage, startMs) && platform === outage.key ? 0.05 : 1) / 4;
+    for (const region of REGIONS) {
+      for (const [version, versionShare] of versionsAt(platform, startMs)) {
+        for (const [k, plan] of PLANS.entries()) {
+          const events = draw(
+            total * platformShare / REGIONS.length * versionShare * PLAN_SHARES[k],
+          );
+          const isEu = EU_REGIONS.has(region);
+          const consentRate = version === NEW_VERSION && isIn(release, startMs) ? 0.03 : 0.85;
+          const euConsented = isEu ? Math.min(events, draw(events * consentRate)) : 0;
+          cube.push({
+            startMs,
+            platform,
+            region,
+            app_version: version,
+            subscription_plan: plan,
+            events,
+            errors: Math.min(events, draw(events * 0.01)),
+            eu_events: isEu ? events : 0,
+            eu_consented: euConsented,
+            viewers: Math.ceil(events / 3),
+          });
+        }
+      }
+    }
+  }
+  const titles: TitleCell[] = [];
+  const titleIds = titlesOf(o.titleCount);
+  const weights = titleIds.map((_, i) => 1 / (i + 1));
+  const weightSum = weights.reduce((a, b) => a + b, 0);
+  for (const [i, contentId] of titleIds.entries()) {
+    for (const platform of PLATFORMS) {
+      const platformShare = (isIn(outage, startMs) && platform === outage.key ? 0.05 : 1) / 4;
+      for (const [k, plan] of PLANS.entries()) {
+        const events = draw(total * weights[i] / weightSum * platformShare * PLAN_SHARES[k]);
+        const isBurst = isIn(burst, startMs) && contentId === burst.key && platform === "roku";
+        titles.push({
+          startMs,
+          content_id: contentId,
+          platform,
+          subscription_plan: plan,
+          events,
+          errors: Math.min(events, draw(events * (isBurst ? 0.25 : 0.01))),
+          viewers: Math.ceil(events / 3),
+        });
+      }
+    }
+  }
+  return { cube, titles };
+}
+
+/** Start of the first baseline hour. */
+export function baselineStartMs(o: ScenarioOptions = WEEK): number {
+  return WATCH_START_MS - o.baselineWeeks * WEEK_MS;
+}
+
+/**
+ * The hourly rows of the baseline weeks (before the watched days): each hour the sum of its
+ * windows, as the flushes' hourly copies hold it. No faults, no release.
+ */
+export function* baselineHours(
+  o: ScenarioOptions = WEEK,
+): Generator<{ cube: CubeCell[]; titles: TitleCell[] }> {
+  for (let hour = baselineStartMs(o); hour < WATCH_START_MS; hour += HOUR_MS) {
+    const cube = new Map<string, CubeCell>();
+    const titles = new Map<string, TitleCell>();
+    for (let t = hour; t < hour + HOUR_MS; t += o.windowMs) {
+      const rows = windowRows(t, o);
+      for (const c of rows.cube) {
+        const key = [c.platform, c.region, c.app_version, c.subscription_plan].join("|");
+        const sum = cube.get(key);
+        if (sum === undefined) cube.set(key, { ...c, startMs: hour });
+        else {
+          sum.events += c.events;
+          sum.errors += c.errors;
+          sum.eu_events += c.eu_events;
+          sum.eu_consented += c.eu_consented;
+          sum.viewers += c.viewers;
+        }
+      }
+      for (const c of rows.titles) {
+        const key = [c.content_id, c.platform, c.subscription_plan].join("|");
+        const sum = titles.get(key);
+        if (sum === undefined) titles.set(key, { ...c, startMs: hour });
+        else {
+          sum.events += c.events;
+          sum.errors += c.errors;
+          sum.viewers += c.viewers;
+        }
+      }
+    }
+    yield { cube: [...cube.values()], titles: [...titles.values()] };
+  }
+}
+
+/** Windows of the watched days, in order. */
+export function* watchedWindows(o: ScenarioOptions = WEEK): Generator<number> {
+  const end = WATCH_START_MS + o.days * DAY_MS;
+  for (let t = WATCH_START_MS; t < end; t += o.windowMs) yield t;
+}

@@ -1,0 +1,103 @@
+/**
+ * The anomaly series end to end: events sent through the pipeline are counted once in the window
+ * cube and its hourly copy (a retry is not), a late event in the window it arrived in, and the
+ * detector judges the window.
+ */
+import assert from "node:assert/strict";
+import { sql } from "kysely";
+import { testPipelineOnEveryDatabase } from "./_harness.ts";
+import { makeWireEvent } from "./fixtures.ts";
+import { recentBase } from "./_scenarios.ts";
+
+const W = 300_000;
+
+testPipelineOnEveryDatabase(
+  "anomaly",
+  "events land once in the anomaly cubes, a late one in the window it arrived in",
+  {},
+  async (h) => {
+    const t0 = recentBase();
+    const tv = (user: string, platform: string, app_version: string) => ({
+      user_id: user,
+      device_id: `tv-${user}`,
+      extra_metadata: { platform, app_version },
+      subscription_plan: "premium",
+    });
+    const events = [
+      makeWireEvent({ event_id: "a1", ...tv("u1", "tizen", "7.1"), atMs: t0 + 1_000 }),
+      makeWireEvent({
+        event_id: "a2",
+        ...tv("u1", "tizen", "7.1"),
+        event_type: "ERROR",
+        error_code: "DRM_FAIL",
+        atMs: t0 + 2_000,
+      }),
+      makeWireEvent({
+        event_id: "a3",
+        ...tv("u2", "tizen", "7.1"),
+        has_consent: false,
+        content_id: "content-2",
+        atMs: t0 + 3_000,
+      }),
+      makeWireEvent({
+        event_id: "a4",
+        ...tv("u3", "webos", "6.9"),
+        region: "US-NY",
+        atMs: t0 + 4_000,
+      }),
+    ];
+    await h.send(events);
+    await h.send([events[0]]); // a TV's retry: a duplicate, not counted again
+    const sentAt = Date.now();
+    // Three hours behind the watermark: late, so counted when it arrived.
+    await h.send([
+      makeWireEvent({ event_id: "late", ...tv("u4", "roku", "6.8"), atMs: t0 - 3 * 3_600_000 }),
+    ]);
+    await h.flush();
+    const cube = await sql<Record<string, unknown>>`
+      select extract(epoch from window_start) * 1000 as ms, platform, region, app_version,
+        subscription_plan, events, errors, eu_events, eu_consented, viewers
+      from anomaly_cube order by platform`.execute(h.pipeline.db);
+    const rows = cube.rows.map((r) => ({
+      ...r,
+      ms: Number(r.ms),
+      events: Number(r.events),
+      errors: Number(r.errors),
+      eu_events: Number(r.eu_events),
+      eu_consented: Number(r.eu_consented),
+      viewers: Number(r.viewers),
+    }));
+    const [roku, tizen, webos] = rows;
+    assert.equal(rows.length, 3);
+    assert.deepEqual(tizen, {
+      ms: t0,
+      platform: "tizen",
+      region: "DE",
+      app_version: "7.1",
+      subscription_plan: "premium",
+      events: 3,
+      errors: 1,
+      eu_events: 3,
+      eu_consented: 2,
+      viewers: 2,
+    });
+    assert.equal(webos.ms, t0);
+    assert.deepEqual([webos.events, webos.eu_events, webos.viewers], [1, 0, 1]);
+    assert.equal(roku.events, 1);
+    assert.ok(roku.ms >= Math.floor(sentAt / W) * W, "the late event counts where it arrived");
+    const titles = await sql<{ content_id: string; events: string; errors: string }>`
+      select content_id, sum(events) as events, sum(errors) as errors from anomaly_titles_hourly
+      group by content_id order by content_id`.execute(h.pipeline.db);
+    assert.deepEqual(
+      titles.rows.map((r) => [r.content_id, Number(r.events), Number(r.errors)]),
+      [["content-1", 4, 1], ["content-2", 1, 0]],
+    );
+    // The detector judges the window (no history: nothing opens) and records its progress.
+    assert.equal(await h.pipeline.anomalies.stepTo(t0 + W), 1);
+    const detector = await sql<{ ms: number | string }>`
+      select extract(epoch from judged_until) * 1000 as ms from anomaly_detector`
+      .execute(h.pipeline.db);
+    assert.equal(Number(detector.rows[0].ms), t0 + W);
+    assert.deepEqual(await h.json("/compliance/incidents"), { incidents: [] });
+  },
+);
