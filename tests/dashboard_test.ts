@@ -145,6 +145,12 @@ test({
       await tab.waitFor(`document.getElementById("total-events").textContent !== "–"`);
       await tab.waitFor(`document.querySelectorAll("#compliance tbody tr").length > 0`);
       await tab.waitFor(`document.getElementById("updated").textContent !== ""`);
+      // Forty events in a fresh database open no incident.
+      assert.equal(
+        await tab.evaluate(`document.getElementById("incidents-empty").hidden ? null :
+          document.getElementById("incidents-empty").textContent`),
+        "No open incidents",
+      );
       // A panel that throws is reported in the page, not on the console: both must stay clean.
       assert.match(
         await tab.evaluate(`document.getElementById("updated").textContent`),
@@ -273,11 +279,60 @@ test({
       const visible = await tab.evaluate<string[]>(`[...document.querySelectorAll(
         "section[data-roles]")].filter((s) => !s.hidden).map((s) => s.querySelector("h2").textContent)`);
       assert.deepEqual(visible, [
+        "Open incidents",
         "Totals over the range",
         "Events and error rate per hour",
         "Top by errors",
         "Quality of experience per hour",
       ]);
+      // Analysts may read incidents too; none is open, and one given to the panel reads in full.
+      await tab.waitFor(`!document.getElementById("incidents-empty").hidden`);
+      assert.equal(
+        await tab.evaluate(`document.getElementById("incidents-empty").textContent`),
+        "No open incidents",
+      );
+      const startedAt = "2026-01-05T10:15:00Z";
+      const incidentRows = await tab.evaluate<{ rows: string[][]; since: string }>(`(() => {
+        const incident = (over) => ({
+          level: "LOW", series: "volume:platform", key: "webos", kind: "count",
+          started_at: ${JSON.stringify(startedAt)}, expected: 1200.4, observed: 310, viewers: 890,
+          drill_down: [{ text: "region eu-west: 100% of the drop" }], exposure: null, ...over,
+        });
+        showIncidents([
+          incident({
+            level: "HIGH", kind: "rate", series: "errors:platform", key: "tizen",
+            expected: 0.001, observed: 0.15, drill_down: [], viewers: 1500,
+            exposure: { currency: "EUR", monthly_revenue: 4495.5, viewers_by_plan: {}, unpriced_plans: [] },
+          }),
+          incident({}),
+        ]);
+        return {
+          rows: [...document.querySelectorAll("#incidents tbody tr")].map((tr) =>
+            [...tr.cells].map((td) => td.textContent)),
+          since: new Date(${JSON.stringify(startedAt)}).toLocaleString(),
+        };
+      })()`);
+      assert.deepEqual(incidentRows.rows, [
+        [
+          "HIGH",
+          "errors:platform = tizen",
+          incidentRows.since,
+          "15.00% vs 0.10% expected",
+          "–",
+          "1,500",
+          "4,495.5 EUR/month exposed",
+        ],
+        [
+          "LOW",
+          "volume:platform = webos",
+          incidentRows.since,
+          "310 vs 1,200 expected",
+          "region eu-west: 100% of the drop",
+          "890",
+          "–",
+        ],
+      ]);
+      assert.equal(await tab.evaluate(`document.getElementById("incidents-empty").hidden`), true);
       assert.deepEqual(tab.errors, []);
     } finally {
       await browser.close();

@@ -247,6 +247,48 @@ async function loadQoe(r) {
   ]);
 }
 
+// Open incidents, newest first as the API lists them. A rate or share reads as a percentage, a
+// count as a number; the level comes from the API's fixed vocabulary, so it may name a CSS class.
+const LEVELS = ["LOW", "MEDIUM", "HIGH"];
+const incidentValue = (incident, v) =>
+  incident.kind === "count" ? formatted(Math.round(v)) : percentText(v);
+
+function levelCell(level) {
+  const td = document.createElement("td");
+  td.textContent = level;
+  if (LEVELS.includes(level)) td.classList.add("level", `level-${level.toLowerCase()}`);
+  return td;
+}
+
+function exposureText(exposure) {
+  if (exposure === null || exposure === undefined) return DASH;
+  return `${formatted(exposure.monthly_revenue)} ${exposure.currency}/month exposed`;
+}
+
+function showIncidents(incidents) {
+  $("incidents").hidden = incidents.length === 0;
+  $("incidents-empty").hidden = incidents.length > 0;
+  fillRows(
+    $("incidents"),
+    incidents.map((incident) => [
+      levelCell(incident.level),
+      `${incident.series} = ${incident.key}`,
+      new Date(incident.started_at).toLocaleString(),
+      `${incidentValue(incident, incident.observed)} vs ${
+        incidentValue(incident, incident.expected)
+      } expected`,
+      incident.drill_down[0]?.text ?? DASH,
+      formatted(incident.viewers),
+      exposureText(incident.exposure),
+    ]),
+  );
+}
+
+async function loadIncidents() {
+  const { incidents } = await api("/compliance/incidents?state=active");
+  showIncidents(incidents);
+}
+
 async function loadCompliance(r) {
   const summary = await api(`/compliance/summary?${query(r)}`);
   const rules = Object.keys(summary.flagged_events_by_rule);
@@ -335,7 +377,7 @@ async function refresh() {
   const mayRead = (panelRoles) => role === "admin" || panelRoles.includes(role);
   const work = [];
   if (mayRead(["analyst", "privacy"])) {
-    work.push(loadTotals(r), loadChart(r), loadTops(r), loadQoe(r));
+    work.push(loadIncidents(), loadTotals(r), loadChart(r), loadTops(r), loadQoe(r));
   }
   if (mayRead(["privacy"])) work.push(loadCompliance(r), loadFlags(), loadRequests());
   const results = await Promise.allSettled(work);
