@@ -29,6 +29,7 @@ import {
   requestCountsByStatus,
 } from "./db/privacy_store.ts";
 import { pendingAlertCount } from "./db/alert_outbox.ts";
+import { pendingIncidentAlertCount } from "./db/incident_outbox.ts";
 import { LEVEL_RANK, type OptOut } from "./rules/mod.ts";
 import { AlertSender } from "./actors/alert_sender.ts";
 import { QoeChecker } from "./actors/qoe_checker.ts";
@@ -256,7 +257,9 @@ export async function startPipeline(
     metrics.watchDatabase({
       requestsByStatus: () => requestCountsByStatus(db),
       overdueRequests: () => overdueRequestCount(db, Date.now()),
-      pendingAlerts: () => pendingAlertCount(db),
+      // Flag and incident alerts: both are queued only while a webhook is configured.
+      pendingAlerts: async () =>
+        (await pendingAlertCount(db)) + (await pendingIncidentAlertCount(db)),
     });
     let alerts: AlertSender | undefined;
     if (config.alerts.url !== undefined) {
@@ -286,6 +289,7 @@ export async function startPipeline(
       ...config.anomaly,
       watermarkMs: () => region.watermarkMs,
       owner: config.redis.nodeId,
+      alerts: { minRank: alertMinRank ?? null },
       logger,
     });
     if (config.anomaly.isEnabled && options.isAnomalyDetecting !== false) {

@@ -9,7 +9,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
-import type { Level } from "../rules/types.ts";
+import { type Level, LEVEL_RANK } from "../rules/types.ts";
 
 /** Review statuses a person sets. */
 export const INCIDENT_STATUSES = ["open", "acknowledged", "muted", "resolved"] as const;
@@ -90,11 +90,23 @@ export interface Incident {
 type Db = Kysely<Database>;
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/**
+ * Which revisions go to the outbox: those of incidents at or above `minRank` (`ALERT_MIN_LEVEL`);
+ * null when no webhook is configured (nothing is queued, so adding one later sends no backlog).
+ */
+export interface AlertPolicy {
+  minRank: number | null;
+}
+
+/** Queue every alert (tests, and a webhook that wants LOW too). */
+export const ALERT_ALL: AlertPolicy = { minRank: 0 };
+
 /** Opens an incident (revision 1, history, outbox); resolves to its id. */
 export async function openIncident(
   db: Db,
   reading: IncidentReading,
   startedAtMs: number,
+  policy: AlertPolicy = ALERT_ALL,
 ): Promise<string> {
   return await db.transaction().execute(async (trx) => {
     const result = await sql<{ id: string }>`
@@ -110,7 +122,8 @@ export async function openIncident(
         ${iso(reading.windowStartMs)}::timestamptz)
       returning id`.execute(trx);
     const id = String(result.rows[0].id);
-    await record(trx, id, 1, "detector", { event: "opened", level: reading.level }, "opened");
+    const change = { event: "opened", level: reading.level };
+    await record(trx, id, 1, "detector", change, queued(policy, reading.level, "opened"));
     return id;
   });
 }
@@ -120,7 +133,12 @@ export async function openIncident(
  * alert (new revision) goes out when the level changes, otherwise at most once an hour; none while
  * a person muted it (until `muted_until`) or resolved it.
  */
-export async function updateIncident(db: Db, id: string, reading: IncidentReading): Promise<void> {
+export async function updateIncident(
+  db: Db,
+  id: string,
+  reading: IncidentReading,
+  policy: AlertPolicy = ALERT_ALL,
+): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const current = await sql<{
       level: string;
@@ -155,20 +173,39 @@ export async function updateIncident(db: Db, id: string, reading: IncidentReadin
       where id = ${id}`.execute(trx);
     if (alerts) {
       const event = levelChanged ? "level" : "update";
-      await record(trx, id, revision, "detector", { event, level: reading.level }, event);
+      const change = { event, level: reading.level };
+      await record(trx, id, revision, "detector", change, queued(policy, reading.level, event));
     }
   });
 }
 
-/** Marks an incident recovered at `atMs` (the end of its last calm window). */
-export async function recoverIncident(db: Db, id: string, atMs: number): Promise<void> {
+/**
+ * Marks an incident recovered at `atMs` (the end of its last calm window). The recovery alerts
+ * unless a person resolved the incident or muted it past `atMs`.
+ */
+export async function recoverIncident(
+  db: Db,
+  id: string,
+  atMs: number,
+  policy: AlertPolicy = ALERT_ALL,
+): Promise<void> {
   await db.transaction().execute(async (trx) => {
-    const result = await sql<{ revision: number }>`update incidents set state = 'recovered',
-      recovered_at = ${iso(atMs)}::timestamptz, revision = revision + 1, updated_at = now()
-      where id = ${id} and state = 'active' returning revision`.execute(trx);
+    const result = await sql<{ revision: number; level: Level; is_quiet: boolean }>`
+      update incidents set state = 'recovered', recovered_at = ${iso(atMs)}::timestamptz,
+        revision = revision + 1, updated_at = now()
+      where id = ${id} and state = 'active'
+      returning revision, level, (status = 'resolved' or
+        (status = 'muted' and muted_until > ${iso(atMs)}::timestamptz)) as is_quiet`.execute(trx);
     if (result.rows.length === 0) return;
-    await record(trx, id, result.rows[0].revision, "detector", { event: "recovered" }, "recovered");
+    const row = result.rows[0];
+    const reason = row.is_quiet ? null : queued(policy, row.level, "recovered");
+    await record(trx, id, row.revision, "detector", { event: "recovered" }, reason);
   });
+}
+
+/** The outbox reason of an alert, or null when the policy does not queue it. */
+function queued(policy: AlertPolicy, level: Level, reason: string): string | null {
+  return policy.minRank !== null && LEVEL_RANK[level] >= policy.minRank ? reason : null;
 }
 
 /** Attaches a key moved by the same fault (no alert: the incident's own alerts cover it). */
@@ -183,10 +220,12 @@ async function record(
   revision: number,
   actor: string,
   change: Record<string, unknown>,
-  reason: string,
+  /** The outbox row's reason; null: no alert for this revision. */
+  reason: string | null,
 ): Promise<void> {
   await sql`insert into incident_history (incident_id, revision, actor, change)
     values (${id}, ${revision}, ${actor}, ${JSON.stringify(change)}::jsonb)`.execute(trx);
+  if (reason === null) return;
   await sql`insert into incident_outbox (incident_id, revision, reason)
     values (${id}, ${revision}, ${reason}) on conflict do nothing`.execute(trx);
 }

@@ -1,0 +1,139 @@
+/**
+ * Queries of the incident outbox (rows `record()` in `incidents.ts` writes with each alerting
+ * revision): claiming due rows (several senders never take the same row: `for update skip locked`
+ * plus a lease), and recording outcomes. A row is keyed by incident id and revision.
+ *
+ * @module
+ */
+import { type Kysely, sql } from "kysely";
+import type { Database } from "./schema.ts";
+import type { DrillDownEntry, Exposure, IncidentStatus, RelatedKey } from "./incidents.ts";
+import type { Level } from "../rules/types.ts";
+
+/** A claimed incident alert with the incident as it is now (the revision is the outbox row's). */
+export interface DueIncidentAlert {
+  incidentId: string;
+  revision: number;
+  /** Why this revision alerts: `opened`, `level`, `update` or `recovered`. */
+  reason: string;
+  attempts: number;
+  incident: {
+    id: string;
+    revision: number;
+    series: string;
+    key: string;
+    kind: string;
+    state: "active" | "recovered";
+    status: IncidentStatus;
+    level: Level;
+    started_at: string;
+    opened_at: string;
+    last_window: string;
+    recovered_at: string | null;
+    expected: number;
+    observed: number;
+    band_low: number;
+    band_high: number;
+    z: number;
+    windows: number;
+    viewers: number;
+    drill_down: DrillDownEntry[];
+    related: RelatedKey[];
+    exposure: Exposure | null;
+  };
+}
+
+/** Takes up to `limit` due incident alerts for `leaseMs` (another sender skips them meanwhile). */
+export async function claimDueIncidentAlerts(
+  db: Kysely<Database>,
+  nowMs: number,
+  limit: number,
+  leaseMs: number,
+): Promise<DueIncidentAlert[]> {
+  const now = new Date(nowMs).toISOString();
+  const result = await sql<Record<string, unknown>>`
+    with due as (
+      select incident_id, revision from incident_outbox
+      where delivered_at is null and next_attempt_at <= ${now}::timestamptz
+      order by next_attempt_at, incident_id, revision limit ${limit} for update skip locked),
+    claimed as (
+      update incident_outbox o set next_attempt_at = ${
+    new Date(nowMs + leaseMs).toISOString()
+  }::timestamptz
+      from due where o.incident_id = due.incident_id and o.revision = due.revision
+      returning o.incident_id, o.revision, o.reason, o.attempts)
+    select c.revision as outbox_revision, c.reason as outbox_reason, c.attempts, i.id, i.series,
+      i.key, i.kind, i.state, i.status, i.level, i.started_at, i.opened_at, i.last_window,
+      i.recovered_at, i.expected, i.observed, i.band_low, i.band_high, i.z, i.windows, i.viewers,
+      i.drill_down, i.related, i.exposure
+    from claimed c join incidents i on i.id = c.incident_id
+    order by c.incident_id, c.revision`.execute(db);
+  return result.rows.map(toDueIncidentAlert);
+}
+
+function toDueIncidentAlert(r: Record<string, unknown>): DueIncidentAlert {
+  const at = (v: unknown) => v === null ? null : new Date(v as string).toISOString();
+  const json = (v: unknown) => typeof v === "string" ? JSON.parse(v) : v;
+  const revision = Number(r.outbox_revision);
+  return {
+    incidentId: String(r.id),
+    revision,
+    reason: r.outbox_reason as string,
+    attempts: Number(r.attempts),
+    incident: {
+      id: String(r.id),
+      revision,
+      series: r.series as string,
+      key: r.key as string,
+      kind: r.kind as string,
+      state: r.state as "active" | "recovered",
+      status: r.status as IncidentStatus,
+      level: r.level as Level,
+      started_at: at(r.started_at)!,
+      opened_at: at(r.opened_at)!,
+      last_window: at(r.last_window)!,
+      recovered_at: at(r.recovered_at),
+      expected: Number(r.expected),
+      observed: Number(r.observed),
+      band_low: Number(r.band_low),
+      band_high: Number(r.band_high),
+      z: Number(r.z),
+      windows: Number(r.windows),
+      viewers: Number(r.viewers),
+      drill_down: json(r.drill_down) as DrillDownEntry[],
+      related: json(r.related) as RelatedKey[],
+      exposure: (json(r.exposure) ?? null) as Exposure | null,
+    },
+  };
+}
+
+/** Marks an incident alert delivered. */
+export async function markIncidentAlertDelivered(
+  db: Kysely<Database>,
+  incidentId: string,
+  revision: number,
+  nowMs: number,
+): Promise<void> {
+  await sql`update incident_outbox set delivered_at = ${new Date(nowMs).toISOString()}::timestamptz,
+    last_error = null where incident_id = ${incidentId} and revision = ${revision}`.execute(db);
+}
+
+/** Records a failed attempt of an incident alert and when to try again. */
+export async function markIncidentAlertFailed(
+  db: Kysely<Database>,
+  incidentId: string,
+  revision: number,
+  error: string,
+  retryAtMs: number,
+): Promise<void> {
+  await sql`update incident_outbox set attempts = attempts + 1, last_error = ${error.slice(0, 500)},
+    next_attempt_at = ${new Date(retryAtMs).toISOString()}::timestamptz
+    where incident_id = ${incidentId} and revision = ${revision}`.execute(db);
+}
+
+/** Incident alerts not delivered yet, for `/metrics`. */
+export async function pendingIncidentAlertCount(db: Kysely<Database>): Promise<number> {
+  const result = await sql<{ n: string | number }>`
+    select count(*) as n from incident_outbox where delivered_at is null`.execute(db);
+  return Number(result.rows[0]?.n ?? 0);
+}
