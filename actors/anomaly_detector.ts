@@ -37,6 +37,7 @@ import {
 } from "../rules/anomaly.ts";
 import { SERIES, type SeriesDefinition } from "../rules/anomaly_series.ts";
 import {
+  type CubeName,
   type CubeRow,
   excludeHours,
   readExcludedHours,
@@ -45,6 +46,7 @@ import {
 } from "../db/anomaly_series.ts";
 import {
   activeIncidents,
+  type AlertPolicy,
   attachRelated,
   type DrillDownEntry,
   type Exposure,
@@ -70,6 +72,8 @@ export interface AnomalyDetectorOptions extends Omit<AnomalyConfig, "isEnabled">
   now?: () => number;
   /** This node's name in the lease. */
   owner: string;
+  /** Which incident revisions alert (`ALERT_WEBHOOK_URL`, `ALERT_MIN_LEVEL`). */
+  alerts: AlertPolicy;
   logger: Logger;
 }
 
@@ -95,6 +99,8 @@ export function incidentLevel(windows: number, viewers: number): Level {
 interface KeyWindow {
   num: number;
   den: number;
+  /** The sample behind the rate (`size` of the series, else the denominator). */
+  size: number;
   viewers: number;
   rows: CubeRow[];
 }
@@ -231,9 +237,10 @@ export class AnomalyDetector {
   async #judge(t: number, { isSilent }: { isSilent: boolean }): Promise<void> {
     const { db } = this.#o;
     const w = this.#o.windowMs;
-    const rows = {
+    const rows: Record<CubeName, CubeRow[]> = {
       cube: await readWindowRows(db, "cube", t),
       titles: await readWindowRows(db, "titles", t),
+      qoe: await readWindowRows(db, "qoe", t),
     };
     const past = await this.#pastHours(hourOf(t));
     const maintenance = await maintenanceBetween(db, t, t + w);
@@ -252,6 +259,7 @@ export class AnomalyDetector {
         windowStartMs: t,
         num: now.num,
         den: def.kind === "count" ? 1 : now.den,
+        size: def.kind === "count" ? 1 : now.size,
       };
       const usable = pastPoints.filter((p) =>
         !past.excluded.has(def.id + KEY_SEP + key + KEY_SEP + p.windowStartMs) &&
@@ -272,16 +280,17 @@ export class AnomalyDetector {
     }
     if (isSilent) return;
     await excludeHours(db, dedupe(excludedHours));
+    // In the order of SERIES (the most specific cause first), so a CDN's incident exists before
+    // the titles it stalls open and attach to it; within a series, busiest first.
+    const order = (def: SeriesDefinition) => SERIES.indexOf(def);
+    steps.sort((a, b) => order(a.def) - order(b.def));
     for (const { def, key, step, now } of steps) {
       await this.#follow(def, key, step, now, past, maintenance);
     }
   }
 
   /** Every key worth a tracker in this window, with its window and past-week points. */
-  #candidates(
-    rows: { cube: CubeRow[]; titles: CubeRow[] },
-    past: PastHours,
-  ) {
+  #candidates(rows: Record<CubeName, CubeRow[]>, past: PastHours) {
     const out: Array<
       {
         def: SeriesDefinition;
@@ -305,16 +314,16 @@ export class AnomalyDetector {
         if (id.startsWith(def.id + KEY_SEP)) keys.add(id.slice(def.id.length + 1));
       }
       for (const key of keys) {
-        const current = now.get(key) ?? { num: 0, den: 0, viewers: 0, rows: [] };
+        const current = now.get(key) ?? { num: 0, den: 0, size: 0, viewers: 0, rows: [] };
         const pastPoints: SeriesPoint[] = [];
         let pastSize = 0;
         for (const [hourMs, byHour] of pastByHour) {
           const p = byHour.get(key);
           if (p === undefined) continue;
-          pastPoints.push({ windowStartMs: hourMs, num: p.num, den: p.den });
-          pastSize = Math.max(pastSize, (def.kind === "count" ? p.num : p.den) * hoursPerWindow);
+          pastPoints.push({ windowStartMs: hourMs, num: p.num, den: p.den, size: p.size });
+          pastSize = Math.max(pastSize, (def.kind === "count" ? p.num : p.size) * hoursPerWindow);
         }
-        const size = Math.max(def.kind === "count" ? current.num : current.den, pastSize);
+        const size = Math.max(def.kind === "count" ? current.num : current.size, pastSize);
         const isTracked = this.#trackers.has(def.id + KEY_SEP + key);
         if (size < floor && !isTracked) continue;
         out.push({ def, key, now: current, pastPoints, size });
@@ -331,7 +340,12 @@ export class AnomalyDetector {
     candidates: ReadonlyArray<{ def: SeriesDefinition; key: string; now: KeyWindow }>,
   ): Peer[] {
     return candidates.filter((c) => c.def === def && c.key !== key).map((c) => ({
-      point: { windowStartMs: t, num: c.now.num, den: def.kind === "count" ? 1 : c.now.den },
+      point: {
+        windowStartMs: t,
+        num: c.now.num,
+        den: def.kind === "count" ? 1 : c.now.den,
+        size: def.kind === "count" ? 1 : c.now.size,
+      },
       recentMedian: this.#trackers.get(def.id + KEY_SEP + c.key)?.recentMedian(t) ?? 0,
     }));
   }
@@ -350,7 +364,9 @@ export class AnomalyDetector {
     const w = this.#o.windowMs;
     if (following !== undefined && (step.state === "normal" || step.state === "pending")) {
       this.#following.delete(id);
-      if (!following.isRelated) await recoverIncident(this.#o.db, following.id, t + w);
+      if (!following.isRelated) {
+        await recoverIncident(this.#o.db, following.id, t + w, this.#o.alerts);
+      }
       return;
     }
     if (step.state !== "open" && step.state !== "recovering") return;
@@ -371,7 +387,7 @@ export class AnomalyDetector {
         return;
       }
       const startedAt = Math.min(t, ...step.excluded);
-      const incidentId = await openIncident(this.#o.db, reading, startedAt);
+      const incidentId = await openIncident(this.#o.db, reading, startedAt, this.#o.alerts);
       this.#following.set(id, {
         id: incidentId,
         isRelated: false,
@@ -394,6 +410,7 @@ export class AnomalyDetector {
       this.#o.db,
       following.id,
       this.#reading(def, key, step, now, past, following.windows),
+      this.#o.alerts,
     );
   }
 
@@ -517,7 +534,7 @@ export class AnomalyDetector {
     const observed = new Map<string, number>();
     for (const r of now.rows) {
       const plan = String(r.subscription_plan);
-      observed.set(plan, (observed.get(plan) ?? 0) + Number(r.viewers));
+      observed.set(plan, (observed.get(plan) ?? 0) + Number(r[def.viewers]));
     }
     if (def.kind !== "count") return Object.fromEntries(observed);
     const level = this.#level(def, key, step, past);
@@ -526,7 +543,7 @@ export class AnomalyDetector {
     for (const r of pastRows) {
       const plan = String(r.subscription_plan);
       const hours = perHour.get(plan) ?? new Map<number, number>();
-      hours.set(r.hourMs, (hours.get(r.hourMs) ?? 0) + Number(r.viewers));
+      hours.set(r.hourMs, (hours.get(r.hourMs) ?? 0) + Number(r[def.viewers]));
       perHour.set(plan, hours);
     }
     const out: Record<string, number> = {};
@@ -569,6 +586,7 @@ export class AnomalyDetector {
         rows: {
           cube: await readHourRows(this.#o.db, "cube", hours),
           titles: await readHourRows(this.#o.db, "titles", hours),
+          qoe: await readHourRows(this.#o.db, "qoe", hours),
         },
         excluded: await readExcludedHours(this.#o.db, hours),
         maintenance: await maintenanceBetween(
@@ -590,7 +608,7 @@ export class AnomalyDetector {
 /** The past weeks of one hour. */
 interface PastHours {
   hours: number[];
-  rows: { cube: Array<CubeRow & { hourMs: number }>; titles: Array<CubeRow & { hourMs: number }> };
+  rows: Record<CubeName, Array<CubeRow & { hourMs: number }>>;
   /** `series SEP key SEP hour ms` kept out of baselines. */
   excluded: Set<string>;
   maintenance: MaintenanceWindow[];
@@ -601,10 +619,11 @@ function byKey(def: SeriesDefinition, rows: readonly CubeRow[]): Map<string, Key
   for (const r of rows) {
     const key = String(r[def.dimension]);
     let k = out.get(key);
-    if (k === undefined) out.set(key, k = { num: 0, den: 0, viewers: 0, rows: [] });
+    if (k === undefined) out.set(key, k = { num: 0, den: 0, size: 0, viewers: 0, rows: [] });
     k.num += Number(r[def.num]);
     k.den += def.den === null ? 0 : Number(r[def.den]);
-    k.viewers += Number(r.viewers);
+    k.size += Number(r[def.size ?? def.den ?? def.num]);
+    k.viewers += Number(r[def.viewers]);
     k.rows.push(r);
   }
   return out;
@@ -651,7 +670,12 @@ function seasonalByGroup(
 
 function scaled(p: SeriesPoint, windowMs: number): SeriesPoint {
   const f = windowMs / HOUR_MS;
-  return { windowStartMs: p.windowStartMs, num: p.num * f, den: p.den * f };
+  return {
+    windowStartMs: p.windowStartMs,
+    num: p.num * f,
+    den: p.den * f,
+    size: p.size === undefined ? undefined : p.size * f,
+  };
 }
 
 function median(values: number[]): number {

@@ -36,6 +36,13 @@ testOnEveryDatabase(
       assert.equal(incident.exposure?.currency, "EUR");
       assert.ok(incident.exposure!.monthly_revenue > 0, `${fault.name}: revenue exposed`);
     }
+    // The CDN stall shows on the biggest titles it serves: they attach to its incident.
+    const stall = matched[2][0];
+    assert.equal(stall.series, "rebuffer:cdn");
+    assert.ok(
+      stall.related.some((r) => r.series === "rebuffer:content_id" && r.key === "title-01"),
+      `titles stalled by cdn-b are related: ${JSON.stringify(stall.related)}`,
+    );
     // The outage: viewers missing by plan, priced.
     const outage = matched[0][0];
     const byPlan = outage.exposure!.viewers_by_plan;

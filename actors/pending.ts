@@ -31,6 +31,7 @@ export function emptyBatch(): FlushBatch {
     qoeWindowViews: new Map(),
     anomalyCube: new Map(),
     anomalyTitles: new Map(),
+    anomalyQoe: new Map(),
     openViews: new Map(),
     checkpoints: new Map(),
     epochs: new Map(),
@@ -43,7 +44,7 @@ export function isEmptyBatch(b: FlushBatch): boolean {
     b.flags.size === 0 && b.checkpoints.size === 0 && b.optOuts.length === 0 &&
     b.consentLedger.length === 0 && b.consentSeen.size === 0 && b.consentFacts.size === 0 &&
     b.qoe.size === 0 && b.qoeStartup.size === 0 && b.openViews.size === 0 &&
-    b.anomalyCube.size === 0 && b.anomalyTitles.size === 0;
+    b.anomalyCube.size === 0 && b.anomalyTitles.size === 0 && b.anomalyQoe.size === 0;
 }
 
 /** Adds `n` to a named counter. */
@@ -155,6 +156,7 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
   for (const [k, n] of from.qoeStartup) addCounter(into.qoeStartup, k, n);
   addRows(into.anomalyCube, from.anomalyCube);
   addRows(into.anomalyTitles, from.anomalyTitles);
+  addRows(into.anomalyQoe, from.anomalyQoe);
   // The newer state of a TV replaces the older.
   for (const [k, row] of from.openViews) into.openViews.set(k, row);
   for (const row of from.consentLedger) into.consentLedger.push(row);

@@ -161,6 +161,7 @@ export class UserFamily {
       maxEventsPerTv: MAX_VIEW_EVENTS_PER_TV,
       maxEvents: MAX_VIEW_EVENTS,
       qoeRule: options.thresholds.qoe,
+      anomalyWindowMs: options.thresholds.anomalyWindowMs,
       dimsOf: (event) => ({
         contentId: event.contentId,
         region: event.region,

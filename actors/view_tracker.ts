@@ -29,6 +29,7 @@ import {
 } from "../rules/qoe.ts";
 import type { TelemetryEvent } from "../rules/mod.ts";
 import { addCounter } from "./pending.ts";
+import { anomalyQoeCountsOf } from "../rules/anomaly_series.ts";
 import {
   isTroubledView,
   MAX_EVIDENCE_VIEWS,
@@ -53,6 +54,11 @@ export interface ViewTrackerOptions {
   dimsOf: (event: TelemetryEvent) => ViewDims;
   /** The `qoe` rule's window and thresholds: each view is also counted in its window's row. */
   qoeRule: QoeRuleThresholds;
+  /**
+   * Window of the anomaly series (`ANOMALY_WINDOW_MS`): a change of a view's outcome is counted
+   * there in the window of the TV's newest event, when it happened (absent: not counted).
+   */
+  anomalyWindowMs?: number;
 }
 
 /** One TV's events and what its views were counted as. */
@@ -315,17 +321,19 @@ export class ViewTracker {
     const now = new Map<string, ViewOutcome>();
     for (const view of views) now.set(view.key, outcomeOf(view, this.#o.isBusinessError));
     const rule = this.#o.qoeRule;
+    const newestEvent = tv.events[tv.events.length - 1];
+    const at: Happened = { windowMs: this.#o.anomalyWindowMs, atMs: newestEvent?.atMs ?? null };
     const before = new Map(tv.emitted);
     for (const [key, old] of tv.emitted) {
       if (now.has(key)) continue;
-      addOutcome(batch, old, -1, rule);
+      addOutcome(batch, old, -1, rule, at);
       batch.openViews.set(rowKey(tv, key), { ...rowOf(tv, key), outcome: null });
     }
     for (const [key, outcome] of now) {
       const old = before.get(key);
       if (old !== undefined && sameOutcome(old, outcome)) continue;
-      if (old !== undefined) addOutcome(batch, old, -1, rule);
-      addOutcome(batch, outcome, 1, rule);
+      if (old !== undefined) addOutcome(batch, old, -1, rule, at);
+      addOutcome(batch, outcome, 1, rule, at);
       batch.openViews.set(rowKey(tv, key), {
         ...rowOf(tv, key),
         outcome: storedOf(outcome, watermarkMs),
@@ -353,15 +361,23 @@ function sameOutcome(a: ViewOutcome, b: ViewOutcome): boolean {
   return true;
 }
 
+/** Where a recount happened: the anomaly window length and the TV's newest event time. */
+interface Happened {
+  windowMs: number | undefined;
+  atMs: number | null;
+}
+
 /**
- * Adds (`sign` 1) or retracts (-1) a view's outcome in the batch: its QoE row and its row of the
- * `qoe` rule's window (a troubled view is named there as evidence when it is added).
+ * Adds (`sign` 1) or retracts (-1) a view's outcome in the batch: its QoE row, its row of the
+ * `qoe` rule's window (a troubled view is named there as evidence when it is added) and, in the
+ * window the change happened in, its anomaly QoE row (`rules/anomaly_series.ts`).
  */
 function addOutcome(
   batch: FlushBatch,
   o: ViewOutcome,
   sign: 1 | -1,
   rule: QoeRuleThresholds,
+  at: Happened,
 ): void {
   const key = qoeKey(o.hourMs, o.dims);
   addCounts(batch.qoe, key, o.counts, sign);
@@ -373,7 +389,14 @@ function addOutcome(
     o.dims.region,
   ]
     .join(KEY_SEP);
-  addCounts(batch.qoeWindows, windowKey, windowCountsOf(o, rule), sign);
+  const windowCounts = windowCountsOf(o, rule);
+  addCounts(batch.qoeWindows, windowKey, windowCounts, sign);
+  if (at.windowMs !== undefined) {
+    const atMs = at.atMs ?? o.startMs;
+    const anomalyKey = Math.floor(atMs / at.windowMs) * at.windowMs + KEY_SEP + o.dims.contentId +
+      KEY_SEP + o.dims.cdn + KEY_SEP + o.dims.plan;
+    addCounts(batch.anomalyQoe, anomalyKey, anomalyQoeCountsOf(windowCounts), sign);
+  }
   if (sign === 1 && isTroubledView(o, rule)) {
     const refs = batch.qoeWindowViews.get(windowKey) ?? [];
     if (refs.length < MAX_EVIDENCE_VIEWS && !refs.includes(o.ref)) refs.push(o.ref);

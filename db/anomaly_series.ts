@@ -9,10 +9,20 @@
 import { type Kysely, sql, type Transaction } from "kysely";
 import { type FlushBatch, hourOf, KEY_SEP } from "./flush_batch.ts";
 import type { Database } from "./schema.ts";
-import { CUBE_MEASURES, TITLE_MEASURES } from "../rules/anomaly_series.ts";
+import {
+  ALL_MEASURES,
+  CUBE_MEASURES,
+  QOE_SERIES_MEASURES,
+  type SeriesDefinition,
+  TITLE_MEASURES,
+} from "../rules/anomaly_series.ts";
 
 const CUBE_DIMS = ["platform", "region", "app_version", "subscription_plan"] as const;
 const TITLE_DIMS = ["content_id", "platform", "subscription_plan"] as const;
+const QOE_DIMS = ["content_id", "cdn", "subscription_plan"] as const;
+
+/** A cube, by the name its series use. */
+export type CubeName = SeriesDefinition["table"];
 
 /** One row of a cube, dimensions and measures by column name. */
 export type CubeRow = Record<string, string | number>;
@@ -24,12 +34,13 @@ export async function upsertAnomalySeries(
 ): Promise<void> {
   await upsertCube(trx, batch.anomalyCube, "anomaly_cube", CUBE_DIMS, CUBE_MEASURES);
   await upsertCube(trx, batch.anomalyTitles, "anomaly_titles", TITLE_DIMS, TITLE_MEASURES);
+  await upsertCube(trx, batch.anomalyQoe, "anomaly_qoe", QOE_DIMS, QOE_SERIES_MEASURES);
 }
 
 async function upsertCube(
   trx: Transaction<Database>,
   deltas: Map<string, number[]>,
-  table: "anomaly_cube" | "anomaly_titles",
+  table: `anomaly_${CubeName}`,
   dims: readonly string[],
   measures: readonly string[],
 ): Promise<void> {
@@ -77,7 +88,7 @@ async function upsertRows(
 /** Every row of one cube in one window. */
 export async function readWindowRows(
   db: Kysely<Database>,
-  table: "cube" | "titles",
+  table: CubeName,
   windowStartMs: number,
 ): Promise<CubeRow[]> {
   const result = await sql<CubeRow>`select * from ${sql.table(`anomaly_${table}`)}
@@ -88,7 +99,7 @@ export async function readWindowRows(
 /** Every row of one cube's hourly copy in the given hours, each with its hour (epoch ms). */
 export async function readHourRows(
   db: Kysely<Database>,
-  table: "cube" | "titles",
+  table: CubeName,
   hoursMs: readonly number[],
 ): Promise<Array<CubeRow & { hourMs: number }>> {
   if (hoursMs.length === 0) return [];
@@ -105,7 +116,7 @@ export async function readHourRows(
 function numeric(row: CubeRow): CubeRow {
   const out: CubeRow = {};
   for (const [k, v] of Object.entries(row)) {
-    out[k] = (CUBE_MEASURES as readonly string[]).includes(k) ? Number(v) : v;
+    out[k] = ALL_MEASURES.has(k) ? Number(v) : v;
   }
   return out;
 }

@@ -167,6 +167,11 @@ export interface FlushBatch {
    * one number per `TITLE_MEASURES`.
    */
   anomalyTitles: Map<string, number[]>;
+  /**
+   * Anomaly QoE deltas keyed by `window start ms + SEP + content + SEP + cdn + SEP + plan`, one
+   * number per `QOE_SERIES_MEASURES`, in the window a view's outcome changed.
+   */
+  anomalyQoe: Map<string, number[]>;
   /** TVs' views to store, keyed by `shard + SEP + user + SEP + device + SEP + view key`. */
   openViews: Map<string, OpenViewsRow>;
   /** Keyed by `family + ":" + shard`; the highest log position applied. */

@@ -78,6 +78,17 @@ export interface SeriesPoint {
   num: number;
   /** The denominator of a rate or share (events, viewers); unused for counts (pass 1). */
   den: number;
+  /**
+   * The sample behind a rate whose denominator is not a count of trials (a rebuffer ratio's
+   * denominator is milliseconds; its sample is views): sets the sampling noise and whether the key
+   * is watched. Defaults to `den`.
+   */
+  size?: number;
+}
+
+/** The sample size of a point: its `size`, else its denominator. */
+export function sizeOf(point: SeriesPoint): number {
+  return point.size ?? point.den;
 }
 
 /** Settings of the detector; see the module doc for each default's source. */
@@ -209,7 +220,7 @@ export function seasonalBaseline(
   const known = sameWindowPastWeeks.filter((p) => valueOf(kind, p) !== null);
   const value = median(known.map((p) => valueOf(kind, p) as number));
   if (value === null) return null;
-  const volume = kind === "count" ? value : median(known.map((p) => p.den)) as number;
+  const volume = kind === "count" ? value : median(known.map(sizeOf)) as number;
   return { value, volume };
 }
 
@@ -349,7 +360,7 @@ export function judgeWindow(
     };
   }
   const { expected } = expectation;
-  const scale = Math.max(expectation.spread, samplingNoise(kind, expected, point.den));
+  const scale = Math.max(expectation.spread, samplingNoise(kind, expected, sizeOf(point)));
   const z = observed === null ? 0 : (observed - expected) / scale;
   const watched = expectation.volume >= s.minEvents;
   return {
@@ -398,13 +409,14 @@ export function peerExpectation(
       .filter((p) => (p.recentMedian ?? 0) >= s.minEvents)
       .map((p) => ownRecentMedian * p.point.num / (p.recentMedian as number));
   } else {
-    values = peers.filter((p) => p.point.den >= s.minEvents).map((p) => p.point.num / p.point.den);
+    values = peers.filter((p) => sizeOf(p.point) >= s.minEvents && p.point.den > 0)
+      .map((p) => p.point.num / p.point.den);
   }
   if (values.length < s.minPeers) return null;
   const expected = median(values) as number;
   return {
     expected,
-    volume: kind === "count" ? expected : point.den,
+    volume: kind === "count" ? expected : sizeOf(point),
     spread: spreadOf(values),
     source: "peers",
   };

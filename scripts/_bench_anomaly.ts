@@ -1,5 +1,6 @@
 /**
  * `deno task bench anomaly [--days 6.5] [--titles 12]`: the scripted week (`_scenario_week.ts`)
+ * (with more than 12 titles, a flat audience of 40 events per title and window: the cap bench)
  * through the flush and the detector on a fresh database (PGlite in memory, or PostgreSQL when
  * TEST_DATABASE_URL is set), printing precision, recall, detection delay per fault and the
  * detector's time per window (p50, p95, max).
@@ -16,7 +17,15 @@ export async function anomalyMain(args: string[]): Promise<boolean> {
     const i = args.indexOf(`--${name}`);
     return i >= 0 ? Number(args[i + 1]) : fallback;
   };
-  const o = { ...WEEK, days: option("days", WEEK.days), titleCount: option("titles", 12) };
+  const titleCount = option("titles", 12);
+  const o = {
+    ...WEEK,
+    days: option("days", WEEK.days),
+    titleCount,
+    // Many titles: every one alike and big enough to be watched (the cap bench).
+    titleAudience: titleCount > 12 ? "flat" as const : "zipf" as const,
+    eventsPerWindow: Math.max(WEEK.eventsPerWindow, titleCount * 40),
+  };
   const url = Deno.env.get("TEST_DATABASE_URL");
   let ok = false;
   await withMigratedDatabase(url, async (db) => {

@@ -58,6 +58,13 @@ export const FAULTS: readonly Fault[] = [
     drillDown: "platform=tizen",
   },
   {
+    name: "CDN stall spike: cdn-b's views stall 8 times each (8% of watched time) for an hour",
+    series: "rebuffer:cdn",
+    key: "cdn-b",
+    startMs: WATCH_START_MS + 2 * DAY_MS + 21 * HOUR_MS,
+    endMs: WATCH_START_MS + 2 * DAY_MS + 22 * HOUR_MS,
+  },
+  {
     name: "error burst: title-07 on roku fails 25% of its events for an hour",
     series: "errors:content_id",
     key: "title-07",
@@ -77,6 +84,8 @@ export interface ScenarioOptions {
   eventsPerWindow: number;
   /** Titles in the catalogue (12 in the scripted week). */
   titleCount: number;
+  /** Audience by title: Zipf (title-01 the biggest) or flat (every title alike: the cap bench). */
+  titleAudience: "zipf" | "flat";
   seed: number;
 }
 
@@ -87,6 +96,7 @@ export const WEEK: ScenarioOptions = {
   baselineWeeks: 4,
   eventsPerWindow: 2_400,
   titleCount: 12,
+  titleAudience: "zipf",
   seed: 21,
 };
 
@@ -103,6 +113,23 @@ export interface CubeCell {
   eu_consented: number;
   viewers: number;
 }
+
+/** One QoE row of one window (or hour). */
+export interface QoeCell {
+  startMs: number;
+  content_id: string;
+  cdn: string;
+  subscription_plan: string;
+  views: number;
+  vsf_technical: number;
+  rebuffer_ms: number;
+  watched_ms: number;
+  startup_views: number;
+  slow_startups: number;
+}
+
+/** The CDNs serving every title, a third each. */
+export const CDNS = ["cdn-a", "cdn-b", "cdn-c"] as const;
 
 /** One titles row of one window (or hour). */
 export interface TitleCell {
@@ -141,7 +168,7 @@ function isIn(fault: Fault, ms: number): boolean {
 export function windowRows(
   startMs: number,
   o: ScenarioOptions = WEEK,
-): { cube: CubeCell[]; titles: TitleCell[] } {
+): { cube: CubeCell[]; titles: TitleCell[]; qoe: QoeCell[] } {
   const random = prng(o.seed ^ Math.floor(startMs / o.windowMs));
   const draw = (mean: number) => {
     const u = 1 - random();
@@ -149,7 +176,7 @@ export function windowRows(
     return Math.max(0, Math.round(mean + Math.sqrt(mean) * g));
   };
   const total = o.eventsPerWindow * o.windowMs / 300_000 * trafficAt(startMs);
-  const [outage, release, burst] = FAULTS;
+  const [outage, release, stall, burst] = FAULTS;
   const cube: CubeCell[] = [];
   for (const platform of PLATFORMS) {
     const platformShare = (isIn(outage, startMs) && platform === outage.key ? 0.05 : 1) / 4;
@@ -180,7 +207,7 @@ export function windowRows(
   }
   const titles: TitleCell[] = [];
   const titleIds = titlesOf(o.titleCount);
-  const weights = titleIds.map((_, i) => 1 / (i + 1));
+  const weights = titleIds.map((_, i) => o.titleAudience === "flat" ? 1 : 1 / (i + 1));
   const weightSum = weights.reduce((a, b) => a + b, 0);
   for (const [i, contentId] of titleIds.entries()) {
     for (const platform of PLATFORMS) {
@@ -200,7 +227,32 @@ export function windowRows(
       }
     }
   }
-  return { cube, titles };
+  // Views: one per four events; five minutes watched each, 0.2 stalls of 3 s, 1% technical start
+  // failures, 3% of measured startups slow.
+  const qoe: QoeCell[] = [];
+  for (const [i, contentId] of titleIds.entries()) {
+    for (const cdn of CDNS) {
+      for (const [k, plan] of PLANS.entries()) {
+        const views = draw(total / 4 * weights[i] / weightSum / CDNS.length * PLAN_SHARES[k]);
+        const stallsPerView = isIn(stall, startMs) && cdn === stall.key ? 8 : 0.2;
+        const rebufferMs = draw(views * stallsPerView) * 3_000;
+        const startupViews = Math.round(views * 0.9);
+        qoe.push({
+          startMs,
+          content_id: contentId,
+          cdn,
+          subscription_plan: plan,
+          views,
+          vsf_technical: Math.min(views, draw(views * 0.01)),
+          rebuffer_ms: rebufferMs,
+          watched_ms: views * 300_000 + rebufferMs,
+          startup_views: startupViews,
+          slow_startups: Math.min(startupViews, draw(startupViews * 0.03)),
+        });
+      }
+    }
+  }
+  return { cube, titles, qoe };
 }
 
 /** Start of the first baseline hour. */
@@ -214,10 +266,16 @@ export function baselineStartMs(o: ScenarioOptions = WEEK): number {
  */
 export function* baselineHours(
   o: ScenarioOptions = WEEK,
-): Generator<{ cube: CubeCell[]; titles: TitleCell[] }> {
+): Generator<{ cube: CubeCell[]; titles: TitleCell[]; qoe: QoeCell[] }> {
+  const watchEnd = WATCH_START_MS + o.days * DAY_MS;
   for (let hour = baselineStartMs(o); hour < WATCH_START_MS; hour += HOUR_MS) {
+    // Only the hours a watched window compares with (every hour over a week or more).
+    const sameHourWatched = WATCH_START_MS +
+      ((hour - WATCH_START_MS) % WEEK_MS + WEEK_MS) % WEEK_MS;
+    if (o.days < 7 && sameHourWatched >= watchEnd) continue;
     const cube = new Map<string, CubeCell>();
     const titles = new Map<string, TitleCell>();
+    const qoe = new Map<string, QoeCell>();
     for (let t = hour; t < hour + HOUR_MS; t += o.windowMs) {
       const rows = windowRows(t, o);
       for (const c of rows.cube) {
@@ -232,6 +290,19 @@ export function* baselineHours(
           sum.viewers += c.viewers;
         }
       }
+      for (const c of rows.qoe) {
+        const key = [c.content_id, c.cdn, c.subscription_plan].join("|");
+        const sum = qoe.get(key);
+        if (sum === undefined) qoe.set(key, { ...c, startMs: hour });
+        else {
+          sum.views += c.views;
+          sum.vsf_technical += c.vsf_technical;
+          sum.rebuffer_ms += c.rebuffer_ms;
+          sum.watched_ms += c.watched_ms;
+          sum.startup_views += c.startup_views;
+          sum.slow_startups += c.slow_startups;
+        }
+      }
       for (const c of rows.titles) {
         const key = [c.content_id, c.platform, c.subscription_plan].join("|");
         const sum = titles.get(key);
@@ -243,7 +314,7 @@ export function* baselineHours(
         }
       }
     }
-    yield { cube: [...cube.values()], titles: [...titles.values()] };
+    yield { cube: [...cube.values()], titles: [...titles.values()], qoe: [...qoe.values()] };
   }
 }
 

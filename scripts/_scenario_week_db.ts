@@ -11,14 +11,16 @@ import { emptyBatch } from "../actors/pending.ts";
 import { AnomalyDetector } from "../actors/anomaly_detector.ts";
 import { writeFlush } from "../db/flush.ts";
 import { KEY_SEP } from "../db/flush_batch.ts";
-import { type Incident, listIncidents } from "../db/incidents.ts";
+import { ALERT_ALL, type Incident, listIncidents } from "../db/incidents.ts";
 import type { Database } from "../db/schema.ts";
 import { createLogger } from "../logger.ts";
+import { CUBE_MEASURES, QOE_SERIES_MEASURES, TITLE_MEASURES } from "../rules/anomaly_series.ts";
 import {
   baselineHours,
   type CubeCell,
   type Fault,
   FAULTS,
+  type QoeCell,
   type ScenarioOptions,
   type TitleCell,
   WATCH_START_MS,
@@ -31,58 +33,67 @@ export const PRICES = { basic: 7.99, standard: 12.99, premium: 17.99 };
 
 /** Writes the baseline weeks' hourly rows in bulk, as the history bench seeds its tables. */
 export async function seedBaseline(db: Kysely<Database>, o: ScenarioOptions): Promise<void> {
-  let cube: CubeCell[] = [];
-  let titles: TitleCell[] = [];
+  let pending: { cube: CubeCell[]; titles: TitleCell[]; qoe: QoeCell[] } = {
+    cube: [],
+    titles: [],
+    qoe: [],
+  };
   const write = async () => {
-    if (cube.length > 0) {
-      await sql`insert into anomaly_cube_hourly (hour, platform, region, app_version,
-          subscription_plan, events, errors, eu_events, eu_consented, viewers)
-        select * from unnest(${cube.map((c) => new Date(c.startMs).toISOString())}::timestamptz[],
-          ${cube.map((c) => c.platform)}::text[], ${cube.map((c) => c.region)}::text[],
-          ${cube.map((c) => c.app_version)}::text[], ${
-        cube.map((c) => c.subscription_plan)
-      }::text[],
-          ${cube.map((c) => c.events)}::bigint[], ${cube.map((c) => c.errors)}::bigint[],
-          ${cube.map((c) => c.eu_events)}::bigint[], ${cube.map((c) => c.eu_consented)}::bigint[],
-          ${cube.map((c) => c.viewers)}::bigint[])`.execute(db);
-    }
-    if (titles.length > 0) {
-      await sql`insert into anomaly_titles_hourly (hour, content_id, platform, subscription_plan,
-          events, errors, viewers)
-        select * from unnest(
-          ${titles.map((c) => new Date(c.startMs).toISOString())}::timestamptz[],
-          ${titles.map((c) => c.content_id)}::text[], ${titles.map((c) => c.platform)}::text[],
-          ${titles.map((c) => c.subscription_plan)}::text[],
-          ${titles.map((c) => c.events)}::bigint[], ${titles.map((c) => c.errors)}::bigint[],
-          ${titles.map((c) => c.viewers)}::bigint[])`.execute(db);
-    }
-    cube = [];
-    titles = [];
+    await insertHourly(db, "anomaly_cube_hourly", CUBE_DIMS, CUBE_MEASURES, pending.cube);
+    await insertHourly(db, "anomaly_titles_hourly", TITLE_DIMS, TITLE_MEASURES, pending.titles);
+    await insertHourly(db, "anomaly_qoe_hourly", QOE_DIMS, QOE_SERIES_MEASURES, pending.qoe);
+    pending = { cube: [], titles: [], qoe: [] };
   };
   for (const hour of baselineHours(o)) {
-    cube.push(...hour.cube);
-    titles.push(...hour.titles);
-    if (cube.length >= 5_000) await write();
+    pending.cube.push(...hour.cube);
+    pending.titles.push(...hour.titles);
+    pending.qoe.push(...hour.qoe);
+    if (pending.cube.length >= 5_000) await write();
   }
   await write();
+}
+
+const CUBE_DIMS = ["platform", "region", "app_version", "subscription_plan"];
+const TITLE_DIMS = ["content_id", "platform", "subscription_plan"];
+const QOE_DIMS = ["content_id", "cdn", "subscription_plan"];
+
+async function insertHourly(
+  db: Kysely<Database>,
+  table: string,
+  dims: readonly string[],
+  measures: readonly string[],
+  cells: ReadonlyArray<{ startMs: number }>,
+): Promise<void> {
+  if (cells.length === 0) return;
+  const rows = cells as ReadonlyArray<Record<string, unknown>>;
+  const arrays = [
+    sql`${cells.map((c) => new Date(c.startMs).toISOString())}::timestamptz[]`,
+    ...dims.map((d) => sql`${rows.map((r) => r[d])}::text[]`),
+    ...measures.map((m) => sql`${rows.map((r) => r[m])}::bigint[]`),
+  ];
+  await sql`insert into ${sql.table(table)}
+      (${sql.join(["hour", ...dims, ...measures].map((c) => sql.ref(c)))})
+    select * from unnest(${sql.join(arrays)})`.execute(db);
 }
 
 /** Writes one watched window through the flush, as the workers' batches would. */
 async function flushWindow(db: Kysely<Database>, t: number, o: ScenarioOptions): Promise<void> {
   const rows = windowRows(t, o);
   const batch = emptyBatch();
-  for (const c of rows.cube) {
-    batch.anomalyCube.set(
-      [t, c.platform, c.region, c.app_version, c.subscription_plan].join(KEY_SEP),
-      [c.events, c.errors, c.eu_events, c.eu_consented, c.viewers],
-    );
-  }
-  for (const c of rows.titles) {
-    batch.anomalyTitles.set(
-      [t, c.content_id, c.platform, c.subscription_plan].join(KEY_SEP),
-      [c.events, c.errors, c.viewers],
-    );
-  }
+  const put = (
+    into: Map<string, number[]>,
+    cells: ReadonlyArray<Record<string, unknown>>,
+    dims: readonly string[],
+    measures: readonly string[],
+  ) => {
+    for (const c of cells) {
+      into.set([t, ...dims.map((d) => c[d])].join(KEY_SEP), measures.map((m) => c[m] as number));
+    }
+  };
+  const cells = (list: readonly object[]) => list as ReadonlyArray<Record<string, unknown>>;
+  put(batch.anomalyCube, cells(rows.cube), CUBE_DIMS, CUBE_MEASURES);
+  put(batch.anomalyTitles, cells(rows.titles), TITLE_DIMS, TITLE_MEASURES);
+  put(batch.anomalyQoe, cells(rows.qoe), QOE_DIMS, QOE_SERIES_MEASURES);
   await writeFlush(db, batch);
 }
 
@@ -98,6 +109,7 @@ function detectorFor(db: Kysely<Database>, o: ScenarioOptions): AnomalyDetector 
     currency: "EUR",
     watermarkMs: () => 0,
     owner: "test",
+    alerts: ALERT_ALL,
     logger: createLogger("error"),
   });
 }

@@ -92,6 +92,51 @@ testPipelineOnEveryDatabase(
       titles.rows.map((r) => [r.content_id, Number(r.events), Number(r.errors)]),
       [["content-1", 4, 1], ["content-2", 1, 0]],
     );
+    // A view on cdn-x: its outcome is counted in the window it happened in.
+    const view = (id: string, type: string, ms: number) =>
+      makeWireEvent({
+        event_id: id,
+        ...tv("u5", "tizen", "7.1"),
+        content_id: "content-3",
+        event_type: type,
+        atMs: t0 + ms,
+        cdn: "cdn-x",
+        view_id: "v1",
+      });
+    await h.send([
+      view("v-req", "PLAY_REQUEST", 10_000),
+      view("v-ff", "FIRST_FRAME", 12_000),
+      view("v-rs", "REBUFFER_START", 20_000),
+      view("v-re", "REBUFFER_END", 23_000),
+      view("v-stop", "STOP", 60_000),
+    ]);
+    await h.flush();
+    const qoe = await sql<Record<string, string | number>>`
+      select extract(epoch from window_start) * 1000 as ms, content_id, cdn, subscription_plan,
+        views, vsf_technical, rebuffer_ms, watched_ms, startup_views, slow_startups
+      from anomaly_qoe where content_id = 'content-3'`.execute(h.pipeline.db);
+    assert.deepEqual(
+      qoe.rows.map((r) =>
+        Object.fromEntries(
+          Object.entries(r).map((
+            [k, v],
+          ) => [k, typeof v === "string" && /^[0-9.]+$/.test(v) ? Number(v) : v]),
+        )
+      ),
+      [{
+        ms: t0,
+        content_id: "content-3",
+        cdn: "cdn-x",
+        subscription_plan: "premium",
+        views: 1,
+        vsf_technical: 0,
+        rebuffer_ms: 3_000,
+        // Playing from the first frame to the stop, less the stall, plus the stall.
+        watched_ms: 48_000,
+        startup_views: 1,
+        slow_startups: 0,
+      }],
+    );
     // The detector judges the window (no history: nothing opens) and records its progress.
     assert.equal(await h.pipeline.anomalies.stepTo(t0 + W), 1);
     const detector = await sql<{ ms: number | string }>`

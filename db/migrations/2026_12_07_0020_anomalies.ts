@@ -1,6 +1,6 @@
 /**
  * Anomaly detection: the series the workers count per window (`anomaly_cube`, `anomaly_titles`,
- * kept 2 days) and per hour (`*_hourly`, the baselines, kept `ANOMALY_BASELINE_WEEKS` + 1 weeks),
+ * `anomaly_qoe`, kept 2 days) and per hour (`*_hourly`, the baselines, kept `ANOMALY_BASELINE_WEEKS` + 1 weeks),
  * the hours an incident or a maintenance window keeps out of later baselines, the detector's
  * progress and lease, incidents with their history and outbox, and maintenance windows.
  *
@@ -19,6 +19,11 @@ const TITLES = `content_id text not null, platform text not null, subscription_p
   events bigint not null default 0, errors bigint not null default 0,
   viewers bigint not null default 0`;
 const TITLES_KEY = "content_id, platform, subscription_plan";
+const QOE = `content_id text not null, cdn text not null, subscription_plan text not null,
+  views bigint not null default 0, vsf_technical bigint not null default 0,
+  rebuffer_ms bigint not null default 0, watched_ms bigint not null default 0,
+  startup_views bigint not null default 0, slow_startups bigint not null default 0`;
+const QOE_KEY = "content_id, cdn, subscription_plan";
 
 /** Adds the tables. */
 export async function up(db: Kysely<unknown>): Promise<void> {
@@ -32,6 +37,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
         primary key (window_start, ${TITLES_KEY}))`,
       `create table anomaly_titles_hourly (hour timestamptz not null, ${TITLES},
         primary key (hour, ${TITLES_KEY}))`,
+      `create table anomaly_qoe (window_start timestamptz not null, ${QOE},
+        primary key (window_start, ${QOE_KEY}))`,
+      `create table anomaly_qoe_hourly (hour timestamptz not null, ${QOE},
+        primary key (hour, ${QOE_KEY}))`,
       `create table anomaly_excluded_hours (series text not null, key text not null,
         hour timestamptz not null, primary key (series, key, hour))`,
       `create table anomaly_detector (id int primary key check (id = 1),
@@ -109,6 +118,8 @@ export async function down(db: Kysely<unknown>): Promise<void> {
       "incidents",
       "anomaly_detector",
       "anomaly_excluded_hours",
+      "anomaly_qoe_hourly",
+      "anomaly_qoe",
       "anomaly_titles_hourly",
       "anomaly_titles",
       "anomaly_cube_hourly",
