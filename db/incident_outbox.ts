@@ -7,7 +7,13 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
-import type { DrillDownEntry, Exposure, IncidentStatus, RelatedKey } from "./incidents.ts";
+import type {
+  DrillDownEntry,
+  Exposure,
+  Incident,
+  IncidentStatus,
+  RelatedKey,
+} from "./incidents.ts";
 import type { Level } from "../rules/types.ts";
 
 /** A claimed incident alert with the incident as it is now (the revision is the outbox row's). */
@@ -17,29 +23,10 @@ export interface DueIncidentAlert {
   /** Why this revision alerts: `opened`, `level`, `update` or `recovered`. */
   reason: string;
   attempts: number;
-  incident: {
-    id: string;
-    revision: number;
-    series: string;
-    key: string;
-    kind: string;
-    state: "active" | "recovered";
-    status: IncidentStatus;
-    level: Level;
-    started_at: string;
-    opened_at: string;
-    last_window: string;
-    recovered_at: string | null;
-    expected: number;
-    observed: number;
+  /** The incident as the API shows it, its band as two numbers. */
+  incident: Omit<Incident, "baseline" | "band" | "muted_until" | "reason" | "updated_at"> & {
     band_low: number;
     band_high: number;
-    z: number;
-    windows: number;
-    viewers: number;
-    drill_down: DrillDownEntry[];
-    related: RelatedKey[];
-    exposure: Exposure | null;
   };
 }
 

@@ -5,7 +5,6 @@ import { z } from "zod";
 import {
   attachRelated,
   createMaintenance,
-  type IncidentReading,
   openIncident,
   recoverIncident,
   updateIncident,
@@ -13,7 +12,7 @@ import {
 import type { Database } from "../db/schema.ts";
 import { startHarness, testOnEveryDatabase } from "../tests/_harness.ts";
 import { test } from "../tests/_permissions.ts";
-import { T0 } from "../tests/fixtures.ts";
+import { makeIncidentReading, T0 } from "../tests/fixtures.ts";
 import type { Principal } from "./auth.ts";
 import { incidentRoutes } from "./incidents.ts";
 import { ROUTE_DOCS, type RouteDoc } from "./openapi.ts";
@@ -37,37 +36,6 @@ function appFor(db: Kysely<Database>, principal: Principal = DPO): Hono {
   });
   app.route("/compliance", incidentRoutes(db, () => T0));
   return app;
-}
-
-/** A volume drop on tizen, at `windowStartMs`. */
-function reading(overrides: Partial<IncidentReading> = {}): IncidentReading {
-  return {
-    series: "volume:platform",
-    key: "tizen",
-    kind: "count",
-    level: "LOW",
-    windowStartMs: T0,
-    baseline: "history",
-    expected: 1200,
-    observed: 310,
-    band: [1010, 1390],
-    z: -9.4,
-    viewers: 80,
-    drillDown: [{
-      dimensions: { app_version: "7.1" },
-      expected: 700,
-      observed: 20,
-      share: 0.76,
-      text: "app_version 7.1: 76% of the drop",
-    }],
-    exposure: {
-      currency: "EUR",
-      viewers_by_plan: { basic: 60, premium: 20 },
-      monthly_revenue: 839.2,
-      unpriced_plans: [],
-    },
-    ...overrides,
-  };
 }
 
 async function send(app: Hono, method: string, path: string, body: unknown): Promise<Response> {
@@ -123,11 +91,11 @@ onEveryDatabase(
   "GET /compliance/incidents filters by state, status, series and time, newest first",
   async (db) => {
     const app = appFor(db);
-    const tizen = await openIncident(db, reading(), T0 - 5 * MINUTE_MS);
+    const tizen = await openIncident(db, makeIncidentReading(), T0 - 5 * MINUTE_MS);
     await recoverIncident(db, tizen, T0 + 20 * MINUTE_MS);
     const webos = await openIncident(
       db,
-      reading({
+      makeIncidentReading({
         series: "errors:platform",
         key: "webos",
         kind: "rate",
@@ -142,7 +110,7 @@ onEveryDatabase(
     await acknowledged.body?.cancel();
     await openIncident(
       db,
-      reading({
+      makeIncidentReading({
         series: "consent:region",
         key: "DE",
         kind: "share",
@@ -197,18 +165,18 @@ onEveryDatabase(
   "GET /compliance/incidents/{id} shows each revision in history and writes outbox rows for alerts only",
   async (db) => {
     const app = appFor(db);
-    const id = await openIncident(db, reading(), T0 - 5 * MINUTE_MS);
+    const id = await openIncident(db, makeIncidentReading(), T0 - 5 * MINUTE_MS);
     const window = (n: number) => T0 + n * 5 * MINUTE_MS;
     // A level change alerts; the same level within the hour does not.
     await updateIncident(
       db,
       id,
-      reading({ level: "MEDIUM", windowStartMs: window(1), viewers: 150 }),
+      makeIncidentReading({ level: "MEDIUM", windowStartMs: window(1), viewers: 150 }),
     );
     await updateIncident(
       db,
       id,
-      reading({ level: "MEDIUM", windowStartMs: window(2), viewers: 90 }),
+      makeIncidentReading({ level: "MEDIUM", windowStartMs: window(2), viewers: 90 }),
     );
     await attachRelated(db, id, {
       series: "volume:app_version",
@@ -267,7 +235,7 @@ onEveryDatabase(
   "PATCH /compliance/incidents/{id} needs a reason to resolve and a future muted_until to mute",
   async (db) => {
     const app = appFor(db);
-    const id = await openIncident(db, reading(), T0 - 5 * MINUTE_MS);
+    const id = await openIncident(db, makeIncidentReading(), T0 - 5 * MINUTE_MS);
     const patch = (body: unknown) => send(app, "PATCH", `/compliance/incidents/${id}`, body);
 
     assert.deepEqual(await refusedPaths(await patch({ status: "resolved" })), ["reason"]);
@@ -333,7 +301,7 @@ onEveryDatabase(
 
 onEveryDatabase("unknown and non-numeric incident ids answer 404", async (db) => {
   const app = appFor(db);
-  const id = await openIncident(db, reading(), T0);
+  const id = await openIncident(db, makeIncidentReading(), T0);
   const unknown = String(Number(id) + 1000);
   const answers = [
     await app.request(`http://test/compliance/incidents/${unknown}`),
@@ -432,7 +400,7 @@ test("[http] analysts read incidents and maintenance; reviews and the rest of /c
   try {
     const id = await openIncident(
       h.pipeline.db,
-      reading({ windowStartMs: Date.now() }),
+      makeIncidentReading({ windowStartMs: Date.now() }),
       Date.now(),
     );
     const call = async (token: string, method: string, path: string, body?: unknown) => {

@@ -6,6 +6,7 @@
 import { type Config, parseConfig } from "../config.ts";
 import type { Flag, TelemetryEvent } from "../rules/mod.ts";
 import type { FactDims } from "../db/flush_batch.ts";
+import type { IncidentReading } from "../db/incidents.ts";
 
 /** A fixed point in time all fixtures are relative to (aligned to a 5-minute window). */
 export const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -156,6 +157,37 @@ export function makeFactDims(overrides: Partial<FactDims> = {}): FactDims {
     platform: "tizen",
     appVersion: "unknown",
     subscriptionPlan: "unknown",
+    ...overrides,
+  };
+}
+
+/** An incident's reading: a volume drop on tizen at `T0`, 76% of it on app version 7.1. */
+export function makeIncidentReading(overrides: Partial<IncidentReading> = {}): IncidentReading {
+  return {
+    series: "volume:platform",
+    key: "tizen",
+    kind: "count",
+    level: "LOW",
+    windowStartMs: T0,
+    baseline: "history",
+    expected: 1200,
+    observed: 310,
+    band: [1010, 1390],
+    z: -9.4,
+    viewers: 80,
+    drillDown: [{
+      dimensions: { app_version: "7.1" },
+      expected: 700,
+      observed: 20,
+      share: 0.76,
+      text: "app_version 7.1: 76% of the drop",
+    }],
+    exposure: {
+      currency: "EUR",
+      viewers_by_plan: { basic: 60, premium: 20 },
+      monthly_revenue: 839.2,
+      unpriced_plans: [],
+    },
     ...overrides,
   };
 }

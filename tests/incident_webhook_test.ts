@@ -7,17 +7,11 @@ import assert from "node:assert/strict";
 import { sql } from "kysely";
 import { AlertSender, signatureOf } from "../actors/alert_sender.ts";
 import { pendingIncidentAlertCount } from "../db/incident_outbox.ts";
-import {
-  type IncidentReading,
-  openIncident,
-  recoverIncident,
-  reviewIncident,
-  updateIncident,
-} from "../db/incidents.ts";
+import { openIncident, recoverIncident, reviewIncident, updateIncident } from "../db/incidents.ts";
 import type { Logger } from "../logger.ts";
 import { type Harness, startHarness, TEST_DATABASE_URL, withFreshPostgres } from "./_harness.ts";
 import { test } from "./_permissions.ts";
-import { T0 } from "./fixtures.ts";
+import { makeIncidentReading, T0 } from "./fixtures.ts";
 
 const SECRET = "webhook-secret-0123456789";
 const MINUTE_MS = 60_000;
@@ -73,37 +67,6 @@ function onEveryDatabase(name: string, scenario: (h: Harness, r: Receiver) => Pr
   });
 }
 
-/** A volume drop on `key`, at `windowStartMs`. */
-function reading(overrides: Partial<IncidentReading> = {}): IncidentReading {
-  return {
-    series: "volume:platform",
-    key: "tizen",
-    kind: "count",
-    level: "LOW",
-    windowStartMs: T0,
-    baseline: "history",
-    expected: 1200,
-    observed: 310,
-    band: [1010, 1390],
-    z: -9.4,
-    viewers: 80,
-    drillDown: [{
-      dimensions: { app_version: "7.1" },
-      expected: 700,
-      observed: 20,
-      share: 0.76,
-      text: "app_version 7.1: 76% of the drop",
-    }],
-    exposure: {
-      currency: "EUR",
-      viewers_by_plan: { basic: 60, premium: 20 },
-      monthly_revenue: 839.2,
-      unpriced_plans: [],
-    },
-    ...overrides,
-  };
-}
-
 /** The outbox as `[incident id, revision, reason]`, oldest first. */
 async function outboxOf(h: Harness): Promise<Array<[string, number, string]>> {
   const result = await sql<{ incident_id: unknown; revision: number; reason: string }>`
@@ -117,12 +80,16 @@ onEveryDatabase(
   async (h, receiver) => {
     const db = h.pipeline.db;
     const alerts = h.pipeline.alerts!;
-    const id = await openIncident(db, reading(), T0 - 5 * MINUTE_MS);
+    const id = await openIncident(db, makeIncidentReading(), T0 - 5 * MINUTE_MS);
     assert.equal(await pendingIncidentAlertCount(db), 1);
     assert.equal(await alerts.runOnce(Date.now()), 1);
 
     // A further window at the same level within the hour is no alert; the recovery is.
-    await updateIncident(db, id, reading({ windowStartMs: T0 + 5 * MINUTE_MS, observed: 290 }));
+    await updateIncident(
+      db,
+      id,
+      makeIncidentReading({ windowStartMs: T0 + 5 * MINUTE_MS, observed: 290 }),
+    );
     assert.equal(await alerts.runOnce(Date.now()), 0);
     await recoverIncident(db, id, T0 + 15 * MINUTE_MS);
     assert.equal(await pendingIncidentAlertCount(db), 1);
@@ -169,9 +136,9 @@ onEveryDatabase(
         z: -9.4,
         windows: 1,
         viewers: 80,
-        drill_down: reading().drillDown,
+        drill_down: makeIncidentReading().drillDown,
         related: [],
-        exposure: reading().exposure,
+        exposure: makeIncidentReading().exposure,
       },
     });
     assert.equal(recovered.reason, "recovered");
@@ -209,7 +176,7 @@ onEveryDatabase(
       logger,
       onOutcome: (outcome) => outcomes.push(outcome),
     });
-    const id = await openIncident(db, reading(), T0);
+    const id = await openIncident(db, makeIncidentReading(), T0);
     const nowMs = Date.now();
 
     receiver.state.status = 500;
@@ -253,8 +220,8 @@ onEveryDatabase(
   async (h, receiver) => {
     const db = h.pipeline.db;
     const alerts = h.pipeline.alerts!;
-    const muted = await openIncident(db, reading(), T0);
-    const loud = await openIncident(db, reading({ key: "webos" }), T0);
+    const muted = await openIncident(db, makeIncidentReading(), T0);
+    const loud = await openIncident(db, makeIncidentReading({ key: "webos" }), T0);
     assert.equal(await alerts.runOnce(Date.now()), 2);
 
     const review = await reviewIncident(db, muted, {
@@ -265,8 +232,8 @@ onEveryDatabase(
     assert.equal(review?.status, "muted");
     // 61 minutes on at the same level: an hourly update, unless muted.
     const later = T0 + 61 * MINUTE_MS;
-    await updateIncident(db, muted, reading({ windowStartMs: later }));
-    await updateIncident(db, loud, reading({ key: "webos", windowStartMs: later }));
+    await updateIncident(db, muted, makeIncidentReading({ windowStartMs: later }));
+    await updateIncident(db, loud, makeIncidentReading({ key: "webos", windowStartMs: later }));
 
     assert.deepEqual(await outboxOf(h), [
       [muted, 1, "opened"],
