@@ -119,6 +119,8 @@ export class AnomalyDetector {
   #o: AnomalyDetectorOptions;
   #s: AnomalySettings;
   #trackers = new Map<string, KeyTracker>();
+  /** When each tracked key was last a candidate: a key gone for a day loses its tracker. */
+  #lastCandidate = new Map<string, number>();
   #following = new Map<string, Following>();
   #judgedUntil: number | null = null;
   #hourCache = new Map<number, Promise<PastHours>>();
@@ -138,6 +140,11 @@ export class AnomalyDetector {
       // Residuals of the last 2 days: as long as the window table keeps them for a warm-up.
       scaleWindows: Math.round(2 * 24 * HOUR_MS / options.windowMs),
     };
+  }
+
+  /** Keys with a tracker (watched, or a quarter of the way there). */
+  get trackedKeys(): number {
+    return this.#trackers.size;
   }
 
   /** Start of the first window not judged yet (null before the first run). */
@@ -204,6 +211,7 @@ export class AnomalyDetector {
   /** Replays the last day of windows without touching incidents, then follows active ones. */
   async #warmUp(): Promise<void> {
     this.#trackers.clear();
+    this.#lastCandidate.clear();
     this.#following.clear();
     this.#isWarm = true;
     if (this.#judgedUntil === null) return;
@@ -248,8 +256,9 @@ export class AnomalyDetector {
     const steps: Array<{ def: SeriesDefinition; key: string; step: TrackedStep; now: KeyWindow }> =
       [];
     const candidates = this.#candidates(rows, past);
-    for (const { def, key, now, pastPoints } of candidates) {
+    for (const { def, key, now, pastPoints, isPresent } of candidates) {
       const id = def.id + KEY_SEP + key;
+      if (isPresent) this.#lastCandidate.set(id, t);
       let tracker = this.#trackers.get(id);
       if (tracker === undefined) {
         this.#trackers.set(id, tracker = new KeyTracker(def.kind, this.#s));
@@ -278,6 +287,7 @@ export class AnomalyDetector {
       for (const e of step.excluded) excludedHours.push({ series: def.id, key, hourMs: hourOf(e) });
       steps.push({ def, key, step, now });
     }
+    this.#forgetGoneKeys(t);
     if (isSilent) return;
     await excludeHours(db, dedupe(excludedHours));
     // In the order of SERIES (the most specific cause first), so a CDN's incident exists before
@@ -286,6 +296,19 @@ export class AnomalyDetector {
     steps.sort((a, b) => order(a.def) - order(b.def));
     for (const { def, key, step, now } of steps) {
       await this.#follow(def, key, step, now, past, maintenance);
+    }
+  }
+
+  /**
+   * Drops the trackers of keys that were no candidate for a day (a title nobody watches any more),
+   * so memory follows the keys of the last day, not every key ever watched. Once an hour.
+   */
+  #forgetGoneKeys(t: number): void {
+    if (t % HOUR_MS !== 0) return;
+    for (const [id, lastMs] of this.#lastCandidate) {
+      if (lastMs >= t - 24 * HOUR_MS || this.#following.has(id)) continue;
+      this.#lastCandidate.delete(id);
+      this.#trackers.delete(id);
     }
   }
 
@@ -298,6 +321,8 @@ export class AnomalyDetector {
         now: KeyWindow;
         pastPoints: SeriesPoint[];
         size: number;
+        /** In this window's rows or its past weeks' (not only a tracker from before). */
+        isPresent: boolean;
       }
     > = [];
     const floor = this.#o.minEvents / 4;
@@ -326,7 +351,8 @@ export class AnomalyDetector {
         const size = Math.max(def.kind === "count" ? current.num : current.size, pastSize);
         const isTracked = this.#trackers.has(def.id + KEY_SEP + key);
         if (size < floor && !isTracked) continue;
-        out.push({ def, key, now: current, pastPoints, size });
+        const isPresent = now.has(key) || pastSize > 0;
+        out.push({ def, key, now: current, pastPoints, size, isPresent });
       }
     }
     out.sort((a, b) => b.size - a.size);

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { sql } from "kysely";
-import { incidentLevel } from "./anomaly_detector.ts";
-import { createMaintenance } from "../db/incidents.ts";
+import { AnomalyDetector, incidentLevel } from "./anomaly_detector.ts";
+import { emptyBatch } from "./pending.ts";
+import { writeFlush } from "../db/flush.ts";
+import { KEY_SEP } from "../db/flush_batch.ts";
+import { ALERT_ALL, createMaintenance } from "../db/incidents.ts";
+import { createLogger } from "../logger.ts";
 import { testOnEveryDatabase } from "../tests/_harness.ts";
 import { FAULTS, type ScenarioOptions, WEEK } from "../scripts/_scenario_week.ts";
 import { runScenario, score } from "../scripts/_scenario_week_db.ts";
@@ -49,7 +53,7 @@ testOnEveryDatabase(
     assert.deepEqual(Object.keys(byPlan).sort(), ["basic", "premium", "standard"]);
     const revenue = byPlan.basic * 7.99 + byPlan.standard * 12.99 + byPlan.premium * 17.99;
     assert.ok(Math.abs(outage.exposure!.monthly_revenue - revenue) < 0.01);
-    const scored = score({ incidents, faults, matched, stepMs: [] }, o.windowMs);
+    const scored = score({ incidents, faults, matched, stepMs: [], trackedKeys: 0 }, o.windowMs);
     assert.equal(scored.recall, 1);
     assert.ok(scored.falseIncidents.length <= 1, `at most one false incident:\n${summary}`);
     for (const delay of scored.delayWindows) assert.ok(delay !== null && delay <= 3, `${delay}`);
@@ -89,3 +93,40 @@ Deno.test("anomaly: an incident's level grows with its length and the viewers it
   assert.equal(incidentLevel(24, 0), "HIGH");
   assert.equal(incidentLevel(2, 1_000), "HIGH");
 });
+
+testOnEveryDatabase(
+  "anomaly",
+  "a title nobody watches for a day loses its trackers; one still watched keeps them",
+  async (db) => {
+    const W = 300_000;
+    const start = Date.UTC(2026, 10, 2);
+    const detector = new AnomalyDetector({
+      db,
+      windowMs: W,
+      minEvents: 25,
+      maxSeries: 10_000,
+      baselineWeeks: 4,
+      graceMs: 0,
+      planPrices: null,
+      currency: "USD",
+      watermarkMs: () => 0,
+      owner: "test",
+      alerts: ALERT_ALL,
+      logger: createLogger("error"),
+    });
+    const windows = 25 * 12 + 1;
+    for (let i = 0; i < windows; i++) {
+      const t = start + i * W;
+      const batch = emptyBatch();
+      const titles = i < 12 ? ["title-gone", "title-kept"] : ["title-kept"];
+      for (const title of titles) {
+        batch.anomalyTitles.set([t, title, "tizen", "basic"].join(KEY_SEP), [100, 1, 30]);
+      }
+      await writeFlush(db, batch);
+      await detector.stepTo(t + W);
+      // Errors by title, and volume/errors/consent keys of nothing: only title keys are tracked.
+      if (i === 11) assert.equal(detector.trackedKeys, 2);
+    }
+    assert.equal(detector.trackedKeys, 1, "title-gone's tracker is dropped after a day");
+  },
+);

@@ -192,6 +192,12 @@ To verify a delivery, compute the HMAC-SHA256 of \`X-Alert-Timestamp\`, a dot an
 id, user entity id and the user id inside reason and evidence are left out or replaced by \`[user]\`)
 unless \`ALERT_INCLUDE_USER=true\`; it is built when it is sent, so an erased user's alert carries the
 pseudonym. \`/metrics\` has \`alerts_total{outcome}\` and \`alert_outbox_pending\`.
+
+Anomaly incidents go to the same URL, signed the same way, on opening, level change and recovery
+(and at most hourly while active), at or above \`ALERT_MIN_LEVEL\`, with \`"type": "incident"\` (flag
+alerts carry \`"type": "flag"\`), the key \`incident-<id>:<revision>\`, a \`reason\` (\`opened\`,
+\`level\`, \`update\`, \`recovered\`) and the incident as \`GET /compliance/incidents/{id}\` shows it
+(its band as \`band_low\` and \`band_high\`).
 `,
   privacy: `
 Privacy requests and consent records (privacy or admin role). A privacy request is a record with a

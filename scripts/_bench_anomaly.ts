@@ -35,7 +35,10 @@ export async function anomalyMain(args: string[]): Promise<boolean> {
     const sorted = [...run.stepMs].sort((a, b) => a - b);
     const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     console.log(`database: ${url === undefined ? "pglite (memory)" : "postgres"}`);
-    console.log(`watched days: ${o.days}, windows: ${run.stepMs.length}, titles: ${o.titleCount}`);
+    console.log(
+      `watched days: ${o.days}, windows: ${run.stepMs.length}, titles: ${o.titleCount}, ` +
+        `tracked keys: ${run.trackedKeys}`,
+    );
     console.log(
       `incidents: ${s.incidents}, precision: ${s.precision.toFixed(3)}, ` +
         `recall: ${s.recall.toFixed(3)}`,

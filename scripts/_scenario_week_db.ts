@@ -139,7 +139,7 @@ export async function runScenario(db: Kysely<Database>, o: ScenarioOptions) {
   const incidents = await listIncidents(db, { limit: 500 });
   const faults = FAULTS.filter((f) => f.endMs <= WATCH_START_MS + o.days * 86_400_000);
   const matched = faults.map((f) => incidents.filter((i) => matches(i, f, o.windowMs)));
-  return { incidents, faults, matched, stepMs };
+  return { incidents, faults, matched, stepMs, trackedKeys: detector.trackedKeys };
 }
 
 /** Precision, recall and detection delay of a run. */
