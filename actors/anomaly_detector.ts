@@ -185,6 +185,17 @@ export class AnomalyDetector {
     const isFrozen = nowMs - this.#watermarkMovedAt >= 2 * this.#o.windowMs;
     const horizon = (isFrozen ? Math.max(watermark, nowMs) : watermark) - this.#o.graceMs;
     if (watermark === 0 && !isFrozen) return 0;
+    // Back after a long stop: the windows of the day before now, not every window since (the
+    // window table keeps 2 days; a gap of days would be judged as days of outage).
+    const w = this.#o.windowMs;
+    const oldest = Math.floor((horizon - 24 * HOUR_MS) / w) * w;
+    if (this.#judgedUntil !== null && this.#judgedUntil < oldest) {
+      this.#o.logger.warn("Anomaly detection resumes a day back: older windows are not judged", {
+        judged_until: new Date(this.#judgedUntil).toISOString(),
+        resumes_at: new Date(oldest).toISOString(),
+      });
+      this.#judgedUntil = oldest;
+    }
     return await this.stepTo(horizon);
   }
 

@@ -50,11 +50,16 @@ export const DAILY_TABLES = [
   "qoe_startup_daily",
 ] as const;
 
+/** Days the anomaly series' windows are kept (the detector's warm-up and scale read 2 days). */
+export const ANOMALY_WINDOW_DAYS = 2;
+
 /** How many days each kind of aggregate is kept. */
 export interface AggregateRetention {
   hourlyRetentionDays: number;
   dailyRetentionDays: number;
   entityRetentionDays: number;
+  /** The anomaly baselines' weeks (`ANOMALY_BASELINE_WEEKS`): hourly series are kept one more. */
+  anomaly?: { baselineWeeks: number };
 }
 
 /** Rows one run deleted: hourly and daily aggregates, per-device rows and per-entity risk rows. */
@@ -63,6 +68,8 @@ export interface AggregatePruneCounts {
   daily_rows: number;
   device_rows: number;
   entity_risk: number;
+  /** Anomaly series rows: windows after 2 days, hours after the baseline weeks and one more. */
+  anomaly_rows: number;
 }
 
 /**
@@ -101,6 +108,7 @@ export async function pruneAggregates(
     daily_rows: 0,
     device_rows: 0,
     entity_risk: 0,
+    anomaly_rows: 0,
   };
   for (const table of HOURLY_TABLES) counts.hourly_rows += await prune(table, "hour", hourCutoff);
   // The qoe rule's 5-minute windows: finer than hours, kept as long.
@@ -109,6 +117,15 @@ export async function pruneAggregates(
   counts.device_rows += await prune("device_facts_hourly", "hour", entityCutoff);
   counts.device_rows += await prune("device_facts_daily", "day", entityCutoff);
   counts.entity_risk += await prune("entity_risk", "updated_at", entityCutoff);
+  // The anomaly series: by wall-clock age, whatever the other retention settings say.
+  const windowCutoff = Math.floor((nowMs - ANOMALY_WINDOW_DAYS * DAY_MS) / HOUR_MS) * HOUR_MS;
+  const weeks = (retention.anomaly?.baselineWeeks ?? 4) + 1;
+  const baselineCutoff = Math.floor((nowMs - weeks * 7 * DAY_MS) / HOUR_MS) * HOUR_MS;
+  for (const cube of ["anomaly_cube", "anomaly_titles", "anomaly_qoe"]) {
+    counts.anomaly_rows += await prune(cube, "window_start", windowCutoff);
+    counts.anomaly_rows += await prune(`${cube}_hourly`, "hour", baselineCutoff);
+  }
+  counts.anomaly_rows += await prune("anomaly_excluded_hours", "hour", baselineCutoff);
   if (counts.hourly_rows > 0) await raiseHorizon(db, "hourly", hourCutoff);
   if (counts.daily_rows > 0) await raiseHorizon(db, "daily", dayCutoff);
   if (counts.device_rows > 0) await raiseHorizon(db, "device", entityCutoff);

@@ -62,7 +62,13 @@ testOnEveryDatabase(
     const counts = await pruneAggregates(db, NOW, RETENTION);
     // Hourly rows older than 35 days (3 events x 4 hourly tables), daily ones older than 400 days
     // (4 tables), TV rows older than 90 days (2 events x hourly + daily), one entity row.
-    assert.deepEqual(counts, { hourly_rows: 12, daily_rows: 4, device_rows: 4, entity_risk: 1 });
+    assert.deepEqual(counts, {
+      hourly_rows: 12,
+      daily_rows: 4,
+      device_rows: 4,
+      entity_risk: 1,
+      anomaly_rows: 0,
+    });
     const horizons = await loadHorizons(db);
     assert.equal(horizons.hourly, Math.floor((NOW - 35 * DAY) / HOUR) * HOUR);
     assert.equal(horizons.daily, Math.floor((NOW - 400 * DAY) / DAY) * DAY);
@@ -105,5 +111,25 @@ testOnEveryDatabase(
       completenessOf(horizons, { fromMs: dayStart - 10 * DAY, toMs: dayStart }, "hourly"),
       { complete: true, first_bucket_held: null },
     );
+  },
+);
+
+testOnEveryDatabase(
+  "retention",
+  "anomaly windows go after 2 days, their hourly copies after the baseline weeks and one more",
+  async (db) => {
+    const row = (table: string, column: string, atMs: number) =>
+      sql`insert into ${sql.table(table)} (${sql.ref(column)}, platform, region, app_version,
+        subscription_plan, events) values (${new Date(atMs).toISOString()}::timestamptz, 'tizen',
+        'DE', '7.1', 'basic', 10)`.execute(db);
+    await row("anomaly_cube", "window_start", NOW - DAY);
+    await row("anomaly_cube", "window_start", NOW - 3 * DAY);
+    await row("anomaly_cube_hourly", "hour", NOW - 4 * 7 * DAY);
+    await row("anomaly_cube_hourly", "hour", NOW - 6 * 7 * DAY);
+    const counts = await pruneAggregates(db, NOW, { ...RETENTION, anomaly: { baselineWeeks: 4 } });
+    assert.equal(counts.anomaly_rows, 2);
+    const left = await sql<{ n: string | number }>`select (select count(*) from anomaly_cube) +
+      (select count(*) from anomaly_cube_hourly) as n`.execute(db);
+    assert.equal(Number(left.rows[0].n), 2, "the recent window and the 4-week-old hour stay");
   },
 );

@@ -8,6 +8,8 @@ import { sql } from "kysely";
 import { testPipelineOnEveryDatabase } from "./_harness.ts";
 import { makeWireEvent } from "./fixtures.ts";
 import { recentBase } from "./_scenarios.ts";
+import { AnomalyDetector } from "../actors/anomaly_detector.ts";
+import { createLogger } from "../logger.ts";
 
 const W = 300_000;
 
@@ -144,5 +146,45 @@ testPipelineOnEveryDatabase(
       .execute(h.pipeline.db);
     assert.equal(Number(detector.rows[0].ms), t0 + W);
     assert.deepEqual(await h.json("/compliance/incidents"), { incidents: [] });
+  },
+);
+
+testPipelineOnEveryDatabase(
+  "anomaly",
+  "the detector runs on the watermark under a lease: one node judges, another waits",
+  {},
+  async (h) => {
+    const t0 = recentBase() - 6 * W; // so that three windows later is still the past
+    await h.send([
+      makeWireEvent({ event_id: "l1", atMs: t0 + 1_000 }),
+      makeWireEvent({ event_id: "l2", atMs: t0 + W + 1_000 }),
+    ]);
+    await h.flush();
+    // The watermark is t0 + W + 1 s: with 2 minutes' grace no window has ended long enough yet.
+    const first = await h.pipeline.anomalies.runOnce();
+    const lease = await sql<{ owner: string; judged_until: unknown }>`
+      select owner, judged_until from anomaly_detector`.execute(h.pipeline.db);
+    assert.equal(lease.rows[0].owner, h.config.redis.nodeId);
+    assert.ok(first >= 0);
+    // Another node sees the lease held and judges nothing.
+    const other = new AnomalyDetector({
+      db: h.pipeline.db,
+      windowMs: W,
+      ...h.config.anomaly,
+      watermarkMs: () => t0 + 10 * W,
+      owner: "another-node",
+      alerts: { minRank: null },
+      logger: createLogger("error"),
+    });
+    assert.equal(await other.runOnce(), 0);
+    // The owner, with the watermark well past: it judges every window up to it.
+    await h.send([makeWireEvent({ event_id: "l3", atMs: t0 + 3 * W + 200_000 })]);
+    await h.flush();
+    const judged = await h.pipeline.anomalies.runOnce();
+    assert.ok(judged >= 1, `judged ${judged}`);
+    const after = await sql<{ ms: number | string }>`
+      select extract(epoch from judged_until) * 1000 as ms from anomaly_detector`
+      .execute(h.pipeline.db);
+    assert.ok(Number(after.rows[0].ms) >= t0 + 2 * W);
   },
 );
