@@ -13,6 +13,7 @@ import {
   dntOnSince,
   type DntSetting,
   dntSettingOf,
+  type Flag,
   isPlaybackType,
   MAX_PRIVACY_EVENT_IDS,
   type OptOut,
@@ -150,6 +151,8 @@ export class UserFamily {
   #cubeRow: number[] = [];
   /** Per slot: the same for the titles cube. */
   #titleRow: number[] = [];
+  /** Per slot: the sharing window period of the user's last counted account-sharing flag. */
+  #sharingPeriod: number[] = [];
 
   constructor(options: UserFamilyOptions) {
     this.#o = options;
@@ -274,7 +277,10 @@ export class UserFamily {
       privacySample: this.#privacySample(event, slot),
       sharing: event.isLate ? null : this.#sharingFacts(slot, event),
     };
-    for (const rule of USER_RULES) this.#runRule(rule, event, facts, out);
+    for (const rule of USER_RULES) {
+      const flag = this.#runRule(rule, event, facts, out);
+      if (flag?.rule === "account_sharing") this.#countSharingFlag(slot, event, out);
+    }
   }
 
   /** Adds the event to the user's sliding window and returns what the window holds. */
@@ -475,6 +481,7 @@ export class UserFamily {
     this.#gppOptOutFiled[slot] = false;
     this.#cubeRow[slot] = -1;
     this.#titleRow[slot] = -1;
+    this.#sharingPeriod[slot] = -1;
     this.#segments[slot] = noSegments();
     this.#regions.reset(slot);
     this.#networks.reset(slot);
@@ -554,7 +561,7 @@ export class UserFamily {
     const isNewInCube = this.#cubeRow[slot] !== cubeHash ? 1 : 0;
     this.#cubeRow[slot] = cubeHash;
     let cube = out.anomalyCube.get(cubeKey);
-    if (cube === undefined) out.anomalyCube.set(cubeKey, cube = [0, 0, 0, 0, 0]);
+    if (cube === undefined) out.anomalyCube.set(cubeKey, cube = [0, 0, 0, 0, 0, 0]);
     cube[0]++;
     cube[1] += isError;
     if (event.isEu) {
@@ -579,18 +586,42 @@ export class UserFamily {
     addPacked(sketch, packed);
   }
 
-  #runRule(rule: UserRule, event: TelemetryEvent, facts: UserRuleFacts, out: FlushBatch): void {
+  /** Runs one rule; resolves to the flag it raised (null: none, or the rule failed). */
+  #runRule(
+    rule: UserRule,
+    event: TelemetryEvent,
+    facts: UserRuleFacts,
+    out: FlushBatch,
+  ): Flag | null {
     try {
       const flag = rule.evaluate(event, facts, this.#o.thresholds);
-      if (flag === null) return;
+      if (flag === null) return null;
       // A reviewer must see that this event came too late for the windowed rules.
       if (event.isLate) {
         const observed = { ...flag.evidence.observed, too_late_for_windows: true };
         addFlag(out, { ...flag, evidence: { ...flag.evidence, observed } });
       } else addFlag(out, flag);
+      return flag;
     } catch (error) {
       this.#o.onRuleError(rule.id, event, error);
+      return null;
     }
+  }
+
+  /**
+   * Counts a new account-sharing flag (the first of its user and period this worker sees) in the
+   * event's anomaly cube row, for the `sharing:region` series.
+   */
+  #countSharingFlag(slot: number, event: TelemetryEvent, out: FlushBatch): void {
+    const windowMs = this.#o.thresholds.sharingWindowMs;
+    const period = Math.floor(event.atMs / windowMs);
+    if (this.#sharingPeriod[slot] >= period) return;
+    this.#sharingPeriod[slot] = period;
+    const cubeKey = anomalyWindowOf(event, this.#o.thresholds.anomalyWindowMs) + KEY_SEP +
+      platformOf(event) + KEY_SEP + event.region + KEY_SEP + appVersionOf(event) + KEY_SEP +
+      (event.subscriptionPlan ?? UNKNOWN);
+    const cube = out.anomalyCube.get(cubeKey);
+    if (cube !== undefined) cube[5]++;
   }
 }
 

@@ -5,7 +5,8 @@
  *
  * - The **cube** counts every event by platform, region, app version and plan: events, errors, EU
  *   events, EU events with consent (as the `privacy` rule decides it: `has_consent` after the
- *   consent signal was decoded) and viewers.
+ *   consent signal was decoded), viewers, and new account-sharing flags (the first flag of a user
+ *   and sharing period the user's worker sees, in the row of the event that raised it).
  * - The **titles** cube counts events, errors and viewers by title, platform and plan.
  *
  * An on-time event is counted in the window of its own time (capped at the moment it was received);
@@ -27,7 +28,14 @@
 import type { SeriesKind } from "./anomaly.ts";
 
 /** The cube's measures, in the order of a delta row. */
-export const CUBE_MEASURES = ["events", "errors", "eu_events", "eu_consented", "viewers"] as const;
+export const CUBE_MEASURES = [
+  "events",
+  "errors",
+  "eu_events",
+  "eu_consented",
+  "viewers",
+  "sharing_flags",
+] as const;
 
 /** The titles cube's measures, in the order of a delta row. */
 export const TITLE_MEASURES = ["events", "errors", "viewers"] as const;
@@ -73,7 +81,7 @@ export interface SeriesDefinition {
   /** `<metric>:<dimension>`, e.g. `volume:platform`. */
   id: string;
   /** What it detects, shared by the series of one fault: keys of one family can be related. */
-  family: "volume" | "errors" | "consent" | "vsf" | "rebuffer" | "startup";
+  family: "volume" | "errors" | "consent" | "vsf" | "rebuffer" | "startup" | "sharing";
   kind: SeriesKind;
   table: "cube" | "titles" | "qoe";
   /** The dimension whose values are the series' keys. */
@@ -124,6 +132,17 @@ export const SERIES: readonly SeriesDefinition[] = [
   consent("app_version", ["platform", "region"]),
   consent("platform", ["app_version", "region"]),
   consent("region", ["platform", "app_version"]),
+  {
+    id: "sharing:region",
+    family: "sharing",
+    kind: "rate",
+    table: "cube",
+    dimension: "region",
+    num: "sharing_flags",
+    den: "viewers",
+    viewers: "viewers",
+    drillDown: ["platform", "app_version"],
+  },
   // QoE: a CDN before a title (a CDN's stall shows on every title it serves).
   ...(["cdn", "content_id"] as const).flatMap((dimension) => {
     const drillDown: QoeDimension[] = dimension === "cdn"

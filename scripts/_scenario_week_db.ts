@@ -69,7 +69,8 @@ async function insertHourly(
   const arrays = [
     sql`${cells.map((c) => new Date(c.startMs).toISOString())}::timestamptz[]`,
     ...dims.map((d) => sql`${rows.map((r) => r[d])}::text[]`),
-    ...measures.map((m) => sql`${rows.map((r) => r[m])}::bigint[]`),
+    // A measure the scenario does not model (sharing flags) is 0.
+    ...measures.map((m) => sql`${rows.map((r) => r[m] ?? 0)}::bigint[]`),
   ];
   await sql`insert into ${sql.table(table)}
       (${sql.join(["hour", ...dims, ...measures].map((c) => sql.ref(c)))})
@@ -87,7 +88,10 @@ async function flushWindow(db: Kysely<Database>, t: number, o: ScenarioOptions):
     measures: readonly string[],
   ) => {
     for (const c of cells) {
-      into.set([t, ...dims.map((d) => c[d])].join(KEY_SEP), measures.map((m) => c[m] as number));
+      into.set(
+        [t, ...dims.map((d) => c[d])].join(KEY_SEP),
+        measures.map((m) => (c[m] as number | undefined) ?? 0),
+      );
     }
   };
   const cells = (list: readonly object[]) => list as ReadonlyArray<Record<string, unknown>>;

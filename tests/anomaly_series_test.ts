@@ -188,3 +188,34 @@ testPipelineOnEveryDatabase(
     assert.ok(Number(after.rows[0].ms) >= t0 + 2 * W);
   },
 );
+
+testPipelineOnEveryDatabase(
+  "anomaly",
+  "an account-sharing flag counts once in the cube row of the event that raised it",
+  {},
+  async (h) => {
+    const t0 = recentBase();
+    const regions = ["DE", "FR", "ES", "IT", "NL"];
+    // A user seen from 3 regions within the sharing window is flagged; later events of the same
+    // period update that flag (and escalate it at 5 regions) without counting a new one.
+    await h.send(regions.map((region, i) =>
+      makeWireEvent({
+        event_id: `s${i}`,
+        user_id: "sharer",
+        device_id: `tv-${region}`,
+        region,
+        extra_metadata: { platform: "roku", app_version: "6.9" },
+        atMs: t0 + i * 1_000,
+      })
+    ));
+    await h.flush();
+    const rows = await sql<{ region: string; sharing_flags: string | number }>`
+      select region, sum(sharing_flags) as sharing_flags from anomaly_cube group by region
+      having sum(sharing_flags) > 0`.execute(h.pipeline.db);
+    assert.deepEqual(
+      rows.rows.map((r) => [r.region, Number(r.sharing_flags)]),
+      [["ES", 1]],
+      "the third region's event raised it",
+    );
+  },
+);

@@ -13,7 +13,8 @@ import { type Kysely, sql } from "kysely";
 const CUBE = `platform text not null, region text not null, app_version text not null,
   subscription_plan text not null, events bigint not null default 0,
   errors bigint not null default 0, eu_events bigint not null default 0,
-  eu_consented bigint not null default 0, viewers bigint not null default 0`;
+  eu_consented bigint not null default 0, viewers bigint not null default 0,
+  sharing_flags bigint not null default 0`;
 const CUBE_KEY = "platform, region, app_version, subscription_plan";
 const TITLES = `content_id text not null, platform text not null, subscription_plan text not null,
   events bigint not null default 0, errors bigint not null default 0,
