@@ -85,6 +85,9 @@ export const LEVEL_RULES = {
   highViewers: 1_000,
 } as const;
 
+/** Keys judged between two turns of the event loop. */
+const YIELD_EVERY_KEYS = 500;
+
 /** Windows replayed silently after the lease is taken (one day, within the 2 days kept). */
 const WARMUP_WINDOWS_PER_HOUR = 24;
 
@@ -267,7 +270,13 @@ export class AnomalyDetector {
     const steps: Array<{ def: SeriesDefinition; key: string; step: TrackedStep; now: KeyWindow }> =
       [];
     const candidates = this.#candidates(rows, past);
+    let sinceYield = 0;
     for (const { def, key, now, pastPoints, isPresent } of candidates) {
+      // A turn of the event loop now and then: on PGlite ingest shares this thread.
+      if (++sinceYield === YIELD_EVERY_KEYS) {
+        sinceYield = 0;
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
       const id = def.id + KEY_SEP + key;
       if (isPresent) this.#lastCandidate.set(id, t);
       let tracker = this.#trackers.get(id);
@@ -342,7 +351,7 @@ export class AnomalyDetector {
       const now = byKey(def, rows[def.table]);
       const pastByHour = new Map<number, Map<string, KeyWindow>>();
       for (const hourMs of past.hours) {
-        pastByHour.set(hourMs, byKey(def, past.rows[def.table].filter((r) => r.hourMs === hourMs)));
+        pastByHour.set(hourMs, byKey(def, past.byHour[def.table].get(hourMs) ?? []));
       }
       const keys = new Set(now.keys());
       for (const byHour of pastByHour.values()) for (const k of byHour.keys()) keys.add(k);
@@ -618,20 +627,36 @@ export class AnomalyDetector {
         { length: this.#o.baselineWeeks },
         (_, k) => hourMs - (k + 1) * WEEK_MS,
       );
-      cached = (async () => ({
-        hours,
-        rows: {
+      cached = (async () => {
+        const rows: PastHours["rows"] = {
           cube: await readHourRows(this.#o.db, "cube", hours),
           titles: await readHourRows(this.#o.db, "titles", hours),
           qoe: await readHourRows(this.#o.db, "qoe", hours),
-        },
-        excluded: await readExcludedHours(this.#o.db, hours),
-        maintenance: await maintenanceBetween(
-          this.#o.db,
-          Math.min(...hours),
-          Math.max(...hours) + HOUR_MS,
-        ),
-      }))();
+        };
+        const byHour = {
+          cube: new Map(),
+          titles: new Map(),
+          qoe: new Map(),
+        } as PastHours["byHour"];
+        for (const table of ["cube", "titles", "qoe"] as const) {
+          for (const row of rows[table]) {
+            const list = byHour[table].get(row.hourMs);
+            if (list === undefined) byHour[table].set(row.hourMs, [row]);
+            else list.push(row);
+          }
+        }
+        return {
+          hours,
+          rows,
+          byHour,
+          excluded: await readExcludedHours(this.#o.db, hours),
+          maintenance: await maintenanceBetween(
+            this.#o.db,
+            Math.min(...hours),
+            Math.max(...hours) + HOUR_MS,
+          ),
+        };
+      })();
       this.#hourCache.set(hourMs, cached);
       // One hour is judged at a time: keep the current and the previous one.
       for (const old of this.#hourCache.keys()) {
@@ -646,6 +671,8 @@ export class AnomalyDetector {
 interface PastHours {
   hours: number[];
   rows: Record<CubeName, Array<CubeRow & { hourMs: number }>>;
+  /** The same rows by hour. */
+  byHour: Record<CubeName, Map<number, CubeRow[]>>;
   /** `series SEP key SEP hour ms` kept out of baselines. */
   excluded: Set<string>;
   maintenance: MaintenanceWindow[];

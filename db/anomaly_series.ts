@@ -85,15 +85,30 @@ async function upsertRows(
   }`.execute(trx);
 }
 
+/**
+ * Rows read per statement: a window at the watched-series cap holds 50,000+ rows, and PGlite runs
+ * on the main thread, so a read is cut into slices (keyset pages of the primary key) with a turn of
+ * the event loop between them; ingest and reads go on while the detector reads.
+ */
+export const READ_SLICE_ROWS = 2_000;
+
+const KEY_COLUMNS: Readonly<Record<CubeName, readonly string[]>> = {
+  cube: CUBE_DIMS,
+  titles: TITLE_DIMS,
+  qoe: QOE_DIMS,
+};
+
+/** How long each slice read took (ms), the last 10,000: `deno task bench anomaly` reports them. */
+export const sliceTimes: number[] = [];
+
 /** Every row of one cube in one window. */
 export async function readWindowRows(
   db: Kysely<Database>,
   table: CubeName,
   windowStartMs: number,
 ): Promise<CubeRow[]> {
-  const result = await sql<CubeRow>`select * from ${sql.table(`anomaly_${table}`)}
-    where window_start = ${new Date(windowStartMs).toISOString()}::timestamptz`.execute(db);
-  return result.rows.map(numeric);
+  const rows = await readSliced(db, `anomaly_${table}`, "window_start", table, [windowStartMs]);
+  return rows.map(({ time_ms: _, ...row }) => numeric(row));
 }
 
 /** Every row of one cube's hourly copy in the given hours, each with its hour (epoch ms). */
@@ -103,13 +118,44 @@ export async function readHourRows(
   hoursMs: readonly number[],
 ): Promise<Array<CubeRow & { hourMs: number }>> {
   if (hoursMs.length === 0) return [];
-  const result = await sql<CubeRow>`
-    select *, extract(epoch from hour) * 1000 as hour_ms from ${
-    sql.table(`anomaly_${table}_hourly`)
+  const rows = await readSliced(db, `anomaly_${table}_hourly`, "hour", table, hoursMs);
+  return rows.map(({ time_ms, ...row }) => ({ ...numeric(row), hourMs: Number(time_ms) }));
+}
+
+async function readSliced(
+  db: Kysely<Database>,
+  table: string,
+  timeColumn: string,
+  cube: CubeName,
+  timesMs: readonly number[],
+): Promise<CubeRow[]> {
+  const dims = KEY_COLUMNS[cube];
+  const dimRefs = sql.join(dims.map((k) => sql.ref(k)));
+  const out: CubeRow[] = [];
+  // One time at a time: an equality on the key's first column reads the primary key index in
+  // order, so a slice is a range scan of its rows, never a sort of the whole time's rows.
+  for (const timeMs of timesMs) {
+    let last: CubeRow | null = null;
+    for (;;) {
+      const after: CubeRow | null = last;
+      const from = after === null
+        ? sql``
+        : sql`and (${dimRefs}) > (${sql.join(dims.map((k) => sql`${after[k]}`))})`;
+      const started = performance.now();
+      const result = await sql<CubeRow>`select * from ${sql.table(table)}
+        where ${sql.ref(timeColumn)} = ${new Date(timeMs).toISOString()}::timestamptz ${from}
+        order by ${dimRefs} limit ${READ_SLICE_ROWS}`.execute(db);
+      if (sliceTimes.push(performance.now() - started) > 10_000) sliceTimes.shift();
+      for (const row of result.rows) {
+        const { [timeColumn]: _, ...rest } = row;
+        out.push({ ...rest, time_ms: timeMs });
+      }
+      if (result.rows.length < READ_SLICE_ROWS) break;
+      last = out[out.length - 1];
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
   }
-    where hour = any(${hoursMs.map((h) => new Date(h).toISOString())}::timestamptz[])`
-    .execute(db);
-  return result.rows.map((r) => ({ ...numeric(r), hourMs: Number(r.hour_ms) }));
+  return out;
 }
 
 /** Counts come back from PostgreSQL as strings (bigint): numbers here. */
