@@ -187,7 +187,9 @@ export class AnomalyDetector {
     if (!await this.#holdLease(nowMs)) return 0;
     const isFrozen = nowMs - this.#watermarkMovedAt >= 2 * this.#o.windowMs;
     const horizon = (isFrozen ? Math.max(watermark, nowMs) : watermark) - this.#o.graceMs;
-    if (watermark === 0 && !isFrozen) return 0;
+    // A server that never judged and has seen no event waits for one: judging up to the wall clock
+    // would skip the windows of backdated traffic (the scripted week) before it arrives.
+    if (watermark === 0 && (!isFrozen || this.#judgedUntil === null)) return 0;
     // Back after a long stop: the windows of the day before now, not every window since (the
     // window table keeps 2 days; a gap of days would be judged as days of outage).
     const w = this.#o.windowMs;

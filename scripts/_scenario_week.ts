@@ -9,17 +9,19 @@
  */
 import { prng } from "./_sim_traffic.ts";
 
-/** A Monday, 00:00 UTC: the first watched window. */
+/** A Monday, 00:00 UTC: the first watched window of {@link WEEK}. */
 export const WATCH_START_MS = Date.UTC(2026, 10, 2);
 const HOUR_MS = 3_600_000;
-const DAY_MS = 24 * HOUR_MS;
+/** One day in milliseconds: watched days and fault times are counted in them. */
+export const DAY_MS = 24 * HOUR_MS;
 const WEEK_MS = 7 * DAY_MS;
 
 export const PLATFORMS = ["tizen", "webos", "roku", "androidtv"] as const;
 export const REGIONS = ["DE", "FR", "US-CA", "US-NY"] as const;
 const EU_REGIONS = new Set(["DE", "FR"]);
 export const PLANS = ["basic", "standard", "premium"] as const;
-const PLAN_SHARES = [0.5, 0.3, 0.2];
+/** Each plan's share of the traffic, in the order of {@link PLANS}. */
+export const PLAN_SHARES = [0.5, 0.3, 0.2] as const;
 /** Title ids of a scenario: `title-01` ... (Zipf-distributed audience, title-01 the biggest). */
 export function titlesOf(count: number): string[] {
   const width = Math.max(2, String(count).length);
@@ -27,7 +29,6 @@ export function titlesOf(count: number): string[] {
 }
 /** The release rolled out on tizen on the third watched day. */
 export const NEW_VERSION = "7.1";
-const RELEASE_AT_MS = WATCH_START_MS + 2 * DAY_MS;
 
 /** An injected fault and the incident it must open. */
 export interface Fault {
@@ -40,45 +41,55 @@ export interface Fault {
   drillDown?: string;
 }
 
-/** The faults of the scripted week (watched time). */
-export const FAULTS: readonly Fault[] = [
-  {
-    name: "platform outage: webos sends 5% of its events for an hour",
-    series: "volume:platform",
-    key: "webos",
-    startMs: WATCH_START_MS + DAY_MS + 20 * HOUR_MS,
-    endMs: WATCH_START_MS + DAY_MS + 21 * HOUR_MS,
-  },
-  {
-    name: "broken release: EU consent on app version 7.1 falls from 85% to 3% for four hours",
-    series: "consent:app_version",
-    key: NEW_VERSION,
-    startMs: WATCH_START_MS + 3 * DAY_MS + 18 * HOUR_MS,
-    endMs: WATCH_START_MS + 3 * DAY_MS + 22 * HOUR_MS,
-    drillDown: "platform=tizen",
-  },
-  {
-    name: "CDN stall spike: cdn-b's views stall 8 times each (8% of watched time) for an hour",
-    series: "rebuffer:cdn",
-    key: "cdn-b",
-    startMs: WATCH_START_MS + 2 * DAY_MS + 21 * HOUR_MS,
-    endMs: WATCH_START_MS + 2 * DAY_MS + 22 * HOUR_MS,
-  },
-  {
-    name: "error burst: title-07 on roku fails 25% of its events for an hour",
-    series: "errors:content_id",
-    key: "title-07",
-    startMs: WATCH_START_MS + 4 * DAY_MS + 14 * HOUR_MS,
-    endMs: WATCH_START_MS + 4 * DAY_MS + 15 * HOUR_MS,
-    drillDown: "platform=roku",
-  },
-];
+/** The faults of a scripted week whose first watched window starts at `watchStartMs`. */
+export function faultsOf(watchStartMs: number): Fault[] {
+  return [
+    {
+      name: "platform outage: webos sends 5% of its events for an hour",
+      series: "volume:platform",
+      key: "webos",
+      startMs: watchStartMs + DAY_MS + 20 * HOUR_MS,
+      endMs: watchStartMs + DAY_MS + 21 * HOUR_MS,
+    },
+    {
+      name: "broken release: EU consent on app version 7.1 falls from 85% to 3% for four hours",
+      series: "consent:app_version",
+      key: NEW_VERSION,
+      startMs: watchStartMs + 3 * DAY_MS + 18 * HOUR_MS,
+      endMs: watchStartMs + 3 * DAY_MS + 22 * HOUR_MS,
+      drillDown: "platform=tizen",
+    },
+    {
+      name: "CDN stall spike: cdn-b's views stall 8 times each (8% of watched time) for an hour",
+      series: "rebuffer:cdn",
+      key: "cdn-b",
+      startMs: watchStartMs + 2 * DAY_MS + 21 * HOUR_MS,
+      endMs: watchStartMs + 2 * DAY_MS + 22 * HOUR_MS,
+    },
+    {
+      name: "error burst: title-07 on roku fails 25% of its events for an hour",
+      series: "errors:content_id",
+      key: "title-07",
+      startMs: watchStartMs + 4 * DAY_MS + 14 * HOUR_MS,
+      endMs: watchStartMs + 4 * DAY_MS + 15 * HOUR_MS,
+      drillDown: "platform=roku",
+    },
+  ];
+}
+
+/** The faults of the scripted week {@link WEEK} (watched time). */
+export const FAULTS: readonly Fault[] = faultsOf(WATCH_START_MS);
 
 /** Options of the generator. */
 export interface ScenarioOptions {
   windowMs: number;
   /** Watched days (6.5 in the scripted week; a test may watch fewer). */
   days: number;
+  /**
+   * Start of the first watched window (a multiple of `windowMs`): the faults and the release are
+   * placed relative to it, the baseline weeks end at it.
+   */
+  watchStartMs: number;
   baselineWeeks: number;
   /** Mean events per window across the platform. */
   eventsPerWindow: number;
@@ -93,6 +104,7 @@ export interface ScenarioOptions {
 export const WEEK: ScenarioOptions = {
   windowMs: 300_000,
   days: 6.5,
+  watchStartMs: WATCH_START_MS,
   baselineWeeks: 4,
   eventsPerWindow: 2_400,
   titleCount: 12,
@@ -151,9 +163,9 @@ export function trafficAt(ms: number): number {
 }
 
 /** App versions and their shares on a platform at a time: 7.1 takes half of tizen once released. */
-function versionsAt(platform: string, ms: number): Array<[string, number]> {
+function versionsAt(platform: string, ms: number, releaseAtMs: number): Array<[string, number]> {
   const base: Array<[string, number]> = [["7.0", 0.5], ["6.9", 0.3], ["6.8", 0.2]];
-  if (platform !== "tizen" || ms < RELEASE_AT_MS) return base;
+  if (platform !== "tizen" || ms < releaseAtMs) return base;
   return [[NEW_VERSION, 0.5], ...base.map(([v, s]) => [v, s / 2] as [string, number])];
 }
 
@@ -176,12 +188,15 @@ export function windowRows(
     return Math.max(0, Math.round(mean + Math.sqrt(mean) * g));
   };
   const total = o.eventsPerWindow * o.windowMs / 300_000 * trafficAt(startMs);
-  const [outage, release, stall, burst] = FAULTS;
+  const [outage, release, stall, burst] = o.watchStartMs === WATCH_START_MS
+    ? FAULTS
+    : faultsOf(o.watchStartMs);
+  const releaseAtMs = o.watchStartMs + 2 * DAY_MS;
   const cube: CubeCell[] = [];
   for (const platform of PLATFORMS) {
     const platformShare = (isIn(outage, startMs) && platform === outage.key ? 0.05 : 1) / 4;
     for (const region of REGIONS) {
-      for (const [version, versionShare] of versionsAt(platform, startMs)) {
+      for (const [version, versionShare] of versionsAt(platform, startMs, releaseAtMs)) {
         for (const [k, plan] of PLANS.entries()) {
           const events = draw(
             total * platformShare / REGIONS.length * versionShare * PLAN_SHARES[k],
@@ -255,9 +270,19 @@ export function windowRows(
   return { cube, titles, qoe };
 }
 
-/** Start of the first baseline hour. */
+/** Start of the first baseline hour: the watched start's hour, `baselineWeeks` weeks before. */
 export function baselineStartMs(o: ScenarioOptions = WEEK): number {
-  return WATCH_START_MS - o.baselineWeeks * WEEK_MS;
+  return Math.floor(o.watchStartMs / HOUR_MS) * HOUR_MS - o.baselineWeeks * WEEK_MS;
+}
+
+/**
+ * True when a watched window compares with baseline hour `hourMs`: the same hour of the week, one
+ * or more weeks later, overlaps the watched days.
+ */
+function isCompared(hourMs: number, o: ScenarioOptions): boolean {
+  if (o.days >= 7) return true;
+  const weeks = Math.max(1, Math.floor((o.watchStartMs - hourMs - HOUR_MS) / WEEK_MS) + 1);
+  return hourMs + weeks * WEEK_MS < o.watchStartMs + o.days * DAY_MS;
 }
 
 /**
@@ -267,16 +292,15 @@ export function baselineStartMs(o: ScenarioOptions = WEEK): number {
 export function* baselineHours(
   o: ScenarioOptions = WEEK,
 ): Generator<{ cube: CubeCell[]; titles: TitleCell[]; qoe: QoeCell[] }> {
-  const watchEnd = WATCH_START_MS + o.days * DAY_MS;
-  for (let hour = baselineStartMs(o); hour < WATCH_START_MS; hour += HOUR_MS) {
+  for (let hour = baselineStartMs(o); hour < o.watchStartMs; hour += HOUR_MS) {
     // Only the hours a watched window compares with (every hour over a week or more).
-    const sameHourWatched = WATCH_START_MS +
-      ((hour - WATCH_START_MS) % WEEK_MS + WEEK_MS) % WEEK_MS;
-    if (o.days < 7 && sameHourWatched >= watchEnd) continue;
+    if (!isCompared(hour, o)) continue;
     const cube = new Map<string, CubeCell>();
     const titles = new Map<string, TitleCell>();
     const qoe = new Map<string, QoeCell>();
-    for (let t = hour; t < hour + HOUR_MS; t += o.windowMs) {
+    // The hour of a watched start that is not on the hour holds only the windows before it.
+    const hourEnd = Math.min(hour + HOUR_MS, o.watchStartMs);
+    for (let t = hour; t < hourEnd; t += o.windowMs) {
       const rows = windowRows(t, o);
       for (const c of rows.cube) {
         const key = [c.platform, c.region, c.app_version, c.subscription_plan].join("|");
@@ -320,6 +344,6 @@ export function* baselineHours(
 
 /** Windows of the watched days, in order. */
 export function* watchedWindows(o: ScenarioOptions = WEEK): Generator<number> {
-  const end = WATCH_START_MS + o.days * DAY_MS;
-  for (let t = WATCH_START_MS; t < end; t += o.windowMs) yield t;
+  const end = o.watchStartMs + o.days * DAY_MS;
+  for (let t = o.watchStartMs; t < end; t += o.windowMs) yield t;
 }

@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import type { Fault } from "./_scenario_week.ts";
 import type { Expectations } from "./_sim_traffic.ts";
 import type { QoeExpectations } from "./_sim_views.ts";
 
@@ -16,15 +17,25 @@ Sends deterministic fake Smart TV traffic to the server and prints what it sent,
 answered, the rule hits GET /compliance/summary should now show, and the quality of experience
 GET /stats/qoe?cdn=sim-cdn-a (and sim-cdn-b) should show for the QoE views, about 10% of the events.
 
+With --scenario week it sends the anomaly detector's scripted week instead (docs/anomalies.md):
+the baseline weeks seeded into the server's PostgreSQL, then the watched days as events ending now,
+and prints the incidents GET /compliance/incidents should show.
+
 Options:
+  --scenario S      traffic (the default) or week
+  --days D          with --scenario week: watched days ending at the start of the current 5-minute
+                    window, 0.1..6.5 (default 6.5)
+  --database-url U  with --scenario week: the PostgreSQL URL the server uses, to seed the baseline
+                    weeks into (default $DATABASE_URL); a server on embedded PGlite cannot be seeded
   --events N        unique valid events to generate, 1..2000000 (default 20000)
   --concurrency C   requests in flight, 1..1000 (default 20)
   --batch K         events per request, 1..500: 1 uses POST /events, more POST /events/batch
                     (default 100)
   --url U           server base URL (default $SIM_URL, else http://127.0.0.1:$PORT, else
                     http://127.0.0.1:8000)
-  --seed S          generator seed, 0..4294967295 (default 42); the same seed and N give the same
-                    events and event ids, so send a second run with another seed
+  --seed S          generator seed, 0..4294967295 (default 42, 21 with --scenario week); the same
+                    seed and N give the same events and event ids, so send a second run with another
+                    seed
   --token T         bearer token with the ingest role (or admin), for events (default $SIM_TOKEN,
                     else none, which only works while the server's auth is off)
   --privacy-token P bearer token with the privacy role (or admin), for POST /privacy/requests;
@@ -38,15 +49,20 @@ Environment:
   SIM_TOKEN         bearer token for events when --token is not given (default none)
   PORT              port of the default URL when neither --url nor SIM_URL is given, read as the
                     server reads it (default 8000)
+  DATABASE_URL      the server's PostgreSQL for --scenario week when --database-url is not given
+                    (default none; read only when the run may read it)
 
 Before sending any event, the simulator asks GET /privacy/requests with the privacy token and stops
 if the server answers 401 or 403, so a wrong token fails at once rather than halfway.
 
 Exit codes: 0 all traffic delivered, 1 something was not delivered or a token was refused,
-2 bad arguments.`;
+2 bad arguments (or --scenario week without a PostgreSQL to seed).`;
 
 /** The command-line flags, as `parseArgs` reads them. */
 export const FLAGS = {
+  scenario: { type: "string" },
+  days: { type: "string" },
+  "database-url": { type: "string" },
   events: { type: "string" },
   concurrency: { type: "string" },
   batch: { type: "string" },
@@ -62,13 +78,22 @@ export const FLAGS = {
 /** The environment variables the simulator reads (and `deno task simulate` may read). */
 export const ENV_VARS = ["SIM_URL", "SIM_TOKEN", "PORT"] as const;
 
-/** Values of {@link ENV_VARS}, unset ones undefined. */
-export type SimEnv = Partial<Record<(typeof ENV_VARS)[number], string>>;
+/** Values of {@link ENV_VARS} (and `DATABASE_URL` when readable), unset ones undefined. */
+export type SimEnv = Partial<Record<(typeof ENV_VARS)[number] | "DATABASE_URL", string>>;
+
+/** The scripted week's own seed (`WEEK.seed`), the one the detector's test and bench use. */
+const WEEK_SEED = 21;
 
 const count = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
 const ARGS = z.strictObject({
+  scenario: z.enum(["traffic", "week"]).default("traffic"),
+  days: z.coerce.number().min(0.1).max(6.5).default(6.5),
+  "database-url": z.url({
+    protocol: /^postgres(ql)?$/,
+    message: "must be a postgres:// or postgresql:// URL",
+  }).optional(),
   events: count(1, 2_000_000, 20_000),
   concurrency: count(1, 1_000, 20),
   batch: count(1, 500, 100),
@@ -95,9 +120,30 @@ export interface SimOptions {
   isJson: boolean;
 }
 
+/** Resolved options of a `--scenario week` run, with every default applied. */
+export interface WeekOptions {
+  /** Watched days, ending at the start of the current window. */
+  days: number;
+  concurrency: number;
+  batch: number;
+  /** Base URL without a trailing slash. */
+  url: string;
+  seed: number;
+  token?: string;
+  /** The server's PostgreSQL, where the baseline weeks are seeded; required unless a dry run. */
+  databaseUrl?: string;
+  isDryRun: boolean;
+  isJson: boolean;
+}
+
+/** Flags that only one scenario reads. */
+const WEEK_ONLY = ["days", "database-url"];
+const TRAFFIC_ONLY = ["events", "privacy-token"];
+
 /** What the command line asks for: a run, the help text, or a usage error (exit code 2). */
 export type CliRequest =
   | { kind: "run"; options: SimOptions }
+  | { kind: "week"; options: WeekOptions }
   | { kind: "help" }
   | { kind: "error"; message: string };
 
@@ -130,6 +176,30 @@ export function parseCli(args: string[], env: SimEnv): CliRequest {
     return { kind: "error", message: `Cannot run with these arguments:\n${issues.join("\n")}` };
   }
   const a = parsed.data;
+  const isWeek = a.scenario === "week";
+  const misplaced = (isWeek ? TRAFFIC_ONLY : WEEK_ONLY).filter((f) => values[f] !== undefined);
+  if (misplaced.length > 0) {
+    const issues = misplaced.map((f) =>
+      `  --${f}: only with --scenario ${isWeek ? "traffic" : "week"}`
+    );
+    return { kind: "error", message: `Cannot run with these arguments:\n${issues.join("\n")}` };
+  }
+  if (isWeek) {
+    return {
+      kind: "week",
+      options: {
+        days: a.days,
+        concurrency: a.concurrency,
+        batch: a.batch,
+        url: a.url.replace(/\/+$/, ""),
+        seed: values.seed === undefined ? WEEK_SEED : a.seed,
+        token: a.token,
+        databaseUrl: a["database-url"] ?? (env.DATABASE_URL || undefined),
+        isDryRun: a["dry-run"],
+        isJson: a.json,
+      },
+    };
+  }
   return {
     kind: "run",
     options: {
@@ -360,4 +430,75 @@ export function progressBar(total: number): { update(done: number): void; end():
       }
     },
   };
+}
+
+/** What a `--scenario week` run sent or would send, and the faults it injected. */
+export interface WeekSummary {
+  watchStartMs: number;
+  watchEndMs: number;
+  windows: number;
+  events: number;
+  views: number;
+  /** The faults injected in the watched days: the incidents to expect. */
+  faults: Fault[];
+}
+
+/** Formats a week run (null report for a dry run) and the incidents to expect, for people. */
+export function formatWeekReport(
+  options: WeekOptions,
+  report: SendReport | null,
+  w: WeekSummary,
+): string {
+  const n = (value: number) => value.toLocaleString("en-US");
+  const at = (ms: number) => new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+  const lines = [
+    `Scenario week: seed ${options.seed}, ${options.days} days watched, ${at(w.watchStartMs)} to ` +
+    `${at(w.watchEndMs)} UTC` + (report === null ? " (dry run: nothing seeded or sent)" : ""),
+    `  ${n(w.windows)} windows, ${n(w.events)} events, ${n(w.views)} QoE views`,
+  ];
+  if (report !== null) {
+    const statuses = Object.entries(report.responses_by_status).map(([s, c]) => `${s}: ${n(c)}`);
+    lines.push(
+      "",
+      `Run: ${options.url}, batch ${options.batch}, concurrency ${options.concurrency}`,
+      `  events sent   ${n(report.events_sent)}`,
+      `  accepted      ${n(report.accepted)}`,
+      `  rejected      ${n(report.rejected)} (expected 0)`,
+      `  undelivered   ${n(report.undelivered)}`,
+      `  HTTP requests ${n(report.http_requests)} (${statuses.join(", ") || "-"}), ` +
+        `retries ${n(report.retries)}, network errors ${n(report.network_errors)}`,
+      `  elapsed       ${report.elapsed_s.toFixed(1)} s, ` +
+        `${n(Math.round(report.events_per_s))} events/s`,
+    );
+    if (report.aborted !== null) lines.push(`Stopped early: ${report.aborted}`);
+    if (report.last_network_error !== null) {
+      lines.push(`Last network error: ${report.last_network_error}`);
+    }
+  }
+  lines.push(
+    "",
+    `Expected incidents (GET /compliance/incidents), one per fault, opened within 2 windows of` +
+      ` its start:`,
+  );
+  if (w.faults.length === 0) {
+    lines.push(
+      "  none: the first fault starts 1 day 20 hours into the week (watch 2 days or more)",
+    );
+  }
+  for (const f of w.faults) {
+    lines.push(
+      `  ${f.series} ${f.key}: ${at(f.startMs)} to ${at(f.endMs)} UTC` +
+        (f.drillDown === undefined ? "" : `, drill-down ${f.drillDown}`),
+      `    ${f.name}`,
+    );
+  }
+  lines.push(
+    "",
+    "The detector judges a window once the watermark has passed its end by ANOMALY_GRACE_MS",
+    "(2 minutes): every fault's windows were judged while later events arrived. The last window",
+    "waits for newer events, or for the wall clock, which steps the watermark after two windows",
+    "(about 10 minutes) without events and then also judges the silence since the week ended as",
+    "a drop of every volume series: read the incidents before that, or keep traffic flowing.",
+  );
+  return lines.join("\n");
 }

@@ -1,9 +1,11 @@
 /**
  * `deno task simulate`: sends deterministic fake TV traffic to a running server and reports what was
- * accepted and which rule hits the server should now show in `GET /compliance/summary`.
+ * accepted and which rule hits the server should now show in `GET /compliance/summary`; with
+ * `--scenario week`, the anomaly detector's scripted week and the incidents it should open.
  *
  * @module
  */
+import { runWeek } from "./_sim_week_run.ts";
 import {
   emptyReport,
   ENV_VARS,
@@ -82,10 +84,11 @@ class InFlightLimit {
 
 /**
  * Sends items as `POST /events` (batch 1) or `POST /events/batch` requests from a queue, with
- * `concurrency` requests in flight, and returns once every request was answered or given up.
+ * `concurrency` requests in flight, and returns once every request was answered or given up. The
+ * items are read as they are sent, so a generator can stream more than memory holds.
  */
 export async function sendItems(
-  items: readonly unknown[],
+  items: Iterable<unknown>,
   o: SenderOptions,
   report: SendReport,
   onProgress: (doneItems: number) => void = () => {},
@@ -93,13 +96,23 @@ export async function sendItems(
   const isSingle = o.batch === 1;
   const url = `${o.url}${isSingle ? "/events" : "/events/batch"}`;
   const limit = new InFlightLimit(o.concurrency);
-  let next = 0;
+  const source = items[Symbol.iterator]();
+  let isExhausted = false;
+  const nextChunk = (): unknown[] => {
+    const chunk: unknown[] = [];
+    while (!isExhausted && chunk.length < o.batch) {
+      const item = source.next();
+      if (item.done === true) isExhausted = true;
+      else chunk.push(item.value);
+    }
+    return chunk;
+  };
   let done = 0;
   const worker = async () => {
     // Chunks are taken in order, so at most `concurrency` chunks are out of timestamp order.
-    while (next < items.length && report.aborted === null) {
-      const chunk = items.slice(next, next + o.batch);
-      next += chunk.length;
+    while (report.aborted === null) {
+      const chunk = nextChunk();
+      if (chunk.length === 0) return;
       const body = JSON.stringify(isSingle ? chunk[0] : chunk);
       const answer = await post(url, body, o, report, limit);
       report.events_sent += chunk.length;
@@ -128,7 +141,7 @@ export async function sendItems(
       onProgress(done);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(o.concurrency, items.length) }, worker));
+  await Promise.all(Array.from({ length: o.concurrency }, worker));
   report.lowest_concurrency = Math.min(report.lowest_concurrency ?? Infinity, limit.lowest);
 }
 
@@ -338,7 +351,7 @@ async function run(options: SimOptions): Promise<number> {
 }
 
 /** Asks `/healthz` once, so a simulator pointed at nothing fails at once instead of retrying. */
-async function probe(url: string): Promise<string | null> {
+export async function probe(url: string): Promise<string | null> {
   try {
     const res = await fetch(new URL("/healthz", url), { signal: AbortSignal.timeout(3_000) });
     await res.body?.cancel();
@@ -349,9 +362,12 @@ async function probe(url: string): Promise<string | null> {
 }
 
 async function main(): Promise<number> {
+  const names = [...ENV_VARS, "DATABASE_URL"].filter((variable) =>
+    Deno.permissions.querySync({ name: "env", variable }).state === "granted"
+  );
   const request = parseCli(
     Deno.args,
-    Object.fromEntries(ENV_VARS.map((name) => [name, Deno.env.get(name)])),
+    Object.fromEntries(names.map((name) => [name, Deno.env.get(name)])),
   );
   if (request.kind === "help") {
     console.log(USAGE);
@@ -361,6 +377,7 @@ async function main(): Promise<number> {
     console.error(`${request.message}\n\n${USAGE}`);
     return 2;
   }
+  if (request.kind === "week") return await runWeek(request.options);
   return await run(request.options);
 }
 
