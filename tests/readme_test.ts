@@ -133,15 +133,26 @@ test("[readme] the README links every page under docs/", () => {
 });
 
 /** The configuration table: each row's variables (first column) and its default cell. */
-function configurationRows(): { names: string[]; defaultCell: string }[] {
-  const rows = section(readText(README), "Configuration").split("\n")
-    .filter((line) => line.startsWith("|"))
-    .map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
-  assert.ok(rows.length > 2, `${README} has no configuration table`);
+/** The full configuration table: every variable, in `docs/configuration.md`. */
+const CONFIGURATION = "docs/configuration.md";
+
+function configurationRows(
+  path = CONFIGURATION,
+  title = "Variables",
+): { names: string[]; defaultCell: string; meaning: string }[] {
+  const rows = tableLines(section(readText(path), title));
+  assert.ok(rows.length > 2, `${path} has no configuration table`);
   return rows.slice(2).map((cells) => ({
     names: [...cells[0].matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((m) => m[1]),
     defaultCell: cells[1],
+    meaning: cells[2],
   }));
+}
+
+function tableLines(text: string): string[][] {
+  return text.split("\n")
+    .filter((line) => line.startsWith("|"))
+    .map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
 }
 
 /** The default `ENV_SCHEMA` gives a variable, as the table writes it; undefined when unset or empty. */
@@ -179,6 +190,17 @@ test("[readme] the configuration table lists exactly the variables config.ts rea
         if (actual !== undefined) assert.equal(shown[i], actual, `default of ${name}`);
       });
     }
+  }
+});
+
+test("[readme] the README's short configuration table agrees with the full one", () => {
+  const full = new Map(configurationRows().map((row) => [row.names.join(","), row]));
+  const short = configurationRows(README, "Configuration");
+  assert.ok(short.length >= 5, "the README lists the settings most deployments set");
+  for (const row of short) {
+    const same = full.get(row.names.join(","));
+    assert.ok(same !== undefined, `${row.names.join(", ")} is not in ${CONFIGURATION}`);
+    assert.equal(row.defaultCell, same.defaultCell, `default of ${row.names.join(", ")}`);
   }
 });
 
