@@ -283,6 +283,8 @@ export class AnomalyDetector {
       if (isPresent) this.#lastCandidate.set(id, t);
       let tracker = this.#trackers.get(id);
       if (tracker === undefined) {
+        // At the cap a new key waits for a tracked one to go (candidates come busiest first).
+        if (this.#trackers.size >= this.#o.maxSeries) continue;
         this.#trackers.set(id, tracker = new KeyTracker(def.kind, this.#s));
       }
       if (tracker.lastWindow >= t) continue;

@@ -130,3 +130,36 @@ testOnEveryDatabase(
     assert.equal(detector.trackedKeys, 1, "title-gone's tracker is dropped after a day");
   },
 );
+
+testOnEveryDatabase(
+  "anomaly",
+  "at ANOMALY_MAX_SERIES new keys wait for tracked ones to go",
+  async (db) => {
+    const W = 300_000;
+    const t = Date.UTC(2026, 10, 2);
+    const detector = new AnomalyDetector({
+      db,
+      windowMs: W,
+      minEvents: 25,
+      maxSeries: 3,
+      baselineWeeks: 4,
+      graceMs: 0,
+      planPrices: null,
+      currency: "USD",
+      watermarkMs: () => 0,
+      owner: "test",
+      alerts: ALERT_ALL,
+      logger: createLogger("error"),
+    });
+    // Window 1: a, b, c are the busiest; window 2: d, e, f. Tracked keys stay at the cap.
+    for (const [k, titles] of [["a", "b", "c"], ["d", "e", "f"]].entries()) {
+      const batch = emptyBatch();
+      for (const title of titles) {
+        batch.anomalyTitles.set([t + k * W, title, "tizen", "basic"].join(KEY_SEP), [100, 1, 30]);
+      }
+      await writeFlush(db, batch);
+      await detector.stepTo(t + (k + 1) * W);
+    }
+    assert.equal(detector.trackedKeys, 3);
+  },
+);

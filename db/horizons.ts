@@ -68,7 +68,10 @@ export interface AggregatePruneCounts {
   daily_rows: number;
   device_rows: number;
   entity_risk: number;
-  /** Anomaly series rows: windows after 2 days, hours after the baseline weeks and one more. */
+  /**
+   * Anomaly rows: series windows after 2 days, series hours after the baseline weeks and one more,
+   * recovered incidents after `dailyRetentionDays`.
+   */
   anomaly_rows: number;
 }
 
@@ -126,6 +129,9 @@ export async function pruneAggregates(
     counts.anomaly_rows += await prune(`${cube}_hourly`, "hour", baselineCutoff);
   }
   counts.anomaly_rows += await prune("anomaly_excluded_hours", "hour", baselineCutoff);
+  // Recovered incidents as long as daily aggregates (their history and outbox rows go with them);
+  // an active one stays however old.
+  counts.anomaly_rows += await prune("incidents", "recovered_at", dayCutoff);
   if (counts.hourly_rows > 0) await raiseHorizon(db, "hourly", hourCutoff);
   if (counts.daily_rows > 0) await raiseHorizon(db, "daily", dayCutoff);
   if (counts.device_rows > 0) await raiseHorizon(db, "device", entityCutoff);

@@ -116,7 +116,7 @@ testOnEveryDatabase(
 
 testOnEveryDatabase(
   "retention",
-  "anomaly windows go after 2 days, their hourly copies after the baseline weeks and one more",
+  "anomaly windows go after 2 days, hourly copies after the baseline weeks and one more, recovered incidents with the daily rows",
   async (db) => {
     const row = (table: string, column: string, atMs: number) =>
       sql`insert into ${sql.table(table)} (${sql.ref(column)}, platform, region, app_version,
@@ -126,8 +126,24 @@ testOnEveryDatabase(
     await row("anomaly_cube", "window_start", NOW - 3 * DAY);
     await row("anomaly_cube_hourly", "hour", NOW - 4 * 7 * DAY);
     await row("anomaly_cube_hourly", "hour", NOW - 6 * 7 * DAY);
+    const incident = (recoveredMs: number | null) =>
+      sql`insert into incidents (series, key, kind, level, started_at, opened_at, last_window,
+        baseline, expected, observed, band_low, band_high, z, state, recovered_at)
+      values ('volume:platform', ${`k${recoveredMs}`}, 'count', 'LOW', ${
+        new Date(NOW - 500 * DAY).toISOString()
+      }::timestamptz, ${new Date(NOW - 500 * DAY).toISOString()}::timestamptz, ${
+        new Date(NOW - 500 * DAY).toISOString()
+      }::timestamptz, 'history', 1, 0, 0, 2, -5, ${recoveredMs === null ? "active" : "recovered"},
+        ${recoveredMs === null ? null : new Date(recoveredMs).toISOString()}::timestamptz)`
+        .execute(db);
+    await incident(NOW - 450 * DAY);
+    await incident(NOW - 10 * DAY);
+    await incident(null);
     const counts = await pruneAggregates(db, NOW, { ...RETENTION, anomaly: { baselineWeeks: 4 } });
-    assert.equal(counts.anomaly_rows, 2);
+    assert.equal(counts.anomaly_rows, 3);
+    const incidents = await sql<{ n: string | number }>`select count(*) as n from incidents`
+      .execute(db);
+    assert.equal(Number(incidents.rows[0].n), 2, "the recent and the active incident stay");
     const left = await sql<{ n: string | number }>`select (select count(*) from anomaly_cube) +
       (select count(*) from anomaly_cube_hourly) as n`.execute(db);
     assert.equal(Number(left.rows[0].n), 2, "the recent window and the 4-week-old hour stay");
