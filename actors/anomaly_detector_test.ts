@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { sql } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { AnomalyDetector, incidentLevel } from "./anomaly_detector.ts";
 import { emptyBatch } from "./pending.ts";
 import { writeFlush } from "../db/flush.ts";
 import { KEY_SEP } from "../db/flush_batch.ts";
 import { ALERT_ALL, createMaintenance } from "../db/incidents.ts";
 import { createLogger } from "../logger.ts";
+import type { Database } from "../db/schema.ts";
 import { testOnEveryDatabase } from "../tests/_harness.ts";
 import { FAULTS, type ScenarioOptions, WEEK } from "../scripts/_scenario_week.ts";
 import { runScenario, score } from "../scripts/_scenario_week_db.ts";
@@ -100,20 +101,7 @@ testOnEveryDatabase(
   async (db) => {
     const W = 300_000;
     const start = Date.UTC(2026, 10, 2);
-    const detector = new AnomalyDetector({
-      db,
-      windowMs: W,
-      minEvents: 25,
-      maxSeries: 10_000,
-      baselineWeeks: 4,
-      graceMs: 0,
-      planPrices: null,
-      currency: "USD",
-      watermarkMs: () => 0,
-      owner: "test",
-      alerts: ALERT_ALL,
-      logger: createLogger("error"),
-    });
+    const detector = testDetector(db, 10_000);
     const windows = 25 * 12 + 1;
     for (let i = 0; i < windows; i++) {
       const t = start + i * W;
@@ -137,20 +125,7 @@ testOnEveryDatabase(
   async (db) => {
     const W = 300_000;
     const t = Date.UTC(2026, 10, 2);
-    const detector = new AnomalyDetector({
-      db,
-      windowMs: W,
-      minEvents: 25,
-      maxSeries: 3,
-      baselineWeeks: 4,
-      graceMs: 0,
-      planPrices: null,
-      currency: "USD",
-      watermarkMs: () => 0,
-      owner: "test",
-      alerts: ALERT_ALL,
-      logger: createLogger("error"),
-    });
+    const detector = testDetector(db, 3);
     // Window 1: a, b, c are the busiest; window 2: d, e, f. Tracked keys stay at the cap.
     for (const [k, titles] of [["a", "b", "c"], ["d", "e", "f"]].entries()) {
       const batch = emptyBatch();
@@ -163,3 +138,21 @@ testOnEveryDatabase(
     assert.equal(detector.trackedKeys, 3);
   },
 );
+
+/** A detector on 5-minute windows with no grace, no prices, judging every key it may track. */
+function testDetector(db: Kysely<Database>, maxSeries: number): AnomalyDetector {
+  return new AnomalyDetector({
+    db,
+    windowMs: 300_000,
+    minEvents: 25,
+    maxSeries,
+    baselineWeeks: 4,
+    graceMs: 0,
+    planPrices: null,
+    currency: "USD",
+    watermarkMs: () => 0,
+    owner: "test",
+    alerts: ALERT_ALL,
+    logger: createLogger("error"),
+  });
+}
