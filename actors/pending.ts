@@ -7,6 +7,7 @@ import { type CountDelta, type FlushBatch, hourOf, KEY_SEP } from "../db/flush_b
 import { mergeSketch, type SparseSketch } from "../db/hll.ts";
 import { type Flag, LEVEL_RANK, mergeFlag } from "../rules/mod.ts";
 import { type EntityType, formatShardKey } from "./shard_key.ts";
+import { MAX_EVIDENCE_VIEWS } from "../rules/qoe_rule.ts";
 
 /** A batch with nothing in it. */
 export function emptyBatch(): FlushBatch {
@@ -148,12 +149,17 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
     }
   }
   for (const optOut of from.optOuts) into.optOuts.push(optOut);
-  for (const [k, d] of from.qoe) {
-    const row = into.qoe.get(k);
-    if (row === undefined) into.qoe.set(k, [...d]);
-    else for (let i = 0; i < d.length; i++) row[i] += d[i];
-  }
+  addRows(into.qoe, from.qoe);
   for (const [k, n] of from.qoeStartup) addCounter(into.qoeStartup, k, n);
+  // A failed flush must not lose the qoe rule's window counts or their evidence.
+  addRows(into.qoeWindows, from.qoeWindows);
+  for (const [k, refs] of from.qoeWindowViews) {
+    const held = into.qoeWindowViews.get(k) ?? [];
+    for (const ref of refs) {
+      if (held.length < MAX_EVIDENCE_VIEWS && !held.includes(ref)) held.push(ref);
+    }
+    into.qoeWindowViews.set(k, held);
+  }
   addRows(into.anomalyCube, from.anomalyCube);
   addRows(into.anomalyTitles, from.anomalyTitles);
   addRows(into.anomalyQoe, from.anomalyQoe);
@@ -177,7 +183,7 @@ export function mergeBatch(into: FlushBatch, from: FlushBatch): void {
   for (const [k, e] of from.epochs) into.epochs.set(k, e);
 }
 
-/** Adds rows of numbers measure by measure (the anomaly series' deltas). */
+/** Adds rows of numbers measure by measure (QoE, `qoe` rule and anomaly deltas). */
 function addRows(into: Map<string, number[]>, from: ReadonlyMap<string, number[]>): void {
   for (const [k, d] of from) {
     const row = into.get(k);

@@ -237,3 +237,22 @@ Deno.test("isEmptyBatch() is true only while nothing would be written", () => {
   counted.types.set(H0 + KEY_SEP + "LOGIN", { events: 1, lateEvents: 0 });
   assert.equal(isEmptyBatch(counted), false);
 });
+
+Deno.test("mergeBatch() keeps the qoe rule's windows, their evidence and the anomaly rows", () => {
+  // After a failed flush the older batch goes first and the newer is merged into it.
+  const key = [H0, "title-1", "cdn-a", "DE"].join(KEY_SEP);
+  const older = emptyBatch();
+  older.qoeWindows.set(key, [2, 1, 0, 0, 2, 0, 0]);
+  older.qoeWindowViews.set(key, ["view-1"]);
+  older.anomalyCube.set("cube-row", [3, 1, 3, 2, 2, 0]);
+  const newer = emptyBatch();
+  newer.qoeWindows.set(key, [1, 1, 500, 9_000, 1, 1, 0]);
+  newer.qoeWindowViews.set(key, ["view-1", "view-2"]);
+  newer.anomalyCube.set("cube-row", [1, 0, 1, 1, 1, 1]);
+  newer.anomalyQoe.set("qoe-row", [1, 0, 0, 1, 1, 0]);
+  mergeBatch(older, newer);
+  assert.deepEqual(older.qoeWindows.get(key), [3, 2, 500, 9_000, 3, 1, 0]);
+  assert.deepEqual(older.qoeWindowViews.get(key), ["view-1", "view-2"]);
+  assert.deepEqual(older.anomalyCube.get("cube-row"), [4, 1, 4, 3, 3, 1]);
+  assert.deepEqual(older.anomalyQoe.get("qoe-row"), [1, 0, 0, 1, 1, 0]);
+});
