@@ -52,6 +52,12 @@ import type { OpenViewsRow } from "../db/flush_batch.ts";
 import { businessErrorMatcher } from "../rules/qoe.ts";
 import { anomalyWindowOf, rowHash } from "../rules/anomaly_series.ts";
 
+/** An event's dimensions read from its metadata (`platformOf`, `appVersionOf`). */
+interface EventDims {
+  platform: string;
+  appVersion: string;
+}
+
 /** Settings of the user family. */
 export interface UserFamilyOptions {
   shardCount: number;
@@ -268,8 +274,10 @@ export class UserFamily {
     if (out === batch) this.#views.apply(event, shard, batch);
     this.#recordConsent(slot, event, out);
     const watchTimeMs = isPlaybackType(event.type) ? this.#advanceSession(slot, event) : 0;
-    this.#aggregate(event, watchTimeMs, out);
-    this.#countAnomalySeries(slot, event, out);
+    // Read from the metadata once: the facts and the anomaly cubes both count under them.
+    const dims: EventDims = { platform: platformOf(event), appVersion: appVersionOf(event) };
+    this.#aggregate(event, watchTimeMs, dims, out);
+    const cubeRow = this.#countAnomalySeries(slot, event, dims, out);
     // Per-event rules run for late events too: a consent violation is one however late it arrives.
     // Windows only take events up to the allowed lateness behind the watermark.
     const facts: UserRuleFacts = {
@@ -279,7 +287,7 @@ export class UserFamily {
     };
     for (const rule of USER_RULES) {
       const flag = this.#runRule(rule, event, facts, out);
-      if (flag?.rule === "account_sharing") this.#countSharingFlag(slot, event, out);
+      if (flag?.rule === "account_sharing") this.#countSharingFlag(slot, event, cubeRow);
     }
   }
 
@@ -509,7 +517,12 @@ export class UserFamily {
     return watchTimeMs;
   }
 
-  #aggregate(event: TelemetryEvent, watchTimeMs: number, out: FlushBatch): void {
+  #aggregate(
+    event: TelemetryEvent,
+    watchTimeMs: number,
+    dims: EventDims,
+    out: FlushBatch,
+  ): void {
     const hourMs = hourOf(event.atMs);
     const delta = {
       events: 1,
@@ -528,8 +541,8 @@ export class UserFamily {
     const fact = factKey(hourMs, {
       contentId: event.contentId,
       region: event.region,
-      platform: platformOf(event),
-      appVersion: appVersionOf(event),
+      platform: dims.platform,
+      appVersion: dims.appVersion,
       subscriptionPlan: event.subscriptionPlan ?? UNKNOWN,
     });
     addCounts(out.facts, fact, delta, zeroCounts);
@@ -549,14 +562,20 @@ export class UserFamily {
   /**
    * Counts the event in the anomaly cubes (`rules/anomaly_series.ts`): its window, by platform,
    * region, app version and plan, and by title, platform and plan; a viewer once per window and row.
+   * Returns the event's cube row (a flag the event raises is counted there).
    */
-  #countAnomalySeries(slot: number, event: TelemetryEvent, out: FlushBatch): void {
+  #countAnomalySeries(
+    slot: number,
+    event: TelemetryEvent,
+    dims: EventDims,
+    out: FlushBatch,
+  ): number[] {
     const windowMs = anomalyWindowOf(event, this.#o.thresholds.anomalyWindowMs);
-    const platform = platformOf(event);
+    const { platform } = dims;
     const plan = event.subscriptionPlan ?? UNKNOWN;
     const isError = event.type === "ERROR" ? 1 : 0;
     const cubeKey = windowMs + KEY_SEP + platform + KEY_SEP + event.region + KEY_SEP +
-      appVersionOf(event) + KEY_SEP + plan;
+      dims.appVersion + KEY_SEP + plan;
     const cubeHash = rowHash(cubeKey);
     const isNewInCube = this.#cubeRow[slot] !== cubeHash ? 1 : 0;
     this.#cubeRow[slot] = cubeHash;
@@ -578,6 +597,7 @@ export class UserFamily {
     title[0]++;
     title[1] += isError;
     title[2] += isNewInTitle;
+    return cube;
   }
 
   #addViewer(out: FlushBatch, key: string, packed: number): void {
@@ -612,16 +632,11 @@ export class UserFamily {
    * Counts a new account-sharing flag (the first of its user and period this worker sees) in the
    * event's anomaly cube row, for the `sharing:region` series.
    */
-  #countSharingFlag(slot: number, event: TelemetryEvent, out: FlushBatch): void {
-    const windowMs = this.#o.thresholds.sharingWindowMs;
-    const period = Math.floor(event.atMs / windowMs);
+  #countSharingFlag(slot: number, event: TelemetryEvent, cubeRow: number[]): void {
+    const period = Math.floor(event.atMs / this.#o.thresholds.sharingWindowMs);
     if (this.#sharingPeriod[slot] >= period) return;
     this.#sharingPeriod[slot] = period;
-    const cubeKey = anomalyWindowOf(event, this.#o.thresholds.anomalyWindowMs) + KEY_SEP +
-      platformOf(event) + KEY_SEP + event.region + KEY_SEP + appVersionOf(event) + KEY_SEP +
-      (event.subscriptionPlan ?? UNKNOWN);
-    const cube = out.anomalyCube.get(cubeKey);
-    if (cube !== undefined) cube[5]++;
+    cubeRow[5]++;
   }
 }
 
