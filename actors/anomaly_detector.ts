@@ -28,6 +28,7 @@ import {
   DEFAULT_ANOMALY_SETTINGS,
   formatContribution,
   KeyTracker,
+  median,
   type Peer,
   seasonalBaseline,
   type SegmentChange,
@@ -272,6 +273,14 @@ export class AnomalyDetector {
     const steps: Array<{ def: SeriesDefinition; key: string; step: TrackedStep; now: KeyWindow }> =
       [];
     const candidates = this.#candidates(rows, past);
+    // A series' peers (each key's point and recent size), built once per window when a key
+    // without history first needs them: per key, that was a pass over every candidate.
+    const peersOf = new Map<SeriesDefinition, Array<{ key: string; peer: Peer }>>();
+    const peersFor = (def: SeriesDefinition, key: string): Peer[] => {
+      let list = peersOf.get(def);
+      if (list === undefined) peersOf.set(def, list = this.#peers(def, t, candidates));
+      return list.filter((p) => p.key !== key).map((p) => p.peer);
+    };
     let sinceYield = 0;
     for (const { def, key, now, pastPoints, isPresent } of candidates) {
       // A turn of the event loop now and then: on PGlite ingest shares this thread.
@@ -305,7 +314,7 @@ export class AnomalyDetector {
         )
       ).map((p) => scaled(p, w));
       const seasonal = seasonalBaseline(def.kind, usable);
-      const peers = seasonal === null ? this.#peers(def, key, t, candidates) : undefined;
+      const peers = seasonal === null ? peersFor(def, key) : undefined;
       const isMuted = isUnderMaintenance(maintenance, def.id, key, t, t + w);
       const step = tracker.step(point, seasonal, { peers, isMuted });
       for (const e of step.excluded) excludedHours.push({ series: def.id, key, hourMs: hourOf(e) });
@@ -383,20 +392,23 @@ export class AnomalyDetector {
     return out.slice(0, this.#o.maxSeries);
   }
 
+  /** Every candidate key of a series as a peer in window `t`. */
   #peers(
     def: SeriesDefinition,
-    key: string,
     t: number,
     candidates: ReadonlyArray<{ def: SeriesDefinition; key: string; now: KeyWindow }>,
-  ): Peer[] {
-    return candidates.filter((c) => c.def === def && c.key !== key).map((c) => ({
-      point: {
-        windowStartMs: t,
-        num: c.now.num,
-        den: def.kind === "count" ? 1 : c.now.den,
-        size: def.kind === "count" ? 1 : c.now.size,
+  ): Array<{ key: string; peer: Peer }> {
+    return candidates.filter((c) => c.def === def).map((c) => ({
+      key: c.key,
+      peer: {
+        point: {
+          windowStartMs: t,
+          num: c.now.num,
+          den: def.kind === "count" ? 1 : c.now.den,
+          size: def.kind === "count" ? 1 : c.now.size,
+        },
+        recentMedian: this.#trackers.get(def.id + KEY_SEP + c.key)?.recentMedian(t) ?? 0,
       },
-      recentMedian: this.#trackers.get(def.id + KEY_SEP + c.key)?.recentMedian(t) ?? 0,
     }));
   }
 
@@ -491,8 +503,11 @@ export class AnomalyDetector {
     windows: number,
   ): IncidentReading {
     const expected = step.expected ?? 0;
-    const drillDown = this.#drillDown(def, key, step, now, past);
-    const byPlan = this.#affectedByPlan(def, key, step, now, past);
+    // The key's rows of past weeks and its level, found once for the drill-down and the viewers.
+    const pastRows = past.rows[def.table].filter((r) => r[def.dimension] === key);
+    const level = def.kind === "count" ? this.#level(def, step, pastRows) : 1;
+    const drillDown = this.#drillDown(def, step, now, pastRows, level);
+    const byPlan = this.#affectedByPlan(def, now, pastRows, level);
     const viewers = Object.values(byPlan).reduce((a, b) => a + b, 0);
     return {
       series: def.id,
@@ -518,10 +533,10 @@ export class AnomalyDetector {
    */
   #drillDown(
     def: SeriesDefinition,
-    key: string,
     step: TrackedStep,
     now: KeyWindow,
-    past: PastHours,
+    pastRows: readonly PastRow[],
+    level: number,
   ): DrillDownEntry[] {
     const expectedRate = step.expected ?? 0;
     const groupings = [
@@ -529,13 +544,9 @@ export class AnomalyDetector {
       ...(def.drillDown.length >= 2 ? [def.drillDown.slice(0, 2)] : []),
     ];
     const segments: SegmentChange[] = [];
-    const pastRows = past.rows[def.table].filter((r) => r[def.dimension] === key);
-    const level = def.kind === "count" ? this.#level(def, key, step, past) : 1;
     for (const dims of groupings) {
       const observed = group(now.rows, dims, def);
-      const expectedCounts = def.kind === "count"
-        ? seasonalByGroup(pastRows, dims, def, past)
-        : null;
+      const expectedCounts = def.kind === "count" ? seasonalByGroup(pastRows, dims, def) : null;
       const names = new Set([...observed.keys(), ...(expectedCounts?.keys() ?? [])]);
       for (const name of names) {
         const o = observed.get(name) ?? { num: 0, den: 0 };
@@ -562,11 +573,12 @@ export class AnomalyDetector {
   }
 
   /** The key's level (expected / seasonal) for scaling its segments' past weeks. */
-  #level(def: SeriesDefinition, key: string, step: TrackedStep, past: PastHours): number {
-    const points = past.rows[def.table].filter((r) => r[def.dimension] === key);
+  #level(def: SeriesDefinition, step: TrackedStep, pastRows: readonly PastRow[]): number {
     const byHour = new Map<number, number>();
-    for (const r of points) byHour.set(r.hourMs, (byHour.get(r.hourMs) ?? 0) + Number(r[def.num]));
-    const seasonal = median([...byHour.values()]) * this.#o.windowMs / HOUR_MS;
+    for (const r of pastRows) {
+      byHour.set(r.hourMs, (byHour.get(r.hourMs) ?? 0) + Number(r[def.num]));
+    }
+    const seasonal = (median([...byHour.values()]) ?? 0) * this.#o.windowMs / HOUR_MS;
     return seasonal > 0 && step.expected !== null ? step.expected / seasonal : 1;
   }
 
@@ -576,10 +588,9 @@ export class AnomalyDetector {
    */
   #affectedByPlan(
     def: SeriesDefinition,
-    key: string,
-    step: TrackedStep,
     now: KeyWindow,
-    past: PastHours,
+    pastRows: readonly PastRow[],
+    level: number,
   ): Record<string, number> {
     const observed = new Map<string, number>();
     for (const r of now.rows) {
@@ -587,8 +598,6 @@ export class AnomalyDetector {
       observed.set(plan, (observed.get(plan) ?? 0) + Number(r[def.viewers]));
     }
     if (def.kind !== "count") return Object.fromEntries(observed);
-    const level = this.#level(def, key, step, past);
-    const pastRows = past.rows[def.table].filter((r) => r[def.dimension] === key);
     const perHour = new Map<string, Map<number, number>>();
     for (const r of pastRows) {
       const plan = String(r.subscription_plan);
@@ -599,7 +608,7 @@ export class AnomalyDetector {
     const out: Record<string, number> = {};
     for (const [plan, hours] of perHour) {
       // Hourly rows sum the windows' viewers: a window's share is a twelfth (at 5 minutes).
-      const expected = median([...hours.values()]) * this.#o.windowMs / HOUR_MS * level;
+      const expected = (median([...hours.values()]) ?? 0) * this.#o.windowMs / HOUR_MS * level;
       const missing = Math.round(expected - (observed.get(plan) ?? 0));
       if (missing > 0) out[plan] = missing;
     }
@@ -671,6 +680,9 @@ export class AnomalyDetector {
   }
 }
 
+/** A row of an hourly copy, with its hour. */
+type PastRow = CubeRow & { hourMs: number };
+
 /** The past weeks of one hour. */
 interface PastHours {
   hours: number[];
@@ -718,7 +730,6 @@ function seasonalByGroup(
   rows: ReadonlyArray<CubeRow & { hourMs: number }>,
   dims: readonly string[],
   def: SeriesDefinition,
-  past: PastHours,
 ): Map<string, number> {
   const perName = new Map<string, Map<number, number>>();
   for (const r of rows) {
@@ -730,9 +741,8 @@ function seasonalByGroup(
   const heldHours = new Set(rows.map((r) => r.hourMs));
   const out = new Map<string, number>();
   for (const [name, hours] of perName) {
-    out.set(name, median([...heldHours].map((h) => hours.get(h) ?? 0)));
+    out.set(name, median([...heldHours].map((h) => hours.get(h) ?? 0)) ?? 0);
   }
-  void past;
   return out;
 }
 
@@ -744,13 +754,6 @@ function scaled(p: SeriesPoint, windowMs: number): SeriesPoint {
     den: p.den * f,
     size: p.size === undefined ? undefined : p.size * f,
   };
-}
-
-function median(values: number[]): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function namesOf(drillDown: readonly DrillDownEntry[]): Set<string> {
