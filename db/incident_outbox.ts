@@ -7,14 +7,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.ts";
-import type {
-  DrillDownEntry,
-  Exposure,
-  Incident,
-  IncidentStatus,
-  RelatedKey,
-} from "./incidents.ts";
-import type { Level } from "../rules/types.ts";
+import { type Incident, toIncident } from "./incidents.ts";
 
 /** A claimed incident alert with the incident as it is now (the revision is the outbox row's). */
 export interface DueIncidentAlert {
@@ -49,48 +42,23 @@ export async function claimDueIncidentAlerts(
   }::timestamptz
       from due where o.incident_id = due.incident_id and o.revision = due.revision
       returning o.incident_id, o.revision, o.reason, o.attempts)
-    select c.revision as outbox_revision, c.reason as outbox_reason, c.attempts, i.id, i.series,
-      i.key, i.kind, i.state, i.status, i.level, i.started_at, i.opened_at, i.last_window,
-      i.recovered_at, i.expected, i.observed, i.band_low, i.band_high, i.z, i.windows, i.viewers,
-      i.drill_down, i.related, i.exposure
+    select c.revision as outbox_revision, c.reason as outbox_reason, c.attempts, i.*
     from claimed c join incidents i on i.id = c.incident_id
     order by c.incident_id, c.revision`.execute(db);
   return result.rows.map(toDueIncidentAlert);
 }
 
 function toDueIncidentAlert(r: Record<string, unknown>): DueIncidentAlert {
-  const at = (v: unknown) => v === null ? null : new Date(v as string).toISOString();
-  const json = (v: unknown) => typeof v === "string" ? JSON.parse(v) : v;
+  // The incident as it is now, at the outbox row's revision, its band as two numbers.
+  const { baseline: _b, band, muted_until: _m, reason: _r, updated_at: _u, ...incident } =
+    toIncident(r);
   const revision = Number(r.outbox_revision);
   return {
-    incidentId: String(r.id),
+    incidentId: incident.id,
     revision,
     reason: r.outbox_reason as string,
     attempts: Number(r.attempts),
-    incident: {
-      id: String(r.id),
-      revision,
-      series: r.series as string,
-      key: r.key as string,
-      kind: r.kind as string,
-      state: r.state as "active" | "recovered",
-      status: r.status as IncidentStatus,
-      level: r.level as Level,
-      started_at: at(r.started_at)!,
-      opened_at: at(r.opened_at)!,
-      last_window: at(r.last_window)!,
-      recovered_at: at(r.recovered_at),
-      expected: Number(r.expected),
-      observed: Number(r.observed),
-      band_low: Number(r.band_low),
-      band_high: Number(r.band_high),
-      z: Number(r.z),
-      windows: Number(r.windows),
-      viewers: Number(r.viewers),
-      drill_down: json(r.drill_down) as DrillDownEntry[],
-      related: json(r.related) as RelatedKey[],
-      exposure: (json(r.exposure) ?? null) as Exposure | null,
-    },
+    incident: { ...incident, revision, band_low: band[0], band_high: band[1] },
   };
 }
 

@@ -237,11 +237,13 @@ export async function activeIncidents(db: Db): Promise<Map<string, string>> {
   return new Map(result.rows.map((r) => [r.series + "\u0000" + r.key, String(r.id)]));
 }
 
-const COLUMNS = sql`id, series, key, kind, state, status, level, started_at, opened_at,
+/** The columns {@link toIncident} reads. */
+export const COLUMNS = sql`id, series, key, kind, state, status, level, started_at, opened_at,
   last_window, recovered_at, baseline, expected, observed, band_low, band_high, z, windows,
   viewers, drill_down, related, exposure, muted_until, reason, revision, updated_at`;
 
-function toIncident(r: Record<string, unknown>): Incident {
+/** An incident row (the columns of `COLUMNS`) as the API shows it. */
+export function toIncident(r: Record<string, unknown>): Incident {
   const at = (v: unknown) => v === null ? null : new Date(v as string).toISOString();
   return {
     id: String(r.id),

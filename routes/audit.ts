@@ -18,6 +18,7 @@ import { z } from "zod";
 import type { Logger } from "../logger.ts";
 import type { AuditLogTable, Database } from "../db/schema.ts";
 import { countParam, issuesOf, quote } from "./query_params.ts";
+import { END_MS, instantParam } from "./time_range.ts";
 
 declare module "hono" {
   interface ContextVariableMap {
@@ -162,34 +163,14 @@ export function captureSubject(logger: Logger): MiddlewareHandler {
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
-/** First instant PostgreSQL stores with an ISO year (0001-01-01T00:00:00Z; year 0000 is 1 BC). */
-const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
-/** First instant past the four-digit years (10000-01-01T00:00:00Z). */
-const END_MS = Date.UTC(10_000, 0, 1);
 /** Largest PostgreSQL bigint, the type of an audit row's id. */
 const MAX_BIGINT = 9_223_372_036_854_775_807n;
-const INSTANT_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z";
 
 /** The refusal of a cursor that no earlier page gave. */
 const cursorRefusal = (input: unknown) =>
   `Invalid cursor: must be a next_cursor value from a previous page, received ${
     quote(String(input))
   }`;
-
-/** An ISO-8601 date-time bound `name` with a zone, within the years 0001-9999. */
-function instantParam(name: string) {
-  return z.iso.datetime({
-    offset: true,
-    abort: true,
-    error: (issue) =>
-      `Invalid ${name}: expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, received ${
-        quote(String(issue.input))
-      }`,
-  }).refine((value) => Date.parse(value) >= FIRST_MS && Date.parse(value) < END_MS, {
-    error: (issue) =>
-      `Invalid ${name}: must be from ${INSTANT_RANGE}, received ${quote(String(issue.input))}`,
-  });
-}
 
 /** True for a cursor whose time is within the years 0001-9999 and whose id fits a bigint. */
 function isCursorInRange(cursor: string): boolean {

@@ -35,6 +35,7 @@ import {
   badRequest,
   choiceParam,
   countParam,
+  givenQuery,
   issuesOf,
   quote,
   textParam,
@@ -246,14 +247,6 @@ export function complianceRoutes(
     return c.json(await getComplianceRegions(db, isEu, range.range));
   });
   return app;
-}
-
-/** The query parameters that are not blank: an empty one (`?rule=&level=`) means no filter, as a
- * form with blank fields sends it. */
-function givenQuery(c: Context): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(c.req.query()).filter(([, value]) => value.trim() !== ""),
-  );
 }
 
 function badFlagId(c: Context, id: string): Response {

@@ -20,15 +20,20 @@ import {
 import type { Database } from "../db/schema.ts";
 import { SERIES } from "../rules/anomaly_series.ts";
 import { ANONYMOUS } from "./auth.ts";
-import { badRequest, choiceParam, countParam, issuesOf, quote, textParam } from "./query_params.ts";
-import { parseRange } from "./time_range.ts";
+import {
+  badRequest,
+  choiceParam,
+  countParam,
+  givenQuery,
+  issuesOf,
+  quote,
+  textParam,
+} from "./query_params.ts";
+import { instantParam, parseRange } from "./time_range.ts";
 
 const DAY_MS = 86_400_000;
 /** Longest maintenance window: a longer outage is not maintenance. */
 const MAINTENANCE_MAX_MS = 31 * DAY_MS;
-/** First instant PostgreSQL can store as an ISO year, and the first past the four-digit years. */
-const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
-const END_MS = Date.UTC(10_000, 0, 1);
 
 const SERIES_IDS = SERIES.map((s) => s.id) as [string, ...string[]];
 const STATES = ["active", "recovered"] as const;
@@ -57,19 +62,7 @@ const REASON = z.string().trim().min(1).max(500)
   .refine((s) => s.isWellFormed(), "must be well-formed Unicode");
 
 /** An ISO-8601 date-time with a zone, within the years 0001-9999. */
-const INSTANT = z.iso.datetime({
-  offset: true,
-  abort: true,
-  error: (issue) =>
-    `expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, received ${
-      quote(String(issue.input))
-    }`,
-}).refine((value) => Date.parse(value) >= FIRST_MS && Date.parse(value) < END_MS, {
-  error: (issue) =>
-    `must be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z, received ${
-      quote(String(issue.input))
-    }`,
-});
+const INSTANT = instantParam();
 
 /** Body of `PATCH /compliance/incidents/{id}`; the route also holds `muted_until` to the future. */
 export const INCIDENT_REVIEW = z.strictObject({
@@ -234,11 +227,4 @@ async function jsonBody(c: Context): Promise<unknown> {
 
 function notFound(c: Context, id: string): Response {
   return c.json({ error: `Not found: incident ${quote(id)}`, issues: [] }, 404);
-}
-
-/** The query parameters that are not blank: an empty one (`?state=`) means no filter. */
-function givenQuery(c: Context): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(c.req.query()).filter(([, value]) => value.trim() !== ""),
-  );
 }

@@ -95,3 +95,13 @@ export function issuesOf(error: z.ZodError): Issue[] {
 export function badRequest(c: Context, error: string, path?: string): Response {
   return c.json({ error, issues: path === undefined ? [] : [{ path, message: error }] }, 400);
 }
+
+/**
+ * The query parameters that are not blank: an empty one (`?rule=&level=`) means no filter, as a
+ * form with blank fields sends it.
+ */
+export function givenQuery(c: Context): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(c.req.query()).filter(([, value]) => value.trim() !== ""),
+  );
+}

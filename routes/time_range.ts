@@ -10,9 +10,29 @@ import type { TimeRange } from "../db/stats_queries.ts";
 import { quote } from "./query_params.ts";
 
 /** First instant PostgreSQL can store as an ISO year: 0001-01-01T00:00:00Z (year 0000 is 1 BC). */
-const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
+export const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
 /** First instant past the four-digit years: 10000-01-01T00:00:00Z. */
-const END_MS = Date.UTC(10_000, 0, 1);
+export const END_MS = Date.UTC(10_000, 0, 1);
+const INSTANT_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z";
+
+/**
+ * An ISO-8601 date-time with a zone, within the years 0001-9999: a query bound `name` (its refusal
+ * says "Invalid <name>: ..."), or a body field (no name: the issue's path names it).
+ */
+export function instantParam(name?: string) {
+  const prefix = name === undefined ? "" : `Invalid ${name}: `;
+  return z.iso.datetime({
+    offset: true,
+    abort: true,
+    error: (issue) =>
+      `${prefix}expected an ISO-8601 date-time such as 2026-11-30T10:00:00Z, received ${
+        quote(String(issue.input))
+      }`,
+  }).refine((value) => Date.parse(value) >= FIRST_MS && Date.parse(value) < END_MS, {
+    error: (issue) =>
+      `${prefix}must be from ${INSTANT_RANGE}, received ${quote(String(issue.input))}`,
+  });
+}
 
 /** The query parameters {@link parseRange} reads, for the API's OpenAPI document. */
 export const RANGE_QUERY = z.object({
