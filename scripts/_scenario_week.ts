@@ -302,43 +302,37 @@ export function* baselineHours(
     const hourEnd = Math.min(hour + HOUR_MS, o.watchStartMs);
     for (let t = hour; t < hourEnd; t += o.windowMs) {
       const rows = windowRows(t, o);
-      for (const c of rows.cube) {
-        const key = [c.platform, c.region, c.app_version, c.subscription_plan].join("|");
-        const sum = cube.get(key);
-        if (sum === undefined) cube.set(key, { ...c, startMs: hour });
-        else {
-          sum.events += c.events;
-          sum.errors += c.errors;
-          sum.eu_events += c.eu_events;
-          sum.eu_consented += c.eu_consented;
-          sum.viewers += c.viewers;
-        }
-      }
-      for (const c of rows.qoe) {
-        const key = [c.content_id, c.cdn, c.subscription_plan].join("|");
-        const sum = qoe.get(key);
-        if (sum === undefined) qoe.set(key, { ...c, startMs: hour });
-        else {
-          sum.views += c.views;
-          sum.vsf_technical += c.vsf_technical;
-          sum.rebuffer_ms += c.rebuffer_ms;
-          sum.watched_ms += c.watched_ms;
-          sum.startup_views += c.startup_views;
-          sum.slow_startups += c.slow_startups;
-        }
-      }
-      for (const c of rows.titles) {
-        const key = [c.content_id, c.platform, c.subscription_plan].join("|");
-        const sum = titles.get(key);
-        if (sum === undefined) titles.set(key, { ...c, startMs: hour });
-        else {
-          sum.events += c.events;
-          sum.errors += c.errors;
-          sum.viewers += c.viewers;
-        }
-      }
+      sumInto(cube, rows.cube, hour, ["platform", "region", "app_version", "subscription_plan"]);
+      sumInto(qoe, rows.qoe, hour, ["content_id", "cdn", "subscription_plan"]);
+      sumInto(titles, rows.titles, hour, ["content_id", "platform", "subscription_plan"]);
     }
     yield { cube: [...cube.values()], titles: [...titles.values()], qoe: [...qoe.values()] };
+  }
+}
+
+/**
+ * Adds window cells into the hour's cells of the same dimensions (`dims`): every numeric field but
+ * `startMs` is a measure.
+ */
+function sumInto<T extends { startMs: number }>(
+  into: Map<string, T>,
+  cells: readonly T[],
+  hourMs: number,
+  dims: readonly (keyof T)[],
+): void {
+  for (const c of cells) {
+    const key = dims.map((d) => c[d]).join("|");
+    const sum = into.get(key);
+    if (sum === undefined) {
+      into.set(key, { ...c, startMs: hourMs });
+      continue;
+    }
+    const row = sum as Record<string, unknown>;
+    for (const [field, value] of Object.entries(c)) {
+      if (field !== "startMs" && typeof value === "number") {
+        row[field] = (row[field] as number) + value;
+      }
+    }
   }
 }
 
